@@ -1,0 +1,49 @@
+"""handled: the back-office of a third-party logistics warehouse operator."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from handled.settings import Settings, get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web app: settings, lazy database proxies, Redis, blueprints, CLI."""
+    from handled import cache, db, errors, health, home
+    from handled.cli import register_cli
+
+    settings = settings or get_settings()
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.update(SECRET_KEY=settings.secret_key, HANDLED_SETTINGS=settings)
+    configure_logging(settings)
+    db.init_databases(settings)
+    cache.init_redis(settings)
+
+    app.teardown_appcontext(lambda exc: db.release_connections())
+    app.register_blueprint(health.bp)
+    app.register_blueprint(home.bp)
+    errors.register(app)
+    register_cli(app)
+    return app
+
+
+def current_settings() -> Settings:
+    """The settings of the running app (inside a request or CLI command)."""
+    return current_app.config["HANDLED_SETTINGS"]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Warnings and errors by default; every statement when LOG_DB_QUERIES=true."""
+    logger = logging.getLogger("handled")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.getLogger("handled.db").setLevel(logging.INFO if settings.log_db_queries else logging.WARNING)
+    logger.setLevel(logging.INFO)

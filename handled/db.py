@@ -1,0 +1,202 @@
+"""The two database proxies, their pools, base models and the query log.
+
+``primary_db`` serves the ``config`` and ``customer`` schemas, ``data_db`` the
+``workspace`` and ``reference`` schemas. Both initialise themselves from the
+settings on first use, so importing models never opens a connection. In
+single-database mode both proxies point at one pooled database object, so they
+share one pool (and one transaction per thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from peewee import DatabaseProxy, DateTimeField, Model
+from playhouse.pool import PooledPostgresqlDatabase
+
+from handled.settings import DatabaseConfig, Settings, get_settings
+
+log = logging.getLogger("handled.db")
+
+# Which proxy issued the statement being run (for the query log in single mode,
+# where one database object serves both proxies).
+_current_label: ContextVar[str | None] = ContextVar("handled_db_label", default=None)
+_quiet: ContextVar[bool] = ContextVar("handled_db_quiet", default=False)
+_init_lock = threading.Lock()
+
+
+class TimestampTzField(DateTimeField):
+    """TIMESTAMP WITH TIME ZONE: every timestamp in handled is absolute."""
+
+    field_type = "TIMESTAMPTZ"
+
+
+class HandledDatabase(PooledPostgresqlDatabase):
+    """A pooled PostgreSQL database that knows its role and logs its statements."""
+
+    def __init__(self, config: DatabaseConfig, label: str, log_queries: bool):
+        connect_kwargs = config.connect_kwargs()
+        connect_kwargs.setdefault("application_name", f"handled-{label}")
+        connect_kwargs.setdefault("connect_timeout", 5)
+        super().__init__(
+            config.dbname,
+            max_connections=config.pool_size,
+            timeout=config.pool_timeout,
+            stale_timeout=300,
+            **connect_kwargs,
+        )
+        self.config = config
+        self.label = label
+        self.log_queries = log_queries
+        self.query_hooks.append(self._log_query_event)
+
+    @property
+    def pgbouncer(self) -> bool:
+        """True behind a transaction pooler: no session state may be relied on."""
+        return self.config.pgbouncer
+
+    def _log_query_event(self, event) -> None:
+        label = _current_label.get() or self.label
+        if event.exception is not None:
+            log.warning("[%s] %.1f ms failed (%s): %s", label, event.duration * 1000,
+                        str(event.exception).strip(), event.sql)
+        elif self.log_queries and not _quiet.get():
+            log.info("[%s] %.1f ms %s", label, event.duration * 1000, event.sql)
+
+    def pool_stats(self) -> dict:
+        """In-use and idle connection counts of this process's pool."""
+        return {"in_use": len(self._in_use), "idle": len(self._connections),
+                "max": self._max_connections}
+
+
+class LazyDatabaseProxy(DatabaseProxy):
+    """A DatabaseProxy that initialises both proxies from settings on first use
+    and tags the statements it runs with its own name for the query log."""
+
+    __slots__ = ("obj", "_callbacks", "_Model", "label")
+
+    def __init__(self, label: str):
+        super().__init__()
+        object.__setattr__(self, "label", label)
+
+    def _target(self):
+        if self.obj is None:
+            init_databases()
+        return self.obj
+
+    def __getattr__(self, attr):
+        value = getattr(self._target(), attr)
+        if attr in ("execute", "execute_sql"):
+            return _labelled(value, self.label)
+        return value
+
+    def __enter__(self):
+        return self._target().__enter__()
+
+    def __exit__(self, *exc):
+        return self._target().__exit__(*exc)
+
+    @property
+    def initialized(self) -> bool:
+        return self.obj is not None
+
+
+def _labelled(method, label: str):
+    def run(*args, **kwargs):
+        token = _current_label.set(label)
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _current_label.reset(token)
+    return run
+
+
+primary_db = LazyDatabaseProxy("primary")
+data_db = LazyDatabaseProxy("data")
+
+
+class PrimaryModel(Model):
+    """Base of every model in the PRIMARY database (config, customer)."""
+
+    class Meta:
+        database = primary_db
+        legacy_table_names = False
+
+
+class DataModel(Model):
+    """Base of every model in the DATA database (workspace, reference)."""
+
+    class Meta:
+        database = data_db
+        legacy_table_names = False
+
+
+def init_databases(settings: Settings | None = None) -> None:
+    """Point both proxies at databases built from ``settings`` (no connection yet)."""
+    with _init_lock:
+        if settings is None and primary_db.obj is not None:
+            return  # another thread initialised them meanwhile
+        settings = settings or get_settings()
+        close_databases()
+        if settings.split_db_mode:
+            primary = HandledDatabase(settings.primary, "primary", settings.log_db_queries)
+            data = HandledDatabase(settings.data, "data", settings.log_db_queries)
+        else:
+            primary = data = HandledDatabase(settings.primary, "primary+data", settings.log_db_queries)
+        primary_db.initialize(primary)
+        data_db.initialize(data)
+
+
+def close_databases() -> None:
+    """Close every pooled connection of both proxies (at shutdown or re-init)."""
+    seen = set()
+    for proxy in (primary_db, data_db):
+        database = proxy.obj
+        if database is not None and id(database) not in seen:
+            seen.add(id(database))
+            database.close_all()
+
+
+def release_connections() -> None:
+    """Return this thread's connections to their pools (end of a request or job)."""
+    seen = set()
+    for proxy in (primary_db, data_db):
+        database = proxy.obj
+        if database is not None and id(database) not in seen:
+            seen.add(id(database))
+            if not database.is_closed():
+                database.close()
+
+
+def database_for(target: str) -> LazyDatabaseProxy:
+    """The proxy for a migration target name: 'primary' or 'data'."""
+    return {"primary": primary_db, "data": data_db}[target]
+
+
+@contextmanager
+def quiet_queries():
+    """Keep statement logging quiet inside the block (bulk builds)."""
+    token = _quiet.set(True)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
+
+
+_warned_db_alias = False
+
+
+def __getattr__(name):
+    # ``db`` was the single database of the first prototype; keep it working.
+    global _warned_db_alias
+    if name == "db":
+        if not _warned_db_alias:
+            _warned_db_alias = True
+            warnings.warn("handled.db.db is deprecated; use handled.db.primary_db.",
+                          DeprecationWarning, stacklevel=2)
+        return primary_db
+    raise AttributeError(f"module 'handled.db' has no attribute {name!r}")

@@ -1,0 +1,59 @@
+"""``/healthz``: is each database and Redis reachable, and in which mode."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify
+
+from handled import current_settings
+from handled.cache import get_redis
+from handled.db import data_db, primary_db
+
+bp = Blueprint("health", __name__)
+
+
+def probe_database(proxy) -> dict:
+    started = time.perf_counter()
+    try:
+        proxy.execute_sql("SELECT 1").fetchone()
+    except Exception as exc:  # any driver or pool failure means "not reachable"
+        _discard_connection(proxy)
+        return {"ok": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _discard_connection(proxy) -> None:
+    try:
+        proxy.manual_close()
+    except Exception:  # already closed or never opened
+        pass
+
+
+def probe_redis() -> dict:
+    started = time.perf_counter()
+    try:
+        get_redis().ping()
+    except Exception as exc:
+        return {"ok": False, "error": str(exc) or type(exc).__name__}
+    return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def health_report() -> dict:
+    settings = current_settings()
+    report = {"mode": settings.mode, "primary": probe_database(primary_db)}
+    report["data"] = probe_database(data_db) if settings.split_db_mode else dict(report["primary"])
+    report["redis"] = probe_redis()
+    if not report["primary"]["ok"]:
+        report["status"] = "down"
+    elif not (report["data"]["ok"] and report["redis"]["ok"]):
+        report["status"] = "degraded"
+    else:
+        report["status"] = "ok"
+    return report
+
+
+@bp.get("/healthz")
+def healthz():
+    report = health_report()
+    return jsonify(report), 503 if report["status"] == "down" else 200

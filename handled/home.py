@@ -1,0 +1,16 @@
+"""The home page: mode, both databases' migration status and server versions."""
+
+from flask import Blueprint, render_template
+
+from handled import current_settings
+from handled.db_checks import migration_summary
+from handled.health import health_report
+
+bp = Blueprint("home", __name__)
+
+
+@bp.get("/")
+def index():
+    settings = current_settings()
+    return render_template("home/index.html", mode=settings.mode,
+                           databases=migration_summary(settings), health=health_report())

@@ -1,0 +1,226 @@
+"""Split migrations with yoyo: one migration set, tracking schema and lock per database.
+
+``migrations/primary`` holds the SQL for ``config`` + ``customer`` and is tracked
+in the schema ``_yoyo_primary`` of the PRIMARY database; ``migrations/data``
+holds ``workspace`` + ``reference`` and is tracked in ``_yoyo_data`` of the DATA
+database. In single-database mode both tracking schemas live in one database,
+side by side, so neither set ever sees the other's history.
+
+Migrations run over their own direct connection (never a transaction pooler):
+yoyo needs session state (its search_path, our advisory lock).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import psycopg2
+from yoyo import get_backend, read_migrations
+
+from handled.catalog import connect_direct
+from handled.migration_objects import MigrationState, classify_migrations
+from handled.settings import DatabaseConfig, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = ROOT / "migrations"
+TARGETS = ("primary", "data")
+TRACKING_SCHEMAS = {"primary": "_yoyo_primary", "data": "_yoyo_data"}
+LOCK_KEYS = {"primary": 7_320_001, "data": 7_320_002}
+
+
+class MigrationError(Exception):
+    """A migration command cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class Target:
+    name: str
+    config: DatabaseConfig
+    directory: Path
+    tracking_schema: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.config.display()})"
+
+
+@dataclass
+class TargetStatus:
+    target: Target
+    states: list[MigrationState] = field(default_factory=list)
+    unknown_applied: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[MigrationState]:
+        return [s for s in self.states if s.verdict == "pending"]
+
+    @property
+    def problems(self) -> list[str]:
+        found = [s.describe() for s in self.states if s.verdict not in ("applied", "pending")]
+        found += [f"tracking lists {m}, which has no file in {self.target.directory}" for m in self.unknown_applied]
+        return found
+
+
+def resolve_targets(settings: Settings, selection: str = "all") -> list[Target]:
+    """The migration targets for 'primary', 'data' or 'all'."""
+    if selection not in (*TARGETS, "all"):
+        raise MigrationError(f"Unknown target {selection!r}; use primary, data or all.")
+    names = TARGETS if selection == "all" else (selection,)
+    targets = []
+    for name in names:
+        config = settings.primary_migration or settings.primary if name == "primary" else settings.data
+        if config.pgbouncer:
+            raise MigrationError(
+                f"{config.variable} goes through PgBouncer (pgbouncer=true) and migrations need a "
+                "direct connection; set PRIMARY_MIGRATION_URL to the server's own address."
+            )
+        targets.append(Target(name, config, MIGRATIONS_DIR / name, TRACKING_SCHEMAS[name]))
+    return targets
+
+
+def yoyo_uri(target: Target) -> str:
+    config = target.config
+    auth = ""
+    if config.user:
+        auth = quote(config.user, safe="")
+        if config.password:
+            auth += ":" + quote(config.password, safe="")
+        auth += "@"
+    host = config.host or ""
+    port = f":{config.port}" if config.port else ""
+    params = {**config.libpq_params, "schema": target.tracking_schema}
+    return f"postgresql://{auth}{host}{port}/{quote(config.dbname)}?{urlencode(params)}"
+
+
+def open_backend(target: Target):
+    """A yoyo backend whose tracking tables live in the target's own schema."""
+    with connect_direct(target.config) as conn, conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.tracking_schema}"')
+    return get_backend(yoyo_uri(target), migration_table="_yoyo_migration")
+
+
+def load_migrations(target: Target):
+    return read_migrations(str(target.directory))
+
+
+def applied_ids(conn, target: Target) -> dict[str, object]:
+    """Migration id -> applied time, read from the target's tracking table (if any)."""
+    table = f'"{target.tracking_schema}"._yoyo_migration'
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (table,))
+        if cur.fetchone()[0] is None:
+            return {}
+        cur.execute(f"SELECT migration_id, applied_at_utc FROM {table} ORDER BY applied_at_utc")
+        return {row[0]: row[1] for row in cur.fetchall()}
+
+
+def target_status(target: Target, conn=None) -> TargetStatus:
+    """Applied, pending and inconsistent migrations of one target (read-only)."""
+    if conn is None:
+        with connect_direct(target.config) as own:
+            return target_status(target, own)
+    migrations = load_migrations(target)
+    applied = applied_ids(conn, target)
+    states = classify_migrations(conn, migrations, applied)
+    known = {m.id for m in migrations}
+    return TargetStatus(target, states, [m for m in applied if m not in known])
+
+
+class advisory_lock:
+    """Session advisory lock per target: a second migrator waits, then fails clearly.
+
+    The lock dies with its connection, so a killed migrator never leaves it behind.
+    """
+
+    def __init__(self, backend, target: Target, timeout: float):
+        self.backend, self.target, self.timeout = backend, target, timeout
+
+    def __enter__(self):
+        key = LOCK_KEYS[self.target.name]
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.backend.execute("SELECT pg_try_advisory_lock(%s)" % key).fetchone()[0]:
+                return self
+            if time.monotonic() >= deadline:
+                holder = self.backend.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted" % key
+                ).fetchone()
+                who = f" (PostgreSQL backend pid {holder[0]})" if holder else ""
+                raise MigrationError(
+                    f"Another migration of the {self.target.name} database is running{who}; "
+                    f"waited {self.timeout:g} s. Try again when it has finished."
+                )
+            time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        try:
+            self.backend.execute("SELECT pg_advisory_unlock(%s)" % LOCK_KEYS[self.target.name])
+        except psycopg2.Error:
+            pass  # the connection is gone, and the lock with it
+
+
+def migrate(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
+    """Apply the target's pending migrations; returns their ids (only lists them on dry run)."""
+    backend = open_backend(target)
+    try:
+        with advisory_lock(backend, target, lock_timeout):
+            status = target_status(target, backend.connection)
+            if status.problems:
+                raise MigrationError(
+                    f"{target.name}: tracking and the database disagree ({status.problems[0]}); "
+                    f"run 'flask db check --target {target.name}' and 'flask db migrate --repair'."
+                )
+            todo = backend.to_apply(load_migrations(target))
+            if not dry_run:
+                backend.apply_migrations(todo)
+            return [m.id for m in todo]
+    finally:
+        backend.connection.close()
+
+
+def rollback(target: Target, count: int = 1, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
+    """Roll back the last ``count`` applied migrations of the target, newest first."""
+    backend = open_backend(target)
+    try:
+        with advisory_lock(backend, target, lock_timeout):
+            todo = backend.to_rollback(load_migrations(target))
+            todo = todo.__class__(list(todo)[:count], todo.post_apply)
+            if not dry_run:
+                backend.rollback_migrations(todo)
+            return [m.id for m in todo]
+    finally:
+        backend.connection.close()
+
+
+def repair(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
+    """Bring tracking in line with the catalog where that is provably safe.
+
+    Returns one sentence per change. Raises MigrationError, changing nothing,
+    when any disagreement cannot be proven safe to fix.
+    """
+    backend = open_backend(target)
+    try:
+        with advisory_lock(backend, target, lock_timeout):
+            status = target_status(target, backend.connection)
+            unsafe = [s.describe() for s in status.states if s.verdict in ("partly-applied", "partly-present")]
+            unsafe += [f"tracking lists {m}, which has no migration file" for m in status.unknown_applied]
+            if unsafe:
+                raise MigrationError(
+                    f"{target.name}: repair refuses to guess, nothing was changed: " + "; ".join(unsafe)
+                    + ". Restore from a backup or fix the schema by hand, then run repair again."
+                )
+            by_id = {m.id: m for m in load_migrations(target)}
+            to_mark = [by_id[s.id] for s in status.states if s.verdict == "untracked"]
+            to_unmark = [by_id[s.id] for s in status.states if s.verdict == "missing"]
+            changes = [f"{target.name}: marked {m.id} as applied (all its objects exist)" for m in to_mark]
+            changes += [f"{target.name}: unmarked {m.id} (tracked as applied but none of its objects exist); "
+                        "'flask db migrate' will apply it again" for m in to_unmark]
+            if not dry_run:
+                backend.mark_migrations(to_mark)
+                backend.unmark_migrations(to_unmark)
+            return changes
+    finally:
+        backend.connection.close()

@@ -1,0 +1,22 @@
+"""All models, one module per schema; ``ALL_MODELS`` is what the drift check compares."""
+
+from handled.models import config, customer, reference, workspace
+from handled.models.config import (AuditLog, ExportRun, ImportRun, Permission, Role,
+                                   RolePermission, Session, TransformationRun, User, UserRole)
+from handled.models.customer import Facility, FacilityOrganization, Organization
+from handled.models.reference import Carrier, DeliveryMatrix, Service, Zip3Reference
+from handled.models.workspace import (GazZcta, UpsGroundServiceZip5, UpsZone, Usps3dBaseService,
+                                      UsZip)
+
+PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog,
+                  ImportRun, TransformationRun, ExportRun,
+                  Organization, Facility, FacilityOrganization]
+DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService,
+               Carrier, Service, Zip3Reference, DeliveryMatrix]
+ALL_MODELS = PRIMARY_MODELS + DATA_MODELS
+
+SCHEMAS = {"primary": ("config", "customer"), "data": ("workspace", "reference")}
+
+__all__ = [m.__name__ for m in ALL_MODELS] + [
+    "ALL_MODELS", "PRIMARY_MODELS", "DATA_MODELS", "SCHEMAS",
+    "config", "customer", "workspace", "reference"]

@@ -1,0 +1,7 @@
+"""Time helpers: handled stores and compares aware UTC timestamps only."""
+
+from datetime import datetime, timezone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,2 @@
+DROP SCHEMA reference CASCADE;
+DROP SCHEMA workspace CASCADE;

@@ -1,0 +1,2 @@
+DROP SCHEMA customer CASCADE;
+DROP SCHEMA config CASCADE;
