@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import psycopg2
+import psycopg2.errors
 from peewee import CompositeKey, ForeignKeyField
 
 from handled.settings import DatabaseConfig
@@ -63,6 +64,28 @@ def connect_direct(config: DatabaseConfig, autocommit: bool = True):
         yield conn
     finally:
         conn.close()
+
+
+def create_database_if_missing(config: DatabaseConfig) -> bool:
+    """Create the database a URL names, if absent; True when it was created.
+
+    Connects to the server's ``postgres`` maintenance database with the same
+    role, which therefore needs the CREATEDB right.
+    """
+    maintenance = DatabaseConfig(**{**config.__dict__, "dbname": "postgres"})
+    with connect_direct(maintenance) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (config.dbname,))
+        if cur.fetchone():
+            return False
+        try:
+            cur.execute(f'CREATE DATABASE "{config.dbname}"')
+        except psycopg2.errors.InsufficientPrivilege:
+            raise ConnectionProblem(
+                f"The role {config.user or 'in use'} may not create the database {config.dbname!r} "
+                f"named by {config.variable}; create it as a superuser (createdb {config.dbname}).") from None
+        except psycopg2.errors.DuplicateDatabase:
+            return False  # created meanwhile by someone else
+    return True
 
 
 def existing_schemas(conn) -> set[str]:

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from handled import current_settings, migrations
-from handled.catalog import ConnectionProblem
+from handled.catalog import ConnectionProblem, create_database_if_missing
 from handled.db_checks import run_checks
 
 TARGET_OPTION = click.option("--target", type=click.Choice(["primary", "data", "all"]), default="all",
@@ -55,6 +55,17 @@ def migrate_command(target, lock_timeout, dry_run, repair):
             click.echo(f"{t.label}: up to date.")
         for mid in applied:
             click.echo(f"{t.label}: {'would apply' if dry_run else 'applied'} {mid}")
+
+
+@db_cli.command("create")
+@user_errors
+def create_command():
+    """Create the database(s) the URLs name, if they do not exist yet."""
+    settings = current_settings()
+    configs = [settings.primary] + ([settings.data] if settings.split_db_mode else [])
+    for config in configs:
+        created = create_database_if_missing(config)
+        click.echo(f"{config.display()}: {'created' if created else 'exists'}")
 
 
 @db_cli.command("status")

@@ -1,0 +1,61 @@
+# Shared steps of scripts/run and scripts/test: a virtualenv with the pinned
+# packages, and PostgreSQL + Redis reachable (the machine's, or private ones
+# started from locally installed server binaries under var/).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+PG_HOST=${HANDLED_PG_HOST:-127.0.0.1}
+PG_PORT=${HANDLED_PG_PORT:-5432}
+REDIS_PORT=${HANDLED_REDIS_PORT:-6379}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'handled: %s\n' "$*" >&2; exit 1; }
+
+ensure_venv() {
+  command -v python3 >/dev/null || die "python3 (3.11 or newer) is not installed; install it first (apt-get install python3 python3-venv)."
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating virtualenv in .venv"
+    python3 -m venv "$VENV"
+  fi
+  local stamp="$VENV/.installed-$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    say "installing pinned packages"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT[test]"
+    rm -f "$VENV"/.installed-* && touch "$stamp"
+  fi
+}
+
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; }
+redis_ready() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; }
+
+ensure_postgres() {
+  pg_ready && return 0
+  command -v pg_config >/dev/null || die "PostgreSQL is not reachable on $PG_HOST:$PG_PORT and no server is installed; install it (apt-get install postgresql) or set HANDLED_PG_HOST/HANDLED_PG_PORT."
+  local bindir datadir="$ROOT/var/postgres"
+  bindir=$(pg_config --bindir)
+  [ -x "$bindir/initdb" ] || die "PostgreSQL client is installed but not the server; install it (apt-get install postgresql)."
+  say "starting a private PostgreSQL in var/postgres on port $PG_PORT"
+  mkdir -p "$datadir"
+  local as=()
+  if [ "$(id -u)" = 0 ]; then chown -R postgres "$ROOT/var/postgres"; as=(runuser -u postgres --); fi
+  if [ ! -f "$datadir/PG_VERSION" ]; then
+    "${as[@]}" "$bindir/initdb" -D "$datadir" -U postgres --auth=trust -E UTF8 >/dev/null
+  fi
+  "${as[@]}" "$bindir/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w \
+    -o "-p $PG_PORT -k $datadir -c listen_addresses=127.0.0.1" start >/dev/null
+  pg_ready || die "the private PostgreSQL did not start; see var/postgres/server.log."
+}
+
+ensure_redis() {
+  redis_ready && return 0
+  command -v redis-server >/dev/null || die "Redis is not reachable on 127.0.0.1:$REDIS_PORT and redis-server is not installed; install it (apt-get install redis-server)."
+  say "starting a private Redis on port $REDIS_PORT"
+  mkdir -p "$ROOT/var/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --dir "$ROOT/var/redis" --logfile "$ROOT/var/redis/redis.log"
+  for _ in $(seq 50); do redis_ready && return 0; sleep 0.1; done
+  die "the private Redis did not start; see var/redis/redis.log."
+}
+
+ensure_services() { ensure_postgres; ensure_redis; }
