@@ -1,0 +1,140 @@
+"""Settings: read once, validated, every error one sentence naming the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handled.settings import SettingsError, load_settings, read_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {
+    "PRIMARY_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/handled",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SECRET_KEY": "x" * 32,
+}
+
+
+def settings_error(**changes) -> str:
+    env = {**BASE, **changes}
+    env = {k: v for k, v in env.items() if v is not None}
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("variable", ["PRIMARY_DATABASE_URL", "REDIS_URL", "SECRET_KEY"])
+def test_missing_required_variable_is_named(variable):
+    message = settings_error(**{variable: None})
+    assert message.startswith(f"{variable} is not set")
+
+
+def test_single_mode_defaults_data_to_primary():
+    settings = load_settings(BASE)
+    assert settings.mode == "single"
+    assert settings.data.identity == settings.primary.identity
+    assert settings.data.variable == "DATA_DATABASE_URL"
+    assert settings.session_cache_ttl == 30
+    assert settings.log_db_queries is False
+
+
+def test_single_mode_with_a_different_data_database_is_refused():
+    message = settings_error(DATA_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/other")
+    assert "DATA_DATABASE_URL" in message and "SPLIT_DB_MODE=false" in message
+
+
+def test_single_mode_accepts_the_same_database_with_other_credentials():
+    settings = load_settings({**BASE, "DATA_DATABASE_URL": "postgresql://reader:pw@127.0.0.1/handled"})
+    assert settings.data.user == "reader"
+
+
+def test_split_mode_needs_two_different_databases():
+    assert "SPLIT_DB_MODE=true" in settings_error(SPLIT_DB_MODE="true")
+    message = settings_error(SPLIT_DB_MODE="true", DATA_DATABASE_URL=BASE["PRIMARY_DATABASE_URL"])
+    assert "same database" in message and "DATA_DATABASE_URL" in message
+    ok = load_settings({**BASE, "SPLIT_DB_MODE": "true", "DATA_DATABASE_URL": "postgresql://127.0.0.1/handled_data"})
+    assert ok.mode == "split" and ok.data.dbname == "handled_data"
+
+
+@pytest.mark.parametrize("variable,value,fragment", [
+    ("SPLIT_DB_MODE", "maybe", "SPLIT_DB_MODE must be true or false"),
+    ("LOG_DB_QUERIES", "loud", "LOG_DB_QUERIES must be true or false"),
+    ("SESSION_CACHE_TTL", "soon", "SESSION_CACHE_TTL must be a whole number"),
+    ("SESSION_CACHE_TTL", "0", "SESSION_CACHE_TTL must be greater than 0"),
+    ("PRIMARY_DATABASE_URL", "mysql://localhost/x", "PRIMARY_DATABASE_URL must start with postgresql://"),
+    ("PRIMARY_DATABASE_URL", "postgresql://localhost", "PRIMARY_DATABASE_URL must name a database"),
+    ("PRIMARY_DATABASE_URL", "postgresql://h/db?connection_limit=zero", "connection_limit must be a positive"),
+    ("REDIS_URL", "http://localhost", "REDIS_URL must start with redis://"),
+    ("SECRET_KEY", "short", "SECRET_KEY is too short"),
+])
+def test_bad_values_name_the_variable(variable, value, fragment):
+    assert fragment in settings_error(**{variable: value})
+
+
+def test_production_url_parameters():
+    settings = load_settings({
+        **BASE,
+        "SPLIT_DB_MODE": "true",
+        "PRIMARY_DATABASE_URL": "postgresql://app:s%40cret@db.example:6432/handled"
+                                "?sslmode=require&connection_limit=5&pgbouncer=true&application_name=web",
+        "DATA_DATABASE_URL": "postgresql://127.0.0.1/handled_data",
+        "PRIMARY_MIGRATION_URL": "postgresql://app:s%40cret@db.example:5432/handled?sslmode=require",
+    })
+    primary = settings.primary
+    assert primary.password == "s@cret" and primary.port == 6432
+    assert primary.pool_size == 5
+    assert primary.pgbouncer is True
+    # Only libpq's own parameters reach libpq; pgbouncer/connection_limit would be rejected.
+    assert primary.libpq_params == {"sslmode": "require", "application_name": "web"}
+    assert "pgbouncer" not in primary.dsn() and "connection_limit" not in primary.dsn()
+    assert settings.primary_migration.pgbouncer is False
+    assert "s@cret" not in repr(settings) and "s@cret" not in primary.display()
+
+
+def test_migration_url_through_pgbouncer_is_refused():
+    message = settings_error(PRIMARY_MIGRATION_URL="postgresql://h/db?pgbouncer=true")
+    assert message.startswith("PRIMARY_MIGRATION_URL must be a direct connection")
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("SESSION_CACHE_TTL=45\nLOG_DB_QUERIES=true\nHANDLED_ONLY_IN_FILE=1\n")
+    monkeypatch.setenv("LOG_DB_QUERIES", "false")
+    values = read_environment(env_file)
+    assert values["SESSION_CACHE_TTL"] == "45"
+    assert values["HANDLED_ONLY_IN_FILE"] == "1"
+    assert values["LOG_DB_QUERIES"] == "false"
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in BASE and k not in ("DATA_DATABASE_URL", "SPLIT_DB_MODE", "FLASK_APP")}
+    env.update(extra)
+    return env
+
+
+def test_start_up_with_a_bad_setting_prints_one_sentence_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import app"],
+        cwd=tmp_path, env=_clean_env(**{**BASE, "SPLIT_DB_MODE": "perhaps"}),
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "handled cannot start: SPLIT_DB_MODE must be true or false, not 'perhaps'."
+
+
+def test_flask_finds_the_app_from_the_repo_root_without_flask_app(migrated_settings):
+    settings = migrated_settings
+    env = _clean_env(
+        PRIMARY_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{settings.primary.dbname}",
+        REDIS_URL=settings.redis_url, SECRET_KEY="y" * 32,
+        SPLIT_DB_MODE=str(settings.split_db_mode).lower())
+    if settings.split_db_mode:
+        env["DATA_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{settings.data.dbname}"
+    flask = Path(sys.executable).with_name("flask")
+    result = subprocess.run([str(flask), "db", "status"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "applied         0001_config_customer_schemas" in result.stdout
