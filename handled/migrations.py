@@ -13,11 +13,11 @@ yoyo needs session state (its search_path, our advisory lock).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-import psycopg2
 from yoyo import get_backend, read_migrations
 
 from handled.catalog import connect_direct
@@ -129,70 +129,64 @@ def target_status(target: Target, conn=None) -> TargetStatus:
     return TargetStatus(target, states, [m for m in applied if m not in known])
 
 
-class advisory_lock:
-    """Session advisory lock per target: a second migrator waits, then fails clearly.
-
-    The lock dies with its connection, so a killed migrator never leaves it behind.
-    """
-
-    def __init__(self, backend, target: Target, timeout: float):
-        self.backend, self.target, self.timeout = backend, target, timeout
-
-    def __enter__(self):
-        key = LOCK_KEYS[self.target.name]
-        deadline = time.monotonic() + self.timeout
+@contextmanager
+def migration_lock(target: Target, timeout: float):
+    """Session advisory lock per target, held on its own connection for the whole
+    command: a second migrator waits, then fails clearly. The lock dies with its
+    connection, so a killed migrator never leaves it behind."""
+    key = LOCK_KEYS[target.name]
+    deadline = time.monotonic() + timeout
+    with connect_direct(target.config) as conn, conn.cursor() as cur:
         while True:
-            if self.backend.execute("SELECT pg_try_advisory_lock(%s)" % key).fetchone()[0]:
-                return self
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if cur.fetchone()[0]:
+                break
             if time.monotonic() >= deadline:
-                holder = self.backend.execute(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted" % key
-                ).fetchone()
+                cur.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
+                            (key,))
+                holder = cur.fetchone()
                 who = f" (PostgreSQL backend pid {holder[0]})" if holder else ""
                 raise MigrationError(
-                    f"Another migration of the {self.target.name} database is running{who}; "
-                    f"waited {self.timeout:g} s. Try again when it has finished."
-                )
+                    f"Another migration of the {target.name} database is running{who}; "
+                    f"waited {timeout:g} s. Try again when it has finished.")
             time.sleep(0.2)
+        yield  # closing the connection releases the lock
 
-    def __exit__(self, *exc):
+
+@contextmanager
+def locked_backend(target: Target, timeout: float):
+    """The target's yoyo backend, opened and used only while holding its lock."""
+    with migration_lock(target, timeout):
+        backend = open_backend(target)
         try:
-            self.backend.execute("SELECT pg_advisory_unlock(%s)" % LOCK_KEYS[self.target.name])
-        except psycopg2.Error:
-            pass  # the connection is gone, and the lock with it
+            yield backend
+        finally:
+            backend.connection.close()
 
 
 def migrate(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
     """Apply the target's pending migrations; returns their ids (only lists them on dry run)."""
-    backend = open_backend(target)
-    try:
-        with advisory_lock(backend, target, lock_timeout):
-            status = target_status(target, backend.connection)
-            if status.problems:
-                raise MigrationError(
-                    f"{target.name}: tracking and the database disagree ({status.problems[0]}); "
-                    f"run 'flask db check --target {target.name}' and 'flask db migrate --repair'."
-                )
-            todo = backend.to_apply(load_migrations(target))
-            if not dry_run:
-                backend.apply_migrations(todo)
-            return [m.id for m in todo]
-    finally:
-        backend.connection.close()
+    with locked_backend(target, lock_timeout) as backend:
+        status = target_status(target, backend.connection)
+        if status.problems:
+            raise MigrationError(
+                f"{target.name}: tracking and the database disagree ({status.problems[0]}); "
+                f"run 'flask db check --target {target.name}' and 'flask db migrate --repair'."
+            )
+        todo = backend.to_apply(load_migrations(target))
+        if not dry_run:
+            backend.apply_migrations(todo)
+        return [m.id for m in todo]
 
 
 def rollback(target: Target, count: int = 1, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
     """Roll back the last ``count`` applied migrations of the target, newest first."""
-    backend = open_backend(target)
-    try:
-        with advisory_lock(backend, target, lock_timeout):
-            todo = backend.to_rollback(load_migrations(target))
-            todo = todo.__class__(list(todo)[:count], todo.post_apply)
-            if not dry_run:
-                backend.rollback_migrations(todo)
-            return [m.id for m in todo]
-    finally:
-        backend.connection.close()
+    with locked_backend(target, lock_timeout) as backend:
+        todo = backend.to_rollback(load_migrations(target))
+        todo = todo.__class__(list(todo)[:count], todo.post_apply)
+        if not dry_run:
+            backend.rollback_migrations(todo)
+        return [m.id for m in todo]
 
 
 def repair(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
@@ -201,26 +195,22 @@ def repair(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> l
     Returns one sentence per change. Raises MigrationError, changing nothing,
     when any disagreement cannot be proven safe to fix.
     """
-    backend = open_backend(target)
-    try:
-        with advisory_lock(backend, target, lock_timeout):
-            status = target_status(target, backend.connection)
-            unsafe = [s.describe() for s in status.states if s.verdict in ("partly-applied", "partly-present")]
-            unsafe += [f"tracking lists {m}, which has no migration file" for m in status.unknown_applied]
-            if unsafe:
-                raise MigrationError(
-                    f"{target.name}: repair refuses to guess, nothing was changed: " + "; ".join(unsafe)
-                    + ". Restore from a backup or fix the schema by hand, then run repair again."
-                )
-            by_id = {m.id: m for m in load_migrations(target)}
-            to_mark = [by_id[s.id] for s in status.states if s.verdict == "untracked"]
-            to_unmark = [by_id[s.id] for s in status.states if s.verdict == "missing"]
-            changes = [f"{target.name}: marked {m.id} as applied (all its objects exist)" for m in to_mark]
-            changes += [f"{target.name}: unmarked {m.id} (tracked as applied but none of its objects exist); "
-                        "'flask db migrate' will apply it again" for m in to_unmark]
-            if not dry_run:
-                backend.mark_migrations(to_mark)
-                backend.unmark_migrations(to_unmark)
-            return changes
-    finally:
-        backend.connection.close()
+    with locked_backend(target, lock_timeout) as backend:
+        status = target_status(target, backend.connection)
+        unsafe = [s.describe() for s in status.states if s.verdict in ("partly-applied", "partly-present")]
+        unsafe += [f"tracking lists {m}, which has no migration file" for m in status.unknown_applied]
+        if unsafe:
+            raise MigrationError(
+                f"{target.name}: repair refuses to guess, nothing was changed: " + "; ".join(unsafe)
+                + ". Restore from a backup or fix the schema by hand, then run repair again."
+            )
+        by_id = {m.id: m for m in load_migrations(target)}
+        to_mark = [by_id[s.id] for s in status.states if s.verdict == "untracked"]
+        to_unmark = [by_id[s.id] for s in status.states if s.verdict == "missing"]
+        changes = [f"{target.name}: marked {m.id} as applied (all its objects exist)" for m in to_mark]
+        changes += [f"{target.name}: unmarked {m.id} (tracked as applied but none of its objects exist); "
+                    "'flask db migrate' will apply it again" for m in to_unmark]
+        if not dry_run:
+            backend.mark_migrations(to_mark)
+            backend.unmark_migrations(to_unmark)
+        return changes

@@ -131,6 +131,16 @@ def settings(migrated_settings):
     redis.Redis.from_url(TEST_REDIS).flushdb()
 
 
+@pytest.fixture(params=MODES)
+def scratch(request):
+    """Empty, unmigrated databases of one mode that the test may break; dropped after it."""
+    settings = fresh_settings(request.param, tag="_scratch")
+    yield settings
+    for name in database_names(request.param, "_scratch"):
+        if name:
+            drop_database(name)
+
+
 @pytest.fixture
 def app(settings):
     application = create_app(settings)

@@ -1,0 +1,68 @@
+"""Models and migrated SQL must agree: tables, columns, types, nullability, keys, ON DELETE."""
+
+import pytest
+
+from handled import migrations
+from handled.catalog import compare_models, connect_direct
+from handled.models import DATA_MODELS, PRIMARY_MODELS, SCHEMAS
+
+
+def migrate_and_compare(settings, sabotage_primary=None, sabotage_data=None):
+    problems = []
+    for target in migrations.resolve_targets(settings):
+        migrations.migrate(target)
+        models = PRIMARY_MODELS if target.name == "primary" else DATA_MODELS
+        sabotage = sabotage_primary if target.name == "primary" else sabotage_data
+        with connect_direct(target.config) as conn:
+            if sabotage:
+                with conn.cursor() as cur:
+                    cur.execute(sabotage)
+            problems += compare_models(conn, models, SCHEMAS[target.name])
+    return problems
+
+
+def test_models_match_the_migrated_catalog(scratch):
+    assert migrate_and_compare(scratch) == []
+
+
+@pytest.mark.parametrize("sabotage,expected", [
+    ("ALTER TABLE config.sessions DROP CONSTRAINT sessions_user_id_fkey, "
+     "ADD FOREIGN KEY (user_id) REFERENCES config.users (id) ON DELETE SET NULL",
+     "config.sessions foreign key on user_id is -> config.users(id) ON DELETE SET NULL in the database "
+     "but -> config.users(id) ON DELETE CASCADE in the model"),
+    ("ALTER TABLE config.users ALTER COLUMN last_login_at SET NOT NULL",
+     "config.users.last_login_at is NOT NULL in the database but NULL in the model"),
+    ("ALTER TABLE customer.facilities ALTER COLUMN zip TYPE varchar(5)",
+     "customer.facilities.zip is character varying in the database but text in the model"),
+    ("ALTER TABLE config.roles ADD COLUMN colour TEXT",
+     "config.roles.colour exists in the database but not in the model"),
+    ("ALTER TABLE customer.organizations DROP COLUMN contact_phone",
+     "customer.organizations.contact_phone is in the model but not in the database"),
+    ("ALTER TABLE config.permissions DROP CONSTRAINT permissions_code_key",
+     "config.permissions unique keys are [] in the database but [('code',)] in the model"),
+    ("DROP TABLE config.export_runs",
+     "table config.export_runs is declared by a model but missing from the database"),
+    ("CREATE TABLE customer.stray (id int)",
+     "table customer.stray exists in the database but no model declares it"),
+])
+def test_drift_in_primary_is_reported(scratch, sabotage, expected):
+    assert expected in migrate_and_compare(scratch, sabotage_primary=sabotage)
+
+
+@pytest.mark.parametrize("sabotage,expected", [
+    ("ALTER TABLE reference.delivery_matrix DROP CONSTRAINT delivery_matrix_pkey, "
+     "ADD PRIMARY KEY (origin_zip3, dest_zip3, carrier)",
+     "reference.delivery_matrix primary key is ('carrier', 'dest_zip3', 'origin_zip3') in the database"),
+    ("ALTER TABLE reference.services DROP CONSTRAINT services_carrier_code_fkey, "
+     "ADD FOREIGN KEY (carrier_code) REFERENCES reference.carriers (code) ON DELETE RESTRICT",
+     "ON DELETE RESTRICT in the database but -> reference.carriers(code) ON DELETE CASCADE in the model"),
+    ("ALTER TABLE workspace.us_zips ALTER COLUMN population TYPE bigint",
+     "workspace.us_zips.population is bigint in the database but integer in the model"),
+])
+def test_drift_in_data_is_reported(scratch, sabotage, expected):
+    problems = migrate_and_compare(scratch, sabotage_data=sabotage)
+    assert any(expected in p for p in problems), problems
+
+
+def test_scratch_build_tables_are_not_drift(scratch):
+    assert migrate_and_compare(scratch, sabotage_data="CREATE TABLE reference._build_delivery_matrix (x int)") == []

@@ -1,0 +1,231 @@
+"""Split migrations: migrate, status, rollback, check, repair, locking; both modes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from handled import create_app, migrations
+from handled.db_checks import run_checks
+from handled.migrations import MigrationError, resolve_targets
+from handled.settings import load_settings
+from tests.conftest import database_names, drop_database, mode_env
+
+ROOT = Path(__file__).resolve().parent.parent
+PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions"]
+DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services"]
+
+
+def sql(config, statement, params=None):
+    conn = psycopg2.connect(dbname=config.dbname, **config.connect_kwargs())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        rows = cur.fetchall() if cur.description else None
+    conn.close()
+    return rows
+
+
+def migrate_all(settings):
+    return {t.name: migrations.migrate(t) for t in resolve_targets(settings)}
+
+
+def cli(settings, *args):
+    app = create_app(settings)
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def verdicts(settings, target):
+    status = migrations.target_status(resolve_targets(settings, target)[0])
+    return {s.id: s.verdict for s in status.states}
+
+
+def test_migrate_applies_each_side_with_its_own_history(scratch):
+    assert migrate_all(scratch) == {"primary": PRIMARY_IDS, "data": DATA_IDS}
+    assert migrate_all(scratch) == {"primary": [], "data": []}  # nothing runs twice
+    primary_hist = sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")
+    data_hist = sql(scratch.data, "SELECT migration_id FROM _yoyo_data._yoyo_migration ORDER BY 1")
+    assert [r[0] for r in primary_hist] == PRIMARY_IDS
+    assert [r[0] for r in data_hist] == DATA_IDS
+    assert sql(scratch.primary, "SELECT count(*) FROM config.roles WHERE is_system")[0][0] == 4
+    assert sql(scratch.data, "SELECT count(*) FROM reference.services")[0][0] == 14
+
+
+def test_status_is_exact_and_exits_non_zero_while_anything_is_pending(scratch):
+    result = cli(scratch, "db", "status")
+    assert result.exit_code == 1
+    assert result.output.count("pending") == 4
+    migrations.migrate(resolve_targets(scratch, "primary")[0])
+    result = cli(scratch, "db", "status", "--target", "primary")
+    assert result.exit_code == 0, result.output
+    assert "applied         0001_config_customer_schemas" in result.output
+    result = cli(scratch, "db", "status")
+    assert result.exit_code == 1
+    assert "pending         0001_workspace_reference_schemas" in result.output
+    assert cli(scratch, "db", "migrate").exit_code == 0
+    assert cli(scratch, "db", "status").exit_code == 0
+
+
+def test_dry_run_lists_and_changes_nothing(scratch):
+    result = cli(scratch, "db", "migrate", "--dry-run", "--target", "data")
+    assert result.exit_code == 0
+    assert "would apply 0001_workspace_reference_schemas" in result.output
+    assert "would apply 0002_seed_carriers_services" in result.output
+    assert verdicts(scratch, "data") == {i: "pending" for i in DATA_IDS}
+    assert sql(scratch.data, "SELECT to_regclass('reference.carriers')")[0][0] is None
+
+
+def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
+    migrate_all(scratch)
+    result = cli(scratch, "db", "rollback", "--target", "data")
+    assert result.exit_code == 0, result.output
+    assert "rolled back 0002_seed_carriers_services" in result.output
+    assert sql(scratch.data, "SELECT count(*) FROM reference.carriers")[0][0] == 0
+    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", DATA_IDS[1]: "pending"}
+    assert verdicts(scratch, "primary") == {i: "applied" for i in PRIMARY_IDS}
+    result = cli(scratch, "db", "rollback", "--target", "primary", "--count", "2")
+    assert result.exit_code == 0
+    assert sql(scratch.primary, "SELECT to_regnamespace('config')")[0][0] is None
+    assert cli(scratch, "db", "migrate").exit_code == 0
+    assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_check_passes_on_a_migrated_database(scratch):
+    migrate_all(scratch)
+    results = run_checks(scratch)
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+    names = {r.name for r in results}
+    assert {"reachable", "server version", "rights to create", "tracking matches catalog",
+            "models match catalog"} <= names
+    assert ("no schemas of the other side" in names) == scratch.split_db_mode
+
+
+def test_check_finds_a_schema_of_the_other_side_in_split_mode(scratch):
+    migrate_all(scratch)
+    if scratch.split_db_mode:
+        sql(scratch.data, "CREATE SCHEMA config")
+        result = cli(scratch, "db", "check")
+        assert result.exit_code == 1
+        assert "[FAIL] data: no schemas of the other side: this is the data database but it holds " \
+               "primary's schemas config" in result.output
+    else:
+        # In single mode all four schemas belong together in one database.
+        assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_tracking_row_lost_is_found_by_check_and_marked_by_repair(scratch):
+    migrate_all(scratch)
+    sql(scratch.primary, "DELETE FROM _yoyo_primary._yoyo_migration WHERE migration_id = %s", (PRIMARY_IDS[0],))
+    result = cli(scratch, "db", "check")
+    assert result.exit_code == 1
+    assert "0001_config_customer_schemas is not tracked but all of its" in result.output
+    assert cli(scratch, "db", "status").exit_code == 1
+    refused = cli(scratch, "db", "migrate")
+    assert refused.exit_code == 1 and "tracking and the database disagree" in refused.output
+    result = cli(scratch, "db", "migrate", "--repair")
+    assert result.exit_code == 0, result.output
+    assert "changed: primary: marked 0001_config_customer_schemas as applied (all its objects exist)" in result.output
+    assert cli(scratch, "db", "check").exit_code == 0
+    assert cli(scratch, "db", "migrate", "--repair").output.count("tracking already agrees") == 2
+
+
+def test_objects_dropped_behind_trackings_back_are_unmarked_and_reapplied(scratch):
+    migrate_all(scratch)
+    sql(scratch.data, "DROP SCHEMA reference CASCADE; DROP SCHEMA workspace CASCADE")
+    assert verdicts(scratch, "data") == {DATA_IDS[0]: "missing", DATA_IDS[1]: "missing"}
+    dry = cli(scratch, "db", "migrate", "--repair", "--dry-run", "--target", "data")
+    assert "would change: data: unmarked 0001_workspace_reference_schemas" in dry.output
+    assert verdicts(scratch, "data")[DATA_IDS[0]] == "missing"
+    result = cli(scratch, "db", "migrate", "--repair", "--target", "data")
+    assert "changed: data: unmarked 0002_seed_carriers_services" in result.output
+    assert cli(scratch, "db", "migrate").exit_code == 0
+    assert sql(scratch.data, "SELECT count(*) FROM reference.services")[0][0] == 14
+    assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_repair_refuses_what_it_cannot_prove_and_changes_nothing(scratch):
+    migrate_all(scratch)
+    sql(scratch.primary, "DROP TABLE config.audit_log")
+    before = sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")
+    result = cli(scratch, "db", "migrate", "--repair", "--target", "primary")
+    assert result.exit_code == 1
+    assert "repair refuses to guess, nothing was changed" in result.output
+    assert "tracked as applied but 4 of its" in result.output and "config.audit_log" in result.output
+    assert "Traceback" not in result.output
+    assert sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1") == before
+
+
+def test_a_second_migrator_waits_then_fails_clearly(scratch):
+    target = resolve_targets(scratch, "primary")[0]
+    holder = psycopg2.connect(dbname=scratch.primary.dbname, **scratch.primary.connect_kwargs())
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (migrations.LOCK_KEYS["primary"],))
+        with pytest.raises(MigrationError, match="Another migration of the primary database is running"):
+            migrations.migrate(target, lock_timeout=0.5)
+        assert verdicts(scratch, "primary") == {i: "pending" for i in PRIMARY_IDS}
+    finally:
+        holder.close()
+    assert migrations.migrate(target) == PRIMARY_IDS
+
+
+def test_two_migrators_at_once_apply_each_migration_exactly_once(scratch):
+    primary, data = database_names(scratch.mode, "_scratch")
+    env = {**os.environ, **mode_env(scratch.mode, primary, data)}
+    env.pop("FLASK_APP", None)
+    flask = str(Path(sys.executable).with_name("flask"))
+    procs = [subprocess.Popen([flask, "db", "migrate"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    applies = sql(scratch.primary, "SELECT migration_id, count(*) FROM _yoyo_primary._yoyo_log "
+                                   "WHERE operation = 'apply' GROUP BY 1 ORDER BY 1")
+    assert applies == [(i, 1) for i in PRIMARY_IDS]
+    applies = sql(scratch.data, "SELECT migration_id, count(*) FROM _yoyo_data._yoyo_log "
+                                "WHERE operation = 'apply' GROUP BY 1 ORDER BY 1")
+    assert applies == [(i, 1) for i in DATA_IDS]
+
+
+def test_migrations_refuse_a_transaction_pooler():
+    env = mode_env("single", "anything")
+    env["PRIMARY_DATABASE_URL"] += "?pgbouncer=true"
+    with pytest.raises(MigrationError, match="set PRIMARY_MIGRATION_URL"):
+        resolve_targets(load_settings(env))
+    env["PRIMARY_MIGRATION_URL"] = "postgresql://postgres@127.0.0.1:5432/anything"
+    target = resolve_targets(load_settings(env), "primary")[0]
+    assert target.config.variable == "PRIMARY_MIGRATION_URL" and not target.config.pgbouncer
+
+
+def test_status_on_an_unreachable_server_is_one_sentence(scratch):
+    env = mode_env("single", "whatever")
+    env["PRIMARY_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/whatever"
+    result = cli(load_settings(env), "db", "status")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: Cannot reach PostgreSQL at 127.0.0.1:1 (PRIMARY_DATABASE_URL): "
+                                     "the server is not running or the host/port is wrong.")
+
+
+def test_a_missing_database_is_named_and_db_create_makes_it(scratch):
+    primary, _ = database_names("single", "_mig_new")
+    drop_database(primary)
+    settings = load_settings(mode_env("single", primary))
+    result = cli(settings, "db", "status")
+    assert result.exit_code == 1 and f"The database '{primary}' named by PRIMARY_DATABASE_URL does not exist" in result.output
+    try:
+        assert "created" in cli(settings, "db", "create").output
+        assert "exists" in cli(settings, "db", "create").output
+        assert cli(settings, "db", "migrate").exit_code == 0
+    finally:
+        drop_database(primary)
+
+
+def test_migration_ids_are_unique_across_both_sides():
+    ids = [p.stem for p in (ROOT / "migrations").glob("*/*.sql") if not p.name.endswith(".rollback.sql")]
+    assert len(ids) == len(set(ids))
+    for path in (ROOT / "migrations").glob("*/*.sql"):
+        if not path.name.endswith(".rollback.sql"):
+            assert path.with_name(path.stem + ".rollback.sql").exists(), f"{path.name} has no rollback"
