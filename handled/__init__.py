@@ -27,9 +27,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(lambda exc: db.release_connections())
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)
+    register_accounts(app)  # issue 4: sign-in, CSRF, guards, admin and customer pages
     errors.register(app)
     register_cli(app)
     return app
+
+
+def register_accounts(app: Flask) -> None:
+    """Accounts (issue 4): sign-in, CSRF, the request guard, admin and customer pages."""
+    from handled import auth
+
+    auth.init_app(app)
+    for module in ("handled.admin", "handled.customers"):
+        try:
+            blueprint_module = __import__(module, fromlist=["bp"])
+        except ModuleNotFoundError:
+            continue
+        app.register_blueprint(blueprint_module.bp)
 
 
 def current_settings() -> Settings:

@@ -3,6 +3,7 @@
 from flask import Blueprint, render_template
 
 from handled import current_settings
+from handled.auth.permissions import login_required
 from handled.db_checks import migration_summary
 from handled.health import health_report
 
@@ -10,6 +11,7 @@ bp = Blueprint("home", __name__)
 
 
 @bp.get("/")
+@login_required
 def index():
     settings = current_settings()
     return render_template("home/index.html", mode=settings.mode,

@@ -85,6 +85,19 @@ class Settings:
     log_db_queries: bool = False
     session_cache_ttl: int = 30
     primary_migration: DatabaseConfig | None = None
+    # --- accounts and sessions (issue 4) ---
+    session_cache_enabled: bool = True
+    session_idle_timeout: int = 8 * 3600
+    session_max_age: int = 7 * 24 * 3600
+    session_cookie_secure: bool = True
+    password_min_length: int = 12
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 65536
+    login_max_failures_per_account: int = 10
+    login_max_failures_per_ip: int = 30
+    login_throttle_window: int = 900
+    admin_email: str = "admin@example.com"
+    admin_password: str | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
@@ -191,6 +204,43 @@ def load_settings(env: dict | None = None) -> Settings:
         log_db_queries=parse_bool("LOG_DB_QUERIES", env.get("LOG_DB_QUERIES"), False),
         session_cache_ttl=parse_positive_int("SESSION_CACHE_TTL", env.get("SESSION_CACHE_TTL"), 30),
         primary_migration=primary_migration,
+        **_account_settings(env),
+    )
+
+
+def _account_settings(env: dict) -> dict:
+    """Sessions, passwords, login throttling and the first admin (issue 4)."""
+    def number(variable: str, default: int) -> int:
+        return parse_positive_int(variable, env.get(variable), default)
+
+    idle, max_age = number("SESSION_IDLE_TIMEOUT", 8 * 3600), number("SESSION_MAX_AGE", 7 * 24 * 3600)
+    if idle > max_age:
+        raise SettingsError(f"SESSION_IDLE_TIMEOUT ({idle}) must not exceed SESSION_MAX_AGE ({max_age}).")
+    min_length = number("PASSWORD_MIN_LENGTH", 12)
+    if min_length < 8:
+        raise SettingsError(f"PASSWORD_MIN_LENGTH must be at least 8, not {min_length}.")
+    memory = number("PASSWORD_HASH_MEMORY_KIB", 65536)
+    if memory < 64:
+        raise SettingsError(f"PASSWORD_HASH_MEMORY_KIB must be at least 64, not {memory}.")
+    admin_email = env.get("HANDLED_ADMIN_EMAIL", "").strip() or "admin@example.com"
+    if "@" not in admin_email:
+        raise SettingsError(f"HANDLED_ADMIN_EMAIL must be an email address, not {admin_email!r}.")
+    admin_password = env.get("HANDLED_ADMIN_PASSWORD") or None
+    if admin_password is not None and len(admin_password) < min_length:
+        raise SettingsError(f"HANDLED_ADMIN_PASSWORD must be at least PASSWORD_MIN_LENGTH ({min_length}) characters.")
+    return dict(
+        session_cache_enabled=parse_bool("SESSION_CACHE_ENABLED", env.get("SESSION_CACHE_ENABLED"), True),
+        session_idle_timeout=idle,
+        session_max_age=max_age,
+        session_cookie_secure=parse_bool("SESSION_COOKIE_SECURE", env.get("SESSION_COOKIE_SECURE"), True),
+        password_min_length=min_length,
+        password_hash_time_cost=number("PASSWORD_HASH_TIME_COST", 3),
+        password_hash_memory_kib=memory,
+        login_max_failures_per_account=number("LOGIN_MAX_FAILURES_PER_ACCOUNT", 10),
+        login_max_failures_per_ip=number("LOGIN_MAX_FAILURES_PER_IP", 30),
+        login_throttle_window=number("LOGIN_THROTTLE_WINDOW", 900),
+        admin_email=admin_email,
+        admin_password=admin_password,
     )
 
 

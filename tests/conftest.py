@@ -26,6 +26,7 @@ from handled import create_app
 from handled.migrations import MIGRATIONS_DIR, migrate, resolve_targets
 from handled.models import SCHEMAS
 from handled.settings import load_settings
+from tests.auth_helpers import csrf_token_fixture, login_client  # noqa: F401  (fixtures, issue 4)
 
 PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 TEST_REDIS = os.environ.get("HANDLED_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -70,6 +71,10 @@ def mode_env(mode: str, primary: str, data: str | None = None, **extra) -> dict:
         "SPLIT_DB_MODE": "true" if mode == "split" else "false",
         "REDIS_URL": TEST_REDIS,
         "SECRET_KEY": SECRET,
+        # accounts (issue 4): plain-http test servers, and cheap password hashing
+        "SESSION_COOKIE_SECURE": "false",
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
     }
     if data:
         env["DATA_DATABASE_URL"] = db_url(data)

@@ -10,8 +10,8 @@ def test_healthz_reports_each_database_redis_and_mode(client, settings):
     assert body["primary"]["ok"] and body["data"]["ok"] and body["redis"]["ok"]
 
 
-def test_home_page_shows_mode_and_migrations_of_both_databases(client, settings):
-    page = client.get("/").get_data(as_text=True)
+def test_home_page_shows_mode_and_migrations_of_both_databases(login_client, settings):
+    page = login_client().get("/").get_data(as_text=True)
     assert f"<strong>{settings.mode}</strong> database mode" in page
     assert "0001_config_customer_schemas" in page
     assert "0001_workspace_reference_schemas" in page

@@ -1,0 +1,112 @@
+"""Server-side sessions: create, authenticate (cache first, PRIMARY on a miss), end, purge.
+
+The browser holds a random 256-bit token; PRIMARY keeps only its sha256 in
+config.sessions with an absolute expiry and the last time it was seen (idle expiry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from handled.auth import session_cache
+from handled.db import primary_db
+from handled.models import Session
+from handled.settings import Settings
+from handled.timeutil import utcnow
+
+LOOKUP_SQL = (Path(__file__).parent / "sql" / "lookup_session.sql").read_text()
+
+# Test seam: called between the PRIMARY lookup and the cache write of a miss.
+after_primary_lookup: list = []
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)  # 256 bits
+
+
+def create_session(settings: Settings, user_id: int, ip: str | None = None, user_agent: str | None = None) -> str:
+    """Start a session for ``user_id``; returns the token for the cookie (never stored)."""
+    token = new_token()
+    now = utcnow()
+    Session.create(id=hash_token(token), user=user_id, created_at=now, last_seen_at=now,
+                   expires_at=now + timedelta(seconds=settings.session_max_age),
+                   ip=ip, user_agent=(user_agent or "")[:300] or None)
+    return token
+
+
+def lookup_primary(settings: Settings, token_hash: str) -> dict | None:
+    """The session's user and permissions from PRIMARY (one statement), or None."""
+    with primary_db.atomic():
+        row = primary_db.execute_sql(LOOKUP_SQL, {"token_hash": token_hash,
+                                                  "idle_seconds": settings.session_idle_timeout}).fetchone()
+    if row is None:
+        return None
+    user_id, email, name, must_change, expires_at, permissions = row
+    return {"user_id": user_id, "email": email, "name": name, "must_change_password": must_change,
+            "expires_at": expires_at, "permissions": sorted(permissions)}
+
+
+def authenticate(settings: Settings, token: str | None) -> dict | None:
+    """Who holds this token: cache first; on a miss PRIMARY, then cache it if no
+    invalidation happened meanwhile. Redis errors fall back to PRIMARY (never fail-open)."""
+    if not token or len(token) > 200:
+        return None
+    token_hash = hash_token(token)
+    epoch = None
+    if settings.session_cache_enabled:
+        try:
+            entry = session_cache.read(token_hash)
+            if entry is not None and entry["expires_at"] > time.time():
+                return entry
+            epoch = session_cache.current_epoch()
+        except session_cache.CacheUnavailable:
+            epoch = None
+    entry = lookup_primary(settings, token_hash)
+    for hook in after_primary_lookup:
+        hook(token_hash, entry)
+    if entry is not None and epoch is not None:
+        ttl = min(settings.session_cache_ttl, int(entry["expires_at"] - time.time()))
+        session_cache.write(token_hash, entry, epoch, ttl)
+    return entry
+
+
+def end_session(token_hash: str) -> None:
+    """Log out: the row goes first, then the cached entry."""
+    Session.delete().where(Session.id == token_hash).execute()
+    session_cache.invalidate(token_hashes=[token_hash])
+
+
+def revoke_session(user_id: int, token_hash: str) -> bool:
+    """End one of ``user_id``'s sessions (admin or the user themself)."""
+    deleted = Session.delete().where((Session.id == token_hash) & (Session.user == user_id)).execute()
+    session_cache.invalidate(token_hashes=[token_hash])
+    return bool(deleted)
+
+
+def delete_user_sessions(user_id: int, keep_hash: str | None = None) -> int:
+    """Remove a user's sessions in PRIMARY (inside the caller's transaction)."""
+    query = Session.delete().where(Session.user == user_id)
+    if keep_hash:
+        query = query.where(Session.id != keep_hash)
+    return query.execute()
+
+
+def active_sessions(settings: Settings, user_id: int) -> list[Session]:
+    idle_cutoff = utcnow() - timedelta(seconds=settings.session_idle_timeout)
+    return list(Session.select().where((Session.user == user_id) & (Session.expires_at > utcnow())
+                                       & (Session.last_seen_at > idle_cutoff))
+                .order_by(Session.last_seen_at.desc()))
+
+
+def purge_expired(settings: Settings) -> int:
+    """Delete sessions past their absolute or idle expiry; returns how many."""
+    idle_cutoff = utcnow() - timedelta(seconds=settings.session_idle_timeout)
+    return Session.delete().where((Session.expires_at <= utcnow()) | (Session.last_seen_at <= idle_cutoff)).execute()

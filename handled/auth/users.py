@@ -1,0 +1,205 @@
+"""User accounts: create, edit, roles, passwords, disable/enable, delete.
+
+Every change that must end sessions or change permissions commits its PRIMARY
+change together with the removal of the sessions (one transaction) and only then
+invalidates the shared cache (see session_cache), so once the function returns no
+worker accepts the old session or the old permissions.
+"""
+
+from __future__ import annotations
+
+import re
+
+from peewee import IntegrityError, fn
+
+from handled import audit
+from handled.auth import passwords, session_cache
+from handled.auth.errors import AccountError, NotFound
+from handled.auth.sessions import delete_user_sessions
+from handled.db import primary_db
+from handled.models import Role, User, UserRole
+from handled.settings import Settings
+from handled.timeutil import utcnow
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+ADMIN_ROLE = "admin"
+ADMIN_LOCK_KEY = 4_004_001  # advisory lock serialising changes that may remove the last admin
+
+
+def normalise_email(email: str) -> str:
+    email = (email or "").strip()
+    if not EMAIL_PATTERN.match(email):
+        raise AccountError(f"{email or 'An empty value'!r} is not a valid email address.")
+    return email.lower()
+
+
+def get_user(user_id: int) -> User:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise NotFound(f"User {user_id} does not exist (it may have been deleted).")
+    return user
+
+
+def find_user_by_email(email: str) -> User | None:
+    return User.get_or_none(fn.lower(User.email) == (email or "").strip().lower())
+
+
+def role_codes_of(user_id: int) -> list[str]:
+    return [r.code for r in Role.select().join(UserRole).where(UserRole.user == user_id).order_by(Role.code)]
+
+
+def _roles_by_code(codes) -> list[Role]:
+    codes = sorted(set(codes or []))
+    roles = list(Role.select().where(Role.code.in_(codes))) if codes else []
+    unknown = set(codes) - {r.code for r in roles}
+    if unknown:
+        raise AccountError(f"Unknown role(s): {', '.join(sorted(unknown))}; see `flask roles list`.")
+    return roles
+
+
+def list_users(search: str = "", page: int = 1, per_page: int = 25) -> tuple[list[User], int]:
+    query = User.select()
+    if search:
+        pattern = f"%{search.strip()}%"
+        query = query.where(User.email.ilike(pattern) | User.name.ilike(pattern))
+    total = query.count()
+    page = max(page, 1)
+    return list(query.order_by(fn.lower(User.email)).paginate(page, per_page)), total
+
+
+def create_user(settings: Settings, email: str, name: str, role_codes=(), password: str | None = None,
+                must_change_password: bool | None = None) -> tuple[User, str | None]:
+    """Create an account; without a password a temporary one is generated and returned."""
+    email = normalise_email(email)
+    name = (name or "").strip()
+    if not name:
+        raise AccountError("Give the user a name.")
+    generated = None
+    if password is None:
+        password = generated = passwords.generate_password()
+    else:
+        passwords.check_new_password(settings, password, email)
+    roles = _roles_by_code(role_codes)
+    try:
+        with primary_db.atomic():
+            user = User.create(email=email, name=name, password_hash=passwords.hash_password(settings, password),
+                               must_change_password=bool(generated) if must_change_password is None
+                               else must_change_password)
+            for role in roles:
+                UserRole.create(user=user, role=role)
+            audit.record("user.create", "user", user.id, email, {"roles": [r.code for r in roles]})
+    except IntegrityError:
+        raise AccountError(f"A user with the email {email} already exists.") from None
+    return user, generated
+
+
+def update_user(user_id: int, email: str, name: str) -> User:
+    user = get_user(user_id)
+    email, name = normalise_email(email), (name or "").strip()
+    if not name:
+        raise AccountError("Give the user a name.")
+    try:
+        with primary_db.atomic():
+            User.update(email=email, name=name, updated_at=utcnow()).where(User.id == user_id).execute()
+            audit.record("user.update", "user", user_id, email, {"from": {"email": user.email, "name": user.name}})
+    except IntegrityError:
+        raise AccountError(f"A user with the email {email} already exists.") from None
+    session_cache.invalidate(user_ids=[user_id])
+    return get_user(user_id)
+
+
+def _lock_admins() -> None:
+    primary_db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (ADMIN_LOCK_KEY,))
+
+
+def active_admin_ids() -> set[int]:
+    query = (User.select(User.id).join(UserRole).join(Role)
+             .where((Role.code == ADMIN_ROLE) & (User.disabled == False)))  # noqa: E712
+    return {u.id for u in query}
+
+
+def _refuse_if_last_admin(user_id: int, verb: str) -> None:
+    if active_admin_ids() == {user_id}:
+        raise AccountError(f"You cannot {verb} the last active administrator; make another user an admin first.")
+
+
+def set_user_roles(user_id: int, role_codes) -> list[str]:
+    user = get_user(user_id)
+    roles = _roles_by_code(role_codes)
+    with primary_db.atomic():
+        _lock_admins()
+        before = role_codes_of(user_id)
+        if ADMIN_ROLE in before and ADMIN_ROLE not in {r.code for r in roles} and not user.disabled:
+            _refuse_if_last_admin(user_id, "remove the admin role from")
+        UserRole.delete().where(UserRole.user == user_id).execute()
+        for role in roles:
+            UserRole.create(user=user_id, role=role)
+        audit.record("user.roles", "user", user_id, user.email,
+                     {"from": before, "to": [r.code for r in roles]})
+    session_cache.invalidate(user_ids=[user_id])
+    return [r.code for r in roles]
+
+
+def reset_password(settings: Settings, user_id: int, new_password: str | None = None) -> str:
+    """Set a temporary password the user must change at next sign-in; ends all their sessions."""
+    user = get_user(user_id)
+    password = new_password or passwords.generate_password()
+    if new_password:
+        passwords.check_new_password(settings, new_password, user.email)
+    with primary_db.atomic():
+        User.update(password_hash=passwords.hash_password(settings, password), must_change_password=True,
+                    password_changed_at=utcnow(), updated_at=utcnow()).where(User.id == user_id).execute()
+        ended = delete_user_sessions(user_id)
+        audit.record("user.reset_password", "user", user_id, user.email, {"sessions_ended": ended})
+    session_cache.invalidate(user_ids=[user_id])
+    return password
+
+
+def change_own_password(settings: Settings, user_id: int, current: str, new: str, keep_session_hash: str) -> int:
+    """The user changes their password; every other session of theirs ends."""
+    user = get_user(user_id)
+    ok, _ = passwords.verify_password(settings, user.password_hash, current or "")
+    if not ok:
+        raise AccountError("The current password is not correct.")
+    if new == current:
+        raise AccountError("The new password must differ from the current one.")
+    passwords.check_new_password(settings, new or "", user.email)
+    with primary_db.atomic():
+        User.update(password_hash=passwords.hash_password(settings, new), must_change_password=False,
+                    password_changed_at=utcnow(), updated_at=utcnow()).where(User.id == user_id).execute()
+        ended = delete_user_sessions(user_id, keep_hash=keep_session_hash)
+        audit.record("user.change_password", "user", user_id, user.email, {"other_sessions_ended": ended})
+    session_cache.invalidate(user_ids=[user_id])
+    return ended
+
+
+def end_other_sessions(user_id: int, keep_session_hash: str) -> int:
+    with primary_db.atomic():
+        ended = delete_user_sessions(user_id, keep_hash=keep_session_hash)
+        audit.record("session.end_others", "user", user_id, None, {"sessions_ended": ended})
+    session_cache.invalidate(user_ids=[user_id])
+    return ended
+
+
+def set_disabled(user_id: int, disabled: bool) -> User:
+    user = get_user(user_id)
+    with primary_db.atomic():
+        _lock_admins()
+        if disabled:
+            _refuse_if_last_admin(user_id, "disable")
+            delete_user_sessions(user_id)
+        User.update(disabled=disabled, updated_at=utcnow()).where(User.id == user_id).execute()
+        audit.record("user.disable" if disabled else "user.enable", "user", user_id, user.email)
+    session_cache.invalidate(user_ids=[user_id])
+    return get_user(user_id)
+
+
+def delete_user(user_id: int) -> str:
+    user = get_user(user_id)
+    with primary_db.atomic():
+        _lock_admins()
+        _refuse_if_last_admin(user_id, "delete")
+        audit.record("user.delete", "user", user_id, user.email)
+        User.delete().where(User.id == user_id).execute()  # sessions go with it (ON DELETE CASCADE)
+    session_cache.invalidate(user_ids=[user_id])
+    return user.email

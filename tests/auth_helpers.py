@@ -1,0 +1,101 @@
+"""Signed-in test clients and CSRF tokens (fixtures re-exported by tests/conftest.py).
+
+``login_client(permissions=[...])`` or ``login_client(role="admin")`` returns a Flask
+test client signed in as a fresh user. It sends a valid CSRF token (header
+X-CSRFToken) with every POST/PUT/PATCH/DELETE by itself, so tests post forms and
+uploads as usual. ``csrf_token(client)`` gives the token for a plain client.
+The user is on ``client.user`` (id, email, password) for assertions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from types import SimpleNamespace
+
+import pytest
+from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+TEST_PASSWORD = "correct horse battery staple"
+_counter = itertools.count(1)
+
+
+def csrf_token(client: FlaskClient, url: str | None = None) -> str:
+    """A valid CSRF token for ``client``'s Flask session (``url`` is accepted and ignored)."""
+    with client.session_transaction() as session:
+        raw = session.get("csrf_token")
+        if not raw:
+            raw = session["csrf_token"] = hashlib.sha1(os.urandom(64)).hexdigest()
+    app = client.application
+    secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+    return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
+
+
+class CsrfClient(FlaskClient):
+    """A test client that adds the CSRF header to unsafe requests unless told not to."""
+
+    send_csrf = True
+
+    def open(self, *args, **kwargs):
+        method = (kwargs.get("method") or "GET").upper()
+        if self.send_csrf and method in UNSAFE_METHODS:
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("X-CSRFToken", csrf_token(self))
+            kwargs["headers"] = headers
+        return super().open(*args, **kwargs)
+
+
+def make_user(app, permissions=None, role: str | None = None, email: str | None = None,
+              password: str = TEST_PASSWORD, name: str | None = None):
+    """A user holding ``role`` (seeded code) or a fresh role with exactly ``permissions``."""
+    from handled.auth import roles as role_service
+    from handled.auth import users
+
+    settings = app.config["HANDLED_SETTINGS"]
+    n = next(_counter)
+    with app.test_request_context():
+        role_codes = []
+        if role:
+            role_codes.append(role)
+        if permissions is not None:
+            code = f"test_role_{n}_{os.getpid()}"
+            role_service.create_role(code, f"Test role {n}", permission_codes=permissions)
+            role_codes.append(code)
+        email = email or f"user{n}-{os.getpid()}@example.test"
+        user, _ = users.create_user(settings, email, name or f"Test User {n}", role_codes, password=password,
+                                    must_change_password=False)
+    return SimpleNamespace(id=user.id, email=user.email, password=password, roles=role_codes)
+
+
+def sign_in_client(app, user, client: FlaskClient | None = None) -> FlaskClient:
+    """A client holding a new session of ``user`` (made by the session service, as the login page does)."""
+    from handled.auth import sessions
+    from handled.auth.web import COOKIE_NAME
+
+    app.test_client_class = CsrfClient
+    client = client or app.test_client()
+    with app.app_context():
+        token = sessions.create_session(app.config["HANDLED_SETTINGS"], user.id, "127.0.0.1", "pytest")
+    client.set_cookie(COOKIE_NAME, token)
+    client.user = user
+    client.session_token = token
+    return client
+
+
+@pytest.fixture
+def login_client(app):
+    """Factory: ``login_client(permissions=["run_imports"])`` or ``login_client(role="admin")``."""
+    def make(permissions=None, role: str | None = None, **user_fields) -> FlaskClient:
+        if permissions is None and role is None:
+            permissions = []
+        return sign_in_client(app, make_user(app, permissions, role, **user_fields))
+    return make
+
+
+@pytest.fixture(name="csrf_token")
+def csrf_token_fixture():
+    """``csrf_token(client)``: a CSRF token valid for that client's session."""
+    return csrf_token
