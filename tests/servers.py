@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def _run_as_postgres_if_root(cmd: list[str], **kwargs):
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster on a free port (trust auth, superuser postgres)."""
 
-    def __init__(self, base: Path, ssl_files: tuple[Path, Path] | None = None):
-        self.base = Path(base)
+    def __init__(self, base: Path | None = None, ssl_files: tuple[Path, Path] | None = None):
+        # Its own folder straight under /tmp: pytest's tmp_path is private to root,
+        # and the server runs as the postgres user.
+        self.base = Path(tempfile.mkdtemp(prefix="handled-pg-"))
         self.datadir = self.base / "pgdata"
         self.port = free_port()
         self.ssl_files = ssl_files
@@ -50,7 +53,6 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}" + (f"?{query}" if query else "")
 
     def init(self) -> "PrivatePostgres":
-        self.base.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres", "postgres")
         _run_as_postgres_if_root([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
@@ -72,6 +74,10 @@ class PrivatePostgres:
         if (self.datadir / "postmaster.pid").exists():
             _run_as_postgres_if_root([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
                                       "-w", "stop"])
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def createdb(self, name: str) -> None:
         conn = psycopg2.connect(self.url())

@@ -16,3 +16,68 @@ def test_home_page_shows_mode_and_migrations_of_both_databases(login_client, set
     assert "0001_config_customer_schemas" in page
     assert "0001_workspace_reference_schemas" in page
     assert "PostgreSQL 1" in page
+
+
+# --- with a server stopped: private servers the test starts and stops itself ---
+
+import pytest  # noqa: E402
+
+from handled import create_app  # noqa: E402
+from handled.settings import load_settings  # noqa: E402
+from tests.conftest import SECRET, TEST_REDIS, db_url  # noqa: E402
+from tests.servers import PrivatePostgres, PrivateRedis  # noqa: E402
+
+
+@pytest.fixture
+def private_pg():
+    server = PrivatePostgres().init().start()
+    server.createdb("handled_private")
+    yield server
+    server.destroy()
+
+
+def app_for(env):
+    app = create_app(load_settings({"SECRET_KEY": SECRET, "REDIS_URL": TEST_REDIS, **env}))
+    app.config.update(TESTING=True)
+    return app
+
+
+def test_healthz_is_503_when_primary_is_down(private_pg, migrated_settings):
+    app = app_for({"PRIMARY_DATABASE_URL": private_pg.url("handled_private"),
+                   "SPLIT_DB_MODE": "true", "DATA_DATABASE_URL": db_url(migrated_settings.data.dbname)})
+    client = app.test_client()
+    assert client.get("/healthz").get_json()["status"] == "ok"  # a pooled connection is now open
+    private_pg.stop()
+    response = client.get("/healthz")
+    body = response.get_json()
+    assert response.status_code == 503
+    assert body["status"] == "down" and body["primary"]["ok"] is False
+    assert body["data"]["ok"] is True and body["redis"]["ok"] is True
+    private_pg.start()
+    assert client.get("/healthz").status_code == 200  # the broken connection was discarded
+
+
+def test_healthz_is_degraded_when_data_is_down(private_pg, migrated_settings):
+    app = app_for({"PRIMARY_DATABASE_URL": db_url(migrated_settings.primary.dbname),
+                   "SPLIT_DB_MODE": "true", "DATA_DATABASE_URL": private_pg.url("handled_private")})
+    private_pg.stop()
+    response = app.test_client().get("/healthz")
+    body = response.get_json()
+    assert response.status_code == 200
+    assert body["status"] == "degraded" and body["data"]["ok"] is False and body["primary"]["ok"] is True
+    assert "Connection refused" in body["data"]["error"] or "connection" in body["data"]["error"].lower()
+
+
+def test_healthz_is_degraded_when_redis_is_down(tmp_path, migrated_settings):
+    server = PrivateRedis(tmp_path / "redis").start()
+    env = {"PRIMARY_DATABASE_URL": db_url(migrated_settings.primary.dbname), "REDIS_URL": server.url,
+           "SPLIT_DB_MODE": str(migrated_settings.split_db_mode).lower()}
+    if migrated_settings.split_db_mode:
+        env["DATA_DATABASE_URL"] = db_url(migrated_settings.data.dbname)
+    app = create_app(load_settings({"SECRET_KEY": SECRET, **env}))
+    client = app.test_client()
+    assert client.get("/healthz").get_json()["redis"]["ok"] is True
+    server.stop()
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "degraded" and response.get_json()["redis"]["ok"] is False
