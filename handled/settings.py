@@ -85,6 +85,12 @@ class Settings:
     log_db_queries: bool = False
     session_cache_ttl: int = 30
     primary_migration: DatabaseConfig | None = None
+    # imports (handled/integrations)
+    import_max_bytes: int = 1 << 30
+    import_archive_dir: str = "var/archive"
+    import_upload_dir: str = "var/uploads"
+    import_rejected_rows_kept: int = 1000
+    import_background_bytes: int = 5 << 20
     # --- accounts and sessions (issue 4) ---
     session_cache_enabled: bool = True
     session_idle_timeout: int = 8 * 3600
@@ -205,6 +211,26 @@ def load_settings(env: dict | None = None) -> Settings:
         session_cache_ttl=parse_positive_int("SESSION_CACHE_TTL", env.get("SESSION_CACHE_TTL"), 30),
         primary_migration=primary_migration,
         **_account_settings(env),
+        **_import_settings(env),
+    )
+
+
+def _import_settings(env: dict) -> dict:
+    """IMPORT_* variables: size limits, folders, rejected rows kept (issue 5)."""
+    def size(variable: str, default: int) -> int:
+        raw = env.get(variable, "").strip()
+        if not raw:
+            return default
+        if not raw.isdigit() or int(raw) <= 0:
+            raise SettingsError(f"{variable} must be a positive whole number, not {raw!r}.")
+        return int(raw)
+
+    return dict(
+        import_max_bytes=size("IMPORT_MAX_BYTES", 1 << 30),
+        import_archive_dir=env.get("IMPORT_ARCHIVE_DIR", "").strip() or "var/archive",
+        import_upload_dir=env.get("IMPORT_UPLOAD_DIR", "").strip() or "var/uploads",
+        import_rejected_rows_kept=size("IMPORT_REJECTED_ROWS_KEPT", 1000),
+        import_background_bytes=size("IMPORT_BACKGROUND_BYTES", 5 << 20),
     )
 
 
