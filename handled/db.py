@@ -151,25 +151,26 @@ def init_databases(settings: Settings | None = None) -> None:
         data_db.initialize(data)
 
 
+def _initialised_databases() -> list[HandledDatabase]:
+    """Each distinct database object behind the proxies (one in single mode)."""
+    found = []
+    for proxy in (primary_db, data_db):
+        if proxy.obj is not None and all(proxy.obj is not d for d in found):
+            found.append(proxy.obj)
+    return found
+
+
 def close_databases() -> None:
     """Close every pooled connection of both proxies (at shutdown or re-init)."""
-    seen = set()
-    for proxy in (primary_db, data_db):
-        database = proxy.obj
-        if database is not None and id(database) not in seen:
-            seen.add(id(database))
-            database.close_all()
+    for database in _initialised_databases():
+        database.close_all()
 
 
 def release_connections() -> None:
     """Return this thread's connections to their pools (end of a request or job)."""
-    seen = set()
-    for proxy in (primary_db, data_db):
-        database = proxy.obj
-        if database is not None and id(database) not in seen:
-            seen.add(id(database))
-            if not database.is_closed():
-                database.close()
+    for database in _initialised_databases():
+        if not database.is_closed():
+            database.close()
 
 
 def database_for(target: str) -> LazyDatabaseProxy:
