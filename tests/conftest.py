@@ -177,3 +177,19 @@ def artifacts_dir(request) -> Path:
     path = root / request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many tests ran in each database mode, so both modes show in CI output."""
+    counts = {mode: {"passed": 0, "failed": 0} for mode in MODES}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup"):
+                continue
+            for mode in MODES:
+                if f"[{mode}" in report.nodeid or f"-{mode}]" in report.nodeid or f"-{mode}-" in report.nodeid:
+                    counts[mode]["passed" if outcome == "passed" else "failed"] += 1
+    terminalreporter.write_sep("-", "database modes")
+    for mode in MODES:
+        terminalreporter.write_line(f"{mode:>6} mode: {counts[mode]['passed']} passed, "
+                                    f"{counts[mode]['failed']} failed or errored")
