@@ -124,3 +124,5 @@ def register_cli(app: Flask) -> None:
     from handled.transformations.cli import transformations_cli  # issue 6
     app.cli.add_command(jobs_cli)
     app.cli.add_command(transformations_cli)
+    from handled.integrations.cli import integrations_cli  # issue 5
+    app.cli.add_command(integrations_cli)
