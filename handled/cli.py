@@ -118,3 +118,11 @@ def check_command(target):
 
 def register_cli(app: Flask) -> None:
     app.cli.add_command(db_cli)
+    from handled.auth.cli import register as register_account_commands  # issue 4
+    register_account_commands(app)
+    from handled.jobs_cli import jobs_cli  # issue 6
+    from handled.transformations.cli import transformations_cli  # issue 6
+    app.cli.add_command(jobs_cli)
+    app.cli.add_command(transformations_cli)
+    from handled.integrations.cli import integrations_cli  # issue 5
+    app.cli.add_command(integrations_cli)

@@ -7,7 +7,7 @@ from flask import Flask, g, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
-from handled.auth import sessions
+from handled.auth import session_cache, sessions
 from handled.auth.permissions import AnonymousUser, SignedInUser, guard_request, public
 
 COOKIE_NAME = "handled_session"
@@ -23,6 +23,7 @@ def init_auth(app: Flask) -> None:
     app.config.update(SESSION_COOKIE_SECURE=settings.session_cookie_secure, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", WTF_CSRF_TIME_LIMIT=None)
     csrf.init_app(app)
+    session_cache.reset_process_state()  # a new app may point at another Redis
     manager = LoginManager()
     manager.session_protection = None  # identity lives in our own token cookie, not Flask's session
     manager.anonymous_user = AnonymousUser

@@ -1,0 +1,177 @@
+"""What an integration is, and the small validators its row converter uses.
+
+An integration turns one source record (a list of cell strings plus its file
+line number) into zero or more rows of its target table, each row a tuple of
+strings already in PostgreSQL COPY text form. A record that cannot be
+converted raises ``RowError`` naming the column, the value and the reason;
+the loader records it and moves on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+MODES = ("insert", "upsert", "replace")
+FORMATS = ("csv", "tsv", "spreadsheet")
+
+# The NULL marker of COPY text format. Converters return this very object for
+# a missing value; the loader tells it apart from a literal "\N" by identity.
+NULL = "\\N"
+
+
+class RowError(Exception):
+    """One record of a file cannot be loaded: which column, what value, why."""
+
+    def __init__(self, column: str, value, reason: str):
+        super().__init__(reason)
+        self.column = column
+        self.value = "" if value is None else str(value)
+        self.reason = reason
+
+
+class FileRefused(Exception):
+    """The file as a whole is wrong; the message is one sentence for the user."""
+
+
+Record = tuple[int, list]  # (line number in the file, cell values)
+Converter = Callable[[list, dict], Iterable[tuple]]
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One kind of source file and where its rows land in ``workspace``.
+
+    ``name_pattern`` must match the whole base file name; its named groups
+    become the ``context`` every converter call receives (e.g. the origin ZIP
+    of a zone chart). ``header`` is the expected header (compared after
+    trimming spaces, case-insensitively), or None for header-less files.
+    ``header_row`` is its 1-based row for spreadsheets, whose earlier rows are
+    titles. ``skip_record`` lets a format ignore non-data rows (footnotes).
+    """
+
+    id: str
+    name: str
+    description: str
+    file_hint: str
+    name_pattern: re.Pattern
+    format: str
+    target: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    mode: str
+    convert: Converter
+    header: tuple[str, ...] | None = None
+    header_row: int = 1
+    skip_record: Callable[[list], bool] | None = None
+    # Columns the converter passes through unvalidated: the loader escapes
+    # them for COPY. Every other value must come from a validator above.
+    free_text: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = field(default=(".csv",))
+
+    def __post_init__(self):
+        assert self.mode in MODES, self.mode
+        assert self.format in FORMATS, self.format
+        assert set(self.key) <= set(self.columns), self.key
+        assert set(self.free_text) <= set(self.columns), self.free_text
+
+    @property
+    def table(self) -> str:
+        return f"workspace.{self.target}"
+
+    def match_name(self, file_name: str) -> dict:
+        """The named groups of the file name, or FileRefused naming the rule."""
+        match = self.name_pattern.fullmatch(file_name)
+        if not match:
+            raise FileRefused(
+                f"{file_name!r} is not a {self.name} file name; expected {self.file_hint}.")
+        return match.groupdict()
+
+    def records_to_rows(self, records: Iterable[Record], context: dict,
+                        on_reject: Callable[[int, RowError], None]) -> Iterator[tuple[int, tuple]]:
+        """Converted rows with their line numbers; rejected records go to ``on_reject``."""
+        convert = self.convert
+        for line, cells in records:
+            try:
+                for row in convert(cells, context):
+                    yield line, row
+            except RowError as error:
+                on_reject(line, error)
+
+
+# ---- validators: each returns the COPY text of a valid value or raises RowError
+
+
+def cell_count(cells: list, expected: int, column_names: tuple[str, ...]) -> None:
+    if len(cells) != expected:
+        missing = column_names[len(cells)] if len(cells) < expected else "(extra)"
+        raise RowError(missing, "|".join(str(c) for c in cells)[:200],
+                       f"expected {expected} fields, found {len(cells)}")
+
+
+def digits(value: str, length: int, column: str) -> str:
+    """A ZIP-like code: exactly ``length`` ASCII digits, never padded."""
+    if len(value) != length or not (value.isdigit() and value.isascii()):
+        raise RowError(column, value, f"must be exactly {length} digits")
+    return value
+
+
+def number(value: str, column: str, low: float | None = None, high: float | None = None,
+           nullable: bool = False) -> str:
+    """A decimal number (passed through as written) within [low, high]."""
+    if value == "":
+        if nullable:
+            return NULL
+        raise RowError(column, value, "is empty")
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise RowError(column, value, "is not a number") from None
+    if "_" in value or not value.isascii():
+        raise RowError(column, value, "is not a number")
+    if not math.isfinite(parsed) or (low is not None and parsed < low) or (high is not None and parsed > high):
+        raise RowError(column, value, f"must be between {_fmt(low)} and {_fmt(high)}")
+    return value
+
+
+def integer(value: str, column: str, low: int, high: int, nullable: bool = False) -> str:
+    """A whole number within [low, high]."""
+    if value == "":
+        if nullable:
+            return NULL
+        raise RowError(column, value, "is empty")
+    body = value[1:] if value[:1] == "-" else value
+    if not (body.isdigit() and body.isascii()):
+        raise RowError(column, value, "is not a whole number")
+    if not low <= int(value) <= high:
+        raise RowError(column, value, f"must be between {low} and {high}")
+    return value
+
+
+def boolean(value: str, column: str) -> str:
+    word = value.upper()
+    if word == "TRUE":
+        return "t"
+    if word == "FALSE":
+        return "f"
+    raise RowError(column, value, "must be TRUE or FALSE")
+
+
+def state_code(value: str, column: str) -> str:
+    if len(value) != 2 or not (value.isalpha() and value.isascii()):
+        raise RowError(column, value, "must be a 2-letter state code")
+    return value
+
+
+def text(value: str, column: str, required: bool = True) -> str:
+    if required and value == "":
+        raise RowError(column, value, "is empty")
+    return value
+
+
+def _fmt(bound) -> str:
+    if bound is None:
+        return "any"
+    return str(int(bound)) if float(bound).is_integer() else str(bound)

@@ -1,0 +1,115 @@
+"""``flask integrations ...``: list, import and history. Thin: parse, call the service, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask.cli import AppGroup
+
+from handled.integrations import history
+from handled.integrations.history import Actor
+from handled.integrations.registry import UnknownIntegration, all_integrations
+from handled.integrations.service import ImportRequestError, import_paths
+from handled.integrations.status import table_row_counts
+
+integrations_cli = AppGroup("integrations", help="Import carrier and census files into the DATA database.")
+
+
+@integrations_cli.command("list")
+def list_command():
+    """Each integration: id, accepted files, target table, rows, last successful import."""
+    counts = table_row_counts()
+    for integration in all_integrations():
+        last = history.last_success(integration.id)
+        when = f"last import {last.finished_at:%Y-%m-%d %H:%M} UTC ({last.file_name})" if last else "never imported"
+        click.echo(f"{integration.id:<20} {integration.table:<36} {counts.get(integration.id, 0):>10,} rows  "
+                   f"{integration.mode:<8} {when}")
+        click.echo(f"{'':<20} files: {integration.file_hint}")
+
+
+@integrations_cli.command("import")
+@click.argument("integration_id", metavar="ID")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--partial", is_flag=True, help="Load the good rows of a file that has bad ones "
+              "(every rejected row is still recorded).")
+@click.option("--force", is_flag=True, help="Import a file even if the same content was imported before.")
+@click.option("--user-email", default=None, help="Record this email as who ran the import.")
+def import_command(integration_id, files, partial, force, user_email):
+    """Import FILE... (or .zip archives of them) with integration ID.
+
+    Exits with status 1 when any file was refused or any row rejected.
+    """
+    actor = Actor(email=user_email)
+    outcomes = []
+    show_bar = sys.stderr.isatty()
+    try:
+        if show_bar:
+            with click.progressbar(length=len(files), label=f"Importing {integration_id}",
+                                   file=sys.stderr) as bar:
+                outcomes = _run(integration_id, files, partial, force, actor, bar)
+        else:
+            outcomes = _run(integration_id, files, partial, force, actor, None)
+    except (UnknownIntegration, ImportRequestError) as problem:
+        raise click.ClickException(str(problem)) from None
+    _print_summary(outcomes)
+    if not all(o.clean for o in outcomes):
+        raise SystemExit(1)
+
+
+def _run(integration_id, files, partial, force, actor, bar):
+    """Import the files in order; the bar (if any) advances per file given (a .zip counts once)."""
+    def report(outcome):
+        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
+                   err=not outcome.clean)
+
+    outcomes = []
+    for path in files:
+        outcomes += import_paths(integration_id, [path], partial=partial, force=force, actor=actor,
+                                 on_file=report)
+        if bar is not None:
+            bar.update(1)
+    return outcomes
+
+
+def _print_summary(outcomes) -> None:
+    if len(outcomes) < 2:
+        return
+    by_status: dict[str, int] = {}
+    for outcome in outcomes:
+        by_status[outcome.status] = by_status.get(outcome.status, 0) + 1
+    written = sum(o.rows_written for o in outcomes)
+    rejected = sum(o.rows_rejected for o in outcomes)
+    parts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+    click.echo(f"{len(outcomes)} files: {parts}; {written:,} rows written, {rejected:,} rejected.")
+
+
+@integrations_cli.command("history")
+@click.argument("integration_id", metavar="[ID]", required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--rejected", "show_rejected", is_flag=True, help="Also print each run's kept rejected rows.")
+def history_command(integration_id, limit, show_rejected):
+    """Recent import runs, newest first (of one integration if ID is given)."""
+    if integration_id:
+        try:
+            from handled.integrations.registry import get_integration
+            get_integration(integration_id)
+        except UnknownIntegration as problem:
+            raise click.ClickException(str(problem)) from None
+    runs = history.recent_runs(integration_id, limit)
+    if not runs:
+        click.echo("No imports yet.")
+    for run in runs:
+        took = history.duration_seconds(run)
+        took = f"{took:.1f}s" if took is not None else "-"
+        who = run.created_by_email or "cli"
+        click.echo(f"#{run.id} {run.started_at:%Y-%m-%d %H:%M:%S} {run.integration} {run.file_name} "
+                   f"{run.status} read={run.rows_read:,} written={run.rows_written:,} "
+                   f"rejected={run.rows_rejected:,} {took} by {who} sha256={run.file_sha256[:12]}")
+        if run.message:
+            click.echo(f"    {run.message}")
+        if show_rejected:
+            for row in run.rejected_rows:
+                click.echo(f"    line {row['line']}, {row['column']} = {row['value']!r}: {row['reason']}")

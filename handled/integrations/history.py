@@ -1,0 +1,74 @@
+"""Run history of imports, in the PRIMARY database (config.import_runs).
+
+Written through ``primary_db`` only, and never inside the DATA transaction of
+a load: in single-database mode both proxies share one connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handled.models import ImportRun
+from handled.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who started an import (None for the CLI unless given)."""
+
+    id: int | None = None
+    email: str | None = None
+
+
+SYSTEM = Actor()
+
+
+def start_run(integration_id: str, file_name: str, sha256: str, size: int, partial: bool,
+              actor: Actor, status: str = "running") -> ImportRun:
+    return ImportRun.create(integration=integration_id, file_name=file_name, file_sha256=sha256,
+                            file_size=size, partial=partial, status=status,
+                            created_by=actor.id, created_by_email=actor.email)
+
+
+def finish_run(run: ImportRun, status: str, message: str, rows_read: int = 0,
+               rows_written: int = 0, rows_rejected: int = 0, rejected_rows: list | None = None) -> ImportRun:
+    run.status = status
+    run.message = message
+    run.rows_read = rows_read
+    run.rows_written = rows_written
+    run.rows_rejected = rows_rejected
+    run.rejected_rows = rejected_rows or []
+    run.finished_at = utcnow()
+    run.save()
+    return run
+
+
+def succeeded_before(integration_id: str, sha256: str) -> ImportRun | None:
+    """The latest successful import of the same content, if any."""
+    return (ImportRun.select()
+            .where((ImportRun.integration == integration_id) & (ImportRun.file_sha256 == sha256)
+                   & (ImportRun.status == "succeeded"))
+            .order_by(ImportRun.id.desc()).first())
+
+
+def last_success(integration_id: str) -> ImportRun | None:
+    return (ImportRun.select()
+            .where((ImportRun.integration == integration_id) & (ImportRun.status == "succeeded"))
+            .order_by(ImportRun.id.desc()).first())
+
+
+def recent_runs(integration_id: str | None = None, limit: int = 50) -> list[ImportRun]:
+    query = ImportRun.select().order_by(ImportRun.id.desc()).limit(limit)
+    if integration_id:
+        query = query.where(ImportRun.integration == integration_id)
+    return list(query)
+
+
+def get_run(run_id: int) -> ImportRun | None:
+    return ImportRun.get_or_none(ImportRun.id == run_id)
+
+
+def duration_seconds(run: ImportRun) -> float | None:
+    if run.finished_at is None or run.started_at is None:
+        return None
+    return (run.finished_at - run.started_at).total_seconds()

@@ -1,0 +1,253 @@
+"""The streaming loader: records → COPY into a staging table → one set-based statement.
+
+Everything happens in one DATA transaction, so a file lands fully or not at
+all. Converted rows stream into ``COPY import_staging FROM STDIN`` through a
+file-like object that pulls them one chunk at a time; nothing holds the whole
+file. Each staged row carries its file line number, so the duplicate-key
+check (set-based, over the staging table) can name both lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Callable, Iterable, Iterator
+
+import psycopg2
+from psycopg2 import sql
+
+from handled.db import data_db
+from handled.integrations.base import NULL, FileRefused, Integration, Record, RowError
+
+log = logging.getLogger("handled.integrations")
+
+COPY_CHUNK = 256 * 1024
+VALUE_LIMIT = 200  # characters of a rejected value kept in the history
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass
+class Rejections:
+    """Every rejected row is counted; the first ``keep`` are kept with their reasons."""
+
+    keep: int
+    total: int = 0
+    rows: list = field(default_factory=list)
+
+    def add(self, line: int, column: str, value: str, reason: str) -> None:
+        self.total += 1
+        if len(self.rows) < self.keep:
+            self.rows.append({"line": line, "column": column,
+                              "value": value[:VALUE_LIMIT], "reason": reason})
+
+    def add_error(self, line: int, error: RowError) -> None:
+        self.add(line, error.column, error.value, error.reason)
+
+    def sorted_rows(self) -> list:
+        return sorted(self.rows, key=lambda r: r["line"])[: self.keep]
+
+
+@dataclass
+class LoadResult:
+    rows_read: int
+    rows_written: int
+    committed: bool
+    message: str
+
+
+class LoadFailed(Exception):
+    """The database refused the rows for a reason validation did not foresee."""
+
+
+class _RollBack(Exception):
+    """Raised inside the transaction to undo it; carries the user's sentence."""
+
+
+class CopyStream:
+    """A minimal read()-able file over an iterator of COPY text lines."""
+
+    def __init__(self, lines: Iterator[str]):
+        self._lines = lines
+
+    def read(self, size: int = COPY_CHUNK) -> str:
+        parts, length = [], 0
+        for line in self._lines:
+            parts.append(line)
+            length += len(line)
+            if length >= size:
+                break
+        return "".join(parts)
+
+    readline = read
+
+
+def copy_lines(rows: Iterable[tuple[int, tuple]], integration: Integration) -> Iterator[str]:
+    """COPY text lines ``line_no<TAB>values...``; only free-text columns need escaping."""
+    indexes = [integration.columns.index(c) for c in integration.free_text]
+    if not indexes:
+        for line, row in rows:
+            yield f"{line}\t" + "\t".join(row) + "\n"
+        return
+    pick = itemgetter(*indexes) if len(indexes) > 1 else (lambda row: (row[indexes[0]],))
+    needs_escape = _NEEDS_ESCAPE.search
+    for line, row in rows:
+        if needs_escape("\x1f".join(pick(row))):
+            row = list(row)
+            for i in indexes:
+                if row[i] is not NULL:
+                    row[i] = row[i].translate(_ESCAPES)
+        yield f"{line}\t" + "\t".join(row) + "\n"
+
+
+class _Counter:
+    def __init__(self, records: Iterable[Record]):
+        self.records = records
+        self.count = 0
+
+    def __iter__(self):
+        for record in self.records:
+            self.count += 1
+            yield record
+
+
+def load_records(integration: Integration, records: Iterable[Record], context: dict, *,
+                 partial: bool, rejections: Rejections,
+                 before_commit: Callable[[], None] | None = None) -> LoadResult:
+    """Load converted records into the integration's table in one transaction.
+
+    Without ``partial`` any rejected row undoes everything; with it the good
+    rows land and the bad ones are only recorded. FileRefused raised while
+    reading (e.g. broken quoting deep in the file) also undoes everything.
+    """
+    counter = _Counter(records)
+    try:
+        with data_db.atomic():
+            with data_db.connection().cursor() as cur:
+                _create_staging(cur, integration)
+                rows = integration.records_to_rows(counter, context, rejections.add_error)
+                copy = sql.SQL("COPY import_staging (line_no, {}) FROM STDIN").format(
+                    _idents(integration.columns))
+                cur.copy_expert(copy.as_string(cur), CopyStream(copy_lines(rows, integration)),
+                                size=COPY_CHUNK)
+                written = _reject_and_apply(cur, integration, partial, rejections, counter.count)
+                if before_commit is not None:
+                    before_commit()
+    except _RollBack as stop:
+        return LoadResult(counter.count, 0, False, str(stop))
+    except psycopg2.Error as exc:
+        log.warning("import of %s failed in the database: %s", integration.id, exc)
+        detail = (exc.diag.message_primary or str(exc)).strip()
+        raise LoadFailed(f"The DATA database refused the rows: {detail}.") from None
+    return LoadResult(counter.count, written, True, _summary(written, rejections))
+
+
+def _summary(written: int, rejections: Rejections) -> str:
+    text = f"{written:,} rows written to the table."
+    if rejections.total:
+        text += (f" {rejections.total:,} rows were rejected and not loaded"
+                 " (partial import: the good rows were kept).")
+    return text
+
+
+def _reject_and_apply(cur, integration: Integration, partial: bool, rejections: Rejections,
+                      rows_read: int) -> int:
+    if partial:
+        _record_conflicts(cur, integration, rejections, remove=True)
+        return _apply(cur, integration)
+    if rejections.total:
+        _record_conflicts(cur, integration, rejections, remove=False)
+        raise _RollBack(_refusal(rejections, rows_read))
+    try:
+        with data_db.atomic():  # a savepoint: duplicates are looked for only if the apply fails
+            return _apply(cur, integration)
+    except (psycopg2.errors.UniqueViolation, psycopg2.errors.CardinalityViolation):
+        _record_conflicts(cur, integration, rejections, remove=False)
+        if not rejections.total:
+            raise
+        raise _RollBack(_refusal(rejections, rows_read)) from None
+
+
+def _refusal(rejections: Rejections, rows_read: int) -> str:
+    first = rejections.sorted_rows()[0]
+    return (f"Nothing was written: {rejections.total:,} of {rows_read:,} rows were rejected "
+            f"(first on line {first['line']}, {first['column']}: {first['reason']}). "
+            "Fix the file, or import with --partial to load the good rows.")
+
+
+def _idents(names: Iterable[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _table(integration: Integration) -> sql.Composable:
+    return sql.Identifier("workspace", integration.target)
+
+
+def _create_staging(cur, integration: Integration) -> None:
+    cur.execute("DROP TABLE IF EXISTS pg_temp.import_staging")
+    cur.execute(sql.SQL("CREATE TEMP TABLE import_staging (LIKE {}) ON COMMIT DROP").format(
+        _table(integration)))
+    cur.execute("ALTER TABLE import_staging ADD COLUMN line_no integer NOT NULL")
+
+
+def _apply(cur, integration: Integration) -> int:
+    """One statement per mode; returns the rows inserted or updated."""
+    table, columns = _table(integration), _idents(integration.columns)
+    if integration.mode == "replace":
+        cur.execute(sql.SQL("TRUNCATE {}").format(table))
+    statement = sql.SQL("INSERT INTO {} ({}) SELECT {} FROM import_staging").format(
+        table, columns, columns)
+    if integration.mode == "upsert":
+        others = [c for c in integration.columns if c not in integration.key]
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)
+        action = sql.SQL("DO UPDATE SET {}").format(updates) if others else sql.SQL("DO NOTHING")
+        statement = sql.SQL("{} ON CONFLICT ({}) {}").format(
+            statement, _idents(integration.key), action)
+    cur.execute(statement)
+    return cur.rowcount
+
+
+def _record_conflicts(cur, integration: Integration, rejections: Rejections, remove: bool) -> None:
+    """Reject rows sharing a key with another row of the file (naming the other
+    lines) and, in insert mode, rows whose key is already in the table."""
+    key = _idents(integration.key)
+    staged_key = sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in integration.key)
+    cur.execute("DROP TABLE IF EXISTS pg_temp.import_conflicts")
+    query = sql.SQL(
+        "CREATE TEMP TABLE import_conflicts ON COMMIT DROP AS "
+        "SELECT s.line_no, {staged_key}, d.lines FROM import_staging s JOIN ("
+        " SELECT {key}, array_agg(line_no ORDER BY line_no) AS lines FROM import_staging"
+        " GROUP BY {key} HAVING count(*) > 1) d USING ({key})")
+    if integration.mode == "insert":
+        query = sql.SQL("{} UNION ALL SELECT s.line_no, {}, NULL FROM import_staging s "
+                        "JOIN {} t USING ({})").format(query, staged_key, _table(integration), key)
+    cur.execute(query.format(staged_key=staged_key, key=key))
+    cur.execute(sql.SQL("SELECT line_no, {}, lines FROM import_conflicts ORDER BY line_no LIMIT %s")
+                .format(key), (rejections.keep,))
+    found = cur.fetchall()
+    cur.execute("SELECT count(*) FROM import_conflicts")
+    total = cur.fetchone()[0]
+    for line, *values, lines in found:
+        rejections.add(line, ", ".join(integration.key), ", ".join(values),
+                       _conflict_reason(integration, line, lines))
+    rejections.total += total - len(found)
+    if remove and total:
+        match = sql.SQL(" AND ").join(
+            sql.SQL("s.{0} = c.{0}").format(sql.Identifier(k)) for k in ("line_no", *integration.key))
+        cur.execute(sql.SQL("DELETE FROM import_staging s USING import_conflicts c WHERE {}")
+                    .format(match))
+
+
+def _conflict_reason(integration: Integration, line: int, lines: list | None) -> str:
+    key = ", ".join(integration.key)
+    if lines is None:
+        return f"duplicate key: this {key} is already in {integration.table} (insert mode)"
+    others = ", ".join(str(n) for n in lines if n != line) or str(line)
+    return f"duplicate key: the same {key} is also on line {others}"
+
+
+__all__ = ["COPY_CHUNK", "CopyStream", "FileRefused", "LoadFailed", "LoadResult", "Rejections",
+           "copy_lines", "load_records"]

@@ -1,0 +1,204 @@
+"""Import service: one file (or a .zip of files) through checks, loader, archive, history.
+
+The CLI, the pages and background jobs all call ``import_file`` /
+``import_paths``; they return plain ``ImportOutcome`` values and never raise
+for a bad file (the outcome and the run history say why). ``ImportRequestError`` is
+raised only for a request that cannot run at all (a broken .zip), and
+``UnknownIntegration`` for an id no integration has.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from handled.integrations import history
+from handled.integrations.archive import archive_file
+from handled.integrations.base import FileRefused, Integration
+from handled.integrations.history import SYSTEM, Actor
+from handled.integrations.loader import LoadFailed, Rejections, load_records
+from handled.integrations.registry import UnknownIntegration, get_integration
+from handled.integrations.sources import file_sha256, inspect_file, open_records
+from handled.settings import Settings
+
+log = logging.getLogger("handled.integrations")
+ZIP_SKIPPED_PREFIXES = ("__MACOSX/",)
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    run_id: int
+    integration: str
+    file_name: str
+    status: str  # succeeded | failed | skipped
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    message: str
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was refused or rejected (skipped counts as clean)."""
+        return self.status in ("succeeded", "skipped") and self.rows_rejected == 0
+
+
+def active_settings() -> Settings:
+    """The running app's settings inside an app context, else the process's."""
+    from flask import has_app_context
+
+    if has_app_context():
+        from handled import current_settings
+        return current_settings()
+    from handled.settings import get_settings
+    return get_settings()
+
+
+def import_file(integration_id: str, path: str | Path, *, file_name: str | None = None,
+                partial: bool = False, force: bool = False, actor: Actor = SYSTEM,
+                settings: Settings | None = None) -> ImportOutcome:
+    """Import one file; the returned outcome (and the run history) says what happened."""
+    integration = get_integration(integration_id)
+    settings = settings or active_settings()
+    path = Path(path)
+    name = file_name or path.name
+    try:
+        context = integration.match_name(name)
+        facts = inspect_file(path, name, integration, settings.import_max_bytes)
+    except FileRefused as refusal:
+        return _refused_early(integration, path, name, partial, actor, settings, str(refusal))
+    if not force:
+        earlier = history.succeeded_before(integration.id, facts.sha256)
+        if earlier is not None:
+            message = (f"Skipped: the same file (sha256 {facts.sha256[:12]}…) was already imported "
+                       f"successfully in run {earlier.id}; use --force to import it again.")
+            run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, actor,
+                                    status="skipped")
+            history.finish_run(run, "skipped", message)
+            return _outcome(run)
+    run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, actor)
+    return _load(integration, run, path, name, facts, context, partial, settings)
+
+
+def _load(integration: Integration, run, path: Path, name: str, facts, context: dict,
+          partial: bool, settings: Settings) -> ImportOutcome:
+    rejections = Rejections(keep=settings.import_rejected_rows_kept)
+    archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
+    try:
+        with open_records(path, name, integration, facts.kind) as records:
+            result = load_records(integration, records, context, partial=partial,
+                                  rejections=rejections, before_commit=archive)
+    except (FileRefused, LoadFailed) as problem:
+        history.finish_run(run, "failed", str(problem), rows_rejected=rejections.total,
+                           rejected_rows=rejections.sorted_rows())
+        return _outcome(run)
+    except BaseException:
+        log.exception("import run %s of %s failed unexpectedly", run.id, name)
+        history.finish_run(run, "failed", "The import stopped on an unexpected error; it has been "
+                           "logged and nothing was written.", rows_rejected=rejections.total,
+                           rejected_rows=rejections.sorted_rows())
+        raise
+    status = "succeeded" if result.committed else "failed"
+    history.finish_run(run, status, result.message, rows_read=result.rows_read,
+                       rows_written=result.rows_written, rows_rejected=rejections.total,
+                       rejected_rows=rejections.sorted_rows())
+    return _outcome(run)
+
+
+def _refused_early(integration: Integration, path: Path, name: str, partial: bool, actor: Actor,
+                   settings: Settings, message: str) -> ImportOutcome:
+    """Record a whole-file refusal (nothing was written)."""
+    size = path.stat().st_size
+    sha = file_sha256(path)[0] if size <= settings.import_max_bytes else ""
+    run = history.start_run(integration.id, name, sha, size, partial, actor, status="failed")
+    history.finish_run(run, "failed", f"Refused: {message} Nothing was written.")
+    return _outcome(run)
+
+
+def _outcome(run) -> ImportOutcome:
+    return ImportOutcome(run_id=run.id, integration=run.integration, file_name=run.file_name,
+                         status=run.status, rows_read=run.rows_read, rows_written=run.rows_written,
+                         rows_rejected=run.rows_rejected, message=run.message or "")
+
+
+# ---- many files, and .zip archives of them
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    name: str  # the name the file is judged by (a .zip member's own name)
+
+
+def import_paths(integration_id: str, paths: Iterable[str | Path], *, partial: bool = False,
+                 force: bool = False, actor: Actor = SYSTEM, settings: Settings | None = None,
+                 on_file: Callable[[ImportOutcome], None] | None = None,
+                 names: Iterable[str] | None = None) -> list[ImportOutcome]:
+    """Import each file in turn; a .zip contributes each of its files.
+
+    ``names`` optionally gives the original names of ``paths`` (uploads are
+    saved under temporary names). Each file is its own transaction and run.
+    """
+    get_integration(integration_id)  # fail fast on an unknown id
+    settings = settings or active_settings()
+    names = list(names) if names is not None else None
+    outcomes = []
+    for index, path in enumerate(paths):
+        path = Path(path)
+        name = names[index] if names else path.name
+        for source in _expand(path, name, settings):
+            outcome = import_file(integration_id, source.path, file_name=source.name,
+                                  partial=partial, force=force, actor=actor, settings=settings)
+            outcomes.append(outcome)
+            if on_file is not None:
+                on_file(outcome)
+    return outcomes
+
+
+def _expand(path: Path, name: str, settings: Settings):
+    """The file itself, or each member of a .zip extracted to a temporary file."""
+    if not name.lower().endswith(".zip"):
+        yield SourceFile(path, name)
+        return
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise ImportRequestError(f"{name} is not a valid .zip archive.") from None
+    with archive, tempfile.TemporaryDirectory(prefix="handled-import-") as folder:
+        for member in count_files(archive):
+            if member.file_size > settings.import_max_bytes:
+                raise ImportRequestError(
+                    f"{member.filename} in {name} is {member.file_size:,} bytes, over the import "
+                    f"limit of {settings.import_max_bytes:,} bytes (IMPORT_MAX_BYTES).")
+            target = Path(folder) / "member"
+            with archive.open(member) as source, open(target, "wb") as out:
+                _copy_limited(source, out, settings.import_max_bytes, member.filename)
+            yield SourceFile(target, Path(member.filename).name)
+
+
+def count_files(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The regular files of a .zip, in name order (folders and Mac metadata left out)."""
+    members = [m for m in archive.infolist()
+               if not m.is_dir() and not m.filename.startswith(ZIP_SKIPPED_PREFIXES)
+               and not Path(m.filename).name.startswith("._")]
+    return sorted(members, key=lambda m: m.filename)
+
+
+def _copy_limited(source, out, limit: int, name: str) -> None:
+    copied = 0
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > limit:
+            raise ImportRequestError(f"{name} expands beyond the import limit of {limit:,} bytes.")
+        out.write(chunk)
+
+
+class ImportRequestError(Exception):
+    """An import request that cannot run at all; the message says why."""
+
+
+__all__ = ["ImportOutcome", "ImportRequestError", "UnknownIntegration", "import_file",
+           "import_paths", "active_settings"]

@@ -1,0 +1,233 @@
+"""Reading source files: whole-file checks, then records one at a time.
+
+``inspect_file`` reads the file once in chunks (sha256, size, UTF-8 and binary
+checks) so a wrong file is refused before anything is written. ``open_records``
+then yields ``(line, cells)`` records without ever holding the file in memory:
+CSV/TSV through the csv module, .xlsx through openpyxl's read-only mode. The
+one exception is .xls: xlrd parses a whole sheet at once, which is fine for
+zone charts (a few hundred rows each).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from handled.integrations.base import FileRefused, Integration, Record
+
+CHUNK = 1 << 20
+XLSX_MAGIC = b"PK\x03\x04"
+XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_SPACES = re.compile(r"\s+")
+
+csv.field_size_limit(1 << 20)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    sha256: str
+    size: int
+    kind: str  # "text", "xlsx" or "xls"
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def inspect_file(path: Path, name: str, integration: Integration, max_bytes: int) -> FileFacts:
+    """Size, sha256 and the whole-file checks; FileRefused says what is wrong."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FileRefused(f"{name} is {size:,} bytes, over the import limit of {max_bytes:,} bytes "
+                          "(IMPORT_MAX_BYTES).")
+    if size == 0:
+        raise FileRefused(f"{name} is empty.")
+    if integration.format == "spreadsheet":
+        sha, size = file_sha256(path)
+        return FileFacts(sha, size, _spreadsheet_kind(path, name))
+    return FileFacts(*_scan_text(path, name), "text")
+
+
+def _spreadsheet_kind(path: Path, name: str) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(XLSX_MAGIC):
+        return "xlsx"
+    if head == XLS_MAGIC:
+        return "xls"
+    raise FileRefused(f"{name} is not a spreadsheet (.xls or .xlsx).")
+
+
+def _scan_text(path: Path, name: str) -> tuple[str, int]:
+    """sha256 and size, refusing binary data or bytes that are not UTF-8."""
+    digest, size = hashlib.sha256(), 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise FileRefused(f"{name} contains binary data (a NUL byte at offset "
+                                  f"{size + nul:,}); it is not a text file.")
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise FileRefused(f"{name} is not UTF-8 text (invalid byte at offset "
+                                  f"{size + exc.start:,}); save it as UTF-8 and try again.") from None
+            size += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise FileRefused(f"{name} is not UTF-8 text (it ends inside a character).") from None
+    return digest.hexdigest(), size
+
+
+def normalise_header(cells) -> tuple[str, ...]:
+    """Header cells compared case-insensitively with runs of spaces collapsed;
+    trailing empty cells (a trailing delimiter) are dropped."""
+    names = [_SPACES.sub(" ", str(c or "")).strip().lower() for c in cells]
+    while names and names[-1] == "":
+        names.pop()
+    return tuple(names)
+
+
+def check_header(cells, integration: Integration, name: str, where: str) -> None:
+    expected = tuple(h.lower() for h in integration.header)
+    found = normalise_header(cells)
+    if found != expected:
+        shown = ", ".join(str(c).strip() for c in cells if str(c or "").strip()) or "nothing"
+        raise FileRefused(f"{name} has the wrong header {where}: expected "
+                          f"{', '.join(integration.header)}; found {shown}.")
+
+
+@contextmanager
+def open_records(path: Path, name: str, integration: Integration, kind: str):
+    """Yield an iterator of data records after the header has been checked.
+
+    Raises FileRefused for a wrong header or a file without data rows, before
+    the caller writes anything.
+    """
+    if kind == "text":
+        handle = open(path, encoding="utf-8-sig", newline="")
+        try:
+            records = _text_records(handle, name, integration)
+            yield _require_data(records, name, integration)
+        finally:
+            handle.close()
+    else:
+        opener = _xlsx_rows if kind == "xlsx" else _xls_rows
+        with opener(path, name) as rows:
+            records = _sheet_records(rows, name, integration)
+            yield _require_data(records, name, integration)
+
+
+def _require_data(records: Iterator[Record], name: str, integration: Integration) -> Iterator[Record]:
+    skip = integration.skip_record
+    for record in records:
+        if skip is None or not skip(record[1]):
+            yield record
+            break
+    else:
+        raise FileRefused(f"{name} has no data rows.")
+    if skip is None:
+        yield from records
+    else:
+        yield from (r for r in records if not skip(r[1]))
+
+
+def _text_records(handle, name: str, integration: Integration) -> Iterator[Record]:
+    if integration.format == "tsv":
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+    else:
+        reader = csv.reader(handle, strict=True)
+    try:
+        if integration.header is not None:
+            header = next(reader, None)
+            if header is None:
+                raise FileRefused(f"{name} has no header.")
+            check_header(header, integration, name, "on line 1")
+        yield from _numbered(reader, name)
+    except csv.Error as exc:
+        raise FileRefused(f"{name} is not valid {integration.format.upper()} near line "
+                          f"{reader.line_num}: {exc}.") from None
+
+
+def _numbered(reader, name: str) -> Iterator[Record]:
+    """Each record with the file line it starts on (quoted fields may span lines)."""
+    previous = reader.line_num
+    for cells in reader:
+        start = previous + 1
+        previous = reader.line_num
+        if cells and not (len(cells) == 1 and cells[0].strip() == ""):
+            yield start, [c.strip() for c in cells]
+
+
+def _sheet_records(rows: Iterator[tuple], name: str, integration: Integration) -> Iterator[Record]:
+    header_row = integration.header_row
+    seen_header = False
+    for number, cells in enumerate(rows, start=1):
+        if number < header_row:
+            continue
+        if number == header_row:
+            check_header(cells, integration, name, f"in row {header_row}")
+            seen_header = True
+            continue
+        values = [_cell_text(c) for c in cells]
+        if any(values):
+            yield number, values
+    if not seen_header:
+        raise FileRefused(f"{name} has no header: the first sheet ends before row {header_row}.")
+
+
+def _cell_text(value) -> str:
+    """A cell as the text a person sees; whole numbers without a trailing .0."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+@contextmanager
+def _xlsx_rows(path: Path, name: str):
+    import zipfile
+
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError):
+        raise FileRefused(f"{name} is not a spreadsheet (.xlsx could not be opened).") from None
+    try:
+        if not book.worksheets:
+            raise FileRefused(f"{name} has no sheets.")
+        yield book.worksheets[0].iter_rows(values_only=True)
+    finally:
+        book.close()
+
+
+@contextmanager
+def _xls_rows(path: Path, name: str):
+    import xlrd
+
+    try:
+        book = xlrd.open_workbook(str(path), on_demand=True)
+        sheet = book.sheet_by_index(0)
+    except Exception:  # xlrd raises many unrelated types for a damaged file
+        raise FileRefused(f"{name} is not a spreadsheet (.xls could not be opened).") from None
+    try:
+        yield (sheet.row_values(i) for i in range(sheet.nrows))
+    finally:
+        book.release_resources()
