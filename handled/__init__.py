@@ -35,15 +35,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def register_accounts(app: Flask) -> None:
     """Accounts (issue 4): sign-in, CSRF, the request guard, admin and customer pages."""
-    from handled import auth
+    from handled import admin, auth, customers
 
     auth.init_app(app)
-    for module in ("handled.admin", "handled.customers"):
-        try:
-            blueprint_module = __import__(module, fromlist=["bp"])
-        except ModuleNotFoundError:
-            continue
-        app.register_blueprint(blueprint_module.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(customers.bp)
 
 
 def current_settings() -> Settings:

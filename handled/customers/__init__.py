@@ -1,5 +1,7 @@
-"""customers pages (issue 4)."""
+"""Customer pages: organizations (the operator's clients) and facilities (its warehouses)."""
 
 from flask import Blueprint
 
-bp = Blueprint("customers", __name__)
+bp = Blueprint("customers", __name__, url_prefix="/customers")
+
+from handled.customers import views  # noqa: E402,F401  (routes)

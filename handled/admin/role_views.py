@@ -1,0 +1,69 @@
+"""Roles: list, create, edit the permission matrix, delete (not system roles)."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+
+from handled.admin import bp
+from handled.auth import roles
+from handled.auth.errors import AccountError, NotFound
+from handled.auth.permissions import permission_required
+
+
+@bp.get("/roles", endpoint="roles")
+@permission_required("manage_roles")
+def roles_list():
+    return render_template("admin/roles.html", rows=roles.list_roles(), permissions=roles.all_permissions())
+
+
+@bp.route("/roles/new", methods=["GET", "POST"])
+@permission_required("manage_roles")
+def role_new():
+    permissions = roles.all_permissions()
+    if request.method == "GET":
+        return render_template("admin/role_form.html", role=None, permissions=permissions, held=set(), form={})
+    form = request.form
+    try:
+        role = roles.create_role(form.get("code", ""), form.get("name", ""), form.get("description", ""),
+                                 form.getlist("permissions"))
+    except AccountError as exc:
+        flash(str(exc), "error")
+        return render_template("admin/role_form.html", role=None, permissions=permissions,
+                               held=set(form.getlist("permissions")), form=form), 400
+    flash(f"Created role {role.code}.", "info")
+    return redirect(url_for("admin.roles"))
+
+
+@bp.route("/roles/<int:role_id>", methods=["GET", "POST"])
+@permission_required("manage_roles")
+def role_edit(role_id):
+    try:
+        role = roles.get_role(role_id)
+    except NotFound as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("admin.roles"))
+    permissions = roles.all_permissions()
+    if request.method == "GET":
+        return render_template("admin/role_form.html", role=role, permissions=permissions,
+                               held=roles.role_permission_codes(role_id), form=role.__data__)
+    form = request.form
+    try:
+        roles.update_role(role_id, form.get("name", ""), form.get("description", ""), form.getlist("permissions"))
+    except AccountError as exc:
+        flash(str(exc), "error")
+        return render_template("admin/role_form.html", role=role, permissions=permissions,
+                               held=set(form.getlist("permissions")), form=form), 400
+    flash(f"Saved role {role.code}; holders get the new permissions on their next request.", "info")
+    return redirect(url_for("admin.roles"))
+
+
+@bp.post("/roles/<int:role_id>/delete")
+@permission_required("manage_roles")
+def role_delete(role_id):
+    try:
+        code = roles.delete_role(role_id)
+    except AccountError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Deleted role {code}.", "info")
+    return redirect(url_for("admin.roles"))

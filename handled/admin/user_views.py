@@ -1,0 +1,156 @@
+"""Users: list, create, edit, roles, reset password, disable/enable, delete, sessions."""
+
+from __future__ import annotations
+
+import functools
+
+from flask import flash, redirect, render_template, request, url_for
+
+from handled import audit, current_settings
+from handled.admin import bp
+from handled.auth import sessions, users
+from handled.auth.errors import AccountError, NotFound
+from handled.auth.permissions import permission_required
+from handled.models import Role
+
+PER_PAGE = 25
+
+
+def flash_errors(fallback_endpoint: str):
+    """Show an AccountError as a flash message and go back (to the user page when there is one)."""
+    def decorate(view):
+        @functools.wraps(view)
+        def run(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except NotFound as exc:
+                flash(str(exc), "error")
+                return redirect(url_for("admin.users"))
+            except AccountError as exc:
+                flash(str(exc), "error")
+                return redirect(url_for(fallback_endpoint, **kwargs))
+        return run
+    return decorate
+
+
+def _page_number() -> int:
+    try:
+        return max(int(request.args.get("page", 1)), 1)
+    except ValueError:
+        return 1
+
+
+@bp.get("/users", endpoint="users")
+@permission_required("manage_users")
+def users_list():
+    search = request.args.get("q", "").strip()
+    page = _page_number()
+    found, total = users.list_users(search, page, PER_PAGE)
+    return render_template("admin/users.html", users=found, total=total, page=page, search=search,
+                           pages=max((total + PER_PAGE - 1) // PER_PAGE, 1),
+                           roles_of={u.id: users.role_codes_of(u.id) for u in found})
+
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@permission_required("manage_users")
+def user_new():
+    all_roles = list(Role.select().order_by(Role.code))
+    if request.method == "GET":
+        return render_template("admin/user_new.html", roles=all_roles, form={})
+    form = request.form
+    try:
+        user, generated = users.create_user(current_settings(), form.get("email", ""), form.get("name", ""),
+                                            form.getlist("roles"), password=form.get("password") or None)
+    except AccountError as exc:
+        flash(str(exc), "error")
+        return render_template("admin/user_new.html", roles=all_roles, form=form), 400
+    if generated:
+        return render_template("admin/temporary_password.html", user=user, password=generated)
+    flash(f"Created {user.email}.", "info")
+    return redirect(url_for("admin.user_edit", user_id=user.id))
+
+
+@bp.get("/users/<int:user_id>")
+@permission_required("manage_users")
+@flash_errors("admin.users")
+def user_edit(user_id):
+    user = users.get_user(user_id)
+    return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
+                           held=set(users.role_codes_of(user_id)),
+                           sessions=sessions.active_sessions(current_settings(), user_id))
+
+
+@bp.post("/users/<int:user_id>")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_update(user_id):
+    user = users.update_user(user_id, request.form.get("email", ""), request.form.get("name", ""))
+    flash(f"Saved {user.email}.", "info")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/roles")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_roles(user_id):
+    codes = users.set_user_roles(user_id, request.form.getlist("roles"))
+    flash(f"Roles saved: {', '.join(codes) or 'none'}. The change applies to the user's next request.", "info")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/reset-password")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_reset_password(user_id):
+    password = users.reset_password(current_settings(), user_id)
+    return render_template("admin/temporary_password.html", user=users.get_user(user_id), password=password)
+
+
+@bp.post("/users/<int:user_id>/disable")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_disable(user_id):
+    user = users.set_disabled(user_id, True)
+    flash(f"Disabled {user.email}; their sessions are ended.", "info")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/enable")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_enable(user_id):
+    user = users.set_disabled(user_id, False)
+    flash(f"Enabled {user.email}.", "info")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
+
+
+@bp.get("/users/<int:user_id>/delete")
+@permission_required("manage_users")
+@flash_errors("admin.users")
+def user_delete_confirm(user_id):
+    return render_template("admin/user_delete.html", user=users.get_user(user_id))
+
+
+@bp.post("/users/<int:user_id>/delete")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_delete(user_id):
+    if request.form.get("confirm_email", "").strip().lower() != users.get_user(user_id).email.lower():
+        raise AccountError("Type the user's email address to confirm the deletion.")
+    email = users.delete_user(user_id)
+    flash(f"Deleted {email}.", "info")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/sessions/<session_id>/revoke")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_session_revoke(user_id, session_id):
+    user = users.get_user(user_id)
+    if sessions.revoke_session(user_id, session_id):
+        audit.record("session.revoke", "user", user_id, user.email, {"session": session_id[:12]})
+        flash("That session is signed out.", "info")
+    else:
+        flash("That session had already ended.", "info")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
