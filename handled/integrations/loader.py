@@ -71,14 +71,19 @@ class CopyStream:
 
     def __init__(self, lines: Iterator[str]):
         self._lines = lines
+        self.error: BaseException | None = None  # psycopg2 hides it inside its own error
 
     def read(self, size: int = COPY_CHUNK) -> str:
         parts, length = [], 0
-        for line in self._lines:
-            parts.append(line)
-            length += len(line)
-            if length >= size:
-                break
+        try:
+            for line in self._lines:
+                parts.append(line)
+                length += len(line)
+                if length >= size:
+                    break
+        except BaseException as exc:
+            self.error = exc
+            raise
         return "".join(parts)
 
     readline = read
@@ -130,8 +135,13 @@ def load_records(integration: Integration, records: Iterable[Record], context: d
                 rows = integration.records_to_rows(counter, context, rejections.add_error)
                 copy = sql.SQL("COPY import_staging (line_no, {}) FROM STDIN").format(
                     _idents(integration.columns))
-                cur.copy_expert(copy.as_string(cur), CopyStream(copy_lines(rows, integration)),
-                                size=COPY_CHUNK)
+                stream = CopyStream(copy_lines(rows, integration))
+                try:
+                    cur.copy_expert(copy.as_string(cur), stream, size=COPY_CHUNK)
+                except psycopg2.Error:
+                    if stream.error is not None:  # e.g. FileRefused from the reader
+                        raise stream.error from None
+                    raise
                 written = _reject_and_apply(cur, integration, partial, rejections, counter.count)
                 if before_commit is not None:
                     before_commit()

@@ -91,9 +91,13 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
         with open_records(path, name, integration, facts.kind) as records:
             result = load_records(integration, records, context, partial=partial,
                                   rejections=rejections, before_commit=archive)
-    except (FileRefused, LoadFailed) as problem:
-        history.finish_run(run, "failed", str(problem), rows_rejected=rejections.total,
-                           rejected_rows=rejections.sorted_rows())
+    except FileRefused as refusal:
+        history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
+                           rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
+        return _outcome(run)
+    except LoadFailed as problem:
+        history.finish_run(run, "failed", f"{problem} Nothing was written.",
+                           rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
         return _outcome(run)
     except BaseException:
         log.exception("import run %s of %s failed unexpectedly", run.id, name)

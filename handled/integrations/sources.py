@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,17 +134,15 @@ def open_records(path: Path, name: str, integration: Integration, kind: str):
 
 
 def _require_data(records: Iterator[Record], name: str, integration: Integration) -> Iterator[Record]:
+    """Read up to the first data record now (so header problems and files
+    without data rows are refused before any write), then stream the rest."""
     skip = integration.skip_record
-    for record in records:
-        if skip is None or not skip(record[1]):
-            yield record
-            break
-    else:
+    if skip is not None:
+        records = (r for r in records if not skip(r[1]))
+    first = next(records, None)
+    if first is None:
         raise FileRefused(f"{name} has no data rows.")
-    if skip is None:
-        yield from records
-    else:
-        yield from (r for r in records if not skip(r[1]))
+    return itertools.chain((first,), records)
 
 
 def _text_records(handle, name: str, integration: Integration) -> Iterator[Record]:

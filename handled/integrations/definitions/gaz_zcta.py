@@ -10,7 +10,7 @@ BIGINT_MAX = 9_223_372_036_854_775_807
 
 
 def convert(cells: list, context: dict):
-    cell_count(cells, 7, COLUMNS)
+    cell_count(cells, 7, HEADER)
     geoid, aland, awater, aland_sqmi, awater_sqmi, lat, lng = cells
     yield (
         digits(geoid, 5, "GEOID"),
