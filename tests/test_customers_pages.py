@@ -1,0 +1,80 @@
+"""Organizations and facilities: create, edit, deactivate, validation, links."""
+
+from __future__ import annotations
+
+from handled.models import Facility, FacilityOrganization, Organization
+
+FACILITY = {"code": "wh-east", "name": "East warehouse", "address_line1": "1 Dock Rd", "city": "Newark",
+            "state": "nj", "zip": "07001", "timezone": "America/New_York"}
+
+
+def org_id(app, code):
+    with app.app_context():
+        return Organization.get(Organization.code == code).id
+
+
+def test_create_edit_and_deactivate_an_organization(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    assert client.post("/customers/organizations/new", data={"code": "acme", "name": "Acme Corp",
+                                                             "contact_email": "ops@acme.test"}).status_code == 302
+    oid = org_id(app, "ACME")
+    client.post(f"/customers/organizations/{oid}", data={"code": "ACME", "name": "Acme Corporation"})
+    page = client.get("/customers/organizations").get_data(as_text=True)
+    assert "Acme Corporation" in page and "ops@acme.test" not in page.split("Acme Corporation")[0]
+    client.post(f"/customers/organizations/{oid}/active", data={"active": "false"})
+    with app.app_context():
+        assert Organization.get_by_id(oid).status == "inactive"
+
+
+def test_organization_codes_are_unique_and_validated(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    client.post("/customers/organizations/new", data={"code": "ACME", "name": "Acme"})
+    dup = client.post("/customers/organizations/new", data={"code": "acme", "name": "Other"})
+    assert dup.status_code == 400 and "already uses the code ACME" in dup.get_data(as_text=True)
+    bad = client.post("/customers/organizations/new", data={"code": "no spaces!", "name": "X"})
+    assert "A code is 1-32 letters" in bad.get_data(as_text=True)
+    mail = client.post("/customers/organizations/new", data={"code": "B", "name": "B", "contact_email": "nope"})
+    assert "not a valid contact email" in mail.get_data(as_text=True)
+
+
+def test_facility_validation_zip_timezone_and_unique_code(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    for field, value, message in [("zip", "7001", "must be exactly 5 digits"), ("zip", "07001-1234", "must be exactly 5 digits"),
+                                  ("timezone", "Mars/Olympus", "is not a known timezone"),
+                                  ("state", "New Jersey", "2-letter code")]:
+        page = client.post("/customers/facilities/new", data={**FACILITY, field: value})
+        assert page.status_code == 400 and message in page.get_data(as_text=True), field
+    assert client.post("/customers/facilities/new", data=FACILITY).status_code == 302
+    dup = client.post("/customers/facilities/new", data=FACILITY)
+    assert "already uses the code WH-EAST" in dup.get_data(as_text=True)
+    with app.app_context():
+        facility = Facility.get(Facility.code == "WH-EAST")
+        assert facility.zip == "07001" and facility.zip3 == "070" and facility.state == "NJ"
+
+
+def test_facility_links_to_the_organizations_it_serves(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    for code in ("ACME", "GLOBEX", "INITECH"):
+        client.post("/customers/organizations/new", data={"code": code, "name": code.title()})
+    ids = [org_id(app, c) for c in ("ACME", "GLOBEX")]
+    client.post("/customers/facilities/new", data={**FACILITY, "organizations": [str(i) for i in ids]})
+    page = client.get("/customers/facilities").get_data(as_text=True)
+    assert "ACME, GLOBEX" in page and "07001 (070)" in page
+    with app.app_context():
+        fid = Facility.get(Facility.code == "WH-EAST").id
+    client.post(f"/customers/facilities/{fid}", data={**FACILITY, "organizations": [str(org_id(app, "INITECH"))]})
+    with app.app_context():
+        linked = {fo.organization.code for fo in FacilityOrganization.select().where(FacilityOrganization.facility == fid)}
+    assert linked == {"INITECH"}
+    client.post(f"/customers/facilities/{fid}/active", data={"active": "false"})
+    assert "inactive" in client.get("/customers/facilities").get_data(as_text=True)
+
+
+def test_viewers_see_but_cannot_change(app, login_client):
+    manager = login_client(permissions=["view_customers", "manage_customers"])
+    manager.post("/customers/organizations/new", data={"code": "ACME", "name": "Acme"})
+    viewer = login_client(permissions=["view_customers"])
+    page = viewer.get("/customers/organizations").get_data(as_text=True)
+    assert "Acme" in page and "Deactivate" not in page
+    assert viewer.post("/customers/organizations/new", data={"code": "X", "name": "X"}).status_code == 403
+    assert viewer.post(f"/customers/organizations/{org_id(app, 'ACME')}/active", data={"active": "false"}).status_code == 403
