@@ -1,0 +1,47 @@
+"""argon2id hashing, rehash on sign-in when the parameters change, password rules."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from handled import create_app
+from handled.auth import passwords
+from handled.auth.errors import AccountError
+from handled.models import User
+from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+
+
+def test_hashes_are_argon2id_and_verify(settings):
+    stored = passwords.hash_password(settings, TEST_PASSWORD)
+    assert stored.startswith("$argon2id$")
+    assert passwords.verify_password(settings, stored, TEST_PASSWORD) == (True, None)
+    assert passwords.verify_password(settings, stored, "wrong")[0] is False
+    assert passwords.verify_password(settings, None, "anything")[0] is False
+
+
+def test_sign_in_rehashes_when_the_parameters_change(settings):
+    old_app = create_app(settings)
+    user = make_user(old_app, role="salesperson")
+    stronger = replace(settings, password_hash_time_cost=settings.password_hash_time_cost + 1)
+    app = create_app(stronger)
+    client = app.test_client()
+    response = client.post("/login", data={"email": user.email, "password": TEST_PASSWORD,
+                                           "csrf_token": csrf_token(client)})
+    assert response.status_code == 302
+    with app.app_context():
+        stored = User.get_by_id(user.id).password_hash
+    assert f"t={stronger.password_hash_time_cost}," in stored
+    assert passwords.verify_password(stronger, stored, TEST_PASSWORD) == (True, None)
+
+
+@pytest.mark.parametrize("password, message", [
+    ("short", "at least 12 characters"),
+    ("jane.doe@example.test", "must not be your email"),
+    ("my-jane.doe-password", "must not be your email"),
+])
+def test_password_rules_have_clear_messages(settings, password, message):
+    with pytest.raises(AccountError, match=message):
+        passwords.check_new_password(settings, password, "jane.doe@example.test")
+    passwords.check_new_password(settings, "a perfectly fine passphrase", "jane.doe@example.test")
