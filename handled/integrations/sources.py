@@ -205,16 +205,20 @@ def _xlsx_rows(path: Path, name: str):
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    handle = open(path, "rb")  # a file object: openpyxl would judge a path by its extension
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError):
-        raise FileRefused(f"{name} is not a spreadsheet (.xlsx could not be opened).") from None
-    try:
-        if not book.worksheets:
-            raise FileRefused(f"{name} has no sheets.")
-        yield book.worksheets[0].iter_rows(values_only=True)
+        try:
+            book = load_workbook(handle, read_only=True, data_only=True)
+        except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError):
+            raise FileRefused(f"{name} is not a spreadsheet (.xlsx could not be opened).") from None
+        try:
+            if not book.worksheets:
+                raise FileRefused(f"{name} has no sheets.")
+            yield book.worksheets[0].iter_rows(values_only=True)
+        finally:
+            book.close()
     finally:
-        book.close()
+        handle.close()
 
 
 @contextmanager

@@ -1,0 +1,160 @@
+"""Import service, run history, archive and CLI across integrations."""
+
+import dataclasses
+import hashlib
+import zipfile
+
+from handled.integrations import all_integrations, get_integration
+from handled.integrations.archive import archived_path
+from handled.integrations.registry import UnknownIntegration
+from handled.integrations.service import ImportRequestError, import_file, import_paths
+from handled.integrations.history import Actor
+from handled.models import ImportRun
+from tests.integrations_support import (USPS_NAME, files, ground_row, imp_app,  # noqa: F401
+                                        imp_settings, table_digest, table_rows, uszip_row,
+                                        write_ground, write_usps, write_uszips, write_zone_chart,
+                                        usps_row, zone_row)
+
+import pytest
+
+
+def test_registry_lists_the_five_integrations_with_their_rules():
+    ids = [i.id for i in all_integrations()]
+    assert ids == ["gaz-zcta", "ups-ground-service", "ups-zones", "us-zips", "usps-3d-base"]
+    zones = get_integration("ups-zones")
+    assert (zones.target, zones.key, zones.mode) == ("ups_zones", ("origin_zip3", "dest_zip3"), "upsert")
+    assert get_integration("us-zips").mode == "replace"
+    with pytest.raises(UnknownIntegration, match="There is no integration 'nope'; known: gaz-zcta"):
+        get_integration("nope")
+
+
+def test_history_records_file_sha_size_counts_who_and_how_long(imp_app, files):
+    path = write_uszips(files / "uszips.csv", [uszip_row("00501"), uszip_row("00502")])
+    outcome = import_file("us-zips", path, actor=Actor(email="ops@example.com"))
+    run = ImportRun.get_by_id(outcome.run_id)
+    assert run.integration == "us-zips" and run.file_name == "uszips.csv"
+    assert run.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert run.file_size == path.stat().st_size
+    assert (run.status, run.rows_read, run.rows_written, run.rows_rejected) == ("succeeded", 2, 2, 0)
+    assert run.created_by_email == "ops@example.com" and run.created_by_id is None
+    assert run.finished_at >= run.started_at and run.rejected_rows == []
+
+
+def test_same_content_is_skipped_unless_forced(imp_app, files):
+    path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
+    first = import_file("us-zips", path)
+    again = import_file("us-zips", path)
+    assert again.status == "skipped" and f"run {first.run_id}" in again.message and "--force" in again.message
+    forced = import_file("us-zips", path, force=True)
+    assert forced.status == "succeeded" and forced.rows_written == 1
+    statuses = [r.status for r in ImportRun.select().order_by(ImportRun.id)]
+    assert statuses == ["succeeded", "skipped", "succeeded"]
+
+
+def test_a_failed_file_is_not_skipped_the_next_time(imp_app, files):
+    path = write_uszips(files / "uszips.csv", [uszip_row("0050")])
+    assert import_file("us-zips", path).status == "failed"
+    assert import_file("us-zips", path).status == "failed"
+
+
+def test_imported_files_are_archived_by_sha256(imp_app, imp_settings, files):
+    path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    import_file("us-zips", path)
+    archived = archived_path(imp_settings.import_archive_dir, sha)
+    assert archived.read_bytes() == path.read_bytes()
+
+
+def test_refused_files_are_not_archived(imp_app, imp_settings, files):
+    path = write_uszips(files / "uszips.csv", [uszip_row("0050")])
+    import_file("us-zips", path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not archived_path(imp_settings.import_archive_dir, sha).exists()
+
+
+def test_files_over_the_size_limit_are_refused_without_reading(imp_app, imp_settings, files):
+    path = write_uszips(files / "uszips.csv", [uszip_row("00501")] * 3)
+    small = dataclasses.replace(imp_settings, import_max_bytes=100)
+    outcome = import_file("us-zips", path, settings=small)
+    run = ImportRun.get_by_id(outcome.run_id)
+    assert outcome.status == "failed" and "over the import limit of 100 bytes (IMPORT_MAX_BYTES)" in run.message
+    assert run.file_sha256 == "" and table_rows("us_zips") == []
+
+
+def test_rejected_rows_kept_are_capped_but_all_are_counted(imp_app, imp_settings, files):
+    rows = [uszip_row(f"{n:04d}") for n in range(30)]
+    capped = dataclasses.replace(imp_settings, import_rejected_rows_kept=5)
+    outcome = import_file("us-zips", write_uszips(files / "uszips.csv", rows), settings=capped)
+    run = ImportRun.get_by_id(outcome.run_id)
+    assert run.rows_rejected == 30 and len(run.rejected_rows) == 5
+    assert [r["line"] for r in run.rejected_rows] == [2, 3, 4, 5, 6]
+    assert "30 of 30 rows were rejected" in run.message
+
+
+def test_broken_quoting_deep_in_a_file_undoes_the_upsert(imp_app, files):
+    import_file("ups-ground-service", write_ground(files / "10001.csv", [ground_row(dest="00501", days="1")]))
+    before = table_digest("ups_ground_service_zip5")
+    (files / "bad").mkdir()
+    lines = [",".join(ground_row(dest=f"{n:05d}", days="3")) for n in range(500, 20500)]
+    lines.append('10001,"99999"x,NY,1')
+    (files / "bad" / "10001.csv").write_text("\n".join(lines) + "\n")
+    outcome = import_file("ups-ground-service", files / "bad" / "10001.csv")
+    assert outcome.status == "failed" and "is not valid CSV near line 20001" in outcome.message
+    assert table_digest("ups_ground_service_zip5") == before
+
+
+def test_a_zip_of_files_imports_each_member(imp_app, files):
+    charts = [write_zone_chart(files / f"{o}.xlsx", [zone_row("004"), zone_row("005")]) for o in ("007", "010")]
+    bundle = files / "charts.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for chart in charts:
+            archive.write(chart, f"zones/{chart.name}")
+        archive.writestr("__MACOSX/zones/._007.xlsx", b"junk")
+        archive.writestr("zones/", b"")
+    outcomes = import_paths("ups-zones", [bundle])
+    assert [(o.file_name, o.status) for o in outcomes] == [("007.xlsx", "succeeded"), ("010.xlsx", "succeeded")]
+    assert len(table_rows("ups_zones")) == 4
+
+
+def test_a_broken_zip_is_a_request_error(imp_app, files):
+    bundle = files / "charts.zip"
+    bundle.write_bytes(b"not a zip")
+    with pytest.raises(ImportRequestError, match="charts.zip is not a valid .zip archive"):
+        import_paths("ups-zones", [bundle])
+
+
+def test_cli_list_import_history(imp_app, files):
+    runner = imp_app.test_cli_runner()
+    path = write_usps(files / USPS_NAME, [usps_row("005", "006")])
+    result = runner.invoke(args=["integrations", "import", "usps-3d-base", str(path), "--user-email", "a@b.c"])
+    assert result.exit_code == 0, result.output
+    assert f"{USPS_NAME}: succeeded" in result.output
+    listing = runner.invoke(args=["integrations", "list"])
+    assert listing.exit_code == 0
+    line = next(l for l in listing.output.splitlines() if l.startswith("usps-3d-base"))
+    assert "workspace.usps_3d_base_service" in line and " 1 rows" in line and USPS_NAME in line
+    history = runner.invoke(args=["integrations", "history", "usps-3d-base"])
+    assert "succeeded read=1 written=1 rejected=0" in history.output and "by a@b.c" in history.output
+
+
+def test_cli_exits_non_zero_when_anything_is_rejected(imp_app, files):
+    runner = imp_app.test_cli_runner()
+    good = write_ground(files / "10001.csv", [ground_row()])
+    (files / "b").mkdir()
+    bad = write_ground(files / "b" / "10002.csv", [ground_row("10002"), ground_row("10002", "0050")])
+    result = runner.invoke(args=["integrations", "import", "ups-ground-service", str(good), str(bad)])
+    assert result.exit_code == 1
+    assert "10002.csv: failed" in result.output and "2 files: 1 failed, 1 succeeded" in result.output
+    partial = runner.invoke(args=["integrations", "import", "ups-ground-service", str(bad), "--partial"])
+    assert partial.exit_code == 1 and "10002.csv: succeeded" in partial.output
+    assert len(table_rows("ups_ground_service_zip5")) == 2
+    shown = runner.invoke(args=["integrations", "history", "--rejected"])
+    assert "line 2, dest_zip = '0050': must be exactly 5 digits" in shown.output
+
+
+def test_cli_unknown_integration_is_one_line_on_stderr(imp_app, files):
+    runner = imp_app.test_cli_runner()
+    path = write_ground(files / "10001.csv", [ground_row()])
+    result = runner.invoke(args=["integrations", "import", "nope", str(path)])
+    assert result.exit_code == 1 and "There is no integration 'nope'" in result.output
+    assert "Traceback" not in result.output
