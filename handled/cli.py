@@ -126,3 +126,5 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(transformations_cli)
     from handled.integrations.cli import integrations_cli  # issue 5
     app.cli.add_command(integrations_cli)
+    from handled.ops.cli import register as register_ops_commands  # issue 7
+    register_ops_commands(app, db_cli)

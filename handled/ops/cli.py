@@ -1,0 +1,95 @@
+"""CLI of the operations tools: ``flask db split|unsplit|prune-leftovers``,
+``flask backup create|restore|list`` and ``flask data rebuild``. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+from flask.cli import AppGroup, with_appcontext
+
+from handled import current_settings, migrations
+from handled.catalog import ConnectionProblem
+from handled.ops import OpsError, move
+from handled.ops.leftovers import prune_leftovers
+
+
+def ops_errors(fn):
+    """Domain errors become one line on stderr and exit code 1 (no traceback)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except move.VerificationFailed as exc:
+            _print_report(exc.report)
+            raise click.ClickException(str(exc)) from None
+        except (OpsError, migrations.MigrationError, ConnectionProblem) as exc:
+            raise click.ClickException(str(exc)) from None
+    return run
+
+
+def _print_report(report: move.MoveReport) -> None:
+    click.echo(f"{report.side}: {report.source} -> {report.target}: {report.outcome}")
+    if report.created_database:
+        click.echo(f"  {'would create' if report.dry_run else 'created'} the database")
+    for line in move.format_comparison(report):
+        click.echo("  " + line)
+    for note in report.notes:
+        click.echo("  " + note)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command("split")
+@click.option("--to-primary", "to_primary", required=True, metavar="URL",
+              help="Direct URL of the new PRIMARY database (created and migrated if needed).")
+@click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
+@click.option("--force", is_flag=True, help="Replace rows the target already holds.")
+@with_appcontext
+@ops_errors
+def split_command(to_primary, dry_run, force):
+    """Single → split: copy config + customer to a new PRIMARY, then verify every table."""
+    target = move.target_config("--to-primary", to_primary)
+    report = move.split(current_settings(), target, force=force, dry_run=dry_run, say=_say)
+    _print_report(report)
+    if not dry_run:
+        click.echo(f"Next: set SPLIT_DB_MODE=true, PRIMARY_DATABASE_URL={target.display()} (or its pooler "
+                   f"address), DATA_DATABASE_URL=<this database>; restart; then 'flask db prune-leftovers'.")
+
+
+@click.command("unsplit")
+@click.option("--to", "to", required=True, metavar="URL",
+              help="Direct URL of the database that will hold all four schemas (usually DATA's).")
+@click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
+@click.option("--force", is_flag=True, help="Replace rows the target already holds (e.g. the copy a split left).")
+@with_appcontext
+@ops_errors
+def unsplit_command(to, dry_run, force):
+    """Split → single (rollback): copy PRIMARY (and DATA, if elsewhere) into one database, verified."""
+    target = move.target_config("--to", to)
+    for report in move.unsplit(current_settings(), target, force=force, dry_run=dry_run, say=_say):
+        _print_report(report)
+    if not dry_run:
+        click.echo(f"Next: set SPLIT_DB_MODE=false, PRIMARY_DATABASE_URL={target.display()}, "
+                   "unset DATA_DATABASE_URL; restart.")
+
+
+@click.command("prune-leftovers")
+@click.option("--yes", is_flag=True, help="Really drop them (without it: only list them).")
+@with_appcontext
+@ops_errors
+def prune_command(yes):
+    """Split mode: drop the other side's schemas left in each database by a split."""
+    lines = prune_leftovers(current_settings(), dry_run=not yes)
+    for line in lines or ["no leftover schemas"]:
+        click.echo(line)
+    if lines and not yes:
+        click.echo("Nothing dropped; rerun with --yes to drop them.")
+
+
+def register(app, db_group: AppGroup) -> None:
+    """Add the operations commands to the app's CLI."""
+    for command in (split_command, unsplit_command, prune_command):
+        db_group.add_command(command)

@@ -1,0 +1,42 @@
+"""After a split, the old single database (now DATA) still holds the copied-from
+config and customer schemas: a frozen snapshot, useful until the switch is
+verified, misleading afterwards (``flask db check`` flags it). ``prune_leftovers``
+drops the other side's schemas from each database of a split setup."""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from handled import migrations
+from handled.catalog import connect_direct, existing_schemas
+from handled.models import SCHEMAS
+from handled.ops import OpsError
+from handled.settings import Settings
+
+
+def leftovers(settings: Settings) -> list[tuple[str, object, list[str]]]:
+    """(side, config, schemas of the other side found there) for each database."""
+    if not settings.split_db_mode:
+        raise OpsError("Leftover schemas only exist in split mode (SPLIT_DB_MODE=true); in single mode "
+                       "one database rightly holds all four schemas.")
+    found = []
+    for side, config in (("primary", settings.primary_migration or settings.primary), ("data", settings.data)):
+        other = "data" if side == "primary" else "primary"
+        unwanted = {*SCHEMAS[other], migrations.TRACKING_SCHEMAS[other]}
+        with connect_direct(config) as conn:
+            present = sorted(existing_schemas(conn) & unwanted)
+        found.append((side, config, present))
+    return found
+
+
+def prune_leftovers(settings: Settings, dry_run: bool = True) -> list[str]:
+    """Drop the other side's schemas from each database; returns one line per schema."""
+    done = []
+    for side, config, schemas in leftovers(settings):
+        if schemas and not dry_run:
+            with connect_direct(config) as conn, conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
+                    sql.SQL(", ").join(sql.Identifier(s) for s in schemas)))
+        verb = "would drop" if dry_run else "dropped"
+        done += [f"{side} database {config.display()}: {verb} schema {s}" for s in schemas]
+    return done

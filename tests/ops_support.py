@@ -1,0 +1,101 @@
+"""Helpers of the operations tests: a populated PRIMARY, sign-in through the real
+login form, and per-table comparisons read straight from PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg2
+
+from handled.models import (Facility, FacilityOrganization, ImportRun, Organization, TransformationRun)
+from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+from tests.conftest import PREFIX, db_url, drop_database, recreate_database
+
+
+def populate_primary(app) -> dict:
+    """Users with seeded and custom roles, customers, run history and audit rows."""
+    admin = make_user(app, role="admin", email="boss@example.test", name="Boss")
+    lead = make_user(app, permissions=["view_customers", "run_imports"], email="lead@example.test",
+                     name="Zoë Lead")  # non-ASCII on purpose
+    seller = make_user(app, role="salesperson", email="seller@example.test", name="Sam Tab\tSeller")
+    with app.app_context():
+        orgs = [Organization.create(code=f"ORG{i}", name=f"Org {i} \\ \"quoted\"", contact_email=None)
+                for i in range(1, 6)]
+        facilities = [Facility.create(code=f"FAC{i}", name=f"Facility {i}", zip=f"0{i}123",
+                                      timezone="America/New_York") for i in range(1, 4)]
+        for facility in facilities:
+            for org in orgs[:3]:
+                FacilityOrganization.create(facility=facility, organization=org)
+        Organization.delete().where(Organization.code == "ORG5").execute()  # leaves a gap in the ids
+        ImportRun.create(integration="us_zips", file_name="zips.csv", file_sha256="a" * 64, file_size=10,
+                         status="succeeded", rows_read=3, rows_written=3,
+                         rejected_rows=[{"line": 2, "reason": "bad\nzip"}])
+        TransformationRun.create(transformation="zip3_reference", status="succeeded", phase_timings={"build": 1.5})
+    return {"admin": admin, "lead": lead, "seller": seller}
+
+
+def sign_in(app, email: str, password: str = TEST_PASSWORD):
+    """A test client signed in through the login form, as a person would."""
+    client = app.test_client()
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return client
+
+
+def connect(name_or_url: str):
+    url = name_or_url if "://" in name_or_url else db_url(name_or_url)
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def table_fingerprints(name: str, schemas) -> dict:
+    """Every table of ``schemas``: its rows as JSON text sorted, for exact comparison."""
+    conn = connect(name)
+    out = {}
+    with conn.cursor() as cur:
+        cur.execute("SET TimeZone = 'UTC'")
+        cur.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s) "
+                    "AND left(tablename, 1) <> '_'", (list(schemas),))
+        for schema, table in cur.fetchall():
+            cur.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t')
+            out[f"{schema}.{table}"] = sorted(row[0] for row in cur.fetchall())
+    conn.close()
+    return out
+
+
+def sequence_values(name: str, schemas) -> dict:
+    conn = connect(name)
+    out = {}
+    with conn.cursor() as cur:
+        cur.execute("SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
+                    "WHERE schemaname = ANY(%s)", (list(schemas),))
+        out = dict(cur.fetchall())
+    conn.close()
+    return out
+
+
+class Databases:
+    """Databases a test creates under the test prefix; all dropped at the end."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.names: list[str] = []
+
+    def name(self, suffix: str, create: bool = False) -> str:
+        name = f"{PREFIX}_{self.tag}_{suffix}"
+        assert name.startswith(PREFIX)
+        if name not in self.names:
+            self.names.append(name)
+        drop_database(name)
+        if create:
+            recreate_database(name)
+        return name
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            drop_database(name)
+
+
+def dumps(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
