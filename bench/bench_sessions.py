@@ -1,0 +1,198 @@
+"""Benchmark: what the session check costs under gunicorn, and how hard it hits PRIMARY.
+
+Runs the app under gunicorn (several sync workers, 127.0.0.1 only) against its own
+database and a private redis-server, and sends a bounded number of requests from
+a few client threads for three scenarios, each on a fresh server:
+
+  anonymous   GET /login                (baseline of the pages: a form, no sign-in check)
+  warm        GET /account/password     signed in, shared session cache on
+  no-cache    GET /account/password     signed in, SESSION_CACHE_ENABLED=false
+  anon-json   GET /api/me               anonymous, answered 401 (baseline of the JSON pair)
+  warm-json   GET /api/me               signed in, cache on: the same route, so the
+                                        difference is the session check alone
+
+It prints requests/s, the ratio of each to the anonymous baseline, and the number
+of PRIMARY statements per 1000 requests, counted inside the workers (a gunicorn
+hook attaches a counter to the PRIMARY database object and writes it out when the
+worker exits). Usage:
+
+  .venv/bin/python bench/bench_sessions.py [--requests 3000] [--workers 4] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import PrivateRedis, free_port  # noqa: E402
+
+PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+DATABASE = "handled_bench_sessions"
+PASSWORD = "load test passphrase 1"
+
+GUNICORN_HOOKS = '''
+import os
+
+def post_worker_init(worker):
+    from handled.db import primary_db
+    counter = {"statements": 0}
+    primary_db._target().query_hooks.append(lambda event: counter.__setitem__("statements", counter["statements"] + 1))
+    worker._handled_counter = counter
+
+def worker_exit(server, worker):
+    counter = getattr(worker, "_handled_counter", {"statements": 0})
+    with open(os.path.join(os.environ["BENCH_COUNT_DIR"], str(os.getpid())), "w") as handle:
+        handle.write(str(counter["statements"]))
+'''
+
+
+def prepare_database() -> str:
+    conn = psycopg2.connect(f"{PG_SERVER}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{DATABASE}"')
+    conn.close()
+    return f"{PG_SERVER}/{DATABASE}"
+
+
+def app_environment(database_url: str, redis_url: str, cache: bool) -> dict:
+    return {**os.environ, "PRIMARY_DATABASE_URL": database_url, "SPLIT_DB_MODE": "false",
+            "REDIS_URL": redis_url, "SECRET_KEY": "bench-secret-key-0123456789abcdef",
+            "SESSION_COOKIE_SECURE": "false", "SESSION_CACHE_ENABLED": "true" if cache else "false",
+            "LOG_DB_QUERIES": "false"}
+
+
+def setup_schema_and_session(env: dict) -> str:
+    """Migrate, create a user and return a session token for it (through the services)."""
+    flask = [str(ROOT / ".venv/bin/flask")]
+    subprocess.run(flask + ["db", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
+    code = ("from handled import create_app\n"
+            "from handled.auth import users, sessions\n"
+            "app = create_app()\n"
+            "with app.test_request_context():\n"
+            f"    user, _ = users.create_user(app.config['HANDLED_SETTINGS'], 'bench@example.test', 'Bench', ['salesperson'], password={PASSWORD!r}, must_change_password=False)\n"
+            "    print(sessions.create_session(app.config['HANDLED_SETTINGS'], user.id, '127.0.0.1', 'bench'))\n")
+    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", code], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+class Server:
+    """gunicorn on a free loopback port, with the statement counter hooks."""
+
+    def __init__(self, env: dict, workers: int, workdir: Path):
+        self.port = free_port()
+        self.count_dir = Path(tempfile.mkdtemp(dir=workdir))
+        hooks = workdir / "gunicorn_hooks.py"
+        hooks.write_text(GUNICORN_HOOKS)
+        self.process = subprocess.Popen(
+            [str(ROOT / ".venv/bin/gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+             "--config", str(hooks), "--log-level", "warning", "app:app"],
+            env={**env, "BENCH_COUNT_DIR": str(self.count_dir)}, cwd=ROOT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/login")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start")
+
+    def stop(self) -> int:
+        """Stop gracefully; returns the PRIMARY statements all workers ran."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+        return sum(int(p.read_text() or 0) for p in self.count_dir.iterdir())
+
+
+def run_load(port: int, path: str, cookie: str | None, total: int, clients: int,
+             expected: int = 200) -> tuple[float, int]:
+    """Send ``total`` GETs from ``clients`` threads; returns (requests/s, unexpected answers)."""
+    remaining = iter(range(total))
+    lock = threading.Lock()
+    failures = [0]
+
+    def worker():
+        headers = {"Cookie": cookie} if cookie else {}
+        while True:
+            with lock:
+                if next(remaining, None) is None:
+                    return
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status != expected:
+                with lock:
+                    failures[0] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return total / (time.perf_counter() - started), failures[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_sessions_"))
+    redis_server = PrivateRedis(workdir / "redis").start()
+    try:
+        database_url = prepare_database()
+        token = setup_schema_and_session(app_environment(database_url, redis_server.url, True))
+        cookie = f"handled_session={token}"
+        scenarios = [("anonymous", "/login", None, True, 200), ("warm", "/account/password", cookie, True, 200),
+                     ("no-cache", "/account/password", cookie, False, 200),
+                     ("anon-json", "/api/me", None, True, 401), ("warm-json", "/api/me", cookie, True, 200)]
+        results = {}
+        for name, path, scenario_cookie, cache, expected in scenarios:
+            server = Server(app_environment(database_url, redis_server.url, cache), args.workers, workdir)
+            try:
+                rate, failures = run_load(server.port, path, scenario_cookie, args.requests, args.clients, expected)
+            finally:
+                statements = server.stop()
+            results[name] = (rate, failures, statements)
+        report(results, args)
+    finally:
+        redis_server.stop()
+
+
+def report(results: dict, args) -> None:
+    baselines = {"anon-json": "anon-json", "warm-json": "anon-json"}
+    print(f"bench_sessions: {args.requests} requests per scenario, gunicorn {args.workers} sync workers, "
+          f"{args.clients} client threads, 127.0.0.1")
+    print(f"{'scenario':<10} {'req/s':>8} {'vs baseline':>12} {'baseline':>10} {'PRIMARY stmts/1000 req':>24} {'unexpected':>10}")
+    for name, (rate, failures, statements) in results.items():
+        base = baselines.get(name, "anonymous")
+        print(f"{name:<10} {rate:>8.0f} {rate / results[base][0]:>11.2f}x {base:>10} "
+              f"{statements * 1000 / args.requests:>24.1f} {failures:>10}")
+
+
+if __name__ == "__main__":
+    main()
