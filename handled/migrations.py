@@ -71,7 +71,9 @@ def resolve_targets(settings: Settings, selection: str = "all") -> list[Target]:
     names = TARGETS if selection == "all" else (selection,)
     targets = []
     for name in names:
-        config = settings.primary_migration or settings.primary if name == "primary" else settings.data
+        # In single mode DATA is PRIMARY's database, so it migrates over the same direct URL.
+        direct_primary = settings.primary_migration or settings.primary
+        config = direct_primary if name == "primary" or not settings.split_db_mode else settings.data
         if config.pgbouncer:
             raise MigrationError(
                 f"{config.variable} goes through PgBouncer (pgbouncer=true) and migrations need a "

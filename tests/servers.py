@@ -118,3 +118,103 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+# --- issue 7 (operations): PgBouncer and TLS --------------------------------------
+
+def _owned_by_postgres(path: Path, mode: int) -> None:
+    path.chmod(mode)
+    if os.geteuid() == 0:
+        shutil.chown(path, "postgres", "postgres")
+
+
+def self_signed_certificate(folder: Path | None = None, common_name: str = "127.0.0.1") -> tuple[Path, Path]:
+    """(cert, key) made with openssl req -x509; the key is the postgres user's, mode 0600,
+    as PostgreSQL and PgBouncer require."""
+    folder = Path(folder or tempfile.mkdtemp(prefix="handled-tls-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", f"/CN={common_name}", "-addext", f"subjectAltName=IP:{common_name}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    _owned_by_postgres(cert, 0o644)
+    _owned_by_postgres(key, 0o600)
+    return cert, key
+
+
+class PrivatePgBouncer:
+    """A PgBouncer (Debian package) on a free loopback port in transaction pooling mode,
+    forwarding every database name to one PostgreSQL server. Trust auth for the users
+    given; ``admin_url`` opens its console (SHOW POOLS / SHOW STATS)."""
+
+    def __init__(self, server_port: int, pool_size: int = 3, users=("postgres",),
+                 client_tls: tuple[Path, Path] | None = None, server_tls: bool = False):
+        self.base = Path(tempfile.mkdtemp(prefix="handled-pgbouncer-"))
+        self.port = free_port()
+        self.server_port = server_port
+        self.pool_size = pool_size
+        self.users = users
+        self.client_tls = client_tls
+        self.server_tls = server_tls
+        self.process: subprocess.Popen | None = None
+
+    def url(self, dbname: str, **params) -> str:
+        params = {"pgbouncer": "true", **params}
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}?{query}"
+
+    def admin_url(self) -> str:
+        tls = "?sslmode=require" if self.client_tls else ""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/pgbouncer{tls}"
+
+    def _config(self) -> str:
+        lines = ["[databases]", f"* = host=127.0.0.1 port={self.server_port}", "", "[pgbouncer]",
+                 "listen_addr = 127.0.0.1", f"listen_port = {self.port}", "unix_socket_dir =",
+                 "auth_type = trust", f"auth_file = {self.base / 'users.txt'}", "admin_users = postgres",
+                 "pool_mode = transaction", f"default_pool_size = {self.pool_size}", "min_pool_size = 0",
+                 "reserve_pool_size = 0", f"max_db_connections = {self.pool_size}", "max_client_conn = 500",
+                 "ignore_startup_parameters = extra_float_digits,options",
+                 f"logfile = {self.base / 'pgbouncer.log'}", f"pidfile = {self.base / 'pgbouncer.pid'}"]
+        if self.client_tls:
+            lines += ["client_tls_sslmode = require", f"client_tls_cert_file = {self.client_tls[0]}",
+                      f"client_tls_key_file = {self.client_tls[1]}"]
+        if self.server_tls:
+            lines += ["server_tls_sslmode = require"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> "PrivatePgBouncer":
+        (self.base / "users.txt").write_text("".join(f'"{u}" ""\n' for u in self.users))
+        (self.base / "pgbouncer.ini").write_text(self._config())
+        cmd = ["pgbouncer", str(self.base / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            shutil.chown(self.base, "postgres", "postgres")
+            for child in self.base.iterdir():
+                shutil.chown(child, "postgres", "postgres")
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"pgbouncer did not start: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        path = self.base / "pgbouncer.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
