@@ -1,0 +1,164 @@
+"""Several gunicorn workers (deploy/gunicorn.conf.py) under concurrent requests: the
+number of server-side connections on PRIMARY, read from pg_stat_activity while the
+load runs, stays within the budget: PgBouncer's pool size when PRIMARY is behind it,
+workers x connection_limit when the app connects directly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from handled import create_app
+from handled.auth import sessions
+from handled.auth.web import COOKIE_NAME
+from handled.db import close_databases
+from tests.auth_helpers import make_user
+from tests.conftest import SECRET, TEST_REDIS, db_url
+from tests.servers import PrivatePgBouncer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS, THREADS, LIMIT = 3, 2, 2
+
+
+class Gunicorn:
+    def __init__(self, tmp_path: Path, env: dict):
+        self.port = free_port()
+        full_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HANDLED_BIND": f"127.0.0.1:{self.port}",
+                    "HANDLED_WORKERS": str(WORKERS), "HANDLED_THREADS": str(THREADS), **env}
+        gunicorn = Path(sys.executable).parent / "gunicorn"
+        self.log = open(tmp_path / "gunicorn.log", "w")
+        self.process = subprocess.Popen([str(gunicorn), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "app:app"],
+                                        cwd=tmp_path, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url("/healthz"), timeout=1)
+                return
+            except OSError:
+                assert self.process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not answer")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(30)
+        self.log.close()
+
+
+def app_env(settings, primary_url: str) -> dict:
+    env = {"PRIMARY_DATABASE_URL": primary_url, "SPLIT_DB_MODE": str(settings.split_db_mode).lower(),
+           "REDIS_URL": TEST_REDIS, "SECRET_KEY": SECRET, "SESSION_COOKIE_SECURE": "false",
+           "SESSION_CACHE_ENABLED": "false",  # every request looks its session up on PRIMARY
+           "PRIMARY_MIGRATION_URL": db_url(settings.primary.dbname)}
+    if settings.split_db_mode:
+        env["DATA_DATABASE_URL"] = db_url(settings.data.dbname) + f"?connection_limit={LIMIT}"
+    return env
+
+
+class Sampler(threading.Thread):
+    """Peak server-side connections to one database (and pooler clients, if given)."""
+
+    def __init__(self, dbname: str, bouncer: PrivatePgBouncer | None = None):
+        super().__init__(daemon=True)
+        self.dbname, self.bouncer = dbname, bouncer
+        self.peak_server = self.peak_clients = 0
+        self.samples = 0
+        self.done = threading.Event()
+
+    def run(self):
+        conn = psycopg2.connect(db_url("postgres"))
+        conn.autocommit = True
+        admin = None
+        if self.bouncer:
+            admin = psycopg2.connect(self.bouncer.admin_url())
+            admin.autocommit = True
+        while not self.done.is_set():
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+                            (self.dbname,))
+                self.peak_server = max(self.peak_server, cur.fetchone()[0])
+            if admin:
+                with admin.cursor() as cur:
+                    cur.execute("SHOW POOLS")
+                    names = [d[0] for d in cur.description]
+                    for row in cur.fetchall():
+                        row = dict(zip(names, row))
+                        if row["database"] == self.dbname:
+                            self.peak_clients = max(self.peak_clients, row["cl_active"] + row["cl_waiting"])
+            self.samples += 1
+            time.sleep(0.01)
+        conn.close()
+        if admin:
+            admin.close()
+
+
+def hammer(server: Gunicorn, token: str, requests: int = 240) -> list[int]:
+    def one(i):
+        path = "/api/me" if i % 2 else "/admin/users"
+        req = urllib.request.Request(server.url(path), headers={"Cookie": f"{COOKIE_NAME}={token}",
+                                                                "Accept": "application/json" if i % 2 else "text/html"})
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        return list(pool.map(one, range(requests)))
+
+
+def admin_token(settings) -> str:
+    app = create_app(settings)
+    admin = make_user(app, role="admin")
+    with app.app_context():
+        token = sessions.create_session(settings, admin.id, "127.0.0.1", "load test")
+    close_databases()  # this test process must not count among the servers' connections
+    return token
+
+
+def test_through_pgbouncer_server_connections_stay_within_its_pool(settings, tmp_path):
+    token = admin_token(settings)
+    bouncer = PrivatePgBouncer(server_port=5432, pool_size=LIMIT).start()
+    server = None
+    try:
+        server = Gunicorn(tmp_path, app_env(settings, bouncer.url(settings.primary.dbname, connection_limit=LIMIT)))
+        sampler = Sampler(settings.primary.dbname, bouncer)
+        sampler.start()
+        statuses = hammer(server, token)
+        sampler.done.set()
+        sampler.join(10)
+    finally:
+        if server:
+            server.stop()
+        bouncer.destroy()
+    print(f"through PgBouncer: {len(statuses)} requests, peak PRIMARY server connections {sampler.peak_server}, "
+          f"peak pooler clients {sampler.peak_clients}, pool size {LIMIT}")
+    assert statuses == [200] * len(statuses)
+    assert sampler.samples > 10
+    assert 1 <= sampler.peak_server <= LIMIT  # PRIMARY never saw more than the pool
+    assert sampler.peak_clients > LIMIT  # while more app connections than that were open
+
+
+def test_direct_server_connections_stay_within_workers_times_connection_limit(settings, tmp_path):
+    token = admin_token(settings)
+    server = Gunicorn(tmp_path, app_env(settings, db_url(settings.primary.dbname) + f"?connection_limit={LIMIT}"))
+    try:
+        sampler = Sampler(settings.primary.dbname)
+        sampler.start()
+        statuses = hammer(server, token)
+        sampler.done.set()
+        sampler.join(10)
+    finally:
+        server.stop()
+    print(f"direct: {len(statuses)} requests, peak PRIMARY server connections {sampler.peak_server}, "
+          f"budget {WORKERS} workers x connection_limit {LIMIT}")
+    assert statuses == [200] * len(statuses)
+    assert 1 <= sampler.peak_server <= WORKERS * LIMIT
