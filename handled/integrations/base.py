@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 MODES = ("insert", "upsert", "replace")
 FORMATS = ("csv", "tsv", "spreadsheet")
 
-# The NULL marker of COPY text format. Converters return this very object for
-# a missing value; the loader tells it apart from a literal "\N" by identity.
-NULL = "\\N"
+# Missing values reach COPY as empty fields (COPY ... NULL ''), so a NOT NULL
+# text column must never receive an empty string: ``text()`` rejects it.
+NULL = ""
 
 
 class RowError(Exception):
@@ -38,6 +38,7 @@ class FileRefused(Exception):
 
 Record = tuple[int, list]  # (line number in the file, cell values)
 Converter = Callable[[list, dict], Iterable[tuple]]
+FastPattern = Callable[[dict], "re.Pattern | None"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,16 @@ class Integration:
     header_row: int = 1
     skip_record: Callable[[list], bool] | None = None
     # Columns the converter passes through unvalidated: the loader escapes
-    # them for COPY. Every other value must come from a validator above.
+    # them for COPY. Every other value must come from a validator below.
     free_text: tuple[str, ...] = ()
+    # Optional fast path: a regex (built per file from the name's context)
+    # that a record's cells joined by tabs must match in full to go to COPY
+    # as they are (group 1, if the pattern has one). It must accept only
+    # records ``convert`` accepts unchanged; anything else takes the slow path.
+    fast_pattern: FastPattern | None = None
+    # Columns whose value the file name fixes (column -> context key). In
+    # upsert mode a file whose scope has no rows yet can be copied straight in.
+    scope: tuple[tuple[str, str], ...] = ()
     extensions: tuple[str, ...] = field(default=(".csv",))
 
     def __post_init__(self):
@@ -89,16 +98,19 @@ class Integration:
                 f"{file_name!r} is not a {self.name} file name; expected {self.file_hint}.")
         return match.groupdict()
 
-    def records_to_rows(self, records: Iterable[Record], context: dict,
-                        on_reject: Callable[[int, RowError], None]) -> Iterator[tuple[int, tuple]]:
-        """Converted rows with their line numbers; rejected records go to ``on_reject``."""
-        convert = self.convert
-        for line, cells in records:
-            try:
-                for row in convert(cells, context):
-                    yield line, row
-            except RowError as error:
-                on_reject(line, error)
+
+# ---- fast-path fragments: narrower than the validators below, never wider
+
+FAST_TEXT = r"[^\t\\\n\r]+"           # non-empty, nothing COPY would need escaped
+FAST_BOOL = r"(?:TRUE|FALSE)"
+FAST_LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
+FAST_LNG = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
+FAST_UDECIMAL = r"[0-9]+(?:\.[0-9]+)?"
+FAST_STATE = r"[A-Za-z]{2}"
+
+
+def zip_digits(length: int) -> str:
+    return f"[0-9]{{{length}}}"
 
 
 # ---- validators: each returns the COPY text of a valid value or raises RowError

@@ -1,10 +1,18 @@
-"""The streaming loader: records → COPY into a staging table → one set-based statement.
+"""The streaming loader: records → COPY → one set-based statement per mode.
 
 Everything happens in one DATA transaction, so a file lands fully or not at
-all. Converted rows stream into ``COPY import_staging FROM STDIN`` through a
-file-like object that pulls them one chunk at a time; nothing holds the whole
-file. Each staged row carries its file line number, so the duplicate-key
-check (set-based, over the staging table) can name both lines.
+all. Converted rows stream into ``COPY ... FROM STDIN`` through a file-like
+object that pulls them one chunk at a time; nothing holds the whole file.
+
+The staged path copies into a temporary table whose rows keep their file line
+number, rejects duplicate keys set-based (naming both lines), then applies one
+statement: INSERT, INSERT ... ON CONFLICT DO UPDATE, or TRUNCATE + INSERT.
+Because INSERT ... SELECT costs about twice what COPY does, a file that can
+land as a plain insert (replace and insert modes, or an upsert whose file
+scope - e.g. its origin ZIP - has no rows yet) is first copied straight into
+the table inside a savepoint; if any row is rejected or a key repeats, the
+savepoint is undone and the staged path reads the file again to report every
+problem. Partial imports always take the staged path.
 """
 
 from __future__ import annotations
@@ -12,16 +20,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Callable, Iterable, Iterator
+from typing import Callable, ContextManager, Iterable, Iterator
 
 import psycopg2
 from psycopg2 import sql
 
 from handled.db import data_db
-from handled.integrations.base import NULL, FileRefused, Integration, Record, RowError
+from handled.integrations.base import FileRefused, Integration, Record, RowError
 
 log = logging.getLogger("handled.integrations")
+OpenSource = Callable[[], ContextManager[Iterator[Record]]]
 
 COPY_CHUNK = 256 * 1024
 VALUE_LIMIT = 200  # characters of a rejected value kept in the history
@@ -89,69 +97,148 @@ class CopyStream:
     readline = read
 
 
-def copy_lines(rows: Iterable[tuple[int, tuple]], integration: Integration) -> Iterator[str]:
-    """COPY text lines ``line_no<TAB>values...``; only free-text columns need escaping."""
+class _StopDirect(Exception):
+    """A record was rejected while copying straight into the table."""
+
+
+def copy_lines(records: Iterable[Record], integration: Integration, context: dict,
+               on_reject: Callable[[int, RowError], None], counter: list,
+               with_line: bool) -> Iterator[str]:
+    """COPY text lines of converted records (``line_no<TAB>`` first when staging).
+
+    Records matching the integration's fast pattern go out as they are; the
+    rest go through its converter, and only free-text columns are escaped.
+    ``counter[0]`` counts the records read.
+    """
+    fast = integration.fast_pattern(context) if integration.fast_pattern else None
+    match = fast.fullmatch if fast is not None else None
+    whole = fast is None or fast.groups == 0
+    convert = integration.convert
+    escape = _escaper(integration)
+    read = 0
+    try:
+        for line, cells in records:
+            read += 1
+            if match is not None:
+                joined = "\t".join(cells)
+                found = match(joined)
+                if found is not None:
+                    text = joined if whole else found.group(1)
+                    yield f"{line}\t{text}\n" if with_line else text + "\n"
+                    continue
+            try:
+                for row in convert(cells, context):
+                    text = "\t".join(escape(row))
+                    yield f"{line}\t{text}\n" if with_line else text + "\n"
+            except RowError as error:
+                on_reject(line, error)
+    finally:
+        counter[0] = read
+
+
+def _escaper(integration: Integration) -> Callable[[tuple], tuple]:
     indexes = [integration.columns.index(c) for c in integration.free_text]
     if not indexes:
-        for line, row in rows:
-            yield f"{line}\t" + "\t".join(row) + "\n"
-        return
-    pick = itemgetter(*indexes) if len(indexes) > 1 else (lambda row: (row[indexes[0]],))
+        return lambda row: row
     needs_escape = _NEEDS_ESCAPE.search
-    for line, row in rows:
-        if needs_escape("\x1f".join(pick(row))):
-            row = list(row)
-            for i in indexes:
-                if row[i] is not NULL:
-                    row[i] = row[i].translate(_ESCAPES)
-        yield f"{line}\t" + "\t".join(row) + "\n"
+
+    def escape(row):
+        if not any(needs_escape(row[i]) for i in indexes):
+            return row
+        row = list(row)
+        for i in indexes:
+            row[i] = row[i].translate(_ESCAPES)
+        return row
+    return escape
 
 
-class _Counter:
-    def __init__(self, records: Iterable[Record]):
-        self.records = records
-        self.count = 0
-
-    def __iter__(self):
-        for record in self.records:
-            self.count += 1
-            yield record
-
-
-def load_records(integration: Integration, records: Iterable[Record], context: dict, *,
+def load_records(integration: Integration, open_source: OpenSource, context: dict, *,
                  partial: bool, rejections: Rejections,
                  before_commit: Callable[[], None] | None = None) -> LoadResult:
-    """Load converted records into the integration's table in one transaction.
+    """Load a file's records into the integration's table in one transaction.
 
-    Without ``partial`` any rejected row undoes everything; with it the good
-    rows land and the bad ones are only recorded. FileRefused raised while
-    reading (e.g. broken quoting deep in the file) also undoes everything.
+    ``open_source()`` opens the records afresh (a context manager); a file is
+    read twice only when a fast direct copy meets a bad row and the staged
+    path runs to report every one. Without ``partial`` any rejected row undoes
+    everything; with it the good rows land and the bad ones are only recorded.
+    FileRefused raised while reading (broken quoting deep in the file) undoes
+    everything too.
     """
-    counter = _Counter(records)
+    counter = [0]
     try:
         with data_db.atomic():
             with data_db.connection().cursor() as cur:
-                _create_staging(cur, integration)
-                rows = integration.records_to_rows(counter, context, rejections.add_error)
-                copy = sql.SQL("COPY import_staging (line_no, {}) FROM STDIN").format(
-                    _idents(integration.columns))
-                stream = CopyStream(copy_lines(rows, integration))
-                try:
-                    cur.copy_expert(copy.as_string(cur), stream, size=COPY_CHUNK)
-                except psycopg2.Error:
-                    if stream.error is not None:  # e.g. FileRefused from the reader
-                        raise stream.error from None
-                    raise
-                written = _reject_and_apply(cur, integration, partial, rejections, counter.count)
+                written = None
+                if not partial and _can_copy_directly(cur, integration, context):
+                    written = _copy_directly(cur, integration, open_source, context, counter)
+                if written is None:
+                    written = _load_staged(cur, integration, open_source, context, partial,
+                                           rejections, counter)
                 if before_commit is not None:
                     before_commit()
     except _RollBack as stop:
-        return LoadResult(counter.count, 0, False, str(stop))
+        return LoadResult(counter[0], 0, False, str(stop))
     except psycopg2.Error as exc:
         log.warning("import of %s failed in the database: %s", integration.id, exc)
-        detail = (exc.diag.message_primary or str(exc)).strip()
+        detail = (exc.diag.message_primary or str(exc)).strip().rstrip(".")
         raise LoadFailed(f"The DATA database refused the rows: {detail}.") from None
-    return LoadResult(counter.count, written, True, _summary(written, rejections))
+    return LoadResult(counter[0], written, True, _summary(written, rejections))
+
+
+def _copy(cur, statement: sql.Composable, lines: Iterator[str]) -> int:
+    """Stream ``lines`` into COPY; an error raised while reading surfaces as itself."""
+    stream = CopyStream(lines)
+    try:
+        cur.copy_expert(statement.as_string(cur), stream, size=COPY_CHUNK)
+    except psycopg2.Error:
+        if stream.error is not None:  # e.g. FileRefused from the reader
+            raise stream.error from None
+        raise
+    return cur.rowcount
+
+
+def _can_copy_directly(cur, integration: Integration, context: dict) -> bool:
+    """Replace and insert always; upsert only when no row of the file's scope exists yet."""
+    if integration.mode != "upsert":
+        return True
+    if not integration.scope:
+        return False
+    where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c, _ in integration.scope)
+    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(_table(integration), where),
+                [context[key] for _, key in integration.scope])
+    return not cur.fetchone()[0]
+
+
+def _copy_directly(cur, integration: Integration, open_source: OpenSource, context: dict,
+                   counter: list) -> int | None:
+    """The fast path: COPY straight into the table inside a savepoint. None when a
+    row is rejected or a key repeats: the caller then stages the file to report them."""
+    def stop(line, error):
+        raise _StopDirect()
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (NULL '')").format(
+        _table(integration), _idents(integration.columns))
+    try:
+        with data_db.atomic():
+            if integration.mode == "replace":
+                cur.execute(sql.SQL("TRUNCATE {}").format(_table(integration)))
+            with open_source() as records:
+                return _copy(cur, statement, copy_lines(records, integration, context, stop,
+                                                       counter, with_line=False))
+    except (_StopDirect, psycopg2.errors.UniqueViolation):
+        return None
+
+
+def _load_staged(cur, integration: Integration, open_source: OpenSource, context: dict,
+                 partial: bool, rejections: Rejections, counter: list) -> int:
+    """COPY into a staging table with line numbers, reject set-based, then apply."""
+    _create_staging(cur, integration)
+    statement = sql.SQL("COPY import_staging (line_no, {}) FROM STDIN WITH (NULL '')").format(
+        _idents(integration.columns))
+    with open_source() as records:
+        _copy(cur, statement, copy_lines(records, integration, context, rejections.add_error,
+                                         counter, with_line=True))
+    return _reject_and_apply(cur, integration, partial, rejections, counter[0])
 
 
 def _summary(written: int, rejections: Rejections) -> str:

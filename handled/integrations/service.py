@@ -87,10 +87,14 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
           partial: bool, settings: Settings) -> ImportOutcome:
     rejections = Rejections(keep=settings.import_rejected_rows_kept)
     archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
+    def open_source():
+        return open_records(path, name, integration, facts.kind)
+
     try:
-        with open_records(path, name, integration, facts.kind) as records:
-            result = load_records(integration, records, context, partial=partial,
-                                  rejections=rejections, before_commit=archive)
+        with open_source():
+            pass  # header and first data row checked before the transaction starts
+        result = load_records(integration, open_source, context, partial=partial,
+                              rejections=rejections, before_commit=archive)
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())

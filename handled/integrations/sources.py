@@ -169,7 +169,7 @@ def _numbered(reader, name: str) -> Iterator[Record]:
         start = previous + 1
         previous = reader.line_num
         if cells and not (len(cells) == 1 and cells[0].strip() == ""):
-            yield start, [c.strip() for c in cells]
+            yield start, list(map(str.strip, cells))
 
 
 def _sheet_records(rows: Iterator[tuple], name: str, integration: Integration) -> Iterator[Record]:

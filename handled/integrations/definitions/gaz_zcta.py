@@ -2,7 +2,8 @@
 
 import re
 
-from handled.integrations.base import Integration, cell_count, digits, integer, number
+from handled.integrations.base import (FAST_LAT, FAST_LNG, FAST_UDECIMAL, Integration, cell_count,
+                                       digits, integer, number, zip_digits)
 
 HEADER = ("GEOID", "ALAND", "AWATER", "ALAND_SQMI", "AWATER_SQMI", "INTPTLAT", "INTPTLONG")
 COLUMNS = ("geoid", "aland", "awater", "aland_sqmi", "awater_sqmi", "intptlat", "intptlong")
@@ -23,6 +24,10 @@ def convert(cells: list, context: dict):
     )
 
 
+FAST_ROW = re.compile("\t".join([zip_digits(5), "[0-9]{1,18}", "[0-9]{1,18}", FAST_UDECIMAL,
+                                  FAST_UDECIMAL, FAST_LAT, FAST_LNG]))
+
+
 INTEGRATION = Integration(
     id="gaz-zcta",
     name="Census Gazetteer ZCTA file",
@@ -36,5 +41,6 @@ INTEGRATION = Integration(
     key=("geoid",),
     mode="replace",
     convert=convert,
+    fast_pattern=lambda context: FAST_ROW,
     extensions=(".txt",),
 )

@@ -2,8 +2,8 @@
 
 import re
 
-from handled.integrations.base import (Integration, RowError, cell_count, digits, integer,
-                                       state_code)
+from handled.integrations.base import (FAST_STATE, Integration, RowError, cell_count, digits,
+                                       integer, state_code, zip_digits)
 
 COLUMNS = ("origin_zip", "dest_zip", "dest_state", "transit_days")
 
@@ -20,6 +20,12 @@ def convert(cells: list, context: dict):
            integer(days, "transit_days", 0, 99, nullable=True))
 
 
+def fast_row(context: dict) -> re.Pattern:
+    """This file's origin, any destination; a trailing empty column is dropped (group 1)."""
+    row = "\t".join([re.escape(context["origin"]), zip_digits(5), FAST_STATE, "[0-9]{0,2}"])
+    return re.compile(f"({row})\t?")
+
+
 INTEGRATION = Integration(
     id="ups-ground-service",
     name="UPS ground transit times",
@@ -33,4 +39,6 @@ INTEGRATION = Integration(
     key=("origin_zip", "dest_zip"),
     mode="upsert",
     convert=convert,
+    fast_pattern=fast_row,
+    scope=(("origin_zip", "origin"),),
 )

@@ -65,5 +65,6 @@ INTEGRATION = Integration(
     mode="upsert",
     convert=convert,
     skip_record=is_footnote,
+    scope=(("origin_zip3", "origin"),),
     extensions=(".xls", ".xlsx"),
 )

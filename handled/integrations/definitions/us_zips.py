@@ -2,8 +2,9 @@
 
 import re
 
-from handled.integrations.base import (NULL, Integration, boolean, cell_count, digits,
-                                       integer, number, state_code, text)
+from handled.integrations.base import (FAST_BOOL, FAST_LAT, FAST_LNG, FAST_STATE, FAST_TEXT,
+                                       FAST_UDECIMAL, NULL, Integration, boolean, cell_count,
+                                       digits, integer, number, state_code, text, zip_digits)
 
 COLUMNS = ("zip", "lat", "lng", "city", "state_id", "state_name", "zcta", "parent_zcta",
            "population", "density", "county_fips", "county_name", "county_weights",
@@ -26,11 +27,22 @@ def convert(cells: list, context: dict):
         digits(parent_zcta, 5, "parent_zcta") if parent_zcta else NULL,
         integer(population, "population", 0, 2_147_483_647, nullable=True),
         number(density, "density", 0, None, nullable=True),
-        county_fips, county_name, county_weights, county_names_all, county_fips_all,
+        text(county_fips, "county_fips"), text(county_name, "county_name"),
+        text(county_weights, "county_weights"), text(county_names_all, "county_names_all"),
+        text(county_fips_all, "county_fips_all"),
         boolean(imprecise, "imprecise"),
         boolean(military, "military"),
         text(timezone, "timezone"),
     )
+
+
+# zip lat lng city state_id state_name zcta parent_zcta population density
+# county_fips county_name county_weights county_names_all county_fips_all
+# imprecise military timezone
+FAST_ROW = re.compile("\t".join([
+    zip_digits(5), FAST_LAT, FAST_LNG, FAST_TEXT, FAST_STATE, FAST_TEXT, FAST_BOOL,
+    f"(?:{zip_digits(5)})?", "[0-9]{0,9}", f"(?:{FAST_UDECIMAL})?",
+    FAST_TEXT, FAST_TEXT, FAST_TEXT, FAST_TEXT, FAST_TEXT, FAST_BOOL, FAST_BOOL, FAST_TEXT]))
 
 
 INTEGRATION = Integration(
@@ -46,6 +58,7 @@ INTEGRATION = Integration(
     key=("zip",),
     mode="replace",
     convert=convert,
+    fast_pattern=lambda context: FAST_ROW,
     free_text=("city", "state_name", "county_fips", "county_name", "county_weights",
                "county_names_all", "county_fips_all", "timezone"),
 )

@@ -2,7 +2,7 @@
 
 import re
 
-from handled.integrations.base import Integration, cell_count, digits, integer
+from handled.integrations.base import Integration, cell_count, digits, integer, zip_digits
 
 SERVICES = ("PRI", "GAL", "MKT", "PER", "PKG", "FCM", "GAH", "PFC")
 HEADER = ("Origin_ZIP_Code", "Destination_ZIP_Code") + tuple(f"{s}_Service_Standard" for s in SERVICES)
@@ -13,6 +13,9 @@ def convert(cells: list, context: dict):
     cell_count(cells, 10, HEADER)
     yield (digits(cells[0], 3, HEADER[0]), digits(cells[1], 3, HEADER[1]),
            *(integer(cells[i], HEADER[i], 0, 99, nullable=True) for i in range(2, 10)))
+
+
+FAST_ROW = re.compile("\t".join([zip_digits(3), zip_digits(3)] + ["[0-9]{0,2}"] * 8))
 
 
 INTEGRATION = Integration(
@@ -28,4 +31,5 @@ INTEGRATION = Integration(
     key=("origin_zip3", "dest_zip3"),
     mode="replace",
     convert=convert,
+    fast_pattern=lambda context: FAST_ROW,
 )
