@@ -5,9 +5,26 @@ The actor is kept as text as well as a reference, so deleting a user keeps the t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from flask import has_request_context, request
 
 from handled.models import AuditLog
+
+
+# Who acts when there is no signed-in request user (e.g. "cli" for flask commands).
+_default_actor: ContextVar[str | None] = ContextVar("handled_audit_actor", default=None)
+
+
+@contextmanager
+def acting_as(label: str):
+    """Record ``label`` as the actor of audit rows written outside a web request."""
+    token = _default_actor.set(label)
+    try:
+        yield
+    finally:
+        _default_actor.reset(token)
 
 
 def request_ip() -> str | None:
@@ -17,7 +34,7 @@ def request_ip() -> str | None:
 
 def _request_actor() -> tuple[int | None, str | None]:
     if not has_request_context():
-        return None, None
+        return None, _default_actor.get()
     from handled.auth import current_user
 
     if current_user and current_user.is_authenticated:

@@ -59,6 +59,11 @@ def test_disable_enable_reset_and_delete(app, runner):
     assert runner.invoke(args=["users", "delete", user.email, "--yes"]).exit_code == 0
     with app.app_context():
         assert User.get_or_none(User.email == user.email) is None
+        from handled.models import AuditLog
+        actions = [(r.action, r.actor_email) for r in AuditLog.select().where(AuditLog.target_label == user.email)
+                   .order_by(AuditLog.id) if not r.action.startswith("auth.")]
+    assert actions == [("user.create", None), ("user.disable", "cli"), ("user.enable", "cli"),
+                       ("user.reset_password", "cli"), ("user.delete", "cli")]
 
 
 def test_last_admin_is_protected_from_the_cli_too(app, runner):

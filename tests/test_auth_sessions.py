@@ -201,3 +201,21 @@ def test_idle_and_absolute_expiry(settings):
     assert result.exit_code == 0 and "2 expired" in result.output
     with app.app_context():
         assert [s.id for s in Session.select()] == [sessions.hash_token(fresh)]
+
+
+def test_expired_sessions_are_purged_now_and_then_by_sign_ins(app):
+    from datetime import timedelta
+
+    from handled.models import Session
+    from handled.timeutil import utcnow
+    from tests.auth_helpers import csrf_token
+    user = make_user(app, role="salesperson")
+    stale = new_session(app, user)
+    with app.app_context():
+        Session.update(expires_at=utcnow() - timedelta(seconds=1)).where(
+            Session.id == sessions.hash_token(stale)).execute()
+    client = app.test_client()
+    client.post("/login", data={"email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(client)})
+    with app.app_context():
+        assert Session.get_or_none(Session.id == sessions.hash_token(stale)) is None
+        assert Session.select().count() == 1

@@ -8,7 +8,7 @@ import sys
 import click
 from flask.cli import AppGroup
 
-from handled import current_settings
+from handled import audit, current_settings
 from handled.auth import login, roles, sessions, users
 from handled.auth.errors import AccountError
 
@@ -22,7 +22,8 @@ def account_errors(fn):
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with audit.acting_as("cli"):
+                return fn(*args, **kwargs)
         except AccountError as exc:
             raise click.ClickException(str(exc)) from None
     return run
