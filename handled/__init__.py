@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)
     register_accounts(app)  # issue 4: sign-in, CSRF, guards, admin and customer pages
+    register_operations(app)  # issue 7: DATA-down banner, System page, /metrics
     errors.register(app)
     register_cli(app)
     return app
@@ -40,6 +41,13 @@ def register_accounts(app: Flask) -> None:
     auth.init_app(app)
     app.register_blueprint(admin.bp)
     app.register_blueprint(customers.bp)
+
+
+def register_operations(app: Flask) -> None:
+    """Operations (issue 7): the DATA-down banner, the System page and /metrics."""
+    from handled.ops import web
+
+    web.init_app(app)
 
 
 def current_settings() -> Settings:

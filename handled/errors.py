@@ -30,9 +30,14 @@ def register(app) -> None:
     @app.errorhandler(InterfaceError)
     def database_unavailable(exc):
         log.error("database unavailable: %s", exc)
-        return render_error(503, "Database unavailable",
-                            "A database handled needs is not answering right now. "
-                            "Try again in a minute; if it persists, see docs/OPS_RUNBOOK.md.")
+        title, message = "Database unavailable", ("A database handled needs is not answering right now. "
+                                                  "Try again in a minute; if it persists, see docs/OPS_RUNBOOK.md.")
+        try:  # issue 7: say which database is down and what still works
+            from handled.ops.degraded import outage_text
+            title, message = outage_text(exc)
+        except Exception:
+            log.exception("could not tell which database is down")
+        return render_error(503, title, message)
 
     @app.errorhandler(Exception)
     def unexpected(exc):

@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify
 
 from handled import current_settings
 from handled.cache import get_redis
+from handled.catalog import explain_connection_error
 from handled.db import data_db, primary_db
 
 bp = Blueprint("health", __name__)
@@ -19,7 +20,7 @@ def probe_database(proxy) -> dict:
         proxy.execute_sql("SELECT 1").fetchone()
     except Exception as exc:  # any driver or pool failure means "not reachable"
         _discard_connection(proxy)
-        return {"ok": False, "error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+        return {"ok": False, "error": explain_connection_error(proxy.obj.config, exc)}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 

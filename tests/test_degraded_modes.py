@@ -1,0 +1,149 @@
+"""Each degraded mode shown by stopping the real server the test started:
+PRIMARY down → a clear 503 (session cache warm or cold), DATA down → sign-in and
+admin pages work with a banner, data pages say DATA is down; Redis down → sessions
+are checked against PRIMARY."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import redis
+from flask import Blueprint
+
+from handled import create_app
+from handled.auth.permissions import login_required
+from handled.db import data_db
+from handled.migrations import migrate, resolve_targets
+from handled.ops import degraded
+from handled.ops.degraded import DATA_BANNER
+from handled.settings import load_settings
+from tests.auth_helpers import make_user
+from tests.conftest import TEST_REDIS, mode_env
+from tests.ops_support import Databases, sign_in
+from tests.servers import PrivatePostgres, PrivateRedis
+
+
+@pytest.fixture
+def private_pg():
+    server = PrivatePostgres().init().start()
+    server.createdb("handled")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def dbs():
+    databases = Databases("degraded")
+    yield databases
+    databases.drop_all()
+    redis.Redis.from_url(TEST_REDIS).flushdb()
+
+
+def migrated_app(env: dict, **overrides):
+    settings = load_settings(env)
+    for target in resolve_targets(settings, "all"):
+        migrate(target)
+    app = create_app(replace(settings, **overrides) if overrides else settings)
+    app.config.update(TESTING=True)
+    return app
+
+
+def add_data_page(app):
+    """A page of a data blueprint (imports, transformations... are built elsewhere): reads DATA."""
+    bp = Blueprint("coverage", __name__)
+
+    @bp.get("/test-data-page")
+    @login_required
+    def carriers():
+        return ", ".join(row[0] for row in data_db.execute_sql("SELECT code FROM reference.carriers ORDER BY code"))
+
+    app.register_blueprint(bp)
+
+
+def test_primary_down_gives_a_clear_503_with_warm_and_cold_session_cache(private_pg, dbs):
+    env = mode_env("single", "unused")
+    env["PRIMARY_DATABASE_URL"] = private_pg.url("handled")
+    app = migrated_app(env)
+    admin = make_user(app, role="admin")
+    client = sign_in(app, admin.email)
+    assert client.get("/api/me").status_code == 200  # session now cached in Redis
+
+    private_pg.stop()
+    warm = client.get("/admin/users")  # the session is cached, the page needs PRIMARY
+    assert warm.status_code == 503
+    body = warm.get_data(as_text=True)
+    assert "The PRIMARY database (accounts and customers) is not answering" in body
+    assert "OPS_RUNBOOK" in body and "Traceback" not in body
+    redis.Redis.from_url(TEST_REDIS).flushdb()  # cold cache: the session itself must be read from PRIMARY
+    cold = client.get("/admin/users")
+    assert cold.status_code == 503 and "PRIMARY database" in cold.get_data(as_text=True)
+    cold_json = client.get("/api/me", headers={"Accept": "application/json"})
+    assert cold_json.status_code == 503 and cold_json.get_json()["error"] == "Database unavailable"
+    login = sign_in_attempt(app, admin.email)
+    assert login.status_code == 503
+    health = app.test_client().get("/healthz")
+    assert health.status_code == 503 and health.get_json()["status"] == "down"
+    assert f"Cannot reach PostgreSQL at 127.0.0.1:{private_pg.port} (PRIMARY_DATABASE_URL)" \
+        in health.get_json()["primary"]["error"]
+
+    private_pg.start()  # back: the same app recovers without a restart
+    assert client.get("/admin/users").status_code == 200
+
+
+def sign_in_attempt(app, email):
+    from tests.auth_helpers import TEST_PASSWORD, csrf_token
+    fresh = app.test_client()
+    return fresh.post("/login", data={"email": email, "password": TEST_PASSWORD, "csrf_token": csrf_token(fresh)})
+
+
+def test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner(private_pg, dbs):
+    primary = dbs.name("primary", create=True)
+    env = mode_env("split", primary, "unused")
+    env["DATA_DATABASE_URL"] = private_pg.url("handled")
+    app = migrated_app(env)
+    add_data_page(app)
+    admin = make_user(app, role="admin")
+    client = sign_in(app, admin.email)
+    assert client.get("/test-data-page").get_data(as_text=True) == "UPS, USPS"
+    assert DATA_BANNER not in client.get("/admin/users").get_data(as_text=True)
+
+    private_pg.stop()
+    degraded.forget_data_status()
+    for page in ("/admin/users", "/admin/roles", "/admin/audit", "/customers/organizations", "/account", "/"):
+        response = client.get(page)
+        assert response.status_code == 200, page
+        assert DATA_BANNER in response.get_data(as_text=True), page
+    data_page = client.get("/test-data-page")
+    assert data_page.status_code == 503
+    assert "DATA database unavailable" in data_page.get_data(as_text=True)
+    assert DATA_BANNER in data_page.get_data(as_text=True)
+    other = sign_in(app, make_user(app, role="salesperson").email)  # a new sign-in works
+    assert other.get("/api/me").status_code == 200
+    health = app.test_client().get("/healthz").get_json()
+    assert health["status"] == "degraded" and not health["data"]["ok"] and health["primary"]["ok"]
+    assert "(DATA_DATABASE_URL)" in health["data"]["error"]
+
+    private_pg.start()
+    degraded.forget_data_status()
+    assert DATA_BANNER not in client.get("/admin/users").get_data(as_text=True)
+    assert client.get("/test-data-page").status_code == 200
+
+
+def test_redis_down_checks_sessions_against_primary(settings, tmp_path):
+    server = PrivateRedis(tmp_path / "redis").start()
+    try:
+        app = create_app(replace(settings, redis_url=server.url))
+        app.config.update(TESTING=True)
+        admin = make_user(app, role="admin")
+        client = sign_in(app, admin.email)
+        assert client.get("/api/me").status_code == 200
+        assert redis.Redis.from_url(server.url).keys("sess:*")  # cached while Redis was up
+        server.stop()
+        for page in ("/api/me", "/admin/users", "/admin/roles"):
+            assert client.get(page).status_code == 200, page  # each checked on PRIMARY
+        assert sign_in(app, make_user(app, role="salesperson").email).get("/api/me").status_code == 200
+        health = app.test_client().get("/healthz").get_json()
+        assert health["status"] == "degraded" and not health["redis"]["ok"]
+    finally:
+        server.stop()
