@@ -84,3 +84,13 @@ def test_audit_log_filters_by_actor_action_and_date(app, login_client):
 
 def test_audit_log_needs_view_audit(login_client):
     assert login_client(role="warehouse_lead").get("/admin/audit").status_code == 403
+
+
+def test_managing_users_does_not_allow_granting_more_than_you_hold(app, login_client):
+    superuser = login_client(role="superuser")
+    target = make_user(app, role="salesperson")
+    page = superuser.post(f"/admin/users/{target.id}/roles", data={"roles": ["admin"]}, follow_redirects=True)
+    assert "You cannot grant permissions you do not hold yourself: manage_roles." in page.get_data(as_text=True)
+    created = superuser.post("/admin/users/new", data={"email": "sneaky@example.test", "name": "S", "roles": ["admin"]})
+    assert created.status_code == 400
+    assert superuser.post(f"/admin/users/{target.id}/roles", data={"roles": ["warehouse_lead"]}).status_code == 302

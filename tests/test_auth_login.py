@@ -143,3 +143,14 @@ def test_security_headers_on_every_page(client):
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_signing_in_again_replaces_this_browsers_session(app, client):
+    user = make_user(app, role="salesperson")
+    post_login(client, user.email, TEST_PASSWORD)
+    again = client.post("/login", data={"email": user.email, "password": TEST_PASSWORD,
+                                        "csrf_token": csrf_token(client)})
+    assert again.status_code == 302
+    with app.app_context():
+        assert Session.select().count() == 1
+    assert client.get("/api/me").status_code == 200

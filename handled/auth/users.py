@@ -17,7 +17,7 @@ from handled.auth import passwords, session_cache
 from handled.auth.errors import AccountError, NotFound
 from handled.auth.sessions import delete_user_sessions
 from handled.db import primary_db
-from handled.models import Role, User, UserRole
+from handled.models import Permission, Role, RolePermission, User, UserRole
 from handled.settings import Settings
 from handled.timeutil import utcnow
 
@@ -54,7 +54,24 @@ def _roles_by_code(codes) -> list[Role]:
     unknown = set(codes) - {r.code for r in roles}
     if unknown:
         raise AccountError(f"Unknown role(s): {', '.join(sorted(unknown))}; see `flask roles list`.")
+    _refuse_escalation(roles)
     return roles
+
+
+def _refuse_escalation(roles: list[Role]) -> None:
+    """A signed-in admin may only grant roles whose permissions they hold themselves
+    (so manage_users alone cannot hand out admin). The CLI is trusted."""
+    from flask import has_request_context
+
+    from handled.auth import current_user
+    if not roles or not has_request_context() or not current_user.is_authenticated:
+        return
+    granted = {p.code for p in Permission.select().join(RolePermission)
+               .where(RolePermission.role.in_([r.id for r in roles]))}
+    missing = granted - set(current_user.permissions)
+    if missing:
+        raise AccountError("You cannot grant permissions you do not hold yourself: "
+                           f"{', '.join(sorted(missing))}.")
 
 
 def list_users(search: str = "", page: int = 1, per_page: int = 25) -> tuple[list[User], int]:

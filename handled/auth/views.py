@@ -9,7 +9,7 @@ from handled.auth import login as login_service
 from handled.auth import sessions, users
 from handled.auth.errors import AccountError
 from handled.auth.permissions import current_user, is_local_path, login_required, public
-from handled.auth.web import clear_session_cookie, set_session_cookie
+from handled.auth.web import COOKIE_NAME, clear_session_cookie, set_session_cookie
 
 bp = Blueprint("auth", __name__)
 
@@ -30,6 +30,9 @@ def login():
     except AccountError as exc:
         flash(str(exc), "error")
         return render_template("auth/login.html", next=target, email=email), 401
+    previous = request.cookies.get(COOKIE_NAME)
+    if previous:  # signing in again replaces the session this browser had
+        sessions.end_session(sessions.hash_token(previous))
     set_session_cookie(token)
     if user.must_change_password:
         return redirect(url_for("auth.change_password"))
