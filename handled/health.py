@@ -20,8 +20,16 @@ def probe_database(proxy) -> dict:
         proxy.execute_sql("SELECT 1").fetchone()
     except Exception as exc:  # any driver or pool failure means "not reachable"
         _discard_connection(proxy)
-        return {"ok": False, "error": explain_connection_error(proxy.obj.config, exc)}
+        return {"ok": False, "error": _explain(proxy, exc)}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _explain(proxy, exc: Exception) -> str:
+    """What to do about it, then the driver's own words (issue 7)."""
+    raw = str(exc).strip()
+    first_line = raw.splitlines()[0] if raw else type(exc).__name__
+    sentence = explain_connection_error(proxy.obj.config, exc)
+    return sentence if first_line in sentence else f"{sentence} ({first_line})"
 
 
 def _discard_connection(proxy) -> None:
