@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(home.bp)
     register_accounts(app)  # issue 4: sign-in, CSRF, guards, admin and customer pages
     register_operations(app)  # issue 7: DATA-down banner, System page, /metrics
+    from handled.integrations.views import bp as integrations_bp  # issue 5: imports
+    app.register_blueprint(integrations_bp)
     errors.register(app)
     register_cli(app)
     return app

@@ -1,0 +1,95 @@
+"""The ``submit_import`` seam between the upload page and the import service.
+
+Small uploads run in the request. Uploads larger than IMPORT_BACKGROUND_BYTES
+go to the job queue (handled/jobs.py) and a worker runs the very same service;
+the uploaded files wait under IMPORT_UPLOAD_DIR (a folder the workers must
+see too) and are deleted once their import has run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from werkzeug.utils import secure_filename
+
+from handled.integrations.history import Actor
+from handled.integrations.service import ImportOutcome, active_settings, import_paths
+from handled.settings import Settings
+
+log = logging.getLogger("handled.integrations")
+
+
+@dataclass
+class Submission:
+    """What happened to an upload: outcomes when it ran inline, else the job id."""
+
+    outcomes: list[ImportOutcome] = field(default_factory=list)
+    job_id: str | None = None
+
+
+def save_uploads(files, settings: Settings) -> tuple[Path, list[Path], list[str]]:
+    """Store uploaded files (werkzeug FileStorage) in a fresh folder; keep their names."""
+    folder = Path(settings.import_upload_dir) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    paths, names = [], []
+    for index, upload in enumerate(files):
+        name = Path(upload.filename or "").name
+        path = folder / f"{index:04d}-{secure_filename(name) or 'upload'}"
+        upload.save(path)
+        paths.append(path)
+        names.append(name)
+    return folder, paths, names
+
+
+def submit_import(integration_id: str, folder: Path, paths: list[Path], names: list[str], *,
+                  partial: bool, force: bool, actor: Actor,
+                  settings: Settings | None = None) -> Submission:
+    """Run the import now, or queue it when the upload is large and a queue exists."""
+    settings = settings or active_settings()
+    size = sum(p.stat().st_size for p in paths)
+    enqueue = _job_queue()
+    if enqueue is not None and size > settings.import_background_bytes:
+        job_id = enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths], names,
+                         partial, force, actor.id, actor.email,
+                         description=f"Import {len(paths)} file(s) with {integration_id}")
+        return Submission(job_id=job_id)
+    try:
+        return Submission(outcomes=import_paths(integration_id, paths, names=names, partial=partial,
+                                                force=force, actor=actor, settings=settings))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def import_job(integration_id: str, folder: str, paths: list[str], names: list[str], partial: bool,
+               force: bool, user_id: int | None, user_email: str | None) -> dict:
+    """What a worker runs for a queued upload; reports progress per file."""
+    from handled import jobs
+
+    done = []
+
+    def report(outcome: ImportOutcome) -> None:
+        done.append(outcome)
+        jobs.report_progress("importing", len(done), None,
+                             f"{outcome.file_name}: {outcome.status}. {outcome.message}")
+
+    try:
+        outcomes = import_paths(integration_id, paths, names=names, partial=partial, force=force,
+                                actor=Actor(user_id, user_email), on_file=report)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    jobs.report_progress("finished", len(outcomes), len(outcomes))
+    return {"runs": [o.run_id for o in outcomes],
+            "statuses": {o.file_name: o.status for o in outcomes}}
+
+
+def _job_queue():
+    """``handled.jobs.enqueue`` when the job queue is part of this install, else None."""
+    try:
+        from handled.jobs import enqueue
+    except ImportError:
+        return None
+    return enqueue

@@ -1,0 +1,132 @@
+"""Pages: integrations overview, upload form, run history, run page, rejected rows as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+
+from handled.auth.permissions import permission_required
+from handled.integrations import history
+from handled.integrations.history import Actor
+from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
+from handled.integrations.service import ImportRequestError, active_settings
+from handled.integrations.status import table_row_counts
+from handled.integrations.submit import save_uploads, submit_import
+
+bp = Blueprint("integrations", __name__, url_prefix="/integrations")
+PERMISSION = "run_imports"
+
+
+@bp.get("/")
+@permission_required(PERMISSION)
+def overview():
+    counts = table_row_counts()
+    rows = [{"integration": i, "rows": counts.get(i.id, 0), "last": history.last_success(i.id)}
+            for i in all_integrations()]
+    return render_template("integrations/overview.html", rows=rows, runs=history.recent_runs(limit=20))
+
+
+@bp.get("/<integration_id>")
+@permission_required(PERMISSION)
+def integration_page(integration_id):
+    integration = _integration_or_404(integration_id)
+    return render_template("integrations/integration.html", integration=integration,
+                           runs=history.recent_runs(integration.id, limit=50),
+                           max_bytes=active_settings().import_max_bytes)
+
+
+@bp.post("/<integration_id>/import")
+@permission_required(PERMISSION)
+def upload(integration_id):
+    integration = _integration_or_404(integration_id)
+    files = [f for f in request.files.getlist("files") if f and f.filename]
+    if not files:
+        flash("Choose one or more files (or a .zip of them) to import.", "error")
+        return redirect(url_for(".integration_page", integration_id=integration.id))
+    from handled.auth import current_user
+
+    settings = active_settings()
+    folder, paths, names = save_uploads(files, settings)
+    try:
+        submission = submit_import(integration.id, folder, paths, names,
+                                   partial=request.form.get("partial") == "on",
+                                   force=request.form.get("force") == "on",
+                                   actor=Actor(current_user.id, current_user.email), settings=settings)
+    except ImportRequestError as problem:
+        flash(str(problem), "error")
+        return redirect(url_for(".integration_page", integration_id=integration.id))
+    _audit(integration.id, names, submission)
+    return _after_submission(integration.id, submission)
+
+
+def _after_submission(integration_id: str, submission):
+    if submission.job_id is not None:
+        flash(f"The import runs in the background (job {submission.job_id}); its runs appear below "
+              "as each file finishes.", "info")
+        return redirect(url_for(".integration_page", integration_id=integration_id))
+    outcomes = submission.outcomes
+    for outcome in outcomes:
+        flash(f"{outcome.file_name}: {outcome.status}. {outcome.message}",
+              "info" if outcome.clean else "error")
+    if len(outcomes) == 1:
+        return redirect(url_for(".run_page", run_id=outcomes[0].run_id))
+    return redirect(url_for(".integration_page", integration_id=integration_id))
+
+
+def _audit(integration_id: str, names: list[str], submission) -> None:
+    from handled import audit
+
+    details = {"files": names, "job_id": submission.job_id,
+               "runs": [o.run_id for o in submission.outcomes]}
+    audit.record("integration.import", target_type="integration", target_id=integration_id,
+                 target_label=integration_id, details=details)
+
+
+@bp.get("/runs/<int:run_id>")
+@permission_required(PERMISSION)
+def run_page(run_id):
+    run = _run_or_404(run_id)
+    return render_template("integrations/run.html", run=run, took=history.duration_seconds(run))
+
+
+@bp.get("/runs/<int:run_id>/rejected.csv")
+@permission_required(PERMISSION)
+def rejected_csv(run_id):
+    run = _run_or_404(run_id)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["line", "column", "value", "reason"])
+    for row in run.rejected_rows:
+        writer.writerow([row["line"], row["column"], _csv_safe(row["value"]), row["reason"]])
+    name = f"import-run-{run.id}-rejected.csv"
+    return Response(buffer.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _csv_safe(value: str) -> str:
+    """Keep a spreadsheet from running a rejected value as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") and not _is_number(value) else value
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _integration_or_404(integration_id: str):
+    try:
+        return get_integration(integration_id)
+    except UnknownIntegration as problem:
+        abort(404, description=str(problem))
+
+
+def _run_or_404(run_id: int):
+    run = history.get_run(run_id)
+    if run is None:
+        abort(404, description=f"There is no import run {run_id}.")
+    return run
