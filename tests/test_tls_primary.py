@@ -1,0 +1,123 @@
+"""TLS to PRIMARY: a private PostgreSQL with a self-signed certificate accepts
+sslmode=require (pg_stat_ssl shows the app's connections encrypted), also through a
+PgBouncer that speaks TLS on both sides; a server without TLS gives a clear error
+in the CLI, /healthz and the web pages."""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from handled import create_app
+from handled.db import primary_db
+from handled.migrations import migrate, resolve_targets
+from handled.settings import load_settings
+from tests.auth_helpers import csrf_token, make_user
+from tests.conftest import mode_env
+from tests.ops_support import sign_in
+from tests.servers import PrivatePgBouncer, PrivatePostgres, self_signed_certificate
+
+
+@pytest.fixture(scope="module")
+def certificate():
+    return self_signed_certificate()
+
+
+@pytest.fixture
+def tls_pg(certificate):
+    server = PrivatePostgres(ssl_files=certificate).init().start()
+    server.createdb("handled")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def plain_pg():
+    server = PrivatePostgres().init().start()
+    server.createdb("handled")
+    yield server
+    server.destroy()
+
+
+def app_for(primary_url: str, migration_url: str | None = None):
+    env = mode_env("single", "unused")
+    env["PRIMARY_DATABASE_URL"] = primary_url
+    if migration_url:
+        env["PRIMARY_MIGRATION_URL"] = migration_url
+    settings = load_settings(env)
+    for target in resolve_targets(settings, "all"):
+        migrate(target)
+    app = create_app(settings)
+    app.config.update(TESTING=True)
+    return app
+
+
+def ssl_of_server_connections(server: PrivatePostgres) -> list[tuple]:
+    """(application_name, ssl) of every other client connection to the 'handled' database."""
+    conn = psycopg2.connect(server.url("postgres"))
+    with conn.cursor() as cur:
+        cur.execute("""SELECT a.application_name, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                       WHERE a.datname = 'handled' AND a.backend_type = 'client backend'""")
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def exercise_sign_in_and_admin_pages(app):
+    admin = make_user(app, role="admin")
+    client = sign_in(app, admin.email)
+    assert client.get("/api/me").get_json()["email"] == admin.email
+    for page in ("/admin/users", "/admin/roles", "/admin/audit", "/customers/organizations"):
+        assert client.get(page).status_code == 200, page
+    response = client.post("/admin/users/new", data={"email": "tls@example.test", "name": "Over TLS",
+                                                     "roles": ["salesperson"], "password": "a long password 123",
+                                                     "csrf_token": csrf_token(client)})
+    assert response.status_code in (200, 302)
+    assert sign_in(app, "tls@example.test", "a long password 123").get("/api/me").status_code == 200
+
+
+def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
+    app = app_for(tls_pg.url("handled", sslmode="require"))
+    exercise_sign_in_and_admin_pages(app)
+    with app.app_context():
+        assert primary_db.connection().info.ssl_in_use
+    rows = ssl_of_server_connections(tls_pg)
+    apps = [ssl for name, ssl in rows if name.startswith("handled-")]
+    assert apps and all(apps), rows
+
+
+def test_sign_in_and_admin_pages_through_pgbouncer_with_tls_on_both_sides(tls_pg, certificate):
+    bouncer = PrivatePgBouncer(server_port=tls_pg.port, pool_size=3, client_tls=certificate, server_tls=True).start()
+    try:
+        app = app_for(bouncer.url("handled", sslmode="require"), tls_pg.url("handled", sslmode="require"))
+        exercise_sign_in_and_admin_pages(app)
+        with app.app_context():
+            assert primary_db.connection().info.ssl_in_use  # app -> PgBouncer
+        rows = ssl_of_server_connections(tls_pg)  # PgBouncer -> PostgreSQL
+        assert rows and all(ssl for _, ssl in rows), rows
+    finally:
+        bouncer.destroy()
+
+
+def test_a_server_without_tls_gives_a_clear_error(plain_pg):
+    url = plain_pg.url("handled", sslmode="require")
+    env = mode_env("single", "unused")
+    env["PRIMARY_DATABASE_URL"] = url
+    app = create_app(load_settings(env))
+    app.config.update(TESTING=True)
+    expected = "PRIMARY_DATABASE_URL asks for TLS (sslmode=require) but the server at 127.0.0.1"
+
+    result = app.test_cli_runner().invoke(args=["db", "migrate"])
+    assert result.exit_code == 1 and expected in result.output and "Traceback" not in result.output
+    check = app.test_cli_runner().invoke(args=["db", "check"])
+    assert check.exit_code == 1 and expected in check.output
+
+    health = app.test_client().get("/healthz")
+    assert health.status_code == 503 and expected in health.get_json()["primary"]["error"]
+    page = app.test_client().get("/login")
+    assert page.status_code == 200  # the login form itself needs no database
+    attempt = app.test_client()
+    response = attempt.post("/login", data={"email": "a@example.test", "password": "whatever long",
+                                            "csrf_token": csrf_token(attempt)})
+    assert response.status_code == 503
+    assert "The PRIMARY database (accounts and customers) is not answering" in response.get_data(as_text=True)
