@@ -158,3 +158,35 @@ def test_cli_unknown_integration_is_one_line_on_stderr(imp_app, files):
     result = runner.invoke(args=["integrations", "import", "nope", str(path)])
     assert result.exit_code == 1 and "There is no integration 'nope'" in result.output
     assert "Traceback" not in result.output
+
+
+def _insert_mode_ground():
+    """ups-ground-service as an insert-mode integration (how a sixth might be defined)."""
+    return dataclasses.replace(get_integration("ups-ground-service"), id="ground-insert", mode="insert", scope=())
+
+
+def _load(integration, path, partial=False):
+    from handled.integrations.loader import Rejections, load_records
+    from handled.integrations.sources import inspect_file, open_records
+
+    facts = inspect_file(path, path.name, integration, 1 << 20)
+    rejections = Rejections(keep=100)
+    result = load_records(integration, lambda: open_records(path, path.name, integration, facts.kind),
+                          integration.match_name(path.name), partial=partial, rejections=rejections)
+    return result, rejections
+
+
+def test_insert_mode_refuses_keys_already_in_the_table(imp_app, files):
+    integration = _insert_mode_ground()
+    first, _ = _load(integration, write_ground(files / "10001.csv", [ground_row(dest="00501")]))
+    assert first.committed and first.rows_written == 1
+    (files / "again").mkdir()
+    again = write_ground(files / "again" / "10001.csv", [ground_row(dest="00502"), ground_row(dest="00501")])
+    before = table_digest("ups_ground_service_zip5")
+    result, rejections = _load(integration, again)
+    assert not result.committed and table_digest("ups_ground_service_zip5") == before
+    assert [(r["line"], r["reason"]) for r in rejections.rows] == [
+        (2, "duplicate key: this origin_zip, dest_zip is already in workspace.ups_ground_service_zip5 (insert mode)")]
+    partial, rejections = _load(integration, again, partial=True)
+    assert partial.committed and partial.rows_written == 1 and rejections.total == 1
+    assert [r[1] for r in table_rows("ups_ground_service_zip5")] == ["00501", "00502"]

@@ -317,11 +317,11 @@ def _record_conflicts(cur, integration: Integration, rejections: Rejections, rem
         "CREATE TEMP TABLE import_conflicts ON COMMIT DROP AS "
         "SELECT s.line_no, {staged_key}, d.lines FROM import_staging s JOIN ("
         " SELECT {key}, array_agg(line_no ORDER BY line_no) AS lines FROM import_staging"
-        " GROUP BY {key} HAVING count(*) > 1) d USING ({key})")
+        " GROUP BY {key} HAVING count(*) > 1) d USING ({key})").format(staged_key=staged_key, key=key)
     if integration.mode == "insert":
         query = sql.SQL("{} UNION ALL SELECT s.line_no, {}, NULL FROM import_staging s "
                         "JOIN {} t USING ({})").format(query, staged_key, _table(integration), key)
-    cur.execute(query.format(staged_key=staged_key, key=key))
+    cur.execute(query)
     cur.execute(sql.SQL("SELECT line_no, {}, lines FROM import_conflicts ORDER BY line_no LIMIT %s")
                 .format(key), (rejections.keep,))
     found = cur.fetchall()
