@@ -91,6 +91,11 @@ class Settings:
     import_upload_dir: str = "var/uploads"
     import_rejected_rows_kept: int = 1000
     import_background_bytes: int = 5 << 20
+    # --- operations (issue 7): backups, /metrics ---
+    backup_dir: str = "var/backups"
+    backup_keep: int = 14
+    backup_max_age_days: int = 30
+    metrics_token: str | None = field(default=None, repr=False)
     # --- accounts and sessions (issue 4) ---
     session_cache_enabled: bool = True
     session_idle_timeout: int = 8 * 3600
@@ -212,6 +217,23 @@ def load_settings(env: dict | None = None) -> Settings:
         primary_migration=primary_migration,
         **_account_settings(env),
         **_import_settings(env),
+        **_ops_settings(env),
+    )
+
+
+def _ops_settings(env: dict) -> dict:
+    """BACKUP_* and METRICS_TOKEN (issue 7)."""
+    token = env.get("METRICS_TOKEN", "").strip() or None
+    if token is not None and len(token) < 16:
+        raise SettingsError("METRICS_TOKEN is too short; use at least 16 random characters (or leave it unset).")
+    max_age = env.get("BACKUP_MAX_AGE_DAYS", "").strip()
+    if max_age and not max_age.isdigit():
+        raise SettingsError(f"BACKUP_MAX_AGE_DAYS must be a whole number of days (0 = no age limit), not {max_age!r}.")
+    return dict(
+        backup_dir=env.get("BACKUP_DIR", "").strip() or "var/backups",
+        backup_keep=parse_positive_int("BACKUP_KEEP", env.get("BACKUP_KEEP"), 14),
+        backup_max_age_days=int(max_age) if max_age else 30,
+        metrics_token=token,
     )
 
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import click
 from flask.cli import AppGroup, with_appcontext
 
 from handled import current_settings, migrations
 from handled.catalog import ConnectionProblem
-from handled.ops import OpsError, move
+from handled.ops import OpsError, backup, move
 from handled.ops.leftovers import prune_leftovers
 
 
@@ -32,7 +33,7 @@ def _print_report(report: move.MoveReport) -> None:
     click.echo(f"{report.side}: {report.source} -> {report.target}: {report.outcome}")
     if report.created_database:
         click.echo(f"  {'would create' if report.dry_run else 'created'} the database")
-    for line in move.format_comparison(report):
+    for line in move.format_comparison(report.tables):
         click.echo("  " + line)
     for note in report.notes:
         click.echo("  " + note)
@@ -89,7 +90,56 @@ def prune_command(yes):
         click.echo("Nothing dropped; rerun with --yes to drop them.")
 
 
+backup_cli = AppGroup("backup", help="pg_dump backups of PRIMARY or DATA, and verified restores.")
+
+
+@backup_cli.command("create")
+@click.option("--target", type=click.Choice(["primary", "data"]), required=True,
+              help="Which side to back up (its schemas only, also in single mode).")
+@ops_errors
+def backup_create_command(target):
+    """Dump one side (pg_dump custom format) into BACKUP_DIR with a JSON manifest; apply retention."""
+    result = backup.create_backup(current_settings(), target)
+    rows = sum(t.rows for t in result.tables.values())
+    click.echo(f"wrote {result.path} ({result.path.stat().st_size} bytes, {len(result.tables)} tables, {rows} rows)")
+    click.echo(f"manifest {result.manifest}")
+    for path in result.deleted:
+        click.echo(f"retention: deleted {path}")
+
+
+@backup_cli.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--to", "to", required=True, metavar="URL", help="Direct URL of an empty database (created if missing).")
+@click.option("--compare-with", metavar="URL", default=None,
+              help="Verify against this live database instead of the backup's manifest.")
+@ops_errors
+def backup_restore_command(file, to, compare_with):
+    """pg_restore a backup into an empty database, then compare every table's rows and checksum."""
+    target = move.target_config("--to", to)
+    other = move.target_config("--compare-with", compare_with) if compare_with else None
+    result = backup.restore_backup(file, target, other)
+    click.echo(f"restored {file} into {result.target}; compared with {result.compared_with}:")
+    for line in move.format_comparison(result.tables, left="backup", right="restored"):
+        click.echo("  " + line)
+    if not result.verified:
+        bad = ", ".join(t.table for t in result.tables if not t.ok)
+        raise click.ClickException(f"The restored database differs from the backup in {bad}.")
+    click.echo("every table matches")
+
+
+@backup_cli.command("list")
+@ops_errors
+def backup_list_command():
+    """The backups in BACKUP_DIR, newest first."""
+    found = backup.list_backups(Path(current_settings().backup_dir))
+    for path, side, taken in found:
+        click.echo(f"{taken:%Y-%m-%d %H:%M:%S} UTC  {side:<7}  {path.stat().st_size:>12}  {path}")
+    if not found:
+        click.echo(f"no backups in {current_settings().backup_dir}")
+
+
 def register(app, db_group: AppGroup) -> None:
     """Add the operations commands to the app's CLI."""
     for command in (split_command, unsplit_command, prune_command):
         db_group.add_command(command)
+    app.cli.add_command(backup_cli)

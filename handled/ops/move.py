@@ -272,12 +272,12 @@ def unsplit(settings: Settings, to: DatabaseConfig, **options) -> list[MoveRepor
             for side, source in sources.items() if source.identity != to.identity]
 
 
-def format_comparison(report: MoveReport) -> list[str]:
-    """The per-table comparison as aligned text lines."""
-    width = max([len(t.table) for t in report.tables] + [5])
-    lines = [f"{'table':<{width}}  {'source rows':>11}  {'target rows':>11}  {'source sum':<16}  "
-             f"{'target sum':<16}  result"]
-    for row in report.tables:
+def format_comparison(rows: list[TableComparison], left: str = "source", right: str = "target") -> list[str]:
+    """A per-table comparison as aligned text lines."""
+    width = max([len(t.table) for t in rows] + [5])
+    lines = [f"{'table':<{width}}  {left + ' rows':>11}  {right + ' rows':>11}  {left + ' sum':<16}  "
+             f"{right + ' sum':<16}  result"]
+    for row in rows:
         target_rows = "-" if row.target is None else str(row.target.rows)
         target_sum = "-" if row.target is None else row.target.digest
         result = "ok" if row.ok else ("not copied" if row.target is None else "DIFFERENT")
