@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import zipfile
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -57,11 +58,15 @@ def active_settings() -> Settings:
     return get_settings()
 
 
-def import_file(integration_id: str, path: str | Path, *, file_name: str | None = None,
+def import_file(integration_id: str | Integration, path: str | Path, *, file_name: str | None = None,
                 partial: bool = False, force: bool = False, actor: Actor = SYSTEM,
                 settings: Settings | None = None) -> ImportOutcome:
-    """Import one file; the returned outcome (and the run history) says what happened."""
-    integration = get_integration(integration_id)
+    """Import one file; the returned outcome (and the run history) says what happened.
+
+    ``integration_id`` may also be an Integration object (the benchmark's twins).
+    """
+    integration = (integration_id if isinstance(integration_id, Integration)
+                   else get_integration(integration_id))
     settings = settings or active_settings()
     path = Path(path)
     name = file_name or path.name
@@ -87,14 +92,23 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
           partial: bool, settings: Settings) -> ImportOutcome:
     rejections = Rejections(keep=settings.import_rejected_rows_kept)
     archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
-    def open_source():
-        return open_records(path, name, integration, facts.kind)
-
     try:
-        with open_source():
-            pass  # header and first data row checked before the transaction starts
-        result = load_records(integration, open_source, context, partial=partial,
-                              rejections=rejections, before_commit=archive)
+        with ExitStack() as stack:
+            # Opening reads the header and the first data row: a wrong file is
+            # refused here, before the transaction starts. The loader's first
+            # pass reuses this opening (a spreadsheet is parsed once).
+            opened = [stack.enter_context(open_records(path, name, integration, facts.kind))]
+
+            @contextmanager
+            def open_source():
+                if opened:
+                    yield opened.pop()
+                    return
+                with open_records(path, name, integration, facts.kind) as records:
+                    yield records
+
+            result = load_records(integration, open_source, context, partial=partial,
+                                  rejections=rejections, before_commit=archive)
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
