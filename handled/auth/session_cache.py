@@ -144,13 +144,12 @@ def invalidate(user_ids=(), token_hashes=()) -> bool:
     """
     keys = [user_set_key(uid) for uid in user_ids] + [entry_key(h) for h in token_hashes]
     try:
-        client = _client()
+        client = get_redis()  # always try: a rare write is worth a timeout, unlike every read
         _replay_pending(client)
         client.eval(_INVALIDATE_SCRIPT, 1 + len(keys), EPOCH_KEY, *keys)
         return True
-    except (redis.RedisError, CacheUnavailable) as exc:
-        if isinstance(exc, redis.RedisError):
-            _failed(exc)
+    except redis.RedisError as exc:
+        _failed(exc)
         with _state_lock:
             _pending_keys.update(keys or [EPOCH_KEY + ":bump"])
         return False
