@@ -96,6 +96,7 @@ class Settings:
     backup_keep: int = 14
     backup_max_age_days: int = 30
     metrics_token: str | None = field(default=None, repr=False)
+    prometheus_multiproc_dir: str | None = None
     # --- accounts and sessions (issue 4) ---
     session_cache_enabled: bool = True
     session_idle_timeout: int = 8 * 3600
@@ -234,7 +235,17 @@ def _ops_settings(env: dict) -> dict:
         backup_keep=parse_positive_int("BACKUP_KEEP", env.get("BACKUP_KEEP"), 14),
         backup_max_age_days=int(max_age) if max_age else 30,
         metrics_token=token,
+        prometheus_multiproc_dir=_multiproc_dir(env),
     )
+
+
+def _multiproc_dir(env: dict) -> str | None:
+    """prometheus_client's own variable: set under gunicorn so /metrics sums all workers."""
+    folder = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None
+    if folder and not Path(folder).is_dir():
+        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR ({folder}) is not an existing folder; create it "
+                            "(the gunicorn config empties it at start).")
+    return folder
 
 
 def _import_settings(env: dict) -> dict:

@@ -1,0 +1,168 @@
+"""/metrics (Prometheus text) and the System page: who may read them, what they count,
+and that several gunicorn workers add up (multiprocess mode)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from datetime import timedelta
+
+import redis
+from prometheus_client import REGISTRY
+
+from handled import create_app
+from handled.auth import session_cache
+from handled.metrics import MINUTE_KEY
+from handled.models import ImportRun, TransformationRun
+from handled.timeutil import utcnow
+from tests.auth_helpers import make_user
+from tests.conftest import TEST_REDIS
+from tests.ops_support import sign_in
+from tests.servers import PrivateRedis
+
+TOKEN = "metrics-token-0123456789abcdef"
+
+
+def sample(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def metric_value(text: str, name: str, **labels) -> float | None:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" ([0-9.e+-]+)"
+    match = re.search(r"^" + pattern + r"$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def test_metrics_needs_view_system_or_the_bearer_token(settings):
+    app = create_app(replace(settings, metrics_token=TOKEN))
+    app.config.update(TESTING=True)
+    anonymous = app.test_client()
+    assert anonymous.get("/metrics").status_code == 302
+    assert anonymous.get("/metrics", headers={"Accept": "application/json"}).status_code == 401
+    assert anonymous.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+    scraped = anonymous.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert scraped.status_code == 200 and "handled_database_up" in scraped.get_data(as_text=True)
+    assert sign_in(app, make_user(app, role="salesperson").email).get("/metrics").status_code == 403
+    allowed = sign_in(app, make_user(app, permissions=["view_system"]).email)
+    assert allowed.get("/metrics").status_code == 200
+    assert allowed.get("/system").status_code == 200
+
+    tokenless = create_app(settings)  # no METRICS_TOKEN: the bearer path is closed
+    assert tokenless.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+
+
+def test_session_counters_and_live_gauges(settings):
+    app = create_app(settings)
+    app.config.update(TESTING=True)
+    with app.app_context():
+        TransformationRun.create(transformation="zip3_reference", status="succeeded",
+                                 started_at=utcnow() - timedelta(hours=2, minutes=5),
+                                 finished_at=utcnow() - timedelta(hours=2))
+        TransformationRun.create(transformation="zip3_reference", status="failed", finished_at=utcnow())
+        ImportRun.create(integration="us_zips", file_name="z.csv", file_sha256="b" * 64, file_size=1,
+                         status="succeeded", finished_at=utcnow() - timedelta(minutes=30))
+    user = make_user(app, permissions=["view_system"])
+    client = sign_in(app, user.email)
+    hits, misses = sample("handled_session_cache_total", result="hit"), sample("handled_session_cache_total", result="miss")
+    lookups = sample("handled_primary_session_lookups_total")
+    requests_before = sample("handled_requests_total", endpoint="auth.me", method="GET", status="200")
+
+    assert client.get("/api/me").status_code == 200  # miss -> PRIMARY -> cached
+    for _ in range(3):
+        assert client.get("/api/me").status_code == 200  # hits
+    assert sample("handled_session_cache_total", result="miss") == misses + 1
+    assert sample("handled_session_cache_total", result="hit") == hits + 3
+    assert sample("handled_primary_session_lookups_total") == lookups + 1
+    assert sample("handled_requests_total", endpoint="auth.me", method="GET", status="200") == requests_before + 4
+
+    text = client.get("/metrics").get_data(as_text=True)
+    first_db = "primary" if settings.split_db_mode else "primary+data"
+    assert metric_value(text, "handled_database_up", database=first_db) == 1
+    if settings.split_db_mode:
+        assert metric_value(text, "handled_database_up", database="data") == 1
+    assert metric_value(text, "handled_redis_up") == 1
+    age = metric_value(text, "handled_reference_table_age_seconds", transformation="zip3_reference")
+    assert 2 * 3600 - 60 < age < 2 * 3600 + 600  # the succeeded run, not the later failed one
+    assert 1700 < metric_value(text, "handled_import_age_seconds", integration="us_zips") < 2400
+    assert metric_value(text, "handled_pool_connections", database=first_db, state="max") == settings.primary.pool_size
+    server_line = r'^handled_server_connections\{application_name="handled-[a-z+]+",database="%s",state="[a-z ]+"\} [1-9]'
+    assert re.search(server_line % re.escape(first_db), text, re.MULTILINE)
+    assert 'handled_job_queue_jobs{queue="handled",state="queued"}' in text
+    assert metric_value(text, "handled_session_cache_total", result="hit") is not None
+
+
+def test_redis_down_counts_primary_lookups_and_the_system_page_charts_the_hour(settings, tmp_path):
+    server = PrivateRedis(tmp_path / "redis").start()
+    try:
+        app = create_app(replace(settings, redis_url=server.url))
+        app.config.update(TESTING=True)
+        client = sign_in(app, make_user(app, permissions=["view_system"]).email)
+        for _ in range(4):
+            client.get("/api/me")
+        minute = int(time.time() // 60)
+        counts = redis.Redis.from_url(server.url).hgetall(MINUTE_KEY.format(minute=minute))
+        if not counts:  # the minute turned between the requests and the read
+            counts = redis.Redis.from_url(server.url).hgetall(MINUTE_KEY.format(minute=minute - 1))
+        assert int(counts[b"hit"]) >= 3 and int(counts[b"primary"]) >= 1
+        assert 3500 < redis.Redis.from_url(server.url).ttl(MINUTE_KEY.format(minute=minute)) <= 3660 or not counts
+
+        page = client.get("/system").get_data(as_text=True)
+        assert "<svg" in page and 'class="bar"' in page and 'class="ratio"' in page
+        assert "hit ratio <strong>" in page
+
+        server.stop()
+        session_cache.reset_process_state()
+        unavailable = sample("handled_session_cache_total", result="unavailable")
+        lookups = sample("handled_primary_session_lookups_total")
+        for _ in range(3):
+            assert client.get("/api/me").status_code == 200
+        assert sample("handled_primary_session_lookups_total") == lookups + 3  # every check went to PRIMARY
+        assert sample("handled_session_cache_total", result="unavailable") >= unavailable + 1
+        down_page = client.get("/system")
+        assert down_page.status_code == 200 and "Redis: <strong>DOWN</strong>" in down_page.get_data(as_text=True)
+        text = client.get("/metrics").get_data(as_text=True)
+        assert metric_value(text, "handled_redis_up") == 0
+    finally:
+        server.stop()
+
+
+def test_several_gunicorn_workers_add_up_in_multiprocess_mode(settings, tmp_path):
+    from tests.test_pgbouncer_load import Gunicorn, admin_token, app_env
+    from tests.conftest import db_url
+
+    token = admin_token(settings)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = app_env(settings, db_url(settings.primary.dbname))
+    env.update(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), METRICS_TOKEN=TOKEN, SESSION_CACHE_ENABLED="true")
+    server = Gunicorn(tmp_path, env)
+    try:
+        def get(path, **headers):
+            req = urllib.request.Request(server.url(path), headers=headers)
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.read().decode()
+
+        for _ in range(30):
+            get("/api/me", Cookie=f"handled_session={token}", Accept="application/json")
+        totals = []
+        for _ in range(4):  # whichever worker answers, the sum is the same
+            text = get("/metrics", Authorization=f"Bearer {TOKEN}")
+            totals.append(metric_value(text, "handled_requests_total", endpoint="auth.me", method="GET",
+                                       status="200"))
+        assert totals == [30.0] * 4
+        assert metric_value(text, "handled_primary_session_lookups_total") >= 1
+        hits = metric_value(text, "handled_session_cache_total", result="hit")
+        misses = metric_value(text, "handled_session_cache_total", result="miss")
+        assert hits + misses == 30
+        try:
+            get("/metrics", Authorization="Bearer not-the-token-000000")
+            raise AssertionError("a wrong token was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+    finally:
+        server.stop()
+        redis.Redis.from_url(TEST_REDIS).flushdb()
