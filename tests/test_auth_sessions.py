@@ -219,3 +219,29 @@ def test_expired_sessions_are_purged_now_and_then_by_sign_ins(app):
     with app.app_context():
         assert Session.get_or_none(Session.id == sessions.hash_token(stale)) is None
         assert Session.select().count() == 1
+
+
+def test_concurrent_misses_on_two_instances_make_one_primary_lookup(two_apps):
+    import threading
+
+    from handled.db import primary_db
+    app_a, app_b = two_apps
+    user = make_user(app_a, role="salesperson")
+    token = new_session(app_a, user)
+    start = threading.Barrier(12)
+    statuses = []
+
+    def request_from(app):
+        client = client_with_token(app, token)
+        start.wait()
+        statuses.append(client.get("/api/me").status_code)
+        primary_db.close()
+
+    threads = [threading.Thread(target=request_from, args=(app,)) for app in (app_a, app_b) for _ in range(6)]
+    with count_primary_statements() as statements:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert statuses == [200] * 12
+    assert session_lookups(statements) == 1

@@ -35,6 +35,8 @@ log = logging.getLogger("handled.auth")
 
 EPOCH_KEY = "auth:epoch"
 RETRY_AFTER_FAILURE = 2.0  # seconds a process skips Redis after an error
+LOOKUP_LOCK_MS = 2000  # one PRIMARY lookup per session at a time across all workers
+LOOKUP_WAIT_SECONDS = 0.5
 
 _WRITE_SCRIPT = """
 local current = redis.call('GET', KEYS[1]) or '0'
@@ -134,6 +136,48 @@ def write(token_hash: str, entry: dict, epoch: str, ttl: int) -> bool:
             _failed(exc)
         return False
     return bool(stored)
+
+
+def lock_key(token_hash: str) -> str:
+    return f"sesslock:{token_hash}"
+
+
+def claim_lookup(token_hash: str) -> bool:
+    """True if this request should read PRIMARY for the session; False if another
+    request (any worker, any host) is doing it right now. Fails open to True."""
+    try:
+        return bool(_client().set(lock_key(token_hash), "1", nx=True, px=LOOKUP_LOCK_MS))
+    except (redis.RedisError, CacheUnavailable) as exc:
+        if isinstance(exc, redis.RedisError):
+            _failed(exc)
+        return True
+
+
+def release_lookup(token_hash: str) -> None:
+    try:
+        _client().delete(lock_key(token_hash))
+    except (redis.RedisError, CacheUnavailable):
+        pass  # the lock expires by itself
+
+
+def wait_for_entry(token_hash: str) -> dict | None:
+    """Wait (briefly) for the request holding the lookup lock to cache the entry.
+    None when it finished without one or took too long: then look up PRIMARY."""
+    deadline = time.monotonic() + LOOKUP_WAIT_SECONDS
+    try:
+        client = _client()
+        while time.monotonic() < deadline:
+            raw, locked = client.pipeline(transaction=False).get(entry_key(token_hash)).exists(
+                lock_key(token_hash)).execute()
+            if raw:
+                return json.loads(raw)
+            if not locked:
+                return None
+            time.sleep(0.005)
+    except (redis.RedisError, CacheUnavailable) as exc:
+        if isinstance(exc, redis.RedisError):
+            _failed(exc)
+    return None
 
 
 def invalidate(user_ids=(), token_hashes=()) -> bool:
