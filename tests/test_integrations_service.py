@@ -190,3 +190,33 @@ def test_insert_mode_refuses_keys_already_in_the_table(imp_app, files):
     partial, rejections = _load(integration, again, partial=True)
     assert partial.committed and partial.rows_written == 1 and rejections.total == 1
     assert [r[1] for r in table_rows("ups_ground_service_zip5")] == ["00501", "00502"]
+
+
+def test_rebuild_from_archive_restores_the_tables(imp_app, files):
+    runner = imp_app.test_cli_runner()
+    import_file("ups-zones", write_zone_chart(files / "007.xlsx", [zone_row("004"), zone_row("005")]))
+    import_file("ups-zones", write_zone_chart(files / "010.xlsx", [zone_row("004")]))
+    (files / "v2").mkdir()
+    import_file("ups-zones", write_zone_chart(files / "v2" / "007.xlsx", [zone_row("005", *["003"] * 6)]))
+    import_file("us-zips", write_uszips(files / "uszips.csv", [uszip_row("00501")]))
+    (files / "v3").mkdir()
+    import_file("us-zips", write_uszips(files / "v3" / "uszips.csv", [uszip_row("00601")]))
+    zones, zips = table_digest("ups_zones"), table_digest("us_zips")
+    from handled.db import data_db
+    data_db.execute_sql("TRUNCATE workspace.ups_zones, workspace.us_zips")
+    result = runner.invoke(args=["integrations", "rebuild", "ups-zones"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": succeeded (run") == 3
+    assert runner.invoke(args=["integrations", "rebuild", "us-zips"]).exit_code == 0
+    assert table_digest("ups_zones") == zones and table_digest("us_zips") == zips
+    again = runner.invoke(args=["integrations", "rebuild", "ups-zones"])
+    assert again.output.count(": succeeded (run") == 3  # each content once, not once per rebuild
+
+
+def test_rebuild_names_a_file_missing_from_the_archive(imp_app, imp_settings, files):
+    import shutil
+
+    import_file("us-zips", write_uszips(files / "uszips.csv", [uszip_row("00501")]))
+    shutil.rmtree(imp_settings.import_archive_dir)
+    result = imp_app.test_cli_runner().invoke(args=["integrations", "rebuild", "us-zips"])
+    assert result.exit_code == 1 and "The archive has no copy of uszips.csv (run 1" in result.output

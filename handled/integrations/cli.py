@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 from handled.integrations import history
 from handled.integrations.history import Actor
 from handled.integrations.registry import UnknownIntegration, all_integrations
-from handled.integrations.service import ImportRequestError, import_paths
+from handled.integrations.service import ImportRequestError, import_paths, rebuild_from_archive
 from handled.integrations.status import table_row_counts
 
 integrations_cli = AppGroup("integrations", help="Import carrier and census files into the DATA database.")
@@ -113,3 +113,27 @@ def history_command(integration_id, limit, show_rejected):
         if show_rejected:
             for row in run.rejected_rows:
                 click.echo(f"    line {row['line']}, {row['column']} = {row['value']!r}: {row['reason']}")
+
+
+@integrations_cli.command("rebuild")
+@click.argument("integration_id", metavar="ID")
+@click.option("--user-email", default=None, help="Record this email as who ran the imports.")
+def rebuild_command(integration_id, user_email):
+    """Re-import ID's table from the source archive, following the run history.
+
+    Replace mode: the latest successful file. Upsert mode: every file that
+    succeeded, each content once at its last place in the order.
+    """
+    def report(outcome):
+        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
+                   err=not outcome.clean)
+
+    try:
+        outcomes = rebuild_from_archive(integration_id, actor=Actor(email=user_email), on_file=report)
+    except (UnknownIntegration, ImportRequestError) as problem:
+        raise click.ClickException(str(problem)) from None
+    if not outcomes:
+        click.echo(f"No successful import of {integration_id} to rebuild from.")
+    _print_summary(outcomes)
+    if not all(o.clean for o in outcomes):
+        raise SystemExit(1)

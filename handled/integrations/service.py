@@ -224,3 +224,40 @@ class ImportRequestError(Exception):
 
 __all__ = ["ImportOutcome", "ImportRequestError", "UnknownIntegration", "import_file",
            "import_paths", "active_settings"]
+
+
+# ---- rebuilding a workspace table from the archive
+
+
+def runs_to_rebuild(integration: Integration) -> list:
+    """The succeeded runs whose files rebuild the table: the latest one for
+    replace mode; otherwise each content's last import, in import order."""
+    runs = [r for r in reversed(history.recent_runs(integration.id, limit=1_000_000))
+            if r.status == "succeeded"]
+    if integration.mode == "replace":
+        return runs[-1:]
+    last_by_sha = {run.file_sha256: run for run in runs}
+    return sorted(last_by_sha.values(), key=lambda run: run.id)
+
+
+def rebuild_from_archive(integration_id: str, *, actor: Actor = SYSTEM, settings: Settings | None = None,
+                         on_file: Callable[[ImportOutcome], None] | None = None) -> list[ImportOutcome]:
+    """Re-import the archived files of the runs that built the table (see docs/IMPORTS.md)."""
+    from handled.integrations.archive import archived_path
+
+    integration = get_integration(integration_id)
+    settings = settings or active_settings()
+    plan = runs_to_rebuild(integration)
+    missing = [r for r in plan if not archived_path(settings.import_archive_dir, r.file_sha256).is_file()]
+    if missing:
+        raise ImportRequestError(f"The archive has no copy of {missing[0].file_name} (run {missing[0].id}, "
+                                 f"sha256 {missing[0].file_sha256[:12]}…) in {settings.import_archive_dir}.")
+    outcomes = []
+    for run in plan:
+        outcome = import_file(integration, archived_path(settings.import_archive_dir, run.file_sha256),
+                              file_name=run.file_name, partial=run.partial, force=True, actor=actor,
+                              settings=settings)
+        outcomes.append(outcome)
+        if on_file is not None:
+            on_file(outcome)
+    return outcomes
