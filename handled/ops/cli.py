@@ -11,7 +11,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from handled import current_settings, migrations
 from handled.catalog import ConnectionProblem
-from handled.ops import OpsError, backup, move
+from handled.ops import OpsError, backup, move, rebuild
 from handled.ops.leftovers import prune_leftovers
 
 
@@ -138,8 +138,34 @@ def backup_list_command():
         click.echo(f"no backups in {current_settings().backup_dir}")
 
 
+data_cli = AppGroup("data", help="The DATA database as a whole.")
+
+
+@data_cli.command("rebuild")
+@click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing.")
+@click.option("--force", is_flag=True, help="Re-import even though DATA's workspace tables hold rows.")
+@click.option("--user-email", default=None, help="Record this email as who ran the imports and builds.")
+@ops_errors
+def data_rebuild_command(dry_run, force, user_email):
+    """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
+    report = rebuild.rebuild_data(current_settings(), force=force, dry_run=dry_run, user_email=user_email, say=_say)
+    for migration_id in report.migrations:
+        click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")
+    for integration_id, files in report.plan.items():
+        for planned in files:
+            click.echo(f"{integration_id}: {'would re-import' if dry_run else 're-imported'} {planned.file_name} "
+                       f"(run {planned.run_id}, sha256 {planned.sha256[:12]})")
+    for outcome in report.imported:
+        click.echo(f"  run {outcome.run_id}: {outcome.file_name}: {outcome.status}, {outcome.rows_written} rows")
+    for outcome in report.transformed:
+        click.echo(f"built {outcome.transformation}: {outcome.rows} rows (run {outcome.run_id})")
+    for table, rows in report.reference_rows.items():
+        click.echo(f"{table}: {rows} rows")
+
+
 def register(app, db_group: AppGroup) -> None:
     """Add the operations commands to the app's CLI."""
     for command in (split_command, unsplit_command, prune_command):
         db_group.add_command(command)
     app.cli.add_command(backup_cli)
+    app.cli.add_command(data_cli)
