@@ -124,14 +124,22 @@ def test_large_uploads_are_queued_and_the_job_runs_the_same_service(app, importe
     app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], import_background_bytes=10)
     path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
     response = upload(importer, "us-zips", [path])
-    assert response.headers["Location"].endswith("/integrations/us-zips")
-    assert "runs in the background (job" in importer.get("/integrations/us-zips").get_data(as_text=True)
+    assert "runs in the background (job" in importer.get(response.headers["Location"]).get_data(as_text=True)
     with app.app_context():
         queued = jobs.get_queue().jobs
         assert len(queued) == 1 and queued[0].meta["kind"] == "import"
+        assert queued[0].meta["result_url"] == "/integrations/us-zips"
         assert ImportRun.select().count() == 0
         result = queued[0].perform()
     assert result["statuses"] == {"uszips.csv": "succeeded"}
     run = ImportRun.get_by_id(result["runs"][0])
     assert run.created_by_email == importer.user.email and table_rows("us_zips")[0][0] == "00501"
     assert not any((files.parent / "uploads").iterdir())  # the upload folder was cleaned up
+
+
+def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
+    app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], import_max_bytes=200)
+    path = write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(10)])
+    response = upload(importer, "us-zips", [path])
+    assert response.status_code == 413
+    assert ImportRun.select().count() == 0 and table_rows("us_zips") == []

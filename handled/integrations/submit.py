@@ -47,7 +47,7 @@ def save_uploads(files, settings: Settings) -> tuple[Path, list[Path], list[str]
 
 def submit_import(integration_id: str, folder: Path, paths: list[Path], names: list[str], *,
                   partial: bool, force: bool, actor: Actor,
-                  settings: Settings | None = None) -> Submission:
+                  settings: Settings | None = None, result_url: str | None = None) -> Submission:
     """Run the import now, or queue it when the upload is large and a queue exists."""
     settings = settings or active_settings()
     size = sum(p.stat().st_size for p in paths)
@@ -55,7 +55,8 @@ def submit_import(integration_id: str, folder: Path, paths: list[Path], names: l
     if enqueue is not None and size > settings.import_background_bytes:
         job_id = enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths], names,
                          partial, force, actor.id, actor.email,
-                         description=f"Import {len(paths)} file(s) with {integration_id}")
+                         description=f"Import {len(paths)} file(s) with {integration_id}",
+                         result_url=result_url)
         return Submission(job_id=job_id)
     try:
         return Submission(outcomes=import_paths(integration_id, paths, names=names, partial=partial,

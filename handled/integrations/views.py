@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
+                   url_for)
 
 from handled.auth.permissions import permission_required
 from handled.integrations import history
@@ -41,6 +42,10 @@ def integration_page(integration_id):
 @permission_required(PERMISSION)
 def upload(integration_id):
     integration = _integration_or_404(integration_id)
+    limit = active_settings().import_max_bytes
+    if (request.content_length or 0) > limit:  # the whole upload may not exceed one file's limit
+        abort(413, description=f"The upload is {request.content_length:,} bytes, over the import limit "
+                               f"of {limit:,} bytes (IMPORT_MAX_BYTES).")
     files = [f for f in request.files.getlist("files") if f and f.filename]
     if not files:
         flash("Choose one or more files (or a .zip of them) to import.", "error")
@@ -49,11 +54,13 @@ def upload(integration_id):
 
     settings = active_settings()
     folder, paths, names = save_uploads(files, settings)
+    result_url = url_for(".integration_page", integration_id=integration.id)
     try:
         submission = submit_import(integration.id, folder, paths, names,
                                    partial=request.form.get("partial") == "on",
                                    force=request.form.get("force") == "on",
-                                   actor=Actor(current_user.id, current_user.email), settings=settings)
+                                   actor=Actor(current_user.id, current_user.email), settings=settings,
+                                   result_url=result_url)
     except ImportRequestError as problem:
         flash(str(problem), "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))
@@ -63,9 +70,10 @@ def upload(integration_id):
 
 def _after_submission(integration_id: str, submission):
     if submission.job_id is not None:
-        flash(f"The import runs in the background (job {submission.job_id}); its runs appear below "
-              "as each file finishes.", "info")
-        return redirect(url_for(".integration_page", integration_id=integration_id))
+        flash(f"The import runs in the background (job {submission.job_id}); its runs appear on "
+              f"the {integration_id} page as each file finishes.", "info")
+        return redirect(_job_page_url(submission.job_id)
+                        or url_for(".integration_page", integration_id=integration_id))
     outcomes = submission.outcomes
     for outcome in outcomes:
         flash(f"{outcome.file_name}: {outcome.status}. {outcome.message}",
@@ -73,6 +81,14 @@ def _after_submission(integration_id: str, submission):
     if len(outcomes) == 1:
         return redirect(url_for(".run_page", run_id=outcomes[0].run_id))
     return redirect(url_for(".integration_page", integration_id=integration_id))
+
+
+def _job_page_url(job_id: str) -> str | None:
+    """The job queue's page for ``job_id`` (a GET rule /jobs/<id>), if the app has one."""
+    for rule in current_app.url_map.iter_rules():
+        if rule.rule.startswith("/jobs/<") and "GET" in (rule.methods or ()) and len(rule.arguments) == 1:
+            return url_for(rule.endpoint, **{next(iter(rule.arguments)): job_id})
+    return None
 
 
 def _audit(integration_id: str, names: list[str], submission) -> None:
