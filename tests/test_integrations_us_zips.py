@@ -145,3 +145,12 @@ def test_wrong_file_name_is_refused(imp_app, files):
     path = write_uszips(files / "zips.csv", good_rows())
     run = assert_refused("us-zips", path, "us_zips", message="'zips.csv' is not a SimpleMaps US ZIP database file name")
     assert run.file_sha256 and run.file_size == path.stat().st_size
+
+
+def test_partial_import_with_no_good_row_leaves_the_table_alone(imp_app, files):
+    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+    (files / "bad").mkdir()
+    rows = [uszip_row("0250"), uszip_row("02135", lat="x")]
+    run = assert_refused("us-zips", write_uszips(files / "bad" / "uszips.csv", rows), "us_zips", partial=True,
+                         message="Nothing was written", rejected=[(2, "zip"), (3, "lat")])
+    assert "has no good row to load" in run.message

@@ -253,6 +253,10 @@ def _reject_and_apply(cur, integration: Integration, partial: bool, rejections: 
                       rows_read: int) -> int:
     if partial:
         _record_conflicts(cur, integration, rejections, remove=True)
+        cur.execute("SELECT EXISTS (SELECT 1 FROM import_staging)")
+        if not cur.fetchone()[0]:  # a replace with no good row would empty the table
+            raise _RollBack(f"Nothing was written: {rejections.total:,} rows were rejected and the "
+                            f"file ({rows_read:,} rows read) has no good row to load.")
         return _apply(cur, integration)
     if rejections.total:
         _record_conflicts(cur, integration, rejections, remove=False)
@@ -271,7 +275,7 @@ def _refusal(rejections: Rejections, rows_read: int) -> str:
     first = rejections.sorted_rows()[0]
     return (f"Nothing was written: {rejections.total:,} of {rows_read:,} rows were rejected "
             f"(first on line {first['line']}, {first['column']}: {first['reason']}). "
-            "Fix the file, or import with --partial to load the good rows.")
+            "Fix the file, or import with --partial (\"load the good rows\") to load the rest.")
 
 
 def _idents(names: Iterable[str]) -> sql.Composable:
