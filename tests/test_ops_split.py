@@ -86,9 +86,12 @@ def test_split_then_unsplit_keeps_every_row_and_every_login(single, dbs):
     # Rollback: the old single database still holds the pre-split copy: refused without --force.
     refused = cli(split_app, "db", "unsplit", "--to", db_url(name))
     assert refused.exit_code == 1 and "already holds data" in refused.output
+    check = cli(split_app, "db", "check")  # DATA still holds the pre-split copy (DEPLOYMENT_CHECKLIST step 7)
+    assert check.exit_code == 1 and "[FAIL] data: no schemas of the other side" in check.output
     listed = cli(split_app, "db", "prune-leftovers")
     assert "would drop schema config" in listed.output and "Nothing dropped" in listed.output
     assert cli(split_app, "db", "prune-leftovers", "--yes").exit_code == 0
+    assert cli(split_app, "db", "check").exit_code == 0
     back = cli(split_app, "db", "unsplit", "--to", db_url(name))
     assert back.exit_code == 0, back.output
     assert table_fingerprints(name, PRIMARY_SCHEMAS) == table_fingerprints(new_primary, PRIMARY_SCHEMAS)

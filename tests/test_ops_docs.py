@@ -1,0 +1,114 @@
+"""The operations docs only name commands that exist, with options that exist, and
+each flow they describe is exercised by a test; the deploy files agree with them."""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+from handled import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "docs" / "DEPLOYMENT_CHECKLIST.md", ROOT / "docs" / "OPS_RUNBOOK.md"]
+
+# Each flow the docs describe -> the tests that run it.
+FLOWS = {
+    "split to a new PRIMARY and roll back": ["tests.test_ops_split:test_split_then_unsplit_keeps_every_row_and_every_login",
+                                             "tests.test_ops_split:test_interrupted_split_leaves_target_clean_and_rerun_finishes",
+                                             "tests.test_ops_split:test_unsplit_into_a_third_database_moves_both_sides"],
+    "PgBouncer in front of PRIMARY": ["tests.test_pgbouncer_primary:test_sign_in_session_cache_and_admin_pages_through_pgbouncer",
+                                      "tests.test_pgbouncer_primary:test_migrations_refuse_the_pooler_and_ask_for_a_direct_url",
+                                      "tests.test_pgbouncer_load:test_through_pgbouncer_server_connections_stay_within_its_pool"],
+    "TLS": ["tests.test_tls_primary:test_sslmode_require_encrypts_the_apps_connections",
+            "tests.test_tls_primary:test_a_server_without_tls_gives_a_clear_error"],
+    "PRIMARY down": ["tests.test_degraded_modes:test_primary_down_gives_a_clear_503_with_warm_and_cold_session_cache"],
+    "DATA down": ["tests.test_degraded_modes:test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner"],
+    "Redis down": ["tests.test_degraded_modes:test_redis_down_checks_sessions_against_primary"],
+    "backup and restore": ["tests.test_backup_restore:test_backup_destroy_restore_compares_every_table",
+                           "tests.test_backup_restore:test_retention_keeps_the_newest_and_drops_the_old"],
+    "rebuild DATA": ["tests.test_ops_rebuild:test_rebuild_into_an_empty_data_database_gives_the_same_tables"],
+    "metrics and System page": ["tests.test_metrics_system:test_session_counters_and_live_gauges",
+                                "tests.test_metrics_system:test_several_gunicorn_workers_add_up_in_multiprocess_mode"],
+}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(doc name, command line) for every line starting with `flask ` inside a fenced block."""
+    found = []
+    for doc in DOCS:
+        inside = False
+        for line in doc.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith("```"):
+                inside = not inside
+                continue
+            if inside and stripped.startswith("flask "):
+                found.append((doc.name, stripped))
+    return found
+
+
+def resolve(app, words: list[str]):
+    """The click command a command line names, and the words after its name."""
+    command = app.cli
+    ctx = click.Context(command, info_name="flask")
+    rest = list(words)
+    while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+        sub = command.get_command(ctx, rest[0])
+        if sub is None:
+            break
+        command, rest = sub, rest[1:]
+    return command, rest
+
+
+def test_the_docs_name_enough_commands():
+    names = {line.split()[1] for _, line in documented_commands()}
+    assert {"db", "backup", "data", "jobs", "users"} <= names
+    assert len(documented_commands()) >= 20
+
+
+@pytest.mark.parametrize("doc,line", documented_commands())
+def test_each_documented_command_exists_with_its_options(settings, doc, line):
+    app = create_app(settings)
+    words = shlex.split(line)[1:]
+    command, rest = resolve(app, words)
+    assert not isinstance(command, click.Group), f"{doc}: {line!r} names a group, not a command"
+    options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    for word in rest:
+        if word.startswith("--"):
+            assert word.split("=")[0] in options, f"{doc}: {line!r} uses {word}, which {command.name} lacks"
+    path = words[: len(words) - len(rest)]
+    result = app.test_cli_runner().invoke(args=[*path, "--help"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("flow", sorted(FLOWS))
+def test_each_flow_is_exercised_by_a_test(flow):
+    for target in FLOWS[flow]:
+        module, name = target.split(":")
+        assert callable(getattr(importlib.import_module(module), name, None)), f"{flow}: {target} is missing"
+
+
+def test_deploy_files_agree_with_the_docs_and_the_app():
+    web = configparser.ConfigParser(interpolation=None, strict=False)
+    web.read(ROOT / "deploy" / "handled-web.service")
+    assert "gunicorn -c /etc/handled/gunicorn.conf.py app:app" in web["Service"]["ExecStart"]
+    assert web["Service"]["Environment"] == "PROMETHEUS_MULTIPROC_DIR=/run/handled/metrics"
+    worker = configparser.ConfigParser(interpolation=None, strict=False)
+    worker.read(ROOT / "deploy" / "handled-worker.service")
+    assert worker["Service"]["ExecStart"].endswith("flask --app app jobs worker")
+    backup = configparser.ConfigParser(interpolation=None, strict=False)
+    backup.read(ROOT / "deploy" / "handled-backup.service")
+    assert backup["Service"]["ExecStart"].endswith("flask --app app backup create --target primary")
+    gunicorn_conf = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
+    default_bind = re.search(r'"HANDLED_BIND", "([^"]+)"', gunicorn_conf).group(1)
+    assert f"server {default_bind};" in (ROOT / "deploy" / "nginx-handled.conf").read_text()
+    compile(gunicorn_conf, "gunicorn.conf.py", "exec")
+    checklist = DOCS[0].read_text()
+    for name in ("gunicorn.conf.py", "handled-web.service", "handled-worker.service", "nginx-handled.conf"):
+        assert f"deploy/{name}" in checklist
