@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from handled import metrics  # issue 7: cache hits/misses, PRIMARY lookups
 from handled.auth import session_cache
 from handled.db import primary_db
 from handled.models import Session
@@ -65,11 +66,15 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
         try:
             entry = session_cache.read(token_hash)
             if entry is not None and entry["expires_at"] > time.time():
+                metrics.session_cache_hit()
                 return entry
+            metrics.session_cache_miss()
             epoch = session_cache.current_epoch()
         except session_cache.CacheUnavailable:
+            metrics.session_cache_unavailable()
             epoch = None
     if epoch is None:
+        metrics.primary_session_lookup()
         return lookup_primary(settings, token_hash)
     if not session_cache.claim_lookup(token_hash):
         # Another request is reading this session from PRIMARY: use its result.
@@ -77,6 +82,7 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
         if entry is not None:
             return entry
     try:
+        metrics.primary_session_lookup()
         entry = lookup_primary(settings, token_hash)
         for hook in after_primary_lookup:
             hook(token_hash, entry)
