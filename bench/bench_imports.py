@@ -201,8 +201,10 @@ def copy_baseline(table: str, columns: list[str], files: list[Path], options: st
 
 def project_import(env: dict, integration: str, table: str, files: list[Path], twin_key=None) -> dict:
     run_sql(f"TRUNCATE workspace.{table}")
-    spec = {"integration": integration, "table": table, "key": twin_key, "files": [str(f) for f in files]}
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT, env=env,
+    spec = Path(env["IMPORT_ARCHIVE_DIR"]).parent / "child-spec.json"
+    spec.write_text(json.dumps({"integration": integration, "table": table, "key": twin_key,
+                                "files": [str(f) for f in files]}))
+    done = subprocess.run([sys.executable, __file__, "--child", str(spec)], cwd=ROOT, env=env,
                           check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -243,10 +245,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=5_000_000)
     parser.add_argument("--charts", type=int, default=900)
-    parser.add_argument("--child")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a spec file: run one import, print JSON
     args = parser.parse_args()
     if args.child:
-        return child(json.loads(args.child))
+        return child(json.loads(Path(args.child).read_text()))
     with tempfile.TemporaryDirectory(prefix="handled-bench-imp-") as tmp:
         workdir = Path(tmp)
         env = bench_env(workdir)
