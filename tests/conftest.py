@@ -120,11 +120,33 @@ def db_mode(request):
     return request.param
 
 
+# issue 7: HANDLED_TEST_VIA_PGBOUNCER=1 runs every test's PRIMARY through a real PgBouncer
+# (transaction pooling, TLS from the app to the pooler), e.g. for the sign-in and admin tests.
+VIA_PGBOUNCER = os.environ.get("HANDLED_TEST_VIA_PGBOUNCER", "") == "1"
+
+
 @pytest.fixture(scope="session")
-def migrated_settings(db_mode):
+def pgbouncer_in_front():
+    if not VIA_PGBOUNCER:
+        yield None
+        return
+    from urllib.parse import urlsplit
+
+    from tests.servers import PrivatePgBouncer, self_signed_certificate
+    server = PrivatePgBouncer(server_port=urlsplit(PG_SERVER).port or 5432, pool_size=10,
+                              client_tls=self_signed_certificate()).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def migrated_settings(db_mode, pgbouncer_in_front):
     settings = fresh_settings(db_mode)
     for target in resolve_targets(settings, "all"):
         migrate(target)
+    if pgbouncer_in_front is not None:
+        from tests.servers import through_pgbouncer
+        return through_pgbouncer(settings, pgbouncer_in_front, sslmode="require")
     return settings
 
 

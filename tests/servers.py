@@ -187,7 +187,10 @@ class PrivatePgBouncer:
     def start(self) -> "PrivatePgBouncer":
         (self.base / "users.txt").write_text("".join(f'"{u}" ""\n' for u in self.users))
         (self.base / "pgbouncer.ini").write_text(self._config())
-        cmd = ["pgbouncer", str(self.base / "pgbouncer.ini")]
+        binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+        if binary is None:
+            raise RuntimeError("pgbouncer is not installed; scripts/test installs it (apt-get install pgbouncer).")
+        cmd = [binary, str(self.base / "pgbouncer.ini")]
         if os.geteuid() == 0:  # pgbouncer refuses to run as root
             shutil.chown(self.base, "postgres", "postgres")
             for child in self.base.iterdir():
@@ -218,3 +221,17 @@ class PrivatePgBouncer:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def through_pgbouncer(settings, bouncer: PrivatePgBouncer, **params):
+    """The same settings with PRIMARY (and, in single mode, DATA: one URL) through ``bouncer``;
+    migrations keep the direct URL as PRIMARY_MIGRATION_URL."""
+    from dataclasses import replace
+
+    from handled.settings import DatabaseConfig, parse_database_url
+
+    direct = DatabaseConfig(**{**settings.primary.__dict__, "variable": "PRIMARY_MIGRATION_URL"})
+    primary = parse_database_url("PRIMARY_DATABASE_URL", bouncer.url(settings.primary.dbname, **params))
+    data = settings.data if settings.split_db_mode else DatabaseConfig(**{**primary.__dict__,
+                                                                          "variable": "DATA_DATABASE_URL"})
+    return replace(settings, primary=primary, data=data, primary_migration=direct)
