@@ -138,6 +138,14 @@ def write(token_hash: str, entry: dict, epoch: str, ttl: int) -> bool:
     return bool(stored)
 
 
+def read_quietly(token_hash: str) -> dict | None:
+    """The cached entry, or None (also when Redis fails: the caller reads PRIMARY)."""
+    try:
+        return read(token_hash)
+    except CacheUnavailable:
+        return None
+
+
 def lock_key(token_hash: str) -> str:
     return f"sesslock:{token_hash}"
 

@@ -76,7 +76,12 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
     if epoch is None:
         metrics.primary_session_lookup()
         return lookup_primary(settings, token_hash)
-    if not session_cache.claim_lookup(token_hash):
+    if session_cache.claim_lookup(token_hash):
+        entry = session_cache.read_quietly(token_hash)  # cached while we were claiming?
+        if entry is not None:
+            session_cache.release_lookup(token_hash)
+            return entry
+    else:
         # Another request is reading this session from PRIMARY: use its result.
         entry = session_cache.wait_for_entry(token_hash)
         if entry is not None:
