@@ -143,3 +143,27 @@ def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
     response = upload(importer, "us-zips", [path])
     assert response.status_code == 413
     assert ImportRun.select().count() == 0 and table_rows("us_zips") == []
+
+
+def test_large_upload_with_redis_down_is_refused_cleanly(settings, tmp_path, files):
+    from tests.auth_helpers import make_user, sign_in_client
+    from tests.servers import PrivateRedis
+
+    private = PrivateRedis(tmp_path / "redis").start()
+    try:
+        own = dataclasses.replace(settings, redis_url=private.url, import_background_bytes=10,
+                                  import_archive_dir=str(tmp_path / "archive"),
+                                  import_upload_dir=str(tmp_path / "uploads"))
+        application = create_app(own)
+        application.config.update(TESTING=True)
+        client = sign_in_client(application, make_user(application, ["run_imports"]))
+        private.stop()
+        response = upload(client, "us-zips", [write_uszips(files / "uszips.csv", [uszip_row("00501")])])
+        assert response.status_code == 302
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        assert "The job queue (Redis) is not answering" in page
+        with application.app_context():
+            assert ImportRun.select().count() == 0 and table_rows("us_zips") == []
+        assert not any((tmp_path / "uploads").iterdir())
+    finally:
+        private.stop()

@@ -14,10 +14,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redis import RedisError
 from werkzeug.utils import secure_filename
 
 from handled.integrations.history import Actor
-from handled.integrations.service import ImportOutcome, active_settings, import_paths
+from handled.integrations.service import (ImportOutcome, ImportRequestError, active_settings,
+                                          import_paths)
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -53,10 +55,16 @@ def submit_import(integration_id: str, folder: Path, paths: list[Path], names: l
     size = sum(p.stat().st_size for p in paths)
     enqueue = _job_queue()
     if enqueue is not None and size > settings.import_background_bytes:
-        job_id = enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths], names,
-                         partial, force, actor.id, actor.email,
-                         description=f"Import {len(paths)} file(s) with {integration_id}",
-                         result_url=result_url)
+        try:
+            job_id = enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths],
+                             names, partial, force, actor.id, actor.email,
+                             description=f"Import {len(paths)} file(s) with {integration_id}",
+                             result_url=result_url)
+        except RedisError:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("could not queue an import of %s", integration_id, exc_info=True)
+            raise ImportRequestError("The job queue (Redis) is not answering, so this large upload was not "
+                                     "imported; try again in a minute, or use flask integrations import.") from None
         return Submission(job_id=job_id)
     try:
         return Submission(outcomes=import_paths(integration_id, paths, names=names, partial=partial,
