@@ -19,22 +19,28 @@ DOCS = [ROOT / "docs" / "DEPLOYMENT_CHECKLIST.md", ROOT / "docs" / "OPS_RUNBOOK.
 
 # Each flow the docs describe -> the tests that run it.
 FLOWS = {
-    "split to a new PRIMARY and roll back": ["tests.test_ops_split:test_split_then_unsplit_keeps_every_row_and_every_login",
-                                             "tests.test_ops_split:test_interrupted_split_leaves_target_clean_and_rerun_finishes",
-                                             "tests.test_ops_split:test_unsplit_into_a_third_database_moves_both_sides"],
-    "PgBouncer in front of PRIMARY": ["tests.test_pgbouncer_primary:test_sign_in_session_cache_and_admin_pages_through_pgbouncer",
-                                      "tests.test_pgbouncer_primary:test_migrations_refuse_the_pooler_and_ask_for_a_direct_url",
-                                      "tests.test_pgbouncer_load:test_through_pgbouncer_server_connections_stay_within_its_pool"],
-    "TLS": ["tests.test_tls_primary:test_sslmode_require_encrypts_the_apps_connections",
-            "tests.test_tls_primary:test_a_server_without_tls_gives_a_clear_error"],
+    "split to a new PRIMARY and roll back": [
+        "tests.test_ops_split:test_split_then_unsplit_keeps_every_row_and_every_login",
+        "tests.test_ops_split:test_interrupted_split_leaves_target_clean_and_rerun_finishes",
+        "tests.test_ops_split:test_unsplit_into_a_third_database_moves_both_sides"],
+    "PgBouncer in front of PRIMARY": [
+        "tests.test_pgbouncer_primary:test_sign_in_session_cache_and_admin_pages_through_pgbouncer",
+        "tests.test_pgbouncer_primary:test_migrations_refuse_the_pooler_and_ask_for_a_direct_url",
+        "tests.test_pgbouncer_load:test_through_pgbouncer_server_connections_stay_within_its_pool"],
+    "TLS": [
+        "tests.test_tls_primary:test_sslmode_require_encrypts_the_apps_connections",
+        "tests.test_tls_primary:test_sign_in_and_admin_pages_through_pgbouncer_with_tls_on_both_sides",
+        "tests.test_tls_primary:test_a_server_without_tls_gives_a_clear_error"],
     "PRIMARY down": ["tests.test_degraded_modes:test_primary_down_gives_a_clear_503_with_warm_and_cold_session_cache"],
     "DATA down": ["tests.test_degraded_modes:test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner"],
     "Redis down": ["tests.test_degraded_modes:test_redis_down_checks_sessions_against_primary"],
-    "backup and restore": ["tests.test_backup_restore:test_backup_destroy_restore_compares_every_table",
-                           "tests.test_backup_restore:test_retention_keeps_the_newest_and_drops_the_old"],
+    "backup and restore": [
+        "tests.test_backup_restore:test_backup_destroy_restore_compares_every_table",
+        "tests.test_backup_restore:test_retention_keeps_the_newest_and_drops_the_old"],
     "rebuild DATA": ["tests.test_ops_rebuild:test_rebuild_into_an_empty_data_database_gives_the_same_tables"],
-    "metrics and System page": ["tests.test_metrics_system:test_session_counters_and_live_gauges",
-                                "tests.test_metrics_system:test_several_gunicorn_workers_add_up_in_multiprocess_mode"],
+    "metrics and System page": [
+        "tests.test_metrics_system:test_session_counters_and_live_gauges",
+        "tests.test_metrics_system:test_several_gunicorn_workers_add_up_in_multiprocess_mode"],
 }
 
 

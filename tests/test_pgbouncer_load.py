@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2
-import pytest
 
 from handled import create_app
 from handled.auth import sessions

@@ -89,6 +89,8 @@ def _count_request(response):
 
 
 def init_app(app) -> None:
+    metrics.reset_process_state()  # a new app may point at another Redis ...
+    degraded.forget_data_status()  # ... or another DATA database
     degraded.init_app(app)
     app.register_blueprint(bp)
     app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)  # time the guard too
