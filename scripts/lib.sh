@@ -59,3 +59,12 @@ ensure_redis() {
 }
 
 ensure_services() { ensure_postgres; ensure_redis; }
+
+# ensure_debian_package COMMAND PACKAGE WHY: install a Debian package when its
+# command is missing (as root), or say in one sentence what to install.
+ensure_debian_package() {
+  command -v "$1" >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || die "$1 is missing; install Debian's $2 package (sudo apt-get install $2): $3."
+  say "installing Debian's $2 ($3)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
