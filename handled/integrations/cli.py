@@ -98,6 +98,7 @@ def history_command(integration_id, limit, show_rejected):
             get_integration(integration_id)
         except UnknownIntegration as problem:
             raise click.ClickException(str(problem)) from None
+    history.sweep_dead_runs()
     runs = history.recent_runs(integration_id, limit)
     if not runs:
         click.echo("No imports yet.")

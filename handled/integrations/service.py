@@ -94,6 +94,9 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
     archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
     try:
         with ExitStack() as stack:
+            heartbeat = history.heartbeat_module()
+            if heartbeat is not None:  # lets sweep_dead_runs tell this process is alive
+                stack.enter_context(heartbeat.Heartbeat())
             # Opening reads the header and the first data row: a wrong file is
             # refused here, before the transaction starts. The loader's first
             # pass reuses this opening (a spreadsheet is parsed once).

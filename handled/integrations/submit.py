@@ -95,6 +95,19 @@ def import_job(integration_id: str, folder: str, paths: list[str], names: list[s
             "statuses": {o.file_name: o.status for o in outcomes}}
 
 
+def _register_sweeper() -> None:
+    """Let a starting worker mark failed the imports of processes that died."""
+    try:
+        from handled.jobs import register_dead_run_sweeper
+    except ImportError:
+        return
+    from handled.integrations.history import sweep_dead_runs
+    register_dead_run_sweeper(sweep_dead_runs)
+
+
+_register_sweeper()
+
+
 def _job_queue():
     """``handled.jobs.enqueue`` when the job queue is part of this install, else None."""
     try:

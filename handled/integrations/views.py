@@ -23,6 +23,7 @@ PERMISSION = "run_imports"
 @bp.get("/")
 @permission_required(PERMISSION)
 def overview():
+    history.sweep_dead_runs()
     counts = table_row_counts()
     rows = [{"integration": i, "rows": counts.get(i.id, 0), "last": history.last_success(i.id)}
             for i in all_integrations()]
@@ -33,6 +34,7 @@ def overview():
 @permission_required(PERMISSION)
 def integration_page(integration_id):
     integration = _integration_or_404(integration_id)
+    history.sweep_dead_runs()
     return render_template("integrations/integration.html", integration=integration,
                            runs=history.recent_runs(integration.id, limit=50),
                            max_bytes=active_settings().import_max_bytes)
