@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timezone
 from pathlib import Path
 
 import click
@@ -23,7 +24,8 @@ def list_command():
     counts = table_row_counts()
     for integration in all_integrations():
         last = history.last_success(integration.id)
-        when = f"last import {last.finished_at:%Y-%m-%d %H:%M} UTC ({last.file_name})" if last else "never imported"
+        when = (f"last import {last.finished_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC ({last.file_name})"
+                if last else "never imported")
         click.echo(f"{integration.id:<20} {integration.table:<36} {counts.get(integration.id, 0):>10,} rows  "
                    f"{integration.mode:<8} {when}")
         click.echo(f"{'':<20} files: {integration.file_hint}")
@@ -106,7 +108,8 @@ def history_command(integration_id, limit, show_rejected):
         took = history.duration_seconds(run)
         took = f"{took:.1f}s" if took is not None else "-"
         who = run.created_by_email or "cli"
-        click.echo(f"#{run.id} {run.started_at:%Y-%m-%d %H:%M:%S} {run.integration} {run.file_name} "
+        click.echo(f"#{run.id} {run.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} {run.integration} "
+                   f"{run.file_name} "
                    f"{run.status} read={run.rows_read:,} written={run.rows_written:,} "
                    f"rejected={run.rows_rejected:,} {took} by {who} sha256={run.file_sha256[:12]}")
         if run.message:

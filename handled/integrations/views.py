@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timezone
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
@@ -18,6 +19,12 @@ from handled.integrations.submit import save_uploads, submit_import
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 PERMISSION = "run_imports"
+
+
+@bp.app_template_filter("utc_time")
+def utc_time(value, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An aware timestamp shown in UTC, whatever the database session's time zone."""
+    return value.astimezone(timezone.utc).strftime(fmt) if value else ""
 
 
 @bp.get("/")
