@@ -116,6 +116,14 @@ def test_dry_run_writes_nothing(single, dbs):
         assert cur.fetchone() is None
     admin.close()
 
+    created = dbs.name("dry_empty", create=True)  # exists, not migrated yet
+    second = cli(app, "db", "split", "--to-primary", db_url(created), "--dry-run")
+    assert second.exit_code == 0, second.output
+    assert "would apply 0002_seed_roles_permissions" in second.output
+    with connect(created) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('config.users')")
+        assert cur.fetchone()[0] is None
+
 
 def test_interrupted_split_leaves_target_clean_and_rerun_finishes(single, dbs):
     name, app, _ = single

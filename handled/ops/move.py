@@ -168,8 +168,8 @@ def move_side(side: str, source_config: DatabaseConfig, target: DatabaseConfig, 
         say(f"source snapshot taken; checksumming {len(tables)} tables")
         source_sums = checksums(source, tables)
         positions = sequence_positions(source, tables)
-        if not exists:
-            report.outcome = "dry run"
+        if not exists or (dry_run and report.migrations):
+            report.outcome = "dry run"  # nothing to inspect before the target is migrated
             report.tables = compare(source_sums, {})
             return report
         _write_target(side, source, tables, source_sums, positions, target, report, force, say)
