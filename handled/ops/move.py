@@ -99,8 +99,8 @@ def _prepare_target(side: str, config: DatabaseConfig, report: MoveReport, dry_r
     exists = _database_exists(config)
     if dry_run:
         report.created_database = not exists
-        pending = migrations.migrate(_target(side, config), dry_run=True) if exists \
-            else [m.id for m in migrations.load_migrations(_target(side, config))]
+        pending = [state.id for state in migrations.target_status(_target(side, config)).pending] if exists \
+            else [m.id for m in migrations.load_migrations(_target(side, config))]  # read-only either way
         report.migrations = pending
         return exists
     report.created_database = create_database_if_missing(config)
