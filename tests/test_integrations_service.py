@@ -237,3 +237,12 @@ def test_a_run_whose_process_died_is_marked_failed(imp_app, files):
     assert ImportRun.get_by_id(alive.id).status == "running"
     history = imp_app.test_cli_runner().invoke(args=["integrations", "history"])
     assert f"#{dead.id} " in history.output and "nothing was written" in history.output
+
+
+def test_large_files_report_rows_read_while_loading(imp_app, files):
+    rows = [ground_row(dest=f"{n:05d}") for n in range(70_000)]
+    heard = []
+    outcomes = import_paths("ups-ground-service", [write_ground(files / "10001.csv", rows)],
+                            on_rows=lambda name, count: heard.append((name, count)))
+    assert outcomes[0].rows_written == 70_000
+    assert heard == [("10001.csv", 65_536)]

@@ -64,13 +64,18 @@ def import_command(integration_id, files, partial, force, user_email):
 def _run(integration_id, files, partial, force, actor, bar):
     """Import the files in order; the bar (if any) advances per file given (a .zip counts once)."""
     def report(outcome):
-        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
+        start = "\n" if bar is not None else ""  # leave the bar's line before printing
+        click.echo(f"{start}{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
                    err=not outcome.clean)
+
+    def rows_read(name, rows):
+        bar.label = f"{name}: {rows:,} rows read"
+        bar.update(0)
 
     outcomes = []
     for path in files:
         outcomes += import_paths(integration_id, [path], partial=partial, force=force, actor=actor,
-                                 on_file=report)
+                                 on_file=report, on_rows=rows_read if bar is not None else None)
         if bar is not None:
             bar.update(1)
     return outcomes
@@ -129,7 +134,8 @@ def rebuild_command(integration_id, user_email):
     succeeded, each content once at its last place in the order.
     """
     def report(outcome):
-        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
+        start = "\n" if bar is not None else ""  # leave the bar's line before printing
+        click.echo(f"{start}{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
                    err=not outcome.clean)
 
     try:

@@ -87,7 +87,9 @@ def import_job(integration_id: str, folder: str, paths: list[str], names: list[s
 
     try:
         outcomes = import_paths(integration_id, paths, names=names, partial=partial, force=force,
-                                actor=Actor(user_id, user_email), on_file=report)
+                                actor=Actor(user_id, user_email), on_file=report,
+                                on_rows=lambda name, rows: jobs.report_progress(
+                                    "importing", len(done), None, f"{name}: {rows:,} rows read"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     jobs.report_progress("finished", len(outcomes), len(outcomes))
