@@ -134,8 +134,7 @@ def rebuild_command(integration_id, user_email):
     succeeded, each content once at its last place in the order.
     """
     def report(outcome):
-        start = "\n" if bar is not None else ""  # leave the bar's line before printing
-        click.echo(f"{start}{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
+        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
                    err=not outcome.clean)
 
     try:
