@@ -246,3 +246,17 @@ def test_large_files_report_rows_read_while_loading(imp_app, files):
                             on_rows=lambda name, count: heard.append((name, count)))
     assert outcomes[0].rows_written == 70_000
     assert heard == [("10001.csv", 65_536)]
+
+
+def test_cli_with_the_database_down_is_one_line_not_a_traceback(settings, tmp_path):
+    from handled import create_app
+    from tests.servers import free_port
+
+    port = free_port()
+    down = dataclasses.replace(settings, primary=dataclasses.replace(settings.primary, port=port),
+                               data=dataclasses.replace(settings.data, port=port))
+    runner = create_app(down).test_cli_runner()
+    for args in (["integrations", "list"], ["integrations", "history"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 1 and "A database is not answering" in result.output, result.output
+        assert "Traceback" not in result.output

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from datetime import timezone
 from pathlib import Path
 
 import click
+import peewee
+import psycopg2
 from flask.cli import AppGroup
 
 from handled.integrations import history
@@ -18,7 +21,20 @@ from handled.integrations.status import table_row_counts
 integrations_cli = AppGroup("integrations", help="Import carrier and census files into the DATA database.")
 
 
+def database_errors(command):
+    """A database that does not answer is one line on stderr and exit 1, not a traceback."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(f"A database is not answering ({first}); see docs/OPS_RUNBOOK.md.") from None
+    return run
+
+
 @integrations_cli.command("list")
+@database_errors
 def list_command():
     """Each integration: id, accepted files, target table, rows, last successful import."""
     counts = table_row_counts()
@@ -39,6 +55,7 @@ def list_command():
               "(every rejected row is still recorded).")
 @click.option("--force", is_flag=True, help="Import a file even if the same content was imported before.")
 @click.option("--user-email", default=None, help="Record this email as who ran the import.")
+@database_errors
 def import_command(integration_id, files, partial, force, user_email):
     """Import FILE... (or .zip archives of them) with integration ID.
 
@@ -94,6 +111,7 @@ def _print_summary(outcomes) -> None:
 
 
 @integrations_cli.command("history")
+@database_errors
 @click.argument("integration_id", metavar="[ID]", required=False)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--rejected", "show_rejected", is_flag=True, help="Also print each run's kept rejected rows.")
@@ -125,6 +143,7 @@ def history_command(integration_id, limit, show_rejected):
 
 
 @integrations_cli.command("rebuild")
+@database_errors
 @click.argument("integration_id", metavar="ID")
 @click.option("--user-email", default=None, help="Record this email as who ran the imports.")
 def rebuild_command(integration_id, user_email):
