@@ -1,4 +1,4 @@
-"""``flask integrations ...``: list, import and history. Thin: parse, call the service, print."""
+"""``flask integrations ...``: list, import, history, rebuild. Thin: parse, call the service, print."""
 
 from __future__ import annotations
 
