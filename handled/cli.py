@@ -124,6 +124,8 @@ def register_cli(app: Flask) -> None:
     from handled.transformations.cli import transformations_cli  # issue 6
     app.cli.add_command(jobs_cli)
     app.cli.add_command(transformations_cli)
+    from handled.exports.cli import exports_cli  # issue 6
+    app.cli.add_command(exports_cli)
     from handled.integrations.cli import integrations_cli  # issue 5
     app.cli.add_command(integrations_cli)
     from handled.ops.cli import register as register_ops_commands  # issue 7

@@ -232,11 +232,19 @@ def _ops_settings(env: dict) -> dict:
         raise SettingsError(f"BACKUP_MAX_AGE_DAYS must be a whole number of days (0 = no age limit), not {max_age!r}.")
     return dict(
         backup_dir=env.get("BACKUP_DIR", "").strip() or "var/backups",
-        backup_keep=parse_positive_int("BACKUP_KEEP", env.get("BACKUP_KEEP"), 14),
+        backup_keep=_count("BACKUP_KEEP", env.get("BACKUP_KEEP", "").strip(), 14),
         backup_max_age_days=int(max_age) if max_age else 30,
         metrics_token=token,
         prometheus_multiproc_dir=_multiproc_dir(env),
     )
+
+
+def _count(variable: str, raw: str, default: int) -> int:
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise SettingsError(f"{variable} must be a whole number greater than 0, not {raw!r}.")
+    return int(raw)
 
 
 def _multiproc_dir(env: dict) -> str | None:

@@ -61,6 +61,17 @@ def add_data_page(app):
     app.register_blueprint(bp)
 
 
+def real_data_pages(app) -> list[str]:
+    """GET pages of the data blueprints that need no row to exist (an integration id is filled in)."""
+    urls = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] not in degraded.DATA_BLUEPRINTS or "GET" not in rule.methods:
+            continue
+        if set(rule.arguments) <= {"integration_id"}:
+            urls.append(rule.rule.replace("<integration_id>", "us-zips"))
+    return urls
+
+
 def test_primary_down_gives_a_clear_503_with_warm_and_cold_session_cache(private_pg, dbs):
     env = mode_env("single", "unused")
     env["PRIMARY_DATABASE_URL"] = private_pg.url("handled")
@@ -118,6 +129,12 @@ def test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner(private_pg
     assert data_page.status_code == 503
     assert "DATA database unavailable" in data_page.get_data(as_text=True)
     assert DATA_BANNER in data_page.get_data(as_text=True)
+    pages = real_data_pages(app)
+    assert "/integrations/" in pages
+    for url in pages:  # the data blueprints built by the other areas
+        response = client.get(url)
+        assert response.status_code in (200, 503), (url, response.status_code)
+        assert DATA_BANNER in response.get_data(as_text=True), url
     other = sign_in(app, make_user(app, role="salesperson").email)  # a new sign-in works
     assert other.get("/api/me").status_code == 200
     health = app.test_client().get("/healthz").get_json()

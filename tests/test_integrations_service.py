@@ -220,3 +220,43 @@ def test_rebuild_names_a_file_missing_from_the_archive(imp_app, imp_settings, fi
     shutil.rmtree(imp_settings.import_archive_dir)
     result = imp_app.test_cli_runner().invoke(args=["integrations", "rebuild", "us-zips"])
     assert result.exit_code == 1 and "The archive has no copy of uszips.csv (run 1" in result.output
+
+
+def test_a_run_whose_process_died_is_marked_failed(imp_app, files):
+    from handled.integrations.history import start_run, sweep_dead_runs
+
+    dead = start_run("us-zips", "uszips.csv", "ab" * 32, 10, False, Actor())
+    ImportRun.update(message="Running in process some-host-that-is-gone:4242.").where(ImportRun.id == dead.id).execute()
+    alive = start_run("us-zips", "uszips.csv", "cd" * 32, 10, False, Actor())
+    from handled.heartbeat import Heartbeat
+
+    with Heartbeat():
+        assert sweep_dead_runs() == [dead.id]
+    assert ImportRun.get_by_id(dead.id).status == "failed"
+    assert "stopped before it finished" in ImportRun.get_by_id(dead.id).message
+    assert ImportRun.get_by_id(alive.id).status == "running"
+    history = imp_app.test_cli_runner().invoke(args=["integrations", "history"])
+    assert f"#{dead.id} " in history.output and "nothing was written" in history.output
+
+
+def test_large_files_report_rows_read_while_loading(imp_app, files):
+    rows = [ground_row(dest=f"{n:05d}") for n in range(70_000)]
+    heard = []
+    outcomes = import_paths("ups-ground-service", [write_ground(files / "10001.csv", rows)],
+                            on_rows=lambda name, count: heard.append((name, count)))
+    assert outcomes[0].rows_written == 70_000
+    assert heard == [("10001.csv", 65_536)]
+
+
+def test_cli_with_the_database_down_is_one_line_not_a_traceback(settings, tmp_path):
+    from handled import create_app
+    from tests.servers import free_port
+
+    port = free_port()
+    down = dataclasses.replace(settings, primary=dataclasses.replace(settings.primary, port=port),
+                               data=dataclasses.replace(settings.data, port=port))
+    runner = create_app(down).test_cli_runner()
+    for args in (["integrations", "list"], ["integrations", "history"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 1 and "A database is not answering" in result.output, result.output
+        assert "Traceback" not in result.output

@@ -154,3 +154,13 @@ def test_partial_import_with_no_good_row_leaves_the_table_alone(imp_app, files):
     run = assert_refused("us-zips", write_uszips(files / "bad" / "uszips.csv", rows), "us_zips", partial=True,
                          message="Nothing was written", rejected=[(2, "zip"), (3, "lat")])
     assert "has no good row to load" in run.message
+
+
+def test_broken_quoting_deep_in_the_file_leaves_the_table_alone(imp_app, files):
+    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+    (files / "bad").mkdir()
+    path = write_uszips(files / "bad" / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(3000)])
+    with open(path, "a") as handle:
+        handle.write('"09999","40.1"x,"-73"\n')
+    run = assert_refused("us-zips", path, "us_zips", message="is not valid CSV near line 3002")
+    assert run.message.startswith("Refused: ")

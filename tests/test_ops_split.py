@@ -116,6 +116,14 @@ def test_dry_run_writes_nothing(single, dbs):
         assert cur.fetchone() is None
     admin.close()
 
+    created = dbs.name("dry_empty", create=True)  # exists, not migrated yet
+    second = cli(app, "db", "split", "--to-primary", db_url(created), "--dry-run")
+    assert second.exit_code == 0, second.output
+    assert "would apply 0002_seed_roles_permissions" in second.output
+    with connect(created) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname IN ('config', 'customer', '_yoyo_primary')")
+        assert cur.fetchone()[0] == 0  # not even the tracking schema: a dry run only reads
+
 
 def test_interrupted_split_leaves_target_clean_and_rerun_finishes(single, dbs):
     name, app, _ = single
@@ -242,3 +250,28 @@ def test_unsplit_into_a_third_database_moves_both_sides(single, dbs):
     single_again = create_app(load_settings(mode_env("single", third)))
     single_again.config.update(TESTING=True)
     assert sign_in(single_again, people["admin"].email).get("/admin/users").status_code == 200
+
+
+def test_rows_written_to_the_source_during_the_copy_are_reported(single, dbs):
+    """The copy reads one snapshot; a write after it is not copied, and the command says so."""
+    name, app, _ = single
+    target = dbs.name("moving")
+
+    def write_to_source(table, target_conn):
+        if table.qualified == "config.audit_log":
+            with connect(name) as conn, conn.cursor() as cur:
+                cur.execute("INSERT INTO customer.organizations (code, name) VALUES ('LATE', 'Written mid-copy')")
+
+    move.after_table_copied.append(write_to_source)
+    try:
+        result = cli(app, "db", "split", "--to-primary", db_url(target))
+    finally:
+        move.after_table_copied.remove(write_to_source)
+    assert result.exit_code == 0, result.output  # the snapshot itself was copied and verified
+    assert "WARNING: the source changed during the copy (customer.organizations)" in result.output
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM customer.organizations WHERE code = 'LATE'")
+        assert cur.fetchone()[0] == 0
+    forced = cli(app, "db", "split", "--to-primary", db_url(target), "--force")
+    assert forced.exit_code == 0 and "WARNING" not in forced.output
+    assert table_fingerprints(target, PRIMARY_SCHEMAS) == table_fingerprints(name, PRIMARY_SCHEMAS)

@@ -1,11 +1,15 @@
-"""``flask integrations ...``: list, import and history. Thin: parse, call the service, print."""
+"""``flask integrations ...``: list, import, history, rebuild. Thin: parse, call the service, print."""
 
 from __future__ import annotations
 
+import functools
 import sys
+from datetime import timezone
 from pathlib import Path
 
 import click
+import peewee
+import psycopg2
 from flask.cli import AppGroup
 
 from handled.integrations import history
@@ -17,13 +21,27 @@ from handled.integrations.status import table_row_counts
 integrations_cli = AppGroup("integrations", help="Import carrier and census files into the DATA database.")
 
 
+def database_errors(command):
+    """A database that does not answer is one line on stderr and exit 1, not a traceback."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(f"A database is not answering ({first}); see docs/OPS_RUNBOOK.md.") from None
+    return run
+
+
 @integrations_cli.command("list")
+@database_errors
 def list_command():
     """Each integration: id, accepted files, target table, rows, last successful import."""
     counts = table_row_counts()
     for integration in all_integrations():
         last = history.last_success(integration.id)
-        when = f"last import {last.finished_at:%Y-%m-%d %H:%M} UTC ({last.file_name})" if last else "never imported"
+        when = (f"last import {last.finished_at.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC ({last.file_name})"
+                if last else "never imported")
         click.echo(f"{integration.id:<20} {integration.table:<36} {counts.get(integration.id, 0):>10,} rows  "
                    f"{integration.mode:<8} {when}")
         click.echo(f"{'':<20} files: {integration.file_hint}")
@@ -37,6 +55,7 @@ def list_command():
               "(every rejected row is still recorded).")
 @click.option("--force", is_flag=True, help="Import a file even if the same content was imported before.")
 @click.option("--user-email", default=None, help="Record this email as who ran the import.")
+@database_errors
 def import_command(integration_id, files, partial, force, user_email):
     """Import FILE... (or .zip archives of them) with integration ID.
 
@@ -62,13 +81,18 @@ def import_command(integration_id, files, partial, force, user_email):
 def _run(integration_id, files, partial, force, actor, bar):
     """Import the files in order; the bar (if any) advances per file given (a .zip counts once)."""
     def report(outcome):
-        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
+        start = "\n" if bar is not None else ""  # leave the bar's line before printing
+        click.echo(f"{start}{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
                    err=not outcome.clean)
+
+    def rows_read(name, rows):
+        bar.label = f"{name}: {rows:,} rows read"
+        bar.update(0)
 
     outcomes = []
     for path in files:
         outcomes += import_paths(integration_id, [path], partial=partial, force=force, actor=actor,
-                                 on_file=report)
+                                 on_file=report, on_rows=rows_read if bar is not None else None)
         if bar is not None:
             bar.update(1)
     return outcomes
@@ -87,6 +111,7 @@ def _print_summary(outcomes) -> None:
 
 
 @integrations_cli.command("history")
+@database_errors
 @click.argument("integration_id", metavar="[ID]", required=False)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--rejected", "show_rejected", is_flag=True, help="Also print each run's kept rejected rows.")
@@ -98,6 +123,7 @@ def history_command(integration_id, limit, show_rejected):
             get_integration(integration_id)
         except UnknownIntegration as problem:
             raise click.ClickException(str(problem)) from None
+    history.sweep_dead_runs()
     runs = history.recent_runs(integration_id, limit)
     if not runs:
         click.echo("No imports yet.")
@@ -105,7 +131,8 @@ def history_command(integration_id, limit, show_rejected):
         took = history.duration_seconds(run)
         took = f"{took:.1f}s" if took is not None else "-"
         who = run.created_by_email or "cli"
-        click.echo(f"#{run.id} {run.started_at:%Y-%m-%d %H:%M:%S} {run.integration} {run.file_name} "
+        click.echo(f"#{run.id} {run.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} {run.integration} "
+                   f"{run.file_name} "
                    f"{run.status} read={run.rows_read:,} written={run.rows_written:,} "
                    f"rejected={run.rows_rejected:,} {took} by {who} sha256={run.file_sha256[:12]}")
         if run.message:
@@ -116,6 +143,7 @@ def history_command(integration_id, limit, show_rejected):
 
 
 @integrations_cli.command("rebuild")
+@database_errors
 @click.argument("integration_id", metavar="ID")
 @click.option("--user-email", default=None, help="Record this email as who ran the imports.")
 def rebuild_command(integration_id, user_email):

@@ -6,10 +6,18 @@ a load: in single-database mode both proxies share one connection.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from handled.models import ImportRun
 from handled.timeutil import utcnow
+
+# While a run is 'running' its message names the process (the history has no
+# column for it), so a run whose process died can be told apart and marked failed.
+RUNNING_MESSAGE = "Running in process {runner}."
+_RUNNING = re.compile(r"Running in process (\S+)\.")
+DEAD_RUNNER_MESSAGE = ("The process running this import ({runner}) stopped before it finished; "
+                       "its transaction was rolled back and nothing was written.")
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,48 @@ def start_run(integration_id: str, file_name: str, sha256: str, size: int, parti
               actor: Actor, status: str = "running") -> ImportRun:
     return ImportRun.create(integration=integration_id, file_name=file_name, file_sha256=sha256,
                             file_size=size, partial=partial, status=status,
-                            created_by=actor.id, created_by_email=actor.email)
+                            created_by=actor.id, created_by_email=actor.email,
+                            message=_running_message() if status == "running" else None)
+
+
+def _running_message() -> str | None:
+    heartbeat = heartbeat_module()
+    return RUNNING_MESSAGE.format(runner=heartbeat.runner_id()) if heartbeat else None
+
+
+def heartbeat_module():
+    """handled.heartbeat (it arrives with the job queue), or None without it."""
+    try:
+        from handled import heartbeat
+    except ImportError:
+        return None
+    return heartbeat
+
+
+def sweep_dead_runs() -> list[int]:
+    """Mark failed every 'running' import whose process is gone (killed, host restarted).
+
+    Its DATA transaction was rolled back by PostgreSQL when the connection
+    dropped, so nothing of it was written.
+    """
+    heartbeat = heartbeat_module()
+    if heartbeat is None:
+        return []
+    failed = []
+    for run in ImportRun.select().where(ImportRun.status == "running"):
+        runner = running_in(run)
+        if heartbeat.runner_alive(runner) is False:
+            ImportRun.update(status="failed", finished_at=utcnow(), message=DEAD_RUNNER_MESSAGE.format(
+                runner=runner or "unknown")).where(
+                (ImportRun.id == run.id) & (ImportRun.status == "running")).execute()
+            failed.append(run.id)
+    return failed
+
+
+def running_in(run: ImportRun) -> str | None:
+    """The <host>:<pid> a running import named in its message when it started."""
+    match = _RUNNING.fullmatch(run.message or "")
+    return match.group(1) if match else None
 
 
 def finish_run(run: ImportRun, status: str, message: str, rows_read: int = 0,

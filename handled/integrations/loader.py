@@ -32,6 +32,7 @@ log = logging.getLogger("handled.integrations")
 OpenSource = Callable[[], ContextManager[Iterator[Record]]]
 
 COPY_CHUNK = 256 * 1024
+REPORT_EVERY = 65536  # records between progress reports
 VALUE_LIMIT = 200  # characters of a rejected value kept in the history
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -101,24 +102,34 @@ class _StopDirect(Exception):
     """A record was rejected while copying straight into the table."""
 
 
+class RowCounter:
+    """Records read so far; calls ``report(count)`` every REPORT_EVERY records."""
+
+    def __init__(self, report: Callable[[int], None] | None = None):
+        self.count = 0
+        self.report = report
+
+
 def copy_lines(records: Iterable[Record], integration: Integration, context: dict,
-               on_reject: Callable[[int, RowError], None], counter: list,
+               on_reject: Callable[[int, RowError], None], counter: RowCounter,
                with_line: bool) -> Iterator[str]:
     """COPY text lines of converted records (``line_no<TAB>`` first when staging).
 
     Records matching the integration's fast pattern go out as they are; the
     rest go through its converter, and only free-text columns are escaped.
-    ``counter[0]`` counts the records read.
+    ``counter`` counts the records read (and reports progress).
     """
     fast = integration.fast_pattern(context) if integration.fast_pattern else None
     match = fast.fullmatch if fast is not None else None
     whole = fast is None or fast.groups == 0
     convert = integration.convert
     escape = _escaper(integration)
-    read = 0
+    read, report = 0, counter.report
     try:
         for line, cells in records:
             read += 1
+            if report is not None and not read % REPORT_EVERY:
+                report(read)
             if match is not None:
                 joined = "\t".join(cells)
                 found = match(joined)
@@ -133,7 +144,7 @@ def copy_lines(records: Iterable[Record], integration: Integration, context: dic
             except RowError as error:
                 on_reject(line, error)
     finally:
-        counter[0] = read
+        counter.count = read
 
 
 def _escaper(integration: Integration) -> Callable[[tuple], tuple]:
@@ -154,7 +165,8 @@ def _escaper(integration: Integration) -> Callable[[tuple], tuple]:
 
 def load_records(integration: Integration, open_source: OpenSource, context: dict, *,
                  partial: bool, rejections: Rejections,
-                 before_commit: Callable[[], None] | None = None) -> LoadResult:
+                 before_commit: Callable[[], None] | None = None,
+                 on_rows: Callable[[int], None] | None = None) -> LoadResult:
     """Load a file's records into the integration's table in one transaction.
 
     ``open_source()`` opens the records afresh (a context manager); a file is
@@ -164,7 +176,7 @@ def load_records(integration: Integration, open_source: OpenSource, context: dic
     FileRefused raised while reading (broken quoting deep in the file) undoes
     everything too.
     """
-    counter = [0]
+    counter = RowCounter(on_rows)
     try:
         with data_db.atomic():
             with data_db.connection().cursor() as cur:
@@ -177,12 +189,12 @@ def load_records(integration: Integration, open_source: OpenSource, context: dic
                 if before_commit is not None:
                     before_commit()
     except _RollBack as stop:
-        return LoadResult(counter[0], 0, False, str(stop))
+        return LoadResult(counter.count, 0, False, str(stop))
     except psycopg2.Error as exc:
         log.warning("import of %s failed in the database: %s", integration.id, exc)
         detail = (exc.diag.message_primary or str(exc)).strip().rstrip(".")
         raise LoadFailed(f"The DATA database refused the rows: {detail}.") from None
-    return LoadResult(counter[0], written, True, _summary(written, rejections))
+    return LoadResult(counter.count, written, True, _summary(written, rejections))
 
 
 def _copy(cur, statement: sql.Composable, lines: Iterator[str]) -> int:
@@ -210,7 +222,7 @@ def _can_copy_directly(cur, integration: Integration, context: dict) -> bool:
 
 
 def _copy_directly(cur, integration: Integration, open_source: OpenSource, context: dict,
-                   counter: list) -> int | None:
+                   counter: RowCounter) -> int | None:
     """The fast path: COPY straight into the table inside a savepoint. None when a
     row is rejected or a key repeats: the caller then stages the file to report them."""
     def stop(line, error):
@@ -230,7 +242,7 @@ def _copy_directly(cur, integration: Integration, open_source: OpenSource, conte
 
 
 def _load_staged(cur, integration: Integration, open_source: OpenSource, context: dict,
-                 partial: bool, rejections: Rejections, counter: list) -> int:
+                 partial: bool, rejections: Rejections, counter: RowCounter) -> int:
     """COPY into a staging table with line numbers, reject set-based, then apply."""
     _create_staging(cur, integration)
     statement = sql.SQL("COPY import_staging (line_no, {}) FROM STDIN WITH (NULL '')").format(
@@ -238,7 +250,7 @@ def _load_staged(cur, integration: Integration, open_source: OpenSource, context
     with open_source() as records:
         _copy(cur, statement, copy_lines(records, integration, context, rejections.add_error,
                                          counter, with_line=True))
-    return _reject_and_apply(cur, integration, partial, rejections, counter[0])
+    return _reject_and_apply(cur, integration, partial, rejections, counter.count)
 
 
 def _summary(written: int, rejections: Rejections) -> str:

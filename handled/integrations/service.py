@@ -60,7 +60,8 @@ def active_settings() -> Settings:
 
 def import_file(integration_id: str | Integration, path: str | Path, *, file_name: str | None = None,
                 partial: bool = False, force: bool = False, actor: Actor = SYSTEM,
-                settings: Settings | None = None) -> ImportOutcome:
+                settings: Settings | None = None,
+                on_rows: Callable[[int], None] | None = None) -> ImportOutcome:
     """Import one file; the returned outcome (and the run history) says what happened.
 
     ``integration_id`` may also be an Integration object (the benchmark's twins).
@@ -85,15 +86,18 @@ def import_file(integration_id: str | Integration, path: str | Path, *, file_nam
             history.finish_run(run, "skipped", message)
             return _outcome(run)
     run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, actor)
-    return _load(integration, run, path, name, facts, context, partial, settings)
+    return _load(integration, run, path, name, facts, context, partial, settings, on_rows)
 
 
 def _load(integration: Integration, run, path: Path, name: str, facts, context: dict,
-          partial: bool, settings: Settings) -> ImportOutcome:
+          partial: bool, settings: Settings, on_rows=None) -> ImportOutcome:
     rejections = Rejections(keep=settings.import_rejected_rows_kept)
     archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
     try:
         with ExitStack() as stack:
+            heartbeat = history.heartbeat_module()
+            if heartbeat is not None:  # lets sweep_dead_runs tell this process is alive
+                stack.enter_context(heartbeat.Heartbeat())
             # Opening reads the header and the first data row: a wrong file is
             # refused here, before the transaction starts. The loader's first
             # pass reuses this opening (a spreadsheet is parsed once).
@@ -108,7 +112,7 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
                     yield records
 
             result = load_records(integration, open_source, context, partial=partial,
-                                  rejections=rejections, before_commit=archive)
+                                  rejections=rejections, before_commit=archive, on_rows=on_rows)
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
@@ -158,11 +162,13 @@ class SourceFile:
 def import_paths(integration_id: str, paths: Iterable[str | Path], *, partial: bool = False,
                  force: bool = False, actor: Actor = SYSTEM, settings: Settings | None = None,
                  on_file: Callable[[ImportOutcome], None] | None = None,
-                 names: Iterable[str] | None = None) -> list[ImportOutcome]:
+                 names: Iterable[str] | None = None,
+                 on_rows: Callable[[str, int], None] | None = None) -> list[ImportOutcome]:
     """Import each file in turn; a .zip contributes each of its files.
 
     ``names`` optionally gives the original names of ``paths`` (uploads are
     saved under temporary names). Each file is its own transaction and run.
+    ``on_rows(file_name, rows_read)`` hears how far a large file has got.
     """
     get_integration(integration_id)  # fail fast on an unknown id
     settings = settings or active_settings()
@@ -172,8 +178,10 @@ def import_paths(integration_id: str, paths: Iterable[str | Path], *, partial: b
         path = Path(path)
         name = names[index] if names else path.name
         for source in _expand(path, name, settings):
+            rows = (lambda n, name=source.name: on_rows(name, n)) if on_rows else None
             outcome = import_file(integration_id, source.path, file_name=source.name,
-                                  partial=partial, force=force, actor=actor, settings=settings)
+                                  partial=partial, force=force, actor=actor, settings=settings,
+                                  on_rows=rows)
             outcomes.append(outcome)
             if on_file is not None:
                 on_file(outcome)

@@ -87,12 +87,27 @@ def import_job(integration_id: str, folder: str, paths: list[str], names: list[s
 
     try:
         outcomes = import_paths(integration_id, paths, names=names, partial=partial, force=force,
-                                actor=Actor(user_id, user_email), on_file=report)
+                                actor=Actor(user_id, user_email), on_file=report,
+                                on_rows=lambda name, rows: jobs.report_progress(
+                                    "importing", len(done), None, f"{name}: {rows:,} rows read"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     jobs.report_progress("finished", len(outcomes), len(outcomes))
     return {"runs": [o.run_id for o in outcomes],
             "statuses": {o.file_name: o.status for o in outcomes}}
+
+
+def _register_sweeper() -> None:
+    """Let a starting worker mark failed the imports of processes that died."""
+    try:
+        from handled.jobs import register_dead_run_sweeper
+    except ImportError:
+        return
+    from handled.integrations.history import sweep_dead_runs
+    register_dead_run_sweeper(sweep_dead_runs)
+
+
+_register_sweeper()
 
 
 def _job_queue():

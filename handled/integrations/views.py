@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timezone
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
@@ -20,9 +21,16 @@ bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 PERMISSION = "run_imports"
 
 
+@bp.app_template_filter("utc_time")
+def utc_time(value, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """An aware timestamp shown in UTC, whatever the database session's time zone."""
+    return value.astimezone(timezone.utc).strftime(fmt) if value else ""
+
+
 @bp.get("/")
 @permission_required(PERMISSION)
 def overview():
+    history.sweep_dead_runs()
     counts = table_row_counts()
     rows = [{"integration": i, "rows": counts.get(i.id, 0), "last": history.last_success(i.id)}
             for i in all_integrations()]
@@ -33,6 +41,7 @@ def overview():
 @permission_required(PERMISSION)
 def integration_page(integration_id):
     integration = _integration_or_404(integration_id)
+    history.sweep_dead_runs()
     return render_template("integrations/integration.html", integration=integration,
                            runs=history.recent_runs(integration.id, limit=50),
                            max_bytes=active_settings().import_max_bytes)

@@ -20,7 +20,8 @@ from handled.db import data_db, primary_db
 
 log = logging.getLogger("handled.ops")
 
-STATUS_TTL = 10.0  # seconds a DATA probe result is reused by this process
+STATUS_TTL = 10.0  # seconds a DATA probe result is reused by this process ...
+DOWN_TTL = 30.0  # ... and while DATA is down (a hanging server costs connect_timeout per probe)
 DATA_BLUEPRINTS = {"integrations", "transformations", "exports", "coverage", "jobs"}
 
 _lock = threading.Lock()
@@ -49,7 +50,8 @@ def data_reason(max_age: float = STATUS_TTL) -> str | None:
     if not settings.split_db_mode:
         return None  # one database: if it is down, PRIMARY's 503 page says so
     with _lock:
-        if time.monotonic() - _data_status["checked_at"] < max_age:
+        age = time.monotonic() - _data_status["checked_at"]
+        if age < (DOWN_TTL if _data_status["reason"] else max_age):
             return _data_status["reason"]
     reason = probe(data_db)
     with _lock:

@@ -99,8 +99,8 @@ def _prepare_target(side: str, config: DatabaseConfig, report: MoveReport, dry_r
     exists = _database_exists(config)
     if dry_run:
         report.created_database = not exists
-        pending = migrations.migrate(_target(side, config), dry_run=True) if exists \
-            else [m.id for m in migrations.load_migrations(_target(side, config))]
+        pending = [state.id for state in migrations.target_status(_target(side, config)).pending] if exists \
+            else [m.id for m in migrations.load_migrations(_target(side, config))]  # read-only either way
         report.migrations = pending
         return exists
     report.created_database = create_database_if_missing(config)
@@ -168,8 +168,8 @@ def move_side(side: str, source_config: DatabaseConfig, target: DatabaseConfig, 
         say(f"source snapshot taken; checksumming {len(tables)} tables")
         source_sums = checksums(source, tables)
         positions = sequence_positions(source, tables)
-        if not exists:
-            report.outcome = "dry run"
+        if not exists or (dry_run and report.migrations):
+            report.outcome = "dry run"  # nothing to inspect before the target is migrated
             report.tables = compare(source_sums, {})
             return report
         _write_target(side, source, tables, source_sums, positions, target, report, force, say)

@@ -75,7 +75,8 @@ def rebuild_data(settings: Settings, *, force: bool = False, dry_run: bool = Fal
                  user_email: str | None = None, say: Callable[[str], None] = lambda message: None) -> RebuildReport:
     report = RebuildReport(dry_run=dry_run)
     target = _data_target(settings)
-    report.migrations = migrations.migrate(target, dry_run=dry_run)
+    report.migrations = [state.id for state in migrations.target_status(target).pending] if dry_run \
+        else migrations.migrate(target)
     report.plan = plan_rebuild(settings)
     missing = [f"{name}: {f.file_name} (run {f.run_id}, sha256 {f.sha256[:12]}…)"
                for name, files in report.plan.items() for f in files if not f.archived]

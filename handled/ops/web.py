@@ -25,16 +25,38 @@ from handled.ops.monitoring import LiveCollector, snapshot
 bp = Blueprint("system", __name__)
 
 
-def render_metrics(settings) -> bytes:
-    """Counters (every worker's in multiprocess mode) followed by the live gauges."""
+def counters_registry(settings):
+    """Every worker's counters in multiprocess mode, else this process's."""
     if settings.prometheus_multiproc_dir:
         counters = CollectorRegistry()
         multiprocess.MultiProcessCollector(counters, path=settings.prometheus_multiproc_dir)
-    else:
-        counters = REGISTRY
+        return counters
+    return REGISTRY
+
+
+def render_metrics(settings) -> bytes:
+    """Counters followed by the live gauges."""
     live = CollectorRegistry(auto_describe=False)
     live.register(LiveCollector(settings))
-    return generate_latest(counters) + generate_latest(live)
+    return generate_latest(counters_registry(settings)) + generate_latest(live)
+
+
+def counter_totals(settings, top: int = 15) -> dict:
+    """For the System page: busiest endpoints by status, and session check totals."""
+    requests, sessions = {}, {}
+    for family in counters_registry(settings).collect():
+        for sample in family.samples:
+            if sample.name == "handled_requests_total":
+                key = (sample.labels["endpoint"], sample.labels["status"])
+                requests[key] = requests.get(key, 0) + sample.value
+            elif sample.name == "handled_session_cache_total":
+                sessions[sample.labels["result"]] = sessions.get(sample.labels["result"], 0) + sample.value
+            elif sample.name == "handled_primary_session_lookups_total":
+                sessions["primary"] = sessions.get("primary", 0) + sample.value
+    busiest = sorted(requests.items(), key=lambda item: -item[1])[:top]
+    return {"requests": [{"endpoint": e, "status": s, "count": int(c)} for (e, s), c in busiest],
+            "sessions": {k: int(v) for k, v in sessions.items()},
+            "all_workers": bool(settings.prometheus_multiproc_dir)}
 
 
 @bp.get("/metrics")
@@ -48,7 +70,7 @@ def metrics_page():
 def index():
     settings = current_app.config["HANDLED_SETTINGS"]
     return render_template("ops/system.html", report=snapshot(settings), chart=hour_chart(metrics.last_hour()),
-                           settings=settings)
+                           counters=counter_totals(settings), settings=settings)
 
 
 class MetricsTokenMiddleware:

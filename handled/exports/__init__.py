@@ -1,0 +1,1 @@
+"""Exports: JSON and CSV files streamed out of the reference tables."""

@@ -1,0 +1,142 @@
+"""Build export bytes from the DATA database (no PRIMARY access here).
+
+CSV files are PostgreSQL's own ``COPY ... TO STDOUT`` output, written straight
+to a file or handed chunk by chunk to an HTTP response through a small bounded
+queue, so an 11M-row table never sits in memory. The JSON files are small
+(about 900 × 900 numbers at most) and are built in SQL.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from handled.db import data_db, quiet_queries, release_connections
+from handled.exports.registry import Export
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+CHUNK_BYTES = 256 * 1024
+QUEUE_CHUNKS = 8              # at most ~2 MB in flight per download
+
+
+def _sql(name: str) -> str:
+    return (SQL_DIR / name).read_text()
+
+
+def copy_sql(export: Export) -> str:
+    order = f" ORDER BY {', '.join(export.key)}" if export.key else ""
+    return f"COPY (SELECT * FROM reference.{export.table}{order}) TO STDOUT WITH (FORMAT csv, HEADER)"
+
+
+def copy_csv_to(export: Export, fileobj) -> int:
+    """COPY the export's table as CSV into ``fileobj`` (anything with write(bytes)); return rows."""
+    with quiet_queries(), data_db.atomic():
+        # big tables stream in physical order: keep it the same for every download of one build
+        data_db.execute_sql("SET LOCAL synchronize_seqscans = off")
+        cursor = data_db.cursor()
+        cursor.copy_expert(copy_sql(export), fileobj, size=CHUNK_BYTES)
+        return cursor.rowcount
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _QueueSink:
+    """A file-like ``write`` that batches COPY's rows into chunks on a bounded queue."""
+
+    def __init__(self, chunks: queue.Queue, cancelled: threading.Event):
+        self.chunks, self.cancelled, self.buffer = chunks, cancelled, bytearray()
+
+    def write(self, data) -> None:
+        self.buffer += data
+        if len(self.buffer) >= CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self._put(bytes(self.buffer))
+            self.buffer.clear()
+
+    def _put(self, item) -> None:
+        while True:
+            if self.cancelled.is_set():
+                raise _Cancelled()
+            try:
+                self.chunks.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+
+def stream_csv(export: Export, totals: dict) -> Iterator[bytes]:
+    """Yield the CSV in chunks while a thread runs the COPY; ``totals['rows']`` is set at the end."""
+    chunks: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+    cancelled = threading.Event()
+    done = object()
+    sink = _QueueSink(chunks, cancelled)
+
+    def produce():
+        try:
+            totals["rows"] = copy_csv_to(export, sink)
+            sink.flush()
+            sink._put(done)
+        except _Cancelled:
+            _discard_connection()
+        except BaseException as exc:
+            _discard_connection()
+            try:
+                sink._put(exc)
+            except _Cancelled:
+                pass
+        finally:
+            release_connections()
+
+    thread = threading.Thread(target=produce, name=f"export-{export.id}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancelled.set()          # the client went away: stop the COPY
+        thread.join(timeout=30)
+
+
+def _discard_connection() -> None:
+    """A COPY interrupted half-way leaves its connection unusable: close it so the pool drops it."""
+    try:
+        data_db.connection().close()
+    except Exception:
+        pass
+
+
+def zip3_json(export: Export) -> tuple[bytes, int]:
+    with quiet_queries():
+        text, count = data_db.execute_sql(_sql("zip3_reference_json.sql")).fetchone()
+    return text.encode(), count
+
+
+def zone_matrix_json(export: Export) -> tuple[bytes, int]:
+    """{"origins": [...], "destinations": [...], "matrix": [[days...]]}, 99 where no service."""
+    placeholders = ", ".join("(%s, %s)" for _ in export.services)
+    params = [value for pair in export.services for value in pair]
+    with quiet_queries(), data_db.atomic():
+        data_db.execute_sql(_sql("zone_matrix_best.sql").format(services=placeholders), params)
+        destinations = [r[0] for r in data_db.execute_sql(
+            'SELECT dest_zip3 FROM _zone_best GROUP BY dest_zip3 ORDER BY dest_zip3 COLLATE "C"').fetchall()]
+        rows = data_db.execute_sql(_sql("zone_matrix_rows.sql")).fetchall()
+    origins = ",".join(f'"{origin}"' for origin, _ in rows)
+    dests = ",".join(f'"{dest}"' for dest in destinations)
+    matrix = ",".join(f"[{days}]" for _, days in rows)
+    body = f'{{"origins":[{origins}],"destinations":[{dests}],"matrix":[{matrix}]}}'
+    return body.encode(), len(rows) * len(destinations)
+
+
+JSON_BUILDERS = {"zip3-json": zip3_json, "zone-matrix": zone_matrix_json}

@@ -1,0 +1,151 @@
+"""Exports for the CLI and the web: versions (ETag), run history, cached JSON, streams.
+
+An export's version is the last successful run of each transformation it comes
+from (PRIMARY); the bytes come from DATA (builders.py). Unchanged exports are
+answered with 304 on the web, and the small JSON files are kept in Redis per
+version, so they are not rebuilt until a transformation runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator
+
+import redis
+
+from handled.cache import get_redis
+from handled.exports import builders
+from handled.exports.registry import EXPORTS, Export, get_export
+from handled.models import ExportRun
+from handled.timeutil import utcnow
+from handled.transformations import history
+
+log = logging.getLogger("handled.exports")
+JSON_CACHE_KEY = "handled:export:{id}:{etag}"
+JSON_CACHE_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class ExportVersion:
+    etag: str | None
+    last_modified: datetime | None
+
+
+class ExportFailed(Exception):
+    """An export could not be written; the message says why."""
+
+
+def export_version(export: Export) -> ExportVersion:
+    """Which transformation runs the export's bytes come from (no version: not built yet)."""
+    if not export.transformations:
+        return ExportVersion(None, None)
+    runs = [history.last_success(tid) for tid in export.transformations]
+    if any(run is None for run in runs):
+        return ExportVersion(None, None)
+    tag = f"{export.id}:" + ",".join(str(run.id) for run in runs)
+    return ExportVersion(hashlib.sha1(tag.encode()).hexdigest()[:24],
+                         max(run.finished_at for run in runs))
+
+
+def describe_exports() -> list[dict]:
+    rows = []
+    for export in EXPORTS.values():
+        last = (ExportRun.select().where(ExportRun.export == export.id)
+                .order_by(ExportRun.id.desc()).first())
+        rows.append({"export": export, "version": export_version(export), "last_run": last})
+    return rows
+
+
+def _start_run(export: Export, user_id, user_email) -> int:
+    return ExportRun.create(export=export.id, status="running", created_by=user_id,
+                            created_by_email=user_email).id
+
+
+def _finish_run(run_id: int, status: str, rows: int = 0, size: int = 0, message: str | None = None) -> None:
+    ExportRun.update(status=status, rows_written=rows, bytes_written=size, message=message,
+                     finished_at=utcnow()).where(ExportRun.id == run_id).execute()
+
+
+def json_bytes(export: Export, version: ExportVersion) -> tuple[bytes, int]:
+    """The JSON file, from the Redis cache when this version was built before."""
+    key = JSON_CACHE_KEY.format(id=export.id, etag=version.etag) if version.etag else None
+    if key:
+        try:
+            cached = get_redis().get(key)
+        except redis.RedisError:
+            cached = None
+        if cached is not None:
+            count, _, body = cached.partition(b"\n")
+            return body, int(count)
+    body, count = builders.JSON_BUILDERS[export.kind](export)
+    if key:
+        try:
+            get_redis().set(key, str(count).encode() + b"\n" + body, ex=JSON_CACHE_SECONDS)
+        except redis.RedisError as exc:
+            log.warning("could not cache %s: %s", export.id, exc)
+    return body, count
+
+
+def stream_export(export_id: str, *, user_id: int | None = None, user_email: str | None = None,
+                  version: ExportVersion | None = None) -> Iterator[bytes]:
+    """The export's bytes in chunks, recorded in config.export_runs when the stream ends."""
+    export = get_export(export_id)
+    version = version or export_version(export)
+    run_id = _start_run(export, user_id, user_email)
+    size, totals = 0, {"rows": 0}
+    try:
+        if export.kind == "csv":
+            for chunk in builders.stream_csv(export, totals):
+                size += len(chunk)
+                yield chunk
+        else:
+            body, totals["rows"] = json_bytes(export, version)
+            for start in range(0, len(body), builders.CHUNK_BYTES):
+                chunk = body[start:start + builders.CHUNK_BYTES]
+                size += len(chunk)
+                yield chunk
+    except GeneratorExit:
+        _finish_run(run_id, "failed", totals["rows"], size, "The download was interrupted.")
+        raise
+    except Exception as exc:
+        log.exception("export %s failed", export.id)
+        _finish_run(run_id, "failed", totals["rows"], size, f"The export failed: {exc}".strip())
+        raise ExportFailed(f"Export {export.id} failed; the error was logged.") from exc
+    _finish_run(run_id, "succeeded", totals["rows"], size)
+
+
+class _CountingWriter:
+    def __init__(self, raw):
+        self.raw, self.size = raw, 0
+
+    def write(self, data):
+        self.size += len(data)
+        return self.raw.write(data)
+
+
+def write_export(export_id: str, fileobj, *, user_id: int | None = None,
+                 user_email: str | None = None) -> dict:
+    """Write the export to an open binary file (or stdout); return rows and bytes written."""
+    export = get_export(export_id)
+    run_id = _start_run(export, user_id, user_email)
+    counter = _CountingWriter(fileobj)
+    try:
+        if export.kind == "csv":
+            # a real file gets COPY's rows directly (C-level writes); size from its position
+            seekable = getattr(fileobj, "seekable", lambda: False)()
+            start = fileobj.tell() if seekable else 0
+            rows = builders.copy_csv_to(export, fileobj if seekable else counter)
+            size = (fileobj.tell() - start) if seekable else counter.size
+        else:
+            body, rows = json_bytes(export, export_version(export))
+            fileobj.write(body)
+            size = len(body)
+        fileobj.flush()
+    except Exception as exc:
+        _finish_run(run_id, "failed", message=f"The export failed: {exc}".strip())
+        raise ExportFailed(f"Export {export.id} failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+    _finish_run(run_id, "succeeded", rows, size)
+    return {"export": export.id, "rows": rows, "bytes": size, "run_id": run_id}

@@ -1,0 +1,1 @@
+"""Transformations: registry, SQL, build-and-swap runner, run history, CLI and pages."""

@@ -1,0 +1,131 @@
+"""Run history of transformations in PRIMARY (config.transformation_runs).
+
+Only PRIMARY is read or written here; what a run builds lives in DATA (swap.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+from handled import heartbeat
+from handled.db import primary_db
+from handled.models import ImportRun, TransformationRun
+from handled.timeutil import utcnow
+from handled.transformations.registry import Transformation
+
+DEAD_WORKER_MESSAGE = ("The worker running it ({runner}) stopped before it finished; "
+                       "the live table was left as it was.")
+
+
+class AlreadyRunning(Exception):
+    """A run of this transformation is going; the message says which."""
+
+    def __init__(self, run: TransformationRun):
+        self.run = run
+        who = f" by {run.created_by_email}" if run.created_by_email else ""
+        job = f", job {run.job_id}" if run.job_id else ""
+        super().__init__(
+            f"{run.transformation} is already running: run #{run.id} started "
+            f"{run.started_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC{who} (phase {run.phase or 'starting'}{job}); "
+            "wait for it to finish.")
+
+
+def sweep_dead_runs(transformation_id: str | None = None) -> list[int]:
+    """Mark failed every 'running' row whose worker is gone; return their ids."""
+    query = TransformationRun.select().where(TransformationRun.status == "running")
+    if transformation_id:
+        query = query.where(TransformationRun.transformation == transformation_id)
+    failed = []
+    for run in query:
+        if heartbeat.runner_alive(run.worker) is False:
+            TransformationRun.update(
+                status="failed", finished_at=utcnow(),
+                message=DEAD_WORKER_MESSAGE.format(runner=run.worker)).where(
+                (TransformationRun.id == run.id) & (TransformationRun.status == "running")).execute()
+            failed.append(run.id)
+    return failed
+
+
+def start_run(transformation_id: str, user_id: int | None = None, user_email: str | None = None,
+              job_id: str | None = None) -> TransformationRun:
+    """Record a new running run, or raise AlreadyRunning naming the one that is going."""
+    sweep_dead_runs(transformation_id)
+    with primary_db.atomic():
+        # serialise check-and-insert per transformation across processes and hosts
+        primary_db.execute_sql(
+            "SELECT pg_advisory_xact_lock(hashtext('handled.transformation_runs'), hashtext(%s))",
+            (transformation_id,))
+        going = running_run(transformation_id)
+        if going is not None:
+            raise AlreadyRunning(going)
+        return TransformationRun.create(
+            transformation=transformation_id, status="running", phase="queued", job_id=job_id,
+            worker=heartbeat.runner_id(), created_by=user_id, created_by_email=user_email)
+
+
+def running_run(transformation_id: str) -> TransformationRun | None:
+    return (TransformationRun.select()
+            .where((TransformationRun.transformation == transformation_id)
+                   & (TransformationRun.status == "running"))
+            .order_by(TransformationRun.id.desc()).first())
+
+
+def record_phase(run_id: int, phase: str) -> None:
+    TransformationRun.update(phase=phase).where(TransformationRun.id == run_id).execute()
+
+
+def finish_run(run_id: int, status: str, *, rows: int = 0, timings: dict | None = None,
+               message: str | None = None) -> None:
+    values = dict(status=status, finished_at=utcnow(), message=message, phase=status)
+    if status == "succeeded":
+        values["rows_written"] = rows
+    if timings is not None:
+        values["phase_timings"] = timings
+    TransformationRun.update(**values).where(TransformationRun.id == run_id).execute()
+
+
+def last_run(transformation_id: str) -> TransformationRun | None:
+    return (TransformationRun.select().where(TransformationRun.transformation == transformation_id)
+            .order_by(TransformationRun.id.desc()).first())
+
+
+def last_success(transformation_id: str) -> TransformationRun | None:
+    return (TransformationRun.select()
+            .where((TransformationRun.transformation == transformation_id)
+                   & (TransformationRun.status == "succeeded"))
+            .order_by(TransformationRun.finished_at.desc()).first())
+
+
+def recent_runs(transformation_id: str | None = None, limit: int = 20) -> list[TransformationRun]:
+    query = TransformationRun.select().order_by(TransformationRun.id.desc()).limit(limit)
+    if transformation_id:
+        query = query.where(TransformationRun.transformation == transformation_id)
+    return list(query)
+
+
+def source_freshness(t: Transformation) -> dict[str, object]:
+    """Per source integration: when its last successful import finished (None: never)."""
+    fresh = {}
+    for integration in t.source_integrations:
+        latest = (ImportRun.select(ImportRun.finished_at)
+                  .where((ImportRun.integration == integration) & (ImportRun.status == "succeeded"))
+                  .order_by(ImportRun.finished_at.desc()).first())
+        fresh[integration] = latest.finished_at if latest else None
+    return fresh
+
+
+def staleness(t: Transformation) -> str | None:
+    """Why ``t`` needs a rebuild (a sentence), or None when it is up to date."""
+    done = last_success(t.id)
+    if done is None:
+        return "never built"
+    for integration, finished in source_freshness(t).items():
+        if finished is not None and finished > done.started_at:
+            return f"{integration} was imported since the last build"
+    for dep in t.depends_on:
+        dep_done = last_success(dep)
+        if dep_done is None:
+            return f"{dep} has never been built"
+        if dep_done.finished_at > done.started_at:
+            return f"{dep} was rebuilt since"
+    return None

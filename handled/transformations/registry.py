@@ -1,0 +1,89 @@
+"""The transformations handled knows: what each reads, what it builds, what it needs first.
+
+Each transformation is one SELECT in ``sql/<name>.sql``; the runner inserts its
+rows into a scratch table beside the live target and swaps it in (swap.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+SCHEMA = "reference"
+
+
+class UnknownTransformation(Exception):
+    """No transformation has the id the user gave."""
+
+
+@dataclass(frozen=True)
+class Transformation:
+    id: str
+    name: str
+    target: str                      # table in the reference schema
+    source_tables: tuple[str, ...]   # workspace tables the SELECT reads
+    source_integrations: tuple[str, ...]  # imports that fill those tables (for freshness)
+    depends_on: tuple[str, ...] = ()
+    sql_file: str = ""
+    description: str = ""
+
+    @cached_property
+    def select_sql(self) -> str:
+        return (SQL_DIR / self.sql_file).read_text()
+
+    @property
+    def qualified_target(self) -> str:
+        return f"{SCHEMA}.{self.target}"
+
+
+TRANSFORMATIONS: dict[str, Transformation] = {t.id: t for t in (
+    Transformation(
+        id="zip3-reference",
+        name="ZIP3 reference",
+        target="zip3_reference",
+        source_tables=("workspace.us_zips", "workspace.gaz_zcta_national"),
+        source_integrations=("us-zips", "gaz-zcta"),
+        sql_file="zip3_reference.sql",
+        description="One row per ZIP3: ZIP count, population, primary state and city, centroids, land and water.",
+    ),
+    Transformation(
+        id="delivery-matrix",
+        name="Delivery matrix",
+        target="delivery_matrix",
+        source_tables=("workspace.ups_ground_service_zip5", "workspace.ups_zones",
+                       "workspace.usps_3d_base_service"),
+        source_integrations=("ups-ground-service", "ups-zones", "usps-3d-base"),
+        depends_on=("zip3-reference",),
+        sql_file="delivery_matrix.sql",
+        description="Transit days, zone and delivery score per origin ZIP3, destination ZIP3, carrier and service.",
+    ),
+)}
+
+
+def get_transformation(transformation_id: str) -> Transformation:
+    try:
+        return TRANSFORMATIONS[transformation_id]
+    except KeyError:
+        known = ", ".join(TRANSFORMATIONS)
+        raise UnknownTransformation(
+            f"There is no transformation {transformation_id!r}; known transformations: {known}.") from None
+
+
+def dependency_order(ids) -> list[str]:
+    """``ids`` and everything they depend on, dependencies first."""
+    ordered: list[str] = []
+
+    def visit(tid: str, path: tuple[str, ...]) -> None:
+        if tid in path:
+            raise ValueError(f"transformation dependency cycle: {' -> '.join(path + (tid,))}")
+        if tid in ordered:
+            return
+        for dep in get_transformation(tid).depends_on:
+            visit(dep, path + (tid,))
+        ordered.append(tid)
+
+    for tid in ids:
+        visit(tid, ())
+    return ordered

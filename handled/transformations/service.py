@@ -1,0 +1,177 @@
+"""Run transformations (from the CLI, a page or a background job) and describe them.
+
+The build itself runs in a thread of its own, so its long DATA transaction
+never shares a connection with the run history written to PRIMARY (in
+single-database mode both proxies share one pool and one connection per
+thread). The calling thread records phases, refreshes the heartbeat and,
+if it is interrupted (Ctrl-C, job timeout), cancels the build's query so the
+whole build rolls back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+from handled import heartbeat, jobs
+from handled.db import data_db, release_connections
+from handled.transformations import history
+from handled.transformations.registry import (TRANSFORMATIONS, Transformation, dependency_order,
+                                              get_transformation)
+from handled.transformations.swap import PHASES, BuildFailed, BuildResult, build_and_swap, pg_code
+
+log = logging.getLogger("handled.transformations")
+
+
+@dataclass
+class RunOutcome:
+    transformation: str
+    run_id: int
+    rows: int
+    timings: dict
+
+
+class TransformationFailed(Exception):
+    """A run failed; the message says why and that the live table is unchanged."""
+
+
+def run_transformation(transformation_id: str, *, user_id: int | None = None, user_email: str | None = None,
+                       job_id: str | None = None) -> RunOutcome:
+    """Build and swap in one transformation, recording the run in PRIMARY."""
+    t = get_transformation(transformation_id)
+    with heartbeat.Heartbeat():  # beating before the row exists, so no sweep takes it for dead
+        run = history.start_run(t.id, user_id, user_email, job_id)
+        try:
+            result = _build_in_thread(t, run.id)
+        except BaseException as exc:
+            message = _failure_message(t, exc)
+            history.finish_run(run.id, "failed", message=message)
+            if isinstance(exc, Exception):
+                raise TransformationFailed(message) from exc
+            raise
+    history.finish_run(run.id, "succeeded", rows=result.rows, timings=result.timings)
+    return RunOutcome(t.id, run.id, result.rows, result.timings)
+
+
+def _failure_message(t: Transformation, exc: BaseException) -> str:
+    unchanged = f"{t.qualified_target} was left unchanged."
+    if isinstance(exc, BuildFailed):
+        return str(exc)
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)) or pg_code(exc) == "57014":
+        return f"{t.id} was cancelled; {unchanged}"
+    if pg_code(exc) == "23505":
+        return f"{t.id} produced duplicate keys for {t.qualified_target}; {unchanged}"
+    if type(exc).__name__ == "JobTimeoutException":
+        return f"{t.id} took longer than the job time limit and was stopped; {unchanged}"
+    log.error("transformation %s failed", t.id, exc_info=exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{t.id} failed: {first}; {unchanged}"
+
+
+def _build_in_thread(t: Transformation, run_id: int) -> BuildResult:
+    events: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def build():
+        try:
+            outcome["pid"] = data_db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+            outcome["result"] = build_and_swap(t, lambda phase, step, total: events.put((phase, step, total)))
+        except BaseException as exc:  # handed to the calling thread
+            outcome["error"] = exc
+        finally:
+            release_connections()
+
+    worker = threading.Thread(target=build, name=f"build-{t.id}", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive() or not events.empty():
+            _relay_progress(events, run_id, t)
+            worker.join(timeout=0.25)
+    except BaseException:
+        _cancel_build(outcome.get("pid"))
+        worker.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _relay_progress(events: queue.Queue, run_id: int, t: Transformation) -> None:
+    while True:
+        try:
+            phase, step, total = events.get_nowait()
+        except queue.Empty:
+            return
+        history.record_phase(run_id, phase)
+        jobs.report_progress(phase, step, total, f"{t.id}: {phase}")
+
+
+def _cancel_build(pid: int | None) -> None:
+    if pid is None:
+        return
+    try:
+        data_db.execute_sql("SELECT pg_cancel_backend(%s)", (pid,))
+    except Exception as exc:  # the build may already be gone
+        log.warning("could not cancel build backend %s: %s", pid, exc)
+
+
+def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
+    """What to run, in order: the asked ones plus their stale dependencies."""
+    asked = list(TRANSFORMATIONS) if run_all else list(ids)
+    for tid in asked:
+        get_transformation(tid)
+    plan = []
+    for tid in dependency_order(asked):
+        if tid in asked or history.staleness(get_transformation(tid)) is not None:
+            plan.append(tid)
+    return plan
+
+
+def run_transformations(ids: list[str], *, run_all: bool = False, user_id: int | None = None,
+                        user_email: str | None = None, job_id: str | None = None) -> list[RunOutcome]:
+    """Run ``ids`` (or all) with their stale dependencies first; stop at the first failure."""
+    return [run_transformation(tid, user_id=user_id, user_email=user_email, job_id=job_id)
+            for tid in plan_runs(ids, run_all=run_all)]
+
+
+def transformation_job(ids: list[str], user_id: int | None = None, user_email: str | None = None) -> list[dict]:
+    """The background-job entry point: run and return plain values for the job record."""
+    current = jobs.get_current_job()
+    outcomes = run_transformations(ids, user_id=user_id, user_email=user_email,
+                                   job_id=current.id if current else None)
+    return [outcome.__dict__ for outcome in outcomes]
+
+
+def describe_transformations() -> list[dict]:
+    """Everything the list command and the page show, one dict per transformation."""
+    history.sweep_dead_runs()
+    rows = []
+    for t in TRANSFORMATIONS.values():
+        last = history.last_run(t.id)
+        done = history.last_success(t.id)
+        rows.append({
+            "transformation": t, "last_run": last, "last_success": done,
+            "running": history.running_run(t.id),
+            "rows": done.rows_written if done else None,
+            "stale": history.staleness(t),
+            "sources": history.source_freshness(t),
+        })
+    return rows
+
+
+def enqueue_transformation(transformation_id: str, *, user_id: int | None = None,
+                           user_email: str | None = None, result_url: str | None = None) -> str:
+    """Queue a run for a worker, refusing early when one is already going."""
+    t = get_transformation(transformation_id)
+    history.sweep_dead_runs(t.id)
+    going = history.running_run(t.id)
+    if going is not None:
+        raise history.AlreadyRunning(going)
+    return jobs.enqueue("transformation", transformation_job, [t.id], user_id, user_email,
+                        description=f"Run transformation {t.id}", result_url=result_url)
+
+
+__all__ = ["PHASES", "RunOutcome", "TransformationFailed", "run_transformation", "run_transformations",
+           "plan_runs", "describe_transformations", "enqueue_transformation", "transformation_job"]

@@ -1,0 +1,105 @@
+"""Exports: JSON contents, CSV streamed through COPY, versions and run history (both modes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from handled.db import data_db
+from handled.exports import service
+from handled.models import ExportRun
+from handled.transformations.service import run_transformation, run_transformations
+from tests.transform_data import add_usps, load_delivery_sources, load_zip_sources
+
+
+@pytest.fixture
+def built(app):
+    load_zip_sources()
+    load_delivery_sources()
+    add_usps("700", "200", gal=3)
+    run_transformations([], run_all=True)
+
+
+def export_json(export_id):
+    return json.loads(b"".join(service.stream_export(export_id)))
+
+
+def test_zip3_reference_json_uses_population_centroid(built):
+    data = export_json("zip3-reference.json")
+    assert sorted(data) == ["100", "200", "300"]          # 400 has no population centroid
+    assert data["100"] == {"lat": pytest.approx(43.0), "lng": pytest.approx(-73.0), "city": "Beta",
+                           "state": "NY", "population": 400}
+    assert data["200"]["population"] == 0 and data["200"]["city"] == "Yew"
+
+
+def test_zone_matrices_take_fewest_ground_days_and_99_where_no_service(built):
+    assert export_json("zone-matrix.json") == {
+        "origins": ["100", "700"], "destinations": ["200", "300", "400", "500", "600"],
+        "matrix": [[2, 1, 5, 3, 4], [3, 99, 99, 99, 99]]}
+    assert export_json("zone-matrix-ups.json") == {
+        "origins": ["100"], "destinations": ["200", "300", "400", "500", "600"], "matrix": [[2, 1, 5, 3, 4]]}
+    assert export_json("zone-matrix-usps.json") == {
+        "origins": ["100", "700"], "destinations": ["200", "300"], "matrix": [[2, 2], [3, 99]]}
+
+
+def test_csv_export_matches_the_table_and_is_recorded(built, runner, tmp_path):
+    target = tmp_path / "matrix.csv"
+    result = runner.invoke(args=["exports", "write", "delivery_matrix.csv", "-o", str(target),
+                                 "--user-email", "ops@example.test"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(target.read_text())))
+    assert rows[0] == ["origin_zip3", "dest_zip3", "carrier", "service", "transit_days", "zone",
+                       "delivery_score", "source"]
+    expected = data_db.execute_sql("SELECT * FROM reference.delivery_matrix").fetchall()
+    as_text = {tuple("" if v is None else str(v) for v in row) for row in expected}
+    assert {tuple(r) for r in rows[1:]} == as_text and len(rows) - 1 == len(expected)
+    run = ExportRun.select().order_by(ExportRun.id.desc()).first()
+    assert (run.export, run.status, run.rows_written, run.bytes_written, run.created_by_email) == (
+        "delivery_matrix.csv", "succeeded", len(expected), target.stat().st_size, "ops@example.test")
+    streamed = b"".join(service.stream_export("delivery_matrix.csv"))
+    assert streamed == target.read_bytes()               # same bytes every time for one build
+
+
+def test_write_to_stdout_and_unknown_export(built, runner):
+    result = runner.invoke(args=["exports", "write", "carriers.csv", "-o", "-"])
+    assert result.exit_code == 0
+    assert "code,name\nUPS,United Parcel Service\nUSPS,United States Postal Service\n" in result.output
+    result = runner.invoke(args=["exports", "write", "nope.csv", "-o", "-"])
+    assert result.exit_code == 1 and "There is no export 'nope.csv'" in result.output
+    listed = runner.invoke(args=["exports", "list"])
+    assert "zone-matrix-usps.json" in listed.output and "delivery_matrix.csv" in listed.output
+
+
+def test_version_changes_only_with_a_new_transformation_run(built):
+    from handled.exports.registry import get_export
+    export = get_export("zone-matrix.json")
+    first = service.export_version(export)
+    assert first.etag and first.last_modified
+    assert service.export_version(export) == first
+    run_transformation("zip3-reference")
+    assert service.export_version(export) == first        # another transformation: same file
+    run_transformation("delivery-matrix")
+    assert service.export_version(export).etag != first.etag
+
+
+def test_interrupted_stream_stops_the_copy_and_is_recorded(app):
+    data_db.execute_sql(
+        "INSERT INTO workspace.usps_3d_base_service (origin_zip3, dest_zip3, pri_days, gal_days, pkg_days) "
+        "SELECT lpad(o::text, 3, '0'), lpad(d::text, 3, '0'), 2, 3, 4 "
+        "FROM generate_series(100, 399) o, generate_series(100, 299) d")
+    rows = run_transformation("delivery-matrix").rows
+    stream = service.stream_export("delivery_matrix.csv")
+    first = next(stream)
+    assert first.startswith(b"origin_zip3,") and len(first) >= 256 * 1024
+    stream.close()
+    run = ExportRun.select().order_by(ExportRun.id.desc()).first()
+    assert run.status == "failed" and "interrupted" in run.message
+    active = data_db.execute_sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT * FROM reference.delivery%%' "
+        "AND state = 'active'").fetchone()[0]
+    assert active == 0
+    whole = b"".join(service.stream_export("delivery_matrix.csv"))   # the pool still serves
+    assert whole.count(b"\n") == rows + 1
