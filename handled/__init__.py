@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_operations(app)  # issue 7: DATA-down banner, System page, /metrics
     from handled.integrations.views import bp as integrations_bp  # issue 5: imports
     app.register_blueprint(integrations_bp)
+    register_data_pages(app)  # issue 6: transformations, coverage, exports, jobs
     errors.register(app)
     register_cli(app)
     return app
@@ -50,6 +51,16 @@ def register_operations(app: Flask) -> None:
     from handled.ops import web
 
     web.init_app(app)
+
+
+def register_data_pages(app: Flask) -> None:
+    """Transformations, coverage, exports and job pages (issue 6)."""
+    from handled import jobs_views
+    from handled.exports import views as export_views
+    from handled.transformations import coverage, views as transformation_views
+
+    for blueprint in (transformation_views.bp, coverage.bp, export_views.bp, jobs_views.bp):
+        app.register_blueprint(blueprint)
 
 
 def current_settings() -> Settings:

@@ -70,8 +70,12 @@ def zone_row(dest="008", *zones) -> list[str]:
     return [dest, *(zones or ("002", "302", "202", "242", "132", "102"))]
 
 
-def write_zone_chart(path: Path, rows, header=ZONE_HEADER, footnotes=None, title_rows=8) -> Path:
-    """A UPS zone chart: titles, header in row 9, data, blank row, footnotes."""
+def write_zone_chart(path: Path, rows, header=ZONE_HEADER, footnotes=None, title_rows=8,
+                     number_format: str | None = None) -> Path:
+    """A UPS zone chart: titles, header in row 9, data, blank row, footnotes.
+
+    Numbers are written as numeric cells, with ``number_format`` (e.g. "000") if given.
+    """
     titles = [["UPS Zone Chart"], ["Ground, 3 Day Select, 2nd Day Air, Next Day Air"],
               ["For shipments originating in ZIP codes " + path.stem + "-xx"], [], ["Notes:"],
               ["Zones apply to UPS services listed below"], [], ["Effective January 2025"]][:title_rows]
@@ -84,9 +88,13 @@ def write_zone_chart(path: Path, rows, header=ZONE_HEADER, footnotes=None, title
 
         book = xlwt.Workbook()
         sheet = book.add_sheet("Zones")
+        padded = xlwt.easyxf(num_format_str=number_format) if number_format else None
         for r, cells in enumerate(table):
             for c, value in enumerate(cells):
-                sheet.write(r, c, value)
+                if padded is not None and isinstance(value, int):
+                    sheet.write(r, c, value, padded)
+                else:
+                    sheet.write(r, c, value)
         book.save(str(path))
     else:
         from openpyxl import Workbook
@@ -95,7 +103,9 @@ def write_zone_chart(path: Path, rows, header=ZONE_HEADER, footnotes=None, title
         sheet = book.active
         for r, cells in enumerate(table, start=1):
             for c, value in enumerate(cells, start=1):
-                sheet.cell(row=r, column=c, value=value)
+                cell = sheet.cell(row=r, column=c, value=value)
+                if number_format and isinstance(value, int):
+                    cell.number_format = number_format
         book.save(path)
     return path
 

@@ -51,7 +51,7 @@ def migrated_app(env: dict, **overrides):
 
 def add_data_page(app):
     """A page of a data blueprint (imports, transformations... are built elsewhere): reads DATA."""
-    bp = Blueprint("coverage", __name__)
+    bp = Blueprint("ops_test_data_page", __name__)
 
     @bp.get("/test-data-page")
     @login_required

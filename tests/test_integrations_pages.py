@@ -124,6 +124,7 @@ def test_large_uploads_are_queued_and_the_job_runs_the_same_service(app, importe
     app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], import_background_bytes=10)
     path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
     response = upload(importer, "us-zips", [path])
+    assert "/jobs/" in response.headers["Location"]  # the job queue's live page
     assert "runs in the background (job" in importer.get(response.headers["Location"]).get_data(as_text=True)
     with app.app_context():
         queued = jobs.get_queue().jobs

@@ -75,6 +75,26 @@ def test_bad_rows_refuse_the_chart(imp_app, files, ext, label, row, column, reas
     assert run.rejected_rows[0]["reason"] == reason
 
 
+@pytest.mark.parametrize("ext", FORMATS)
+def test_numbers_formatted_000_read_as_the_sheet_shows_them(imp_app, files, ext):
+    rows = [[6, 2, 302, "-", 242, 132, 102], ["008-009", 45, 302, 202, 242, 132, 102]]
+    outcome = import_file("ups-zones", write_zone_chart(files / f"007.{ext}", rows, number_format="000"))
+    assert outcome.status == "succeeded", outcome.message
+    assert table_rows("ups_zones") == [
+        ("007", "006", "002", "302", None, "242", "132", "102"),
+        ("007", "008", "045", "302", "202", "242", "132", "102"),
+        ("007", "009", "045", "302", "202", "242", "132", "102"),
+    ]
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_numbers_without_a_padding_format_are_rejected_not_padded(imp_app, files, ext):
+    rows = [[6, "002", "302", "202", "242", "132", "102"]]
+    run = assert_refused("ups-zones", write_zone_chart(files / f"007.{ext}", rows), "ups_zones",
+                         rejected=[(10, "Dest. ZIP")])
+    assert run.rejected_rows[0]["value"] == "6"
+
+
 def test_a_numeric_zip_cell_is_rejected_not_padded(imp_app, files):
     run = assert_refused("ups-zones", write_zone_chart(files / "007.xlsx", good_rows() + [[9, "002"]]),
                          "ups_zones", rejected=[(13, "Dest. ZIP")])

@@ -26,6 +26,7 @@ CHUNK = 1 << 20
 XLSX_MAGIC = b"PK\x03\x04"
 XLS_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _SPACES = re.compile(r"\s+")
+_ZERO_PADDED = re.compile(r"0+")
 
 csv.field_size_limit(1 << 20)
 
@@ -182,19 +183,30 @@ def _sheet_records(rows: Iterator[tuple], name: str, integration: Integration) -
             check_header(cells, integration, name, f"in row {header_row}")
             seen_header = True
             continue
-        values = [_cell_text(c) for c in cells]
+        values = list(cells)
         if any(values):
             yield number, values
     if not seen_header:
         raise FileRefused(f"{name} has no header: the first sheet ends before row {header_row}.")
 
 
-def _cell_text(value) -> str:
-    """A cell as the text a person sees; whole numbers without a trailing .0."""
+def cell_text(value, number_format: str | None = None) -> str:
+    """A cell as the text a person sees in the sheet.
+
+    A whole number shows without a trailing .0; under a zero-padding number
+    format such as ``000`` it shows padded to that width, as the sheet displays
+    it (a ZIP3 stored as the number 6 formatted ``000`` reads ``006``). Any
+    other number stays as it is, so a bare 6 is rejected, never padded.
+    """
     if value is None:
         return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not float(value).is_integer():
+            return str(value)
+        whole = int(value)
+        if number_format and _ZERO_PADDED.fullmatch(number_format) and whole >= 0:
+            return str(whole).zfill(len(number_format))
+        return str(whole)
     return str(value).strip()
 
 
@@ -214,7 +226,8 @@ def _xlsx_rows(path: Path, name: str):
         try:
             if not book.worksheets:
                 raise FileRefused(f"{name} has no sheets.")
-            yield book.worksheets[0].iter_rows(values_only=True)
+            yield ([cell_text(c.value, getattr(c, "number_format", None)) for c in row]
+                   for row in book.worksheets[0].iter_rows())
         finally:
             book.close()
     finally:
@@ -226,11 +239,21 @@ def _xls_rows(path: Path, name: str):
     import xlrd
 
     try:
-        book = xlrd.open_workbook(str(path), on_demand=True)
+        book = xlrd.open_workbook(str(path), on_demand=True, formatting_info=True)
         sheet = book.sheet_by_index(0)
     except Exception:  # xlrd raises many unrelated types for a damaged file
         raise FileRefused(f"{name} is not a spreadsheet (.xls could not be opened).") from None
     try:
-        yield (sheet.row_values(i) for i in range(sheet.nrows))
+        yield ([cell_text(value, _xls_format(book, sheet, r, c))
+                for c, value in enumerate(sheet.row_values(r))] for r in range(sheet.nrows))
     finally:
         book.release_resources()
+
+
+def _xls_format(book, sheet, row: int, column: int) -> str | None:
+    """The number format string of an .xls cell (None when xlrd cannot tell)."""
+    try:
+        xf = book.xf_list[sheet.cell_xf_index(row, column)]
+        return book.format_map[xf.format_key].format_str
+    except (IndexError, KeyError, AttributeError):
+        return None

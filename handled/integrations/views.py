@@ -93,11 +93,10 @@ def _after_submission(integration_id: str, submission):
 
 
 def _job_page_url(job_id: str) -> str | None:
-    """The job queue's page for ``job_id`` (a GET rule /jobs/<id>), if the app has one."""
-    for rule in current_app.url_map.iter_rules():
-        if rule.rule.startswith("/jobs/<") and "GET" in (rule.methods or ()) and len(rule.arguments) == 1:
-            return url_for(rule.endpoint, **{next(iter(rule.arguments)): job_id})
-    return None
+    """The job queue's page for ``job_id`` (jobs.job_page), if the app has it."""
+    if "jobs.job_page" not in current_app.view_functions:
+        return None
+    return url_for("jobs.job_page", job_id=job_id)
 
 
 def _audit(integration_id: str, names: list[str], submission) -> None:

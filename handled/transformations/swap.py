@@ -39,7 +39,7 @@ log = logging.getLogger("handled.transformations")
 
 LOCK_TIMEOUT_MS = 40          # the longest a reader queues behind one swap attempt
 SWAP_PATIENCE_SECONDS = 120   # how long to keep retrying the swap before giving up
-MAINTENANCE_WORK_MEM = "256MB"  # sort memory for building the primary key
+MAINTENANCE_WORK_MEM = "1GB"  # the 11M-row key sorts in memory (with parallel workers: ~2x faster)
 PHASES = ("prepare", "insert", "index", "check", "swap")
 
 Reporter = Callable[[str, int, int], None]

@@ -1,0 +1,233 @@
+"""Benchmark: delivery-matrix rebuild, reader stalls, CSV export and zone-matrix.json at full scale.
+
+Fills ``workspace`` of a database of its own (default handled_bench_tr, dropped
+at the end) with realistic synthetic values: N origins x N destination ZIP3s
+(default 900 x 900), USPS standards for every pair, UPS zone rows for every
+pair, UPS ZIP5 ground times for 10 origins x ~41k destination ZIP5s, plus
+us_zips / gazetteer rows for zip3-reference. Then prints, from one run:
+
+* the project's delivery-matrix rebuild (build + keys + checks + swap) against
+  the same SELECT run by psql into a plain table (target <= 1.2x);
+* the longest stall of a reader querying the live table in a loop during the
+  rebuild (target < 100 ms);
+* the 11.3M-row CSV export (`flask exports write` path, in a child process)
+  against ``psql \\copy (SELECT ...) TO`` (target >= 0.8x), with the child's peak RSS
+  (target < 150 MB), and the streamed HTTP path's throughput;
+* the zone-matrix.json build time.
+
+Usage: .venv/bin/python bench/bench_transformations.py [--origins 900] [--keep]
+Loopback only; needs a PostgreSQL superuser on 127.0.0.1:5432 and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SERVER = os.environ.get("HANDLED_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/12")
+
+
+def env_for(dbname: str) -> dict:
+    return {"PRIMARY_DATABASE_URL": f"{SERVER}/{dbname}", "SPLIT_DB_MODE": "false",
+            "REDIS_URL": REDIS, "SECRET_KEY": "bench-secret-key-0123456789abcdef"}
+
+
+def admin(sql: str) -> None:
+    conn = psycopg2.connect(f"{SERVER}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+GENERATE = """
+SELECT setseed(0.42);
+CREATE TEMP TABLE z3 AS
+  SELECT lpad((100 + (s * 899 / greatest(%(n)s - 1, 1)))::text, 3, '0') AS zip3
+  FROM generate_series(0, %(n)s - 1) s;
+INSERT INTO workspace.us_zips
+  SELECT z.zip3 || lpad(k::text, 2, '0'), 25 + random() * 20, -120 + random() * 50, 'City ' || z.zip3 || k,
+         (ARRAY['NY','NJ','PA','CA','TX'])[1 + (random() * 4)::int], 'State', true, NULL,
+         CASE WHEN random() < 0.1 THEN NULL ELSE (random() * 40000)::int END, NULL,
+         '00000', 'County', '{}', 'County', '00000', false, false, 'America/New_York'
+  FROM z3 z, generate_series(0, 45) k;
+INSERT INTO workspace.gaz_zcta_national
+  SELECT zip, (random() * 1e8)::bigint, (random() * 1e7)::bigint, random() * 40, random() * 4, lat, lng
+  FROM workspace.us_zips WHERE random() < 0.8;
+INSERT INTO workspace.usps_3d_base_service
+  SELECT o.zip3, d.zip3, 1 + (random() * 3)::int, 2 + (random() * 3)::int, 3 + (random() * 6)::int,
+         3 + (random() * 6)::int, 2 + (random() * 6)::int, 1 + (random() * 4)::int,
+         2 + (random() * 3)::int, 1 + (random() * 3)::int
+  FROM z3 o, z3 d;
+INSERT INTO workspace.ups_zones
+  SELECT o.zip3, d.zip3,
+         CASE WHEN random() < 0.02 THEN '045' ELSE '00' || (2 + (random() * 6)::int) END,
+         '30' || (2 + (random() * 6)::int), '20' || (2 + (random() * 6)::int),
+         '20' || (2 + (random() * 6)::int), '10' || (2 + (random() * 6)::int), '10' || (2 + (random() * 6)::int)
+  FROM z3 o, z3 d;
+INSERT INTO workspace.ups_ground_service_zip5
+  SELECT o.zip, u.zip, 'XX', 1 + (random() * 5)::int
+  FROM (SELECT DISTINCT ON (left(zip, 3)) zip FROM workspace.us_zips ORDER BY left(zip, 3), zip LIMIT 10) o,
+       workspace.us_zips u;
+ANALYZE;
+"""
+
+
+def psql_seconds(dbname: str, command: str) -> float:
+    started = time.monotonic()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", f"{SERVER}/{dbname}", "-c", command],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def reader_loop(dsn: str, keys, stop: threading.Event, stalls: list, counts: list) -> None:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        while not stop.is_set():
+            origin, dest = random.choice(keys)
+            started = time.monotonic()
+            cur.execute("SELECT count(*) FROM reference.delivery_matrix WHERE origin_zip3 = %s AND dest_zip3 = %s",
+                        (origin, dest))
+            found = cur.fetchone()[0]
+            stalls.append(time.monotonic() - started)
+            counts.append(found)
+            time.sleep(0.002)   # a busy page's worth of queries, not a CPU hog on a small machine
+    conn.close()
+
+
+def export_child(dbname: str, target: str) -> None:
+    """Runs in a child process: the CLI's export path, then the streamed path; prints JSON."""
+    from handled import create_app
+    from handled.exports import service
+    from handled.settings import load_settings
+
+    create_app(load_settings(env_for(dbname)))
+    started = time.monotonic()
+    with open(target, "wb") as handle:
+        result = service.write_export("delivery_matrix.csv", handle)
+    file_seconds = time.monotonic() - started
+    started, size = time.monotonic(), 0
+    for chunk in service.stream_export("delivery_matrix.csv"):
+        size += len(chunk)
+    stream_seconds = time.monotonic() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rows": result["rows"], "bytes": result["bytes"], "file_seconds": file_seconds,
+                      "stream_seconds": stream_seconds, "stream_bytes": size, "peak_rss_mb": peak_kb / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--origins", type=int, default=900, help="origin (and destination) ZIP3 count")
+    parser.add_argument("--database", default="handled_bench_tr")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database afterwards")
+    parser.add_argument("--export-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.export_child:
+        export_child(*args.export_child)
+        return
+    admin(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{args.database}"')
+    try:
+        run(args)
+    finally:
+        if not args.keep:
+            admin(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+
+
+def run(args) -> None:
+    from handled import create_app
+    from handled.db import data_db
+    from handled.exports import builders
+    from handled.exports.registry import get_export
+    from handled.migrations import migrate, resolve_targets
+    from handled.settings import load_settings
+    from handled.transformations.registry import get_transformation
+    from handled.transformations.service import run_transformation
+
+    settings = load_settings(env_for(args.database))
+    for target in resolve_targets(settings, "all"):
+        migrate(target)
+    create_app(settings)
+    dsn = f"{SERVER}/{args.database}"
+    started = time.monotonic()
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(GENERATE, {"n": args.origins})
+    conn.close()
+    print(f"generated workspace in {time.monotonic() - started:.1f} s "
+          f"({args.origins} x {args.origins} ZIP3 pairs)")
+    run_transformation("zip3-reference")
+    first = run_transformation("delivery-matrix")
+    print(f"first delivery-matrix build: {first.rows:,} rows")
+    started = time.monotonic()
+    rebuild = run_transformation("delivery-matrix")     # timed alone, like the psql baseline
+    project_seconds = time.monotonic() - started
+
+    keys = data_db.execute_sql("SELECT origin_zip3, dest_zip3 FROM workspace.usps_3d_base_service "
+                               "ORDER BY random() LIMIT 5000").fetchall()
+    stop, stalls, counts = threading.Event(), [], []
+    reader = threading.Thread(target=reader_loop, args=(dsn, keys, stop, stalls, counts))
+    reader.start()
+    time.sleep(0.5)
+    under_reader = run_transformation("delivery-matrix")
+    time.sleep(0.5)
+    stop.set()
+    reader.join()
+
+    select = get_transformation("delivery-matrix").select_sql.strip().rstrip(";")
+    psql_seconds(args.database, "CREATE TABLE public.bench_plain (LIKE reference.delivery_matrix)")
+    baseline = psql_seconds(args.database, f"INSERT INTO public.bench_plain {select}")
+    psql_seconds(args.database, "DROP TABLE public.bench_plain")
+
+    print(f"delivery-matrix rebuild: {rebuild.rows:,} rows in {project_seconds:.1f} s "
+          f"(phases: {', '.join(f'{k} {v:.1f}s' for k, v in rebuild.timings.items())})")
+    print(f"  psql INSERT ... SELECT into a plain table: {baseline:.1f} s; ratio {project_seconds / baseline:.2f}x "
+          "(target <= 1.2x)")
+    print(f"  rebuild again with a reader querying the live table in a loop: "
+          f"{sum(under_reader.timings.values()):.1f} s of phases")
+    print(f"  reader during that rebuild: {len(stalls):,} queries, longest {max(stalls) * 1000:.1f} ms "
+          f"(target < 100 ms), empty answers: {sum(1 for c in counts if c == 0)}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_file, psql_file = Path(tmp) / "ours.csv", Path(tmp) / "psql.csv"
+        runs, psql_runs = [], []
+        for _ in range(2):   # alternate, best of two each: neither side gets the warmer cache
+            psql_runs.append(psql_seconds(args.database, "\\copy (SELECT * FROM reference.delivery_matrix) TO "
+                                          f"'{psql_file}' WITH (FORMAT csv, HEADER)"))
+            child = subprocess.run([sys.executable, __file__, "--export-child", args.database, str(ours_file)],
+                                   check=True, capture_output=True, text=True)
+            runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        ours = min(runs, key=lambda r: r["file_seconds"])
+        ours["stream_seconds"] = min(r["stream_seconds"] for r in runs)
+        ours["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+        psql_copy = min(psql_runs)
+        same_size = ours_file.stat().st_size == psql_file.stat().st_size
+    print(f"CSV export of {ours['rows']:,} rows ({ours['bytes'] / 1e6:.0f} MB): {ours['file_seconds']:.1f} s; "
+          f"psql \\copy {psql_copy:.1f} s; throughput ratio {psql_copy / ours['file_seconds']:.2f}x "
+          f"(target >= 0.8x); same size as psql's: {same_size}")
+    print(f"  streamed (HTTP path): {ours['stream_seconds']:.1f} s, ratio {psql_copy / ours['stream_seconds']:.2f}x; "
+          f"peak RSS of the exporting process {ours['peak_rss_mb']:.0f} MB (target < 150 MB)")
+    started = time.monotonic()
+    body, cells = builders.zone_matrix_json(get_export("zone-matrix.json"))
+    print(f"zone-matrix.json: {cells:,} cells, {len(body) / 1e6:.1f} MB in {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Pages: transformations (status, last run, rows, sources' freshness, Run button)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+
+from handled.auth import current_user
+from handled.auth.permissions import permission_required
+from handled.transformations import history, service
+from handled.transformations.registry import UnknownTransformation, get_transformation
+
+bp = Blueprint("transformations", __name__, url_prefix="/transformations")
+PERMISSION = "run_transformations"
+
+
+@bp.get("/")
+@permission_required(PERMISSION)
+def overview():
+    return render_template("transformations/overview.html", rows=service.describe_transformations(),
+                           runs=history.recent_runs(limit=20))
+
+
+@bp.post("/<transformation_id>/run")
+@permission_required(PERMISSION)
+def run(transformation_id):
+    try:
+        t = get_transformation(transformation_id)
+        job_id = service.enqueue_transformation(
+            t.id, user_id=current_user.id, user_email=current_user.email,
+            result_url=url_for("transformations.overview"))
+    except UnknownTransformation:
+        abort(404)
+    except history.AlreadyRunning as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("transformations.overview"))
+    flash(f"{t.name} is queued; a worker (flask jobs worker) will run it.", "info")
+    return redirect(url_for("jobs.job_page", job_id=job_id))
