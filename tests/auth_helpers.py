@@ -99,3 +99,20 @@ def login_client(app):
 def csrf_token_fixture():
     """``csrf_token(client)``: a CSRF token valid for that client's session."""
     return csrf_token
+
+
+def client_with_token(app, token: str) -> FlaskClient:
+    """A plain test client carrying a session token cookie (no sign-in form)."""
+    from handled.auth.web import COOKIE_NAME
+
+    client = app.test_client()
+    client.set_cookie(COOKIE_NAME, token)
+    return client
+
+
+def new_session(app, user) -> str:
+    """A new session token for ``user``, made through the session service."""
+    from handled.auth import sessions
+
+    with app.app_context():
+        return sessions.create_session(app.config["HANDLED_SETTINGS"], user.id, "127.0.0.1", "pytest")

@@ -11,9 +11,8 @@ from dataclasses import replace
 import pytest
 
 from handled import create_app
-from handled.auth import session_cache, sessions, users
-from handled.auth.web import COOKIE_NAME
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+from handled.auth import session_cache, users
+from tests.auth_helpers import TEST_PASSWORD, client_with_token, new_session, csrf_token, make_user
 from tests.servers import PrivateRedis
 
 
@@ -24,15 +23,6 @@ def private_redis(tmp_path):
     server.stop()
 
 
-def signed_in(app, token):
-    client = app.test_client()
-    client.set_cookie(COOKIE_NAME, token)
-    return client
-
-
-def new_session(app, user):
-    with app.app_context():
-        return sessions.create_session(app.config["HANDLED_SETTINGS"], user.id, "127.0.0.1", "pytest")
 
 
 def test_requests_fall_back_to_primary_and_revocations_hold_when_redis_is_killed(settings, private_redis):
@@ -40,7 +30,7 @@ def test_requests_fall_back_to_primary_and_revocations_hold_when_redis_is_killed
     admin = make_user(app, role="admin")
     user = make_user(app, role="salesperson")
     token, admin_token = new_session(app, user), new_session(app, admin)
-    client, admin_client = signed_in(app, token), signed_in(app, admin_token)
+    client, admin_client = client_with_token(app, token), client_with_token(app, admin_token)
     assert client.get("/api/me").status_code == 200  # cached in the private Redis
 
     private_redis.stop()
@@ -69,7 +59,7 @@ def test_change_while_redis_hangs_is_bounded_by_the_cache_ttl(settings, private_
     make_user(app, role="admin")
     user = make_user(app, role="salesperson")
     token = new_session(app, user)
-    client = signed_in(app, token)
+    client = client_with_token(app, token)
     assert client.get("/api/me").status_code == 200
 
     os.kill(private_redis.process.pid, signal.SIGSTOP)
@@ -90,7 +80,7 @@ def test_change_while_redis_hangs_is_bounded_by_the_cache_ttl(settings, private_
     with app.test_request_context():
         users.set_disabled(user.id, False)
     token2 = new_session(app, user)
-    other_worker = signed_in(app, token2)
+    other_worker = client_with_token(app, token2)
     assert other_worker.get("/api/me").status_code == 200
     os.kill(private_redis.process.pid, signal.SIGSTOP)
     try:

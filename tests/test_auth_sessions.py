@@ -11,22 +11,12 @@ import pytest
 from handled import create_app
 from handled.auth import roles as role_service
 from handled.auth import session_cache, sessions, users
-from handled.auth.web import COOKIE_NAME
-from tests.auth_helpers import TEST_PASSWORD, make_user
+from tests.auth_helpers import TEST_PASSWORD, client_with_token, new_session, make_user
 from tests.auth_race import change_between_read_and_cache_write, count_primary_statements, session_lookups
 
 NEW_PASSWORD = "a brand new passphrase 42"
 
 
-def client_with_token(app, token):
-    client = app.test_client()
-    client.set_cookie(COOKIE_NAME, token)
-    return client
-
-
-def new_session(app, user):
-    with app.app_context():
-        return sessions.create_session(app.config["HANDLED_SETTINGS"], user.id, "127.0.0.1", "pytest")
 
 
 @pytest.fixture

@@ -11,16 +11,13 @@ import pytest
 from handled.db import data_db
 from handled.exports import service
 from handled.models import ExportRun
-from handled.transformations.service import run_transformation, run_transformations
-from tests.transform_data import add_usps, load_delivery_sources, load_zip_sources
+from handled.transformations.service import run_transformation
+from tests.transform_data import build_reference_tables
 
 
 @pytest.fixture
 def built(app):
-    load_zip_sources()
-    load_delivery_sources()
-    add_usps("700", "200", gal=3)
-    run_transformations([], run_all=True)
+    build_reference_tables()
 
 
 def export_json(export_id):

@@ -8,15 +8,12 @@ from handled import heartbeat, jobs
 from handled.models import Facility
 from handled.transformations import history
 from handled.transformations.service import run_transformations
-from tests.transform_data import add_usps, load_delivery_sources, load_zip_sources
+from tests.transform_data import build_reference_tables
 
 
 @pytest.fixture
 def built(app):
-    load_zip_sources()
-    load_delivery_sources()
-    add_usps("700", "200", gal=3)
-    run_transformations([], run_all=True)
+    build_reference_tables()
 
 
 def test_pages_need_sign_in_and_their_permission(app, client, login_client):

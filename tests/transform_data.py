@@ -73,3 +73,13 @@ def load_delivery_sources():
     # USPS days 1..6 for the score boundaries; GAH missing and PFC 0 are not candidates
     add_usps("100", "200", pri=1, gal=2, mkt=3, per=4, pkg=5, fcm=6, gah=None, pfc=0)
     add_usps("100", "300", gal=3, gah=2, pkg=4)
+
+
+def build_reference_tables():
+    """The hand-made sources plus one USPS pair, transformed: what export and page tests read."""
+    from handled.transformations.service import run_transformations
+
+    load_zip_sources()
+    load_delivery_sources()
+    add_usps("700", "200", gal=3)
+    run_transformations([], run_all=True)
