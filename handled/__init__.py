@@ -27,11 +27,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(lambda exc: db.release_connections())
     app.register_blueprint(health.bp)
     app.register_blueprint(home.bp)
-    register_accounts(app)  # issue 4: sign-in, CSRF, guards, admin and customer pages
-    register_operations(app)  # issue 7: DATA-down banner, System page, /metrics
-    from handled.integrations.views import bp as integrations_bp  # issue 5: imports
-    app.register_blueprint(integrations_bp)
-    register_data_pages(app)  # issue 6: transformations, coverage, exports, jobs
+    register_accounts(app)  # sign-in, CSRF, guards, admin and customer pages
+    register_operations(app)  # DATA-down banner, System page, /metrics
+    register_data_pages(app)  # imports, transformations, coverage, exports, jobs
     errors.register(app)
     register_cli(app)
     return app
@@ -54,12 +52,14 @@ def register_operations(app: Flask) -> None:
 
 
 def register_data_pages(app: Flask) -> None:
-    """Transformations, coverage, exports and job pages (issue 6)."""
+    """Pages over the DATA database: imports, transformations, coverage, exports, jobs."""
     from handled import jobs_views
     from handled.exports import views as export_views
+    from handled.integrations import views as integration_views
     from handled.transformations import coverage, views as transformation_views
 
-    for blueprint in (transformation_views.bp, coverage.bp, export_views.bp, jobs_views.bp):
+    for blueprint in (integration_views.bp, transformation_views.bp, coverage.bp, export_views.bp,
+                      jobs_views.bp):
         app.register_blueprint(blueprint)
 
 

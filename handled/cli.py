@@ -117,16 +117,16 @@ def check_command(target):
 
 
 def register_cli(app: Flask) -> None:
+    """Every command group; imported here so a command module loads only with the app."""
+    from handled.auth.cli import register as register_account_commands
+    from handled.exports.cli import exports_cli
+    from handled.integrations.cli import integrations_cli
+    from handled.jobs_cli import jobs_cli
+    from handled.ops.cli import register as register_ops_commands
+    from handled.transformations.cli import transformations_cli
+
     app.cli.add_command(db_cli)
-    from handled.auth.cli import register as register_account_commands  # issue 4
     register_account_commands(app)
-    from handled.jobs_cli import jobs_cli  # issue 6
-    from handled.transformations.cli import transformations_cli  # issue 6
-    app.cli.add_command(jobs_cli)
-    app.cli.add_command(transformations_cli)
-    from handled.exports.cli import exports_cli  # issue 6
-    app.cli.add_command(exports_cli)
-    from handled.integrations.cli import integrations_cli  # issue 5
-    app.cli.add_command(integrations_cli)
-    from handled.ops.cli import register as register_ops_commands  # issue 7
+    for group in (integrations_cli, transformations_cli, exports_cli, jobs_cli):
+        app.cli.add_command(group)
     register_ops_commands(app, db_cli)
