@@ -145,11 +145,23 @@ def test_cli_exits_non_zero_when_anything_is_rejected(imp_app, files):
     result = runner.invoke(args=["integrations", "import", "ups-ground-service", str(good), str(bad)])
     assert result.exit_code == 1
     assert "10002.csv: failed" in result.output and "2 files: 1 failed, 1 succeeded" in result.output
+    # The command itself names each bad line, not just the first.
+    assert "10002.csv line 2, dest_zip = '0050': must be exactly 5 digits" in result.output
     partial = runner.invoke(args=["integrations", "import", "ups-ground-service", str(bad), "--partial"])
     assert partial.exit_code == 1 and "10002.csv: succeeded" in partial.output
     assert len(table_rows("ups_ground_service_zip5")) == 2
     shown = runner.invoke(args=["integrations", "history", "--rejected"])
     assert "line 2, dest_zip = '0050': must be exactly 5 digits" in shown.output
+
+
+def test_cli_names_the_first_rejected_lines_and_points_to_the_rest(imp_app, files):
+    rows = [ground_row(dest=f"{n:04d}") for n in range(25)]
+    bad = write_ground(files / "10001.csv", rows)
+    result = imp_app.test_cli_runner().invoke(args=["integrations", "import", "ups-ground-service", str(bad)])
+    assert result.exit_code == 1
+    named = [line for line in result.output.splitlines() if line.startswith("  10001.csv line ")]
+    assert len(named) == 20 and named[0].startswith("  10001.csv line 1, dest_zip = '0000'")
+    assert "... 5 more rejected rows; 'flask integrations history ups-ground-service --rejected'" in result.output
 
 
 def test_cli_unknown_integration_is_one_line_on_stderr(imp_app, files):

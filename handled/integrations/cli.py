@@ -84,6 +84,8 @@ def _run(integration_id, files, partial, force, actor, bar):
         start = "\n" if bar is not None else ""  # leave the bar's line before printing
         click.echo(f"{start}{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
                    err=not outcome.clean)
+        if outcome.rows_rejected:
+            _echo_rejected_rows(outcome)
 
     def rows_read(name, rows):
         bar.label = f"{name}: {rows:,} rows read"
@@ -96,6 +98,25 @@ def _run(integration_id, files, partial, force, actor, bar):
         if bar is not None:
             bar.update(1)
     return outcomes
+
+
+SHOWN_REJECTED_ROWS = 20
+
+
+def _echo_rejected_rows(outcome) -> None:
+    """Name each rejected line on stderr (the first ones; the rest are in the history)."""
+    run = history.get_run(outcome.run_id)
+    kept = run.rejected_rows if run else []
+    for row in kept[:SHOWN_REJECTED_ROWS]:
+        click.echo(f"  {outcome.file_name} {_rejected_row_text(row)}", err=True)
+    if outcome.rows_rejected > SHOWN_REJECTED_ROWS:
+        click.echo(f"  ... {outcome.rows_rejected - SHOWN_REJECTED_ROWS:,} more rejected rows; "
+                   f"'flask integrations history {outcome.integration} --rejected' lists the "
+                   f"{len(kept):,} kept in the run history, and the run page offers them as CSV.", err=True)
+
+
+def _rejected_row_text(row: dict) -> str:
+    return f"line {row['line']}, {row['column']} = {row['value']!r}: {row['reason']}"
 
 
 def _print_summary(outcomes) -> None:
@@ -139,7 +160,7 @@ def history_command(integration_id, limit, show_rejected):
             click.echo(f"    {run.message}")
         if show_rejected:
             for row in run.rejected_rows:
-                click.echo(f"    line {row['line']}, {row['column']} = {row['value']!r}: {row['reason']}")
+                click.echo(f"    {_rejected_row_text(row)}")
 
 
 @integrations_cli.command("rebuild")
