@@ -30,19 +30,43 @@ PRIMARY_SESSION_LOOKUPS = Counter("handled_primary_session_lookups_total",
 MINUTE_KEY = "ops:auth:{minute}"
 MINUTE_TTL = 3660  # one hour of minutes, and a minute of slack
 SKIP_SECONDS = 5.0
+# Per-minute counts are added up in the process and sent to Redis at most once a
+# second, so a warm session check costs one Redis round trip (its GET), not two.
+FLUSH_SECONDS = 1.0
 _skip_until = 0.0
+_last_flush = 0.0
+_pending: dict[tuple[int, str], int] = {}
 _lock = threading.Lock()
 
 
 def _count_minute(field: str) -> None:
-    global _skip_until
-    if time.monotonic() < _skip_until:
+    minute = int(time.time() // 60)
+    with _lock:
+        _pending[(minute, field)] = _pending.get((minute, field), 0) + 1
+        due = time.monotonic() - _last_flush >= FLUSH_SECONDS
+    if due:
+        flush_minute_counts()
+
+
+def flush_minute_counts() -> None:
+    """Send this process's pending per-minute counts to Redis (skipped for a few
+    seconds after a Redis error; counts made while Redis is down are dropped)."""
+    global _skip_until, _last_flush
+    with _lock:
+        if time.monotonic() < _skip_until:
+            _pending.clear()
+            return
+        batch = dict(_pending)
+        _pending.clear()
+        _last_flush = time.monotonic()
+    if not batch:
         return
-    key = MINUTE_KEY.format(minute=int(time.time() // 60))
     try:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.hincrby(key, field, 1)
-        pipe.expire(key, MINUTE_TTL)
+        for (minute, field), count in batch.items():
+            key = MINUTE_KEY.format(minute=minute)
+            pipe.hincrby(key, field, count)
+            pipe.expire(key, MINUTE_TTL)
         pipe.execute()
     except redis.RedisError:
         with _lock:
@@ -76,6 +100,7 @@ def request_done(endpoint: str | None, method: str, status: int, seconds: float)
 
 def last_hour(now: float | None = None) -> list[dict]:
     """Per minute, oldest first: PRIMARY session lookups, cache hits and misses."""
+    flush_minute_counts()  # this process's own latest counts
     current = int((now or time.time()) // 60)
     minutes = list(range(current - 59, current + 1))
     try:
@@ -94,5 +119,8 @@ def last_hour(now: float | None = None) -> list[dict]:
 
 
 def reset_process_state() -> None:
-    global _skip_until
-    _skip_until = 0.0
+    global _skip_until, _last_flush
+    with _lock:
+        _skip_until = 0.0
+        _last_flush = 0.0
+        _pending.clear()

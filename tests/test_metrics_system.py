@@ -4,6 +4,7 @@ and that several gunicorn workers add up (multiprocess mode)."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -166,3 +167,15 @@ def test_several_gunicorn_workers_add_up_in_multiprocess_mode(settings, tmp_path
     finally:
         server.stop()
         redis.Redis.from_url(TEST_REDIS).flushdb()
+
+
+def test_minute_counts_reach_redis_in_batches_not_one_write_per_request(app, redis_client):
+    from handled import metrics
+
+    metrics.reset_process_state()
+    for _ in range(50):
+        metrics.session_cache_hit()
+    now = int(time.time() // 60)
+    in_redis = sum(int(redis_client.hget(metrics.MINUTE_KEY.format(minute=m), "hit") or 0) for m in (now - 1, now))
+    assert in_redis == 1  # the first count went out at once; the rest wait for the next flush
+    assert sum(minute["hit"] for minute in last_hour()) == 50  # reading the chart flushes them
