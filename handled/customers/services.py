@@ -124,6 +124,16 @@ def served_organization_ids(facility_id: int) -> set[int]:
     return {fo.organization_id for fo in FacilityOrganization.select().where(FacilityOrganization.facility == facility_id)}
 
 
+def served_organization_codes() -> dict[int, list[str]]:
+    """Facility id -> codes of the organisations it serves, sorted, in one query."""
+    served: dict[int, list[str]] = {}
+    links = (FacilityOrganization.select(FacilityOrganization.facility, Organization.code)
+             .join(Organization).order_by(Organization.code).tuples())
+    for facility_id, code in links:
+        served.setdefault(facility_id, []).append(code)
+    return served
+
+
 def save_facility(form, organization_ids, facility_id: int | None = None) -> Facility:
     fields = facility_fields(form)
     wanted = {int(i) for i in organization_ids if str(i).isdigit()}

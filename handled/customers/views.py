@@ -59,10 +59,8 @@ def organization_active(org_id):
 @bp.get("/facilities", endpoint="facilities")
 @permission_required("view_customers")
 def facilities_list():
-    facilities = services.list_facilities()
-    names = {o.id: o.code for o in services.list_organizations()}
-    served = {f.id: sorted(names[i] for i in services.served_organization_ids(f.id)) for f in facilities}
-    return render_template("customers/facilities.html", facilities=facilities, served=served)
+    return render_template("customers/facilities.html", facilities=services.list_facilities(),
+                           served=services.served_organization_codes())
 
 
 @bp.route("/facilities/new", methods=["GET", "POST"])
