@@ -42,13 +42,27 @@ def _bare(name: str) -> str:
     return name.replace('"', "")
 
 
+PARTITIONED = re.compile(r"\)\s*PARTITION\s+BY\b", re.I)
+
+
+def _statement_after(sql: str, position: int) -> str:
+    end = sql.find(";", position)
+    return sql[position:end if end >= 0 else len(sql)]
+
+
 def objects_created(sql: str) -> list[tuple[str, str]]:
-    """(kind, qualified name) of each object the SQL creates, in order."""
+    """(kind, qualified name) of each object the SQL creates, in order.
+
+    A table created ``PARTITION BY`` is of kind ``partitioned``: it exists only
+    as a partitioned table, so a migration turning a plain table into one is
+    pending until the table really is partitioned."""
     sql = COMMENT.sub("", sql)
     found = []
     for kind, pattern in PATTERNS:
         for match in pattern.finditer(sql):
-            if kind == "index":
+            if kind == "table" and PARTITIONED.search(_statement_after(sql, match.end())):
+                found.append(("partitioned", _bare(match.group(1))))
+            elif kind == "index":
                 index, table = _bare(match.group(1)), _bare(match.group(2))
                 schema = table.split(".")[0] if "." in table else "public"
                 found.append((kind, f"{schema}.{index}"))
@@ -68,6 +82,9 @@ def object_exists(cursor, kind: str, name: str) -> bool:
             "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
             (schema, table, column),
         )
+    elif kind == "partitioned":
+        cursor.execute("SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind = 'p'",
+                       (_quote_qualified(name),))
     else:
         cursor.execute("SELECT to_regclass(%s)", (_quote_qualified(name),))
         return cursor.fetchone()[0] is not None

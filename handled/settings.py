@@ -110,6 +110,8 @@ class Settings:
     login_throttle_window: int = 900
     admin_email: str = "admin@example.com"
     admin_password: str | None = field(default=None, repr=False)
+    # --- transformations (issue 6) ---
+    transform_parallelism: int = 1
 
     @property
     def mode(self) -> str:
@@ -219,7 +221,30 @@ def load_settings(env: dict | None = None) -> Settings:
         **_account_settings(env),
         **_import_settings(env),
         **_ops_settings(env),
+        transform_parallelism=_transform_parallelism(env),
     )
+
+
+MAX_TRANSFORM_PARALLELISM = 16
+
+
+def default_transform_parallelism() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _transform_parallelism(env: dict) -> int:
+    """TRANSFORM_PARALLELISM: slices (connections) a split transformation builds at once.
+
+    The default is the number of CPU cores here (at most 8): DATA is local to
+    the app host in production, and PostgreSQL runs each INSERT ... SELECT on
+    one core."""
+    raw = env.get("TRANSFORM_PARALLELISM", "").strip()
+    if not raw:
+        return default_transform_parallelism()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TRANSFORM_PARALLELISM:
+        raise SettingsError(f"TRANSFORM_PARALLELISM must be a whole number from 1 to {MAX_TRANSFORM_PARALLELISM}, "
+                            f"not {raw!r}.")
+    return int(raw)
 
 
 def _ops_settings(env: dict) -> dict:

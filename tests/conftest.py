@@ -107,6 +107,15 @@ def reset_tables(settings) -> None:
                 "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%s)",
                 (list(SCHEMAS[target]),))
             tables = [row[0] for row in cur.fetchall()]
+            if target == "data":   # what a killed or failed build left (see swap.py), slices included
+                cur.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "   # no parameters:
+                            "WHERE schemaname = 'reference' "                                # % is literal
+                            "AND (tablename LIKE '\\_build\\_%' OR tablename LIKE '\\_old\\_%')")
+                for (leftover,) in cur.fetchall():
+                    cur.execute(f"DROP TABLE IF EXISTS {leftover}")
+                cur.execute("SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%s)",
+                            (list(SCHEMAS[target]),))
+                tables = [row[0] for row in cur.fetchall()]
             if tables:
                 cur.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
             for seed in SEED_FILES:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from handled import create_app, migrations
@@ -16,7 +17,7 @@ from tests.conftest import database_names, drop_database, mode_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions"]
-DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services"]
+DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned"]
 
 
 def sql(config, statement, params=None):
@@ -57,7 +58,7 @@ def test_migrate_applies_each_side_with_its_own_history(scratch):
 def test_status_is_exact_and_exits_non_zero_while_anything_is_pending(scratch):
     result = cli(scratch, "db", "status")
     assert result.exit_code == 1
-    assert result.output.count("pending") == 4
+    assert result.output.count("pending") == 5
     migrations.migrate(resolve_targets(scratch, "primary")[0])
     result = cli(scratch, "db", "status", "--target", "primary")
     assert result.exit_code == 0, result.output
@@ -80,15 +81,39 @@ def test_dry_run_lists_and_changes_nothing(scratch):
 
 def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
     migrate_all(scratch)
-    result = cli(scratch, "db", "rollback", "--target", "data")
+    result = cli(scratch, "db", "rollback", "--target", "data", "--count", "2")
     assert result.exit_code == 0, result.output
+    assert "rolled back 0003_delivery_matrix_partitioned" in result.output
     assert "rolled back 0002_seed_carriers_services" in result.output
     assert sql(scratch.data, "SELECT count(*) FROM reference.carriers")[0][0] == 0
-    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", DATA_IDS[1]: "pending"}
+    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", DATA_IDS[1]: "pending", DATA_IDS[2]: "pending"}
     assert verdicts(scratch, "primary") == {i: "applied" for i in PRIMARY_IDS}
     result = cli(scratch, "db", "rollback", "--target", "primary", "--count", "2")
     assert result.exit_code == 0
     assert sql(scratch.primary, "SELECT to_regnamespace('config')")[0][0] is None
+    assert cli(scratch, "db", "migrate").exit_code == 0
+    assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
+    migrate_all(scratch)
+    data = resolve_targets(scratch, "data")[0]
+    assert migrations.rollback(data) == [DATA_IDS[2]]     # back to one plain table
+    relkind = "SELECT relkind FROM pg_class WHERE oid = 'reference.delivery_matrix'::regclass"
+    assert sql(scratch.data, relkind) == [("r",)]
+    assert verdicts(scratch, "data")[DATA_IDS[2]] == "pending"
+    sql(scratch.data, "INSERT INTO reference.delivery_matrix VALUES ('100', '200', 'UPS', 'GND', 2, NULL, 95, 'x'),"
+                      " ('900', '200', 'USPS', 'PRI', 1, NULL, 100, 'x')")
+    assert migrations.migrate(data) == [DATA_IDS[2]]      # the rows stay, in one partition
+    assert sql(scratch.data, relkind) == [("p",)]
+    assert sql(scratch.data, "SELECT count(*), count(DISTINCT tableoid) FROM reference.delivery_matrix") == [(2, 1)]
+    assert sql(scratch.data, "SELECT conname FROM pg_constraint WHERE contype = 'p' "
+                             "AND conrelid = 'reference.delivery_matrix'::regclass") == [("delivery_matrix_pkey",)]
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        sql(scratch.data, "INSERT INTO reference.delivery_matrix VALUES ('100', '200', 'UPS', 'GND', 3, NULL, 60, 'x')")
+    assert verdicts(scratch, "data")[DATA_IDS[2]] == "applied"
+    assert migrations.rollback(data) == [DATA_IDS[2]]
+    assert sql(scratch.data, "SELECT count(*) FROM reference.delivery_matrix") == [(2,)]
     assert cli(scratch, "db", "migrate").exit_code == 0
     assert cli(scratch, "db", "check").exit_code == 0
 
@@ -135,7 +160,7 @@ def test_tracking_row_lost_is_found_by_check_and_marked_by_repair(scratch):
 def test_objects_dropped_behind_trackings_back_are_unmarked_and_reapplied(scratch):
     migrate_all(scratch)
     sql(scratch.data, "DROP SCHEMA reference CASCADE; DROP SCHEMA workspace CASCADE")
-    assert verdicts(scratch, "data") == {DATA_IDS[0]: "missing", DATA_IDS[1]: "missing"}
+    assert verdicts(scratch, "data") == {i: "missing" for i in DATA_IDS}
     dry = cli(scratch, "db", "migrate", "--repair", "--dry-run", "--target", "data")
     assert "would change: data: unmarked 0001_workspace_reference_schemas" in dry.output
     assert verdicts(scratch, "data")[DATA_IDS[0]] == "missing"

@@ -38,6 +38,8 @@ def test_single_mode_defaults_data_to_primary():
     assert settings.data.variable == "DATA_DATABASE_URL"
     assert settings.session_cache_ttl == 30
     assert settings.log_db_queries is False
+    assert settings.transform_parallelism == max(1, min(8, os.cpu_count() or 1))
+    assert load_settings({**BASE, "TRANSFORM_PARALLELISM": "3"}).transform_parallelism == 3
 
 
 def test_single_mode_with_a_different_data_database_is_refused():
@@ -68,6 +70,9 @@ def test_split_mode_needs_two_different_databases():
     ("PRIMARY_DATABASE_URL", "postgresql://h/db?connection_limit=zero", "connection_limit must be a positive"),
     ("REDIS_URL", "http://localhost", "REDIS_URL must start with redis://"),
     ("SECRET_KEY", "short", "SECRET_KEY is too short"),
+    ("TRANSFORM_PARALLELISM", "0", "TRANSFORM_PARALLELISM must be a whole number from 1 to 16"),
+    ("TRANSFORM_PARALLELISM", "many", "TRANSFORM_PARALLELISM must be a whole number from 1 to 16"),
+    ("TRANSFORM_PARALLELISM", "17", "not '17'"),
 ])
 def test_bad_values_name_the_variable(variable, value, fragment):
     assert fragment in settings_error(**{variable: value})

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from handled import heartbeat
@@ -15,7 +18,7 @@ from handled.models import DATA_MODELS, SCHEMAS, TransformationRun
 from handled.transformations import history
 from handled.transformations.registry import Transformation, get_transformation
 from handled.transformations.service import TransformationFailed, run_transformation
-from handled.transformations.swap import BuildBusy, BuildFailed, build_and_swap
+from handled.transformations.swap import BuildBusy, BuildCancelled, BuildControl, BuildFailed, build_and_swap
 from tests.transform_data import add_usps, add_zip, load_delivery_sources, load_zip_sources
 
 
@@ -30,8 +33,12 @@ def matrix_count() -> int:
 
 
 def scratch_tables() -> list[str]:
+    """Build or old tables left in reference (a live table's own partitions are not scratch)."""
     return [r[0] for r in data_db.execute_sql(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'reference' AND tablename LIKE '\\_%%'").fetchall()]
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'reference' AND c.relkind IN ('r', 'p') AND c.relname LIKE '\\_%%' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent "
+        "                WHERE i.inhrelid = c.oid AND parent.relname NOT LIKE '\\_%%')").fetchall()]
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
@@ -46,7 +53,7 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 def build_waiting_on_lock(conn) -> int | None:
     with conn.cursor() as cur:
         cur.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'INSERT INTO reference._build_%%'")
+                    "AND query LIKE 'INSERT INTO reference.\\_%%'")
         row = cur.fetchone()
     return row[0] if row else None
 
@@ -264,3 +271,143 @@ def test_cli_errors_are_one_sentence(app, runner):
     add_zip("10001", 1.0, 1.0, "A", "NY", 1)
     result = runner.invoke(args=["transformations", "run", "--all"])
     assert result.exit_code == 0 and "delivery-matrix: run #" in result.output
+
+
+# --- slices: delivery-matrix is built by origin range on several connections at once ---------
+
+@contextmanager
+def parallelism(app, settings, slices: int):
+    """Run inside an app whose TRANSFORM_PARALLELISM is ``slices``."""
+    with app.app_context():
+        app.config["HANDLED_SETTINGS"] = replace(settings, transform_parallelism=slices)
+        yield
+
+
+def load_more_origins() -> None:
+    """The known-answer rows of origin 100 again for origins 050 and 900 (outside every
+    ZIP3 of zip3_reference: the open ends of the ranges) and 200 and 300."""
+    for origin in ("050", "200", "300", "900"):
+        data_db.execute_sql(
+            "INSERT INTO workspace.usps_3d_base_service SELECT %s, dest_zip3, pri_days, gal_days, mkt_days,"
+            " per_days, pkg_days, fcm_days, gah_days, pfc_days FROM workspace.usps_3d_base_service"
+            " WHERE origin_zip3 = '100'", (origin,))
+        data_db.execute_sql(
+            "INSERT INTO workspace.ups_zones SELECT %s, dest_zip3, ground, three_day_select, second_day_air,"
+            " second_day_air_am, next_day_air_saver, next_day_air FROM workspace.ups_zones"
+            " WHERE origin_zip3 = '100'", (origin,))
+        data_db.execute_sql(
+            "INSERT INTO workspace.ups_ground_service_zip5 SELECT %s || right(origin_zip, 2), dest_zip,"
+            " dest_state, transit_days FROM workspace.ups_ground_service_zip5 WHERE origin_zip LIKE '100%%'",
+            (origin,))
+
+
+def matrix_rows() -> set:
+    return set(data_db.execute_sql("SELECT * FROM reference.delivery_matrix").fetchall())
+
+
+def live_partitions() -> list[tuple[str, str]]:
+    return data_db.execute_sql(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'reference.delivery_matrix'::regclass "
+        "ORDER BY c.relname").fetchall()   # <target>_<build>_<slice number>
+
+
+def test_slices_build_the_same_rows_as_one_build(app, settings):
+    load_zip_sources()
+    load_delivery_sources()
+    load_more_origins()
+    run_transformation("zip3-reference")       # ZIP3s 100..400: where the slices are cut
+    with parallelism(app, settings, 1):
+        one = run_transformation("delivery-matrix")
+        serial = matrix_rows()
+        assert len(live_partitions()) == 1
+    with parallelism(app, settings, 3):
+        three = run_transformation("delivery-matrix")
+    assert one.rows == three.rows == len(serial) == 5 * 18
+    assert matrix_rows() == serial
+    partitions = live_partitions()
+    assert [bound for _, bound in partitions] == [
+        "FOR VALUES FROM (MINVALUE) TO ('200')", "FOR VALUES FROM ('200') TO ('300')",
+        "FOR VALUES FROM ('300') TO (MAXVALUE)"]
+    origins = {name: {r[0] for r in data_db.execute_sql(f"SELECT DISTINCT origin_zip3 FROM reference.{name}")}
+               for name, _ in partitions}
+    assert sorted(map(sorted, origins.values())) == [["050", "100"], ["200"], ["300", "900"]]
+    assert scratch_tables() == []
+    conn = connect(settings)
+    try:
+        assert compare_models(conn, DATA_MODELS, SCHEMAS["data"]) == []
+    finally:
+        conn.close()
+
+
+def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app, settings):
+    load_zip_sources()
+    load_delivery_sources()
+    load_more_origins()
+    run_transformation("zip3-reference")
+    old = run_transformation("delivery-matrix").rows
+    broken = Transformation(
+        id="broken-matrix", name="broken", target="delivery_matrix", source_tables=("workspace.usps_3d_base_service",),
+        source_integrations=(), sql_file="delivery_matrix.sql", split_column="origin_zip3",
+        split_values_sql="SELECT zip3 FROM reference.zip3_reference")
+    # origins from 300 on: every row twice (duplicate keys); below 200: a slice that would take a minute
+    broken.__dict__["select_sql"] = """
+        SELECT origin_zip3, dest_zip3, 'UPS', 'GND', 1::smallint, NULL, 100::smallint, 'test'
+        FROM workspace.usps_3d_base_service
+        CROSS JOIN generate_series(1, CASE WHEN origin_zip3 >= '300' THEN 2 ELSE 1 END)
+        CROSS JOIN LATERAL (SELECT pg_sleep(CASE WHEN origin_zip3 < '200' THEN 60 ELSE 0 END)) AS nap
+        WHERE (%(split_from)s::text IS NULL OR origin_zip3 >= %(split_from)s)
+          AND (%(split_to)s::text IS NULL OR origin_zip3 < %(split_to)s)"""
+    started = time.monotonic()
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        build_and_swap(broken, parallelism=3)
+    assert time.monotonic() - started < 30          # the sleeping slice was cancelled, not waited for
+    assert matrix_count() == old and scratch_tables() == []
+    watcher = connect(settings)
+    try:
+        with watcher.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'handled-build-%%'")
+            assert cur.fetchone()[0] == 0           # no build connection left behind
+    finally:
+        watcher.close()
+
+
+def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
+    load_zip_sources()
+    load_delivery_sources()
+    load_more_origins()
+    run_transformation("zip3-reference")
+    old = run_transformation("delivery-matrix").rows
+    blocker = connect(settings)
+    blocker.autocommit = False
+    watcher = connect(settings)
+    control, errors = BuildControl(), []
+
+    def waiting_slices() -> int:
+        with watcher.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'INSERT INTO reference.\\_%%'")
+            return cur.fetchone()[0]
+
+    def run():
+        try:
+            build_and_swap(get_transformation("delivery-matrix"), parallelism=3, control=control)
+        except BuildFailed as exc:
+            errors.append(exc)
+
+    build = threading.Thread(target=run)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE workspace.ups_zones IN ACCESS EXCLUSIVE MODE")
+        build.start()
+        wait_for(lambda: waiting_slices() == 3, what="all three slices to wait on the locked source")
+        control.cancel()
+        build.join(timeout=30)
+        assert not build.is_alive()
+    finally:
+        blocker.close()
+        watcher.close()
+        build.join(timeout=30)
+    assert len(errors) == 1 and isinstance(errors[0], BuildCancelled)
+    assert "cancelled" in str(errors[0]) and "left unchanged" in str(errors[0])
+    assert matrix_count() == old and scratch_tables() == []

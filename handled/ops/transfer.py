@@ -56,7 +56,8 @@ def stream_table(source, target, table: Table) -> None:
     """Copy every row of ``table`` from the source connection into the target's
     table of the same name (same column list), without buffering the table."""
     columns = table.column_list()
-    copy_out = sql.SQL("COPY {} ({}) TO STDOUT").format(table.identifier, columns).as_string(source)
+    # COPY (SELECT ...) rather than COPY table: the latter refuses partitioned tables
+    copy_out = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(columns, table.identifier).as_string(source)
     copy_in = sql.SQL("COPY {} ({}) FROM STDIN").format(table.identifier, columns).as_string(target)
     read_fd, write_fd = os.pipe()
     failures: list[BaseException] = []

@@ -2,6 +2,14 @@
 
 Each transformation is one SELECT in ``sql/<name>.sql``; the runner inserts its
 rows into a scratch table beside the live target and swaps it in (swap.py).
+
+A transformation with a ``split_column`` is built in slices that run side by
+side, one connection each: its SELECT takes ``%(split_from)s`` and
+``%(split_to)s`` (NULL = unbounded) and must return only rows whose split
+column lies in ``[split_from, split_to)``; ``split_values_sql`` lists values
+of that column (each once) to cut slices holding about as many of them. Its live
+table is partitioned by range of that column, one partition per slice. (Such a
+SELECT goes through psycopg2's parameter substitution: write a literal % as %%.)
 """
 
 from __future__ import annotations
@@ -28,10 +36,19 @@ class Transformation:
     depends_on: tuple[str, ...] = ()
     sql_file: str = ""
     description: str = ""
+    split_column: str | None = None      # build in slices by range of this column
+    split_values_sql: str | None = None  # SELECT of values of that column, to cut slices at
 
     @cached_property
     def select_sql(self) -> str:
         return (SQL_DIR / self.sql_file).read_text()
+
+    def render_select(self, cursor, split_from: str | None = None, split_to: str | None = None) -> str:
+        """The SELECT as plain SQL for one slice (default: all rows), e.g. to run it in psql."""
+        if not self.split_column:
+            return self.select_sql
+        params = {"split_from": split_from, "split_to": split_to}
+        return cursor.mogrify(self.select_sql, params).decode()
 
     @property
     def qualified_target(self) -> str:
@@ -57,6 +74,10 @@ TRANSFORMATIONS: dict[str, Transformation] = {t.id: t for t in (
         source_integrations=("ups-ground-service", "ups-zones", "usps-3d-base"),
         depends_on=("zip3-reference",),
         sql_file="delivery_matrix.sql",
+        split_column="origin_zip3",
+        # every ZIP3 once, from the dependency: cheap, and origins outside it still
+        # land in the first or last slice (the ranges are open at both ends)
+        split_values_sql="SELECT zip3 FROM reference.zip3_reference",
         description="Transit days, zone and delivery score per origin ZIP3, destination ZIP3, carrier and service.",
     ),
 )}

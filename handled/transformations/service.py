@@ -1,11 +1,10 @@
 """Run transformations (from the CLI, a page or a background job) and describe them.
 
-The build itself runs in a thread of its own, so its long DATA transaction
-never shares a connection with the run history written to PRIMARY (in
-single-database mode both proxies share one pool and one connection per
-thread). The calling thread records phases, refreshes the heartbeat and,
-if it is interrupted (Ctrl-C, job timeout), cancels the build's query so the
-whole build rolls back.
+The build itself runs in a thread of its own, on direct DATA connections of
+its own (swap.py), so it never shares a connection with the run history
+written to PRIMARY. The calling thread records phases, refreshes the heartbeat
+and, if it is interrupted (Ctrl-C, job timeout), cancels every statement of
+the build, which then drops its scratch tables and leaves the live one serving.
 """
 
 from __future__ import annotations
@@ -16,11 +15,12 @@ import threading
 from dataclasses import dataclass
 
 from handled import heartbeat, jobs
-from handled.db import data_db, release_connections
+from handled.db import release_connections
 from handled.transformations import history
 from handled.transformations.registry import (TRANSFORMATIONS, Transformation, dependency_order,
                                               get_transformation)
-from handled.transformations.swap import PHASES, BuildFailed, BuildResult, build_and_swap, pg_code
+from handled.transformations.swap import (PHASES, BuildControl, BuildFailed, BuildResult, build_and_swap,
+                                          configured_parallelism, pg_code)
 
 log = logging.getLogger("handled.transformations")
 
@@ -73,11 +73,13 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
 def _build_in_thread(t: Transformation, run_id: int) -> BuildResult:
     events: queue.Queue = queue.Queue()
     outcome: dict = {}
+    control = BuildControl()
+    parallelism = configured_parallelism()   # read here: the build thread has no app context
 
     def build():
         try:
-            outcome["pid"] = data_db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
-            outcome["result"] = build_and_swap(t, lambda phase, step, total: events.put((phase, step, total)))
+            outcome["result"] = build_and_swap(t, lambda phase, step, total: events.put((phase, step, total)),
+                                               control=control, parallelism=parallelism)
         except BaseException as exc:  # handed to the calling thread
             outcome["error"] = exc
         finally:
@@ -90,7 +92,7 @@ def _build_in_thread(t: Transformation, run_id: int) -> BuildResult:
             _relay_progress(events, run_id, t)
             worker.join(timeout=0.25)
     except BaseException:
-        _cancel_build(outcome.get("pid"))
+        control.cancel()   # every connection of the build stops; its tables are dropped
         worker.join()
         raise
     if "error" in outcome:
@@ -106,15 +108,6 @@ def _relay_progress(events: queue.Queue, run_id: int, t: Transformation) -> None
             return
         history.record_phase(run_id, phase)
         jobs.report_progress(phase, step, total, f"{t.id}: {phase}")
-
-
-def _cancel_build(pid: int | None) -> None:
-    if pid is None:
-        return
-    try:
-        data_db.execute_sql("SELECT pg_cancel_backend(%s)", (pid,))
-    except Exception as exc:  # the build may already be gone
-        log.warning("could not cancel build backend %s: %s", pid, exc)
 
 
 def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
