@@ -15,7 +15,11 @@ us_zips / gazetteer rows for zip3-reference. Then prints, from one run:
   (target < 150 MB), and the streamed HTTP path's throughput;
 * the zone-matrix.json build time.
 
-Usage: .venv/bin/python bench/bench_transformations.py [--origins 900] [--keep]
+The rebuild uses TRANSFORM_PARALLELISM slices (default: one per core, see
+docs/TRANSFORMATIONS.md); psql runs the whole SELECT as one statement, which
+PostgreSQL executes on one core.
+
+Usage: .venv/bin/python bench/bench_transformations.py [--origins 900] [--parallelism N] [--reader-pause-ms 2] [--keep]
 Loopback only; needs a PostgreSQL superuser on 127.0.0.1:5432 and Redis.
 """
 
@@ -42,9 +46,12 @@ SERVER = os.environ.get("HANDLED_BENCH_PG", "postgresql://postgres@127.0.0.1:543
 REDIS = os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 
 
-def env_for(dbname: str) -> dict:
-    return {"PRIMARY_DATABASE_URL": f"{SERVER}/{dbname}", "SPLIT_DB_MODE": "false",
-            "REDIS_URL": REDIS, "SECRET_KEY": "bench-secret-key-0123456789abcdef"}
+def env_for(dbname: str, parallelism: int | None = None) -> dict:
+    env = {"PRIMARY_DATABASE_URL": f"{SERVER}/{dbname}", "SPLIT_DB_MODE": "false",
+           "REDIS_URL": REDIS, "SECRET_KEY": "bench-secret-key-0123456789abcdef"}
+    if parallelism:
+        env["TRANSFORM_PARALLELISM"] = str(parallelism)
+    return env
 
 
 def admin(sql: str) -> None:
@@ -95,7 +102,7 @@ def psql_seconds(dbname: str, command: str) -> float:
     return time.monotonic() - started
 
 
-def reader_loop(dsn: str, keys, stop: threading.Event, stalls: list, counts: list) -> None:
+def reader_loop(dsn: str, keys, stop: threading.Event, stalls: list, counts: list, pause: float) -> None:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -105,10 +112,20 @@ def reader_loop(dsn: str, keys, stop: threading.Event, stalls: list, counts: lis
             cur.execute("SELECT count(*) FROM reference.delivery_matrix WHERE origin_zip3 = %s AND dest_zip3 = %s",
                         (origin, dest))
             found = cur.fetchone()[0]
-            stalls.append(time.monotonic() - started)
+            stalls.append((time.monotonic() - started, started))
             counts.append(found)
-            time.sleep(0.002)   # a busy page's worth of queries, not a CPU hog on a small machine
+            time.sleep(pause)   # default 2 ms: a busy page's worth of queries, not a CPU hog
     conn.close()
+
+
+def phase_at(timings: dict, offset: float) -> str:
+    """Which build phase ``offset`` seconds after the run started fell in (from the phase timings)."""
+    end = 0.0
+    for name, seconds in timings.items():
+        end += seconds
+        if offset <= end:
+            return name
+    return "after the run"
 
 
 def export_child(dbname: str, target: str) -> None:
@@ -136,6 +153,9 @@ def main() -> None:
     parser.add_argument("--origins", type=int, default=900, help="origin (and destination) ZIP3 count")
     parser.add_argument("--database", default="handled_bench_tr")
     parser.add_argument("--keep", action="store_true", help="keep the bench database afterwards")
+    parser.add_argument("--reader-pause-ms", type=float, default=2.0,
+                        help="pause between the stall reader's queries (0: back to back)")
+    parser.add_argument("--parallelism", type=int, help="TRANSFORM_PARALLELISM (default: the app's, one slice per core)")
     parser.add_argument("--export-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export_child:
@@ -160,10 +180,10 @@ def run(args) -> None:
     from handled.transformations.registry import get_transformation
     from handled.transformations.service import run_transformation
 
-    settings = load_settings(env_for(args.database))
+    settings = load_settings(env_for(args.database, args.parallelism))
     for target in resolve_targets(settings, "all"):
         migrate(target)
-    create_app(settings)
+    create_app(settings).app_context().push()   # TRANSFORM_PARALLELISM as the app would read it
     dsn = f"{SERVER}/{args.database}"
     started = time.monotonic()
     conn = psycopg2.connect(dsn)
@@ -179,26 +199,30 @@ def run(args) -> None:
     started = time.monotonic()
     rebuild = run_transformation("delivery-matrix")     # timed alone, like the psql baseline
     project_seconds = time.monotonic() - started
+    slices = data_db.execute_sql("SELECT count(*) FROM pg_inherits "
+                                 "WHERE inhparent = 'reference.delivery_matrix'::regclass").fetchone()[0]
 
     keys = data_db.execute_sql("SELECT origin_zip3, dest_zip3 FROM workspace.usps_3d_base_service "
                                "ORDER BY random() LIMIT 5000").fetchall()
     stop, stalls, counts = threading.Event(), [], []
-    reader = threading.Thread(target=reader_loop, args=(dsn, keys, stop, stalls, counts))
+    reader = threading.Thread(target=reader_loop, args=(dsn, keys, stop, stalls, counts, args.reader_pause_ms / 1000))
     reader.start()
     time.sleep(0.5)
+    rebuild_started = time.monotonic()
     under_reader = run_transformation("delivery-matrix")
     time.sleep(0.5)
     stop.set()
     reader.join()
 
-    select = get_transformation("delivery-matrix").select_sql.strip().rstrip(";")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:   # every origin: the whole SELECT
+        select = get_transformation("delivery-matrix").render_select(cur).strip().rstrip(";")
     psql_seconds(args.database, "CREATE TABLE public.bench_plain (LIKE reference.delivery_matrix)")
     baseline = psql_seconds(args.database, f"INSERT INTO public.bench_plain {select}")
     keyed = psql_seconds(args.database, "SET maintenance_work_mem = '1GB'; ALTER TABLE public.bench_plain "
                          "ADD PRIMARY KEY (origin_zip3, dest_zip3, carrier, service)")
     psql_seconds(args.database, "DROP TABLE public.bench_plain")
 
-    print(f"delivery-matrix rebuild: {rebuild.rows:,} rows in {project_seconds:.1f} s "
+    print(f"delivery-matrix rebuild: {rebuild.rows:,} rows in {project_seconds:.1f} s, {slices} slices "
           f"(phases: {', '.join(f'{k} {v:.1f}s' for k, v in rebuild.timings.items())})")
     print(f"  psql INSERT ... SELECT into a plain table: {baseline:.1f} s; ratio {project_seconds / baseline:.2f}x "
           "(target <= 1.2x)")
@@ -206,8 +230,13 @@ def run(args) -> None:
           f"ratio {project_seconds / (baseline + keyed):.2f}x")
     print(f"  rebuild again with a reader querying the live table in a loop: "
           f"{sum(under_reader.timings.values()):.1f} s of phases")
-    print(f"  reader during that rebuild: {len(stalls):,} queries, longest {max(stalls) * 1000:.1f} ms "
-          f"(target < 100 ms), empty answers: {sum(1 for c in counts if c == 0)}")
+    longest, at = max(stalls)
+    print(f"  reader during that rebuild: {len(stalls):,} queries, longest {longest * 1000:.1f} ms "
+          f"(target < 100 ms, in the {phase_at(under_reader.timings, at - rebuild_started)} phase), "
+          f"empty answers: {sum(1 for c in counts if c == 0)}")
+    in_swap = [d for d, when in stalls if phase_at(under_reader.timings, when - rebuild_started) == "swap"]
+    if in_swap:
+        print(f"  longest query while the swap ran: {max(in_swap) * 1000:.1f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
         ours_file, psql_file = Path(tmp) / "ours.csv", Path(tmp) / "psql.csv"
