@@ -50,11 +50,14 @@ def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
 
 
 @contextmanager
-def connect_direct(config: DatabaseConfig, autocommit: bool = True):
-    """A direct psycopg2 connection, closed on exit; errors become ConnectionProblem."""
+def connect_direct(config: DatabaseConfig, autocommit: bool = True, application_name: str = "handled-tool"):
+    """A direct psycopg2 connection, closed on exit; errors become ConnectionProblem.
+
+    For tools and for work that needs connections of its own beside the pool
+    (a sliced transformation build holds one per slice for its whole run)."""
     kwargs = config.connect_kwargs()
     kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
-    kwargs.setdefault("application_name", "handled-tool")
+    kwargs.setdefault("application_name", application_name)
     try:
         conn = psycopg2.connect(dbname=config.dbname, **kwargs)
     except psycopg2.Error as exc:

@@ -58,6 +58,7 @@ import psycopg2.extensions
 
 from flask import has_app_context
 
+from handled.catalog import connect_direct
 from handled.db import data_db
 from handled.settings import default_transform_parallelism
 from handled.transformations.registry import SCHEMA, Transformation
@@ -280,23 +281,18 @@ class _Build:
 
     @contextmanager
     def connection(self, autocommit: bool = True):
-        """A direct connection to DATA, cancellable through the build's control."""
-        config = data_db.config
-        kwargs = config.connect_kwargs()
-        kwargs.setdefault("application_name", f"handled-build-{self.t.id}")
-        kwargs.setdefault("connect_timeout", 10)
-        conn = psycopg2.connect(dbname=config.dbname, **kwargs)
-        conn.autocommit = True
-        if conn.server_version >= 140000:   # PostgreSQL 14+: a killed worker's statements
-            with conn.cursor() as cur:      # stop within a second instead of running on
-                cur.execute("SET client_connection_check_interval = '1s'")
-        conn.autocommit = autocommit
-        self.control.register(conn)
-        try:
-            yield conn
-        finally:
-            self.control.forget(conn)
-            conn.close()
+        """A DATA connection of the build's own (not from the pool, which the build would
+        drain for minutes), cancellable through the build's control."""
+        with connect_direct(data_db.config, application_name=f"handled-build-{self.t.id}") as conn:
+            if conn.server_version >= 140000:   # PostgreSQL 14+: a killed worker's statements
+                with conn.cursor() as cur:      # stop within a second instead of running on
+                    cur.execute("SET client_connection_check_interval = '1s'")
+            conn.autocommit = autocommit
+            self.control.register(conn)
+            try:
+                yield conn
+            finally:
+                self.control.forget(conn)
 
     def run(self, cur, statement: str, params=None) -> None:
         if self.control.cancelled.is_set():
