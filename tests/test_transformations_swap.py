@@ -411,3 +411,25 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
     assert len(errors) == 1 and isinstance(errors[0], BuildCancelled)
     assert "cancelled" in str(errors[0]) and "left unchanged" in str(errors[0])
     assert matrix_count() == old and scratch_tables() == []
+
+
+def test_old_table_still_read_after_the_swap_is_dropped_by_the_next_build(app, settings, monkeypatch, caplog):
+    load_delivery_sources()
+    run_transformation("delivery-matrix")
+    old_partition = live_partitions()[0][0]
+    add_usps("100", "900", pri=2)
+    reader = connect(settings)
+    reader.autocommit = False
+    with reader.cursor() as cur:   # a long transaction on the live table's one slice
+        cur.execute(f"SELECT count(*) FROM reference.{old_partition}")
+    monkeypatch.setattr("handled.transformations.swap.DROP_PATIENCE_SECONDS", 0.5)
+    try:
+        result = build_and_swap(get_transformation("delivery-matrix"))   # swaps: the parent is free
+        assert matrix_count() == result.rows                           # the new rows serve at once
+        assert sorted(scratch_tables()) == sorted(["_old_delivery_matrix", old_partition])
+        assert "_old_delivery_matrix is still in use by a reader" in caplog.text
+    finally:
+        reader.rollback()
+        reader.close()
+    build_and_swap(get_transformation("delivery-matrix"))
+    assert scratch_tables() == []

@@ -88,6 +88,10 @@ class BuildCancelled(BuildFailed):
     """Someone cancelled the build; the live table is unchanged."""
 
 
+class _Stopped(Exception):
+    """A slice was stopped because a sibling failed (never the error a run reports)."""
+
+
 @dataclass
 class BuildResult:
     rows: int
@@ -100,7 +104,8 @@ class BuildControl:
     """Lets another thread cancel a running build: every connection it uses is cancelled."""
 
     def __init__(self) -> None:
-        self.cancelled = threading.Event()
+        self.cancelled = threading.Event()   # someone asked: the run fails as cancelled
+        self.stopping = threading.Event()    # no statement may start any more (cancel, or a slice failed)
         self._connections: set = set()
         self._lock = threading.Lock()
 
@@ -115,10 +120,14 @@ class BuildControl:
     def cancel(self) -> None:
         """Stop the build: cancel what each connection is running and refuse what comes next."""
         self.cancelled.set()
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
         self.interrupt()
 
     def interrupt(self) -> None:
-        """Cancel the statements running now (a slice failed: its siblings are pointless)."""
+        """Cancel the statements running now."""
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
@@ -284,8 +293,10 @@ class _Build:
         """A DATA connection of the build's own (not from the pool, which the build would
         drain for minutes), cancellable through the build's control."""
         with connect_direct(data_db.config, application_name=f"handled-build-{self.t.id}") as conn:
-            if conn.server_version >= 140000:   # PostgreSQL 14+: a killed worker's statements
-                with conn.cursor() as cur:      # stop within a second instead of running on
+            # PostgreSQL 14+: a killed worker's statements stop within a second instead of
+            # running on (a session setting: not through a transaction pooler)
+            if conn.server_version >= 140000 and not data_db.config.pgbouncer:
+                with conn.cursor() as cur:
                     cur.execute("SET client_connection_check_interval = '1s'")
             conn.autocommit = autocommit
             self.control.register(conn)
@@ -297,22 +308,23 @@ class _Build:
     def run(self, cur, statement: str, params=None) -> None:
         if self.control.cancelled.is_set():
             raise BuildCancelled(f"{self.t.id} was cancelled; {self.t.qualified_target} was left unchanged.")
+        if self.control.stopping.is_set():
+            raise _Stopped()
         cur.execute(statement, params)
 
     # -- prepare -----------------------------------------------------------------------------
 
     def drop_leftovers(self, conn) -> None:
-        with conn.cursor() as cur:
-            self.run(cur, f"SET lock_timeout = '{LEFTOVER_LOCK_TIMEOUT}'")
-            for table in (self.build_table, self.old_table):
-                try:
+        for table in (self.build_table, self.old_table):
+            try:
+                with _transaction(conn) as cur:
+                    self.run(cur, f"SET LOCAL lock_timeout = '{LEFTOVER_LOCK_TIMEOUT}'")
                     self.run(cur, f"DROP TABLE IF EXISTS {SCHEMA}.{table}")
-                except psycopg2.errors.LockNotAvailable:
-                    raise BuildFailed(
-                        f"{SCHEMA}.{table}, left by an earlier build, is still in use by another session; "
-                        f"{self.t.qualified_target} was left unchanged. Try again when that session has "
-                        "finished.") from None
-            self.run(cur, "RESET lock_timeout")
+            except psycopg2.errors.LockNotAvailable:
+                raise BuildFailed(
+                    f"{SCHEMA}.{table}, left by an earlier build, is still in use by another session; "
+                    f"{self.t.qualified_target} was left unchanged. Try again when that session has "
+                    "finished.") from None
 
     def plan_slices(self, conn, parallelism: int) -> list[Slice]:
         """One slice without a split column; else up to ``parallelism`` ranges of similar size."""
@@ -384,10 +396,15 @@ class _Build:
                                     for index in indexes],
                                    memory, len(slices) > 1, on_inserted)
                        for s in slices]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.exception() for f in done):
-                self.control.interrupt()   # one slice failed: stop the others now
-                wait(futures)
+            while True:
+                done, pending = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+                if any(f.exception() for f in done):
+                    self.control.stop()        # a slice failed: the others are pointless
+                if self.control.stopping.is_set():
+                    self.control.interrupt()   # again until all are out: one may be between statements
+                if not pending:
+                    break
+            if any(f.exception() for f in futures):
                 raise self.first_error(futures)
         timings["insert"] = round(max(inserted) - started, 3)
         timings["index"] = round(time.monotonic() - max(inserted), 3)
@@ -412,8 +429,8 @@ class _Build:
         errors = [f.exception() for f in futures if f.exception() is not None]
         if self.control.cancelled.is_set():
             return BuildCancelled(f"{self.t.id} was cancelled; {self.t.qualified_target} was left unchanged.")
-        # the slice that failed first, not a sibling we cancelled because of it
-        return next((e for e in errors if pg_code(e) != "57014"), errors[0])
+        # the slice that failed, not a sibling stopped because of it
+        return next((e for e in errors if not isinstance(e, _Stopped) and pg_code(e) != "57014"), errors[0])
 
     def finish_indexes(self, conn, slices: list[Slice], indexes: list[_Index]) -> None:
         """Keys on the partitioned build table (attaching the slices' ones), then statistics."""
@@ -461,22 +478,21 @@ class _Build:
         """Drop the table the swap replaced. The swap has committed, so nothing here may fail
         the run: a reader still on the old table (or a cancel) leaves it for the next build."""
         deadline = time.monotonic() + DROP_PATIENCE_SECONDS
-        with conn.cursor() as cur:
-            while True:
-                try:
-                    cur.execute(f"SET lock_timeout = '{int(lock_timeout_ms)}ms'")
+        while True:
+            try:
+                with _transaction(conn) as cur:
+                    cur.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'")
                     cur.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{self.old_table}")
-                    cur.execute("RESET lock_timeout")
-                    return
-                except psycopg2.errors.LockNotAvailable:
-                    if time.monotonic() < deadline and not self.control.cancelled.is_set():
-                        time.sleep(random.uniform(0.05, 0.25))
-                        continue
-                    reason = "is still in use by a reader"
-                except psycopg2.Error as exc:
-                    reason = f"could not be dropped ({str(exc).strip()})"
-                log.warning("%s.%s %s; the next build of %s drops it", SCHEMA, self.old_table, reason, self.t.id)
                 return
+            except psycopg2.errors.LockNotAvailable:
+                if time.monotonic() < deadline and not self.control.cancelled.is_set():
+                    time.sleep(random.uniform(0.05, 0.25))
+                    continue
+                reason = "is still in use by a reader"
+            except psycopg2.Error as exc:
+                reason = f"could not be dropped ({str(exc).strip()})"
+            log.warning("%s.%s %s; the next build of %s drops it", SCHEMA, self.old_table, reason, self.t.id)
+            return
 
     def drop_quietly(self, conn, table: str) -> None:
         """After a failure: drop the build table (and its slices); never raise over the real error."""
