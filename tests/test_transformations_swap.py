@@ -301,6 +301,15 @@ def load_more_origins() -> None:
             (origin,))
 
 
+def build_with_five_origins() -> int:
+    """Sources for five origins, zip3-reference (where slices are cut) and a first matrix; its rows."""
+    load_zip_sources()
+    load_delivery_sources()
+    load_more_origins()
+    run_transformation("zip3-reference")
+    return run_transformation("delivery-matrix").rows
+
+
 def matrix_rows() -> set:
     return set(data_db.execute_sql("SELECT * FROM reference.delivery_matrix").fetchall())
 
@@ -341,11 +350,7 @@ def test_slices_build_the_same_rows_as_one_build(app, settings):
 
 
 def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app, settings):
-    load_zip_sources()
-    load_delivery_sources()
-    load_more_origins()
-    run_transformation("zip3-reference")
-    old = run_transformation("delivery-matrix").rows
+    old = build_with_five_origins()
     broken = Transformation(
         id="broken-matrix", name="broken", target="delivery_matrix", source_tables=("workspace.usps_3d_base_service",),
         source_integrations=(), sql_file="delivery_matrix.sql", split_column="origin_zip3",
@@ -373,11 +378,7 @@ def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app, settings)
 
 
 def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
-    load_zip_sources()
-    load_delivery_sources()
-    load_more_origins()
-    run_transformation("zip3-reference")
-    old = run_transformation("delivery-matrix").rows
+    old = build_with_five_origins()
     blocker = connect(settings)
     blocker.autocommit = False
     watcher = connect(settings)
