@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from handled import heartbeat, jobs
@@ -29,6 +31,8 @@ def test_transformations_page_and_run_button_queue_a_job(built, login_client):
     staff = login_client(permissions=["run_transformations"])
     page = staff.get("/transformations/").get_data(as_text=True)
     assert "delivery-matrix" in page and "up to date" in page and ">19<" in page
+    # recent runs list each run's phase timings in the order the phases happen
+    assert re.search(r"prepare [0-9.]+, insert [0-9.]+, index [0-9.]+, check [0-9.]+, swap [0-9.]+<", page)
     response = staff.post("/transformations/delivery-matrix/run")
     assert response.status_code == 302 and "/jobs/" in response.location
     job_id = response.location.rsplit("/", 1)[1]

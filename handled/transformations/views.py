@@ -17,7 +17,7 @@ PERMISSION = "run_transformations"
 @permission_required(PERMISSION)
 def overview():
     return render_template("transformations/overview.html", rows=service.describe_transformations(),
-                           runs=history.recent_runs(limit=20))
+                           runs=history.recent_runs(limit=20), phases=service.PHASES)
 
 
 @bp.post("/<transformation_id>/run")
