@@ -7,6 +7,7 @@ installs Debian's package when it is missing).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -38,6 +39,22 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+def screenshot(page, path, attempts: int = 3) -> None:
+    """Save what the page shows (evidence for a reader of the test run). Headless chromium
+    now and then answers "Unable to capture screenshot" while it repaints, so try again
+    a moment later; the last failure is raised."""
+    from playwright.sync_api import Error
+
+    for attempt in range(1, attempts + 1):
+        try:
+            page.screenshot(path=str(path))
+            return
+        except Error as exc:
+            if attempt == attempts or "Unable to capture screenshot" not in str(exc):
+                raise
+            time.sleep(0.3 * attempt)
 
 
 def sign_in(page, base, email, password):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.auth_helpers import TEST_PASSWORD, make_user
-from tests.browser_support import browser, live_server, sign_in  # noqa: F401 (fixtures)
+from tests.browser_support import browser, live_server, screenshot, sign_in  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -17,7 +17,7 @@ def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, 
     admin_page = browser.new_context().new_page()
     sign_in(admin_page, base, admin.email, TEST_PASSWORD)
     assert admin_page.url == f"{base}/"
-    admin_page.screenshot(path=str(artifacts_dir / "1-admin-signed-in.png"))
+    screenshot(admin_page, artifacts_dir / "1-admin-signed-in.png")
 
     admin_page.goto(f"{base}/admin/users/new")
     admin_page.fill("input[name=email]", "picker@example.test")
@@ -26,20 +26,20 @@ def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, 
     admin_page.check("input[name=roles][value=salesperson]")
     admin_page.click("main button[type=submit]")
     assert "/admin/users/" in admin_page.url and "Created picker@example.test" in admin_page.content()
-    admin_page.screenshot(path=str(artifacts_dir / "2-user-created.png"))
+    screenshot(admin_page, artifacts_dir / "2-user-created.png")
 
     user_page = browser.new_context().new_page()  # a second browser: its own cookies
     sign_in(user_page, base, "picker@example.test", "a strong dock passphrase")
     assert user_page.url == f"{base}/"
     user_page.click("text=Organizations")
     assert user_page.url == f"{base}/customers/organizations"
-    user_page.screenshot(path=str(artifacts_dir / "3-user-signed-in.png"))
+    screenshot(user_page, artifacts_dir / "3-user-signed-in.png")
 
     admin_page.click("#disable-user")
     assert "Disabled picker@example.test" in admin_page.content()
-    admin_page.screenshot(path=str(artifacts_dir / "4-admin-disabled-user.png"))
+    screenshot(admin_page, artifacts_dir / "4-admin-disabled-user.png")
 
     user_page.click("text=Facilities")
     assert user_page.url.startswith(f"{base}/login")
     assert user_page.locator("input[name=password]").is_visible()
-    user_page.screenshot(path=str(artifacts_dir / "5-user-back-at-login.png"))
+    screenshot(user_page, artifacts_dir / "5-user-back-at-login.png")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from tests.auth_helpers import TEST_PASSWORD, make_user
-from tests.browser_support import browser, live_server, sign_in  # noqa: F401 (fixtures)
+from tests.browser_support import browser, live_server, screenshot, sign_in  # noqa: F401 (fixtures)
 from tests.test_jobs_worker import start_worker, wait_for
 from tests.transform_data import load_zip_sources
 
@@ -24,7 +24,7 @@ def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, brows
     page.click("form[action$='/zip3-reference/run'] button")
     assert "/jobs/" in page.url
     assert page.locator("#job-status").inner_text() == "queued"
-    page.screenshot(path=str(artifacts_dir / "1-queued.png"))
+    screenshot(page, artifacts_dir / "1-queued.png")
 
     worker = start_worker(settings, tmp_path, "--burst")
     try:
@@ -35,5 +35,5 @@ def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, brows
     # The page was not reloaded: only its polling script can change what it shows.
     wait_for(lambda: page.locator("#job-status").inner_text() == "finished", timeout=20,
              what="the job page to show the finished job")
-    page.screenshot(path=str(artifacts_dir / "2-finished.png"))
+    screenshot(page, artifacts_dir / "2-finished.png")
     assert blocked == []
