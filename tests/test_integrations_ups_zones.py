@@ -2,6 +2,7 @@
 
 import pytest
 
+from handled.integrations import sources
 from handled.integrations.service import import_file
 from tests.integrations_support import (ZONE_HEADER, assert_refused, files, imp_app,  # noqa: F401
                                         imp_settings, table_rows, write_zone_chart, zone_row)
@@ -164,3 +165,44 @@ def test_wrong_names_are_refused(imp_app, files, name):
     path = files / name
     write_zone_chart(files / "007.xlsx", good_rows()).rename(path)
     assert_refused("ups-zones", path, "ups_zones", message="expected NNN.xls or NNN.xlsx")
+
+
+# --- how a sheet is read: calamine for all-text sheets, openpyxl/xlrd where formats matter -----
+
+def formatted_rows(path):
+    opener = sources._xlsx_rows if path.suffix == ".xlsx" else sources._xls_rows
+    with opener(path, path.name) as rows:
+        return [list(row) for row in rows]
+
+
+def rows_read(path):
+    with sources._sheet_rows(path, path.name, path.suffix[1:]) as rows:
+        return [list(row) for row in rows]
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_an_all_text_chart_is_read_by_calamine_as_openpyxl_or_xlrd_reads_it(tmp_path, ext):
+    path = write_zone_chart(tmp_path / f"007.{ext}", good_rows())
+    fast = sources._text_only_rows(path)
+    assert fast is not None                       # the fast path takes it
+    assert fast[8][:7] == ZONE_HEADER and rows_read(path) == fast
+    width = max(len(row) for row in fast)
+    assert fast == [row + [""] * (width - len(row)) for row in formatted_rows(path)]
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_a_chart_holding_a_number_is_read_with_its_formats(tmp_path, ext):
+    path = write_zone_chart(tmp_path / f"007.{ext}", good_rows() + [[6, "002", "302", "202", "242", "132", "102"]],
+                            number_format="000")
+    assert sources._text_only_rows(path) is None  # 6 shows as 006 only with its format
+    assert rows_read(path) == formatted_rows(path) and ["006", "002"] == rows_read(path)[-4][:2]
+
+
+def test_big_or_unreadable_files_skip_calamine(tmp_path, monkeypatch):
+    junk = tmp_path / "008.xlsx"
+    junk.write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+    assert sources._text_only_rows(junk) is None      # openpyxl then words the refusal
+    path = write_zone_chart(tmp_path / "007.xlsx", good_rows())
+    monkeypatch.setattr(sources, "FAST_SHEET_MAX_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(sources, "_text_only_rows", lambda _: pytest.fail("calamine read a file over the limit"))
+    assert rows_read(path) == formatted_rows(path)
