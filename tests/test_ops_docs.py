@@ -7,6 +7,7 @@ import configparser
 import importlib
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import click
@@ -118,3 +119,30 @@ def test_deploy_files_agree_with_the_docs_and_the_app():
     checklist = DOCS[0].read_text()
     for name in ("gunicorn.conf.py", "handled-web.service", "handled-worker.service", "nginx-handled.conf"):
         assert f"deploy/{name}" in checklist
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
+    """The real tool reads the unit files: a misspelt key or a bad value is a warning it prints.
+    (Installed paths are pointed at stand-in executables, since /opt/handled is not here.)"""
+    venv_bin = tmp_path / "opt" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    for program in ("gunicorn", "flask"):
+        (venv_bin / program).write_text("#!/bin/sh\n")
+        (venv_bin / program).chmod(0o755)
+    units = []
+    for unit in sorted((ROOT / "deploy").glob("handled-*.*")):
+        copy = tmp_path / unit.name
+        copy.write_text(unit.read_text().replace("/opt/handled", str(tmp_path / "opt")))
+        units.append(str(copy))
+    assert len(units) == 4
+
+    def verify(*paths):
+        return subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True, timeout=60)
+
+    done = verify(*units)
+    assert done.returncode == 0 and done.stderr.strip() == "" and done.stdout.strip() == "", done.stderr
+    broken = tmp_path / "handled-broken.service"
+    web = (tmp_path / "handled-web.service").read_text()
+    assert "KillMode=mixed" in web
+    broken.write_text(web.replace("KillMode=mixed", "KilMode=mixed"))
+    assert "Unknown key 'KilMode'" in verify(str(broken)).stderr   # the check would see a typo
