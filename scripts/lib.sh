@@ -68,3 +68,24 @@ ensure_debian_package() {
   say "installing Debian's $2 ($3)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
+
+# ensure_nginx_binary: Debian's nginx binary under var/tools/nginx, for `nginx -t` of
+# deploy/nginx-handled.conf in the tests. The package is unpacked, not installed:
+# installing it would start a web server on port 80.
+NGINX_TOOL="$ROOT/var/tools/nginx/usr/sbin/nginx"
+ensure_nginx_binary() {
+  [ -x "$NGINX_TOOL" ] && return 0
+  command -v apt-get >/dev/null || die "apt-get is missing: the deploy tests need Debian's nginx binary in var/tools/nginx."
+  say "unpacking Debian's nginx into var/tools/nginx (the deploy tests run nginx -t; no server is started)"
+  local tmp
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -qq nginx >/dev/null 2>&1); then
+    [ "$(id -u)" = 0 ] || die "apt-get download nginx failed; run 'sudo apt-get update' and try again."
+    apt-get update -qq && (cd "$tmp" && apt-get download -qq nginx >/dev/null 2>&1) \
+      || die "apt-get download nginx failed; Debian's package registry is needed once."
+  fi
+  mkdir -p "$ROOT/var/tools/nginx"
+  dpkg -x "$tmp"/nginx_*.deb "$ROOT/var/tools/nginx"
+  rm -rf "$tmp"
+  "$NGINX_TOOL" -v 2>/dev/null || die "the unpacked nginx does not run ($NGINX_TOOL); install Debian's nginx libraries."
+}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import configparser
 import importlib
+import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import click
 import pytest
 
 from handled import create_app
+from tests.servers import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "docs" / "DEPLOYMENT_CHECKLIST.md", ROOT / "docs" / "OPS_RUNBOOK.md"]
@@ -146,3 +149,37 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
     assert "KillMode=mixed" in web
     broken.write_text(web.replace("KillMode=mixed", "KilMode=mixed"))
     assert "Unknown key 'KilMode'" in verify(str(broken)).stderr   # the check would see a typo
+
+
+def nginx_binary() -> str:
+    """Debian's nginx, unpacked by scripts/test (HANDLED_TEST_NGINX), or one on PATH."""
+    found = os.environ.get("HANDLED_TEST_NGINX") or shutil.which("nginx")
+    if not found or not Path(found).exists():
+        raise RuntimeError("nginx is not available; scripts/test unpacks Debian's package into var/tools/nginx.")
+    return found
+
+
+def test_nginx_site_passes_nginx_t(tmp_path):
+    """nginx itself parses the site file (certificates swapped for a self-signed pair),
+    inside a minimal main configuration; a misspelt directive is shown to be caught."""
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    site = (ROOT / "deploy" / "nginx-handled.conf").read_text()
+    for installed, here in (("/etc/ssl/handled/fullchain.pem", cert), ("/etc/ssl/handled/privkey.pem", key)):
+        assert installed in site
+        site = site.replace(installed, str(here))
+
+    def nginx_t(site_text: str) -> subprocess.CompletedProcess:
+        (tmp_path / "site.conf").write_text(site_text)
+        temp = " ".join(f"{kind}_temp_path {tmp_path / kind};" for kind in
+                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (tmp_path / "nginx.conf").write_text(
+            f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
+            f"http {{\n  access_log off;\n  {temp}\n  include {tmp_path / 'site.conf'};\n}}\n")
+        return subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
+                               "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=60)
+
+    done = nginx_t(site)
+    assert done.returncode == 0 and "test is successful" in done.stderr, done.stderr
+    assert "[warn]" not in done.stderr and "[emerg]" not in done.stderr, done.stderr
+    broken = nginx_t(site.replace("proxy_buffering off;", "proxy_bufering off;"))
+    assert broken.returncode != 0 and 'unknown directive "proxy_bufering"' in broken.stderr
