@@ -70,6 +70,15 @@ def prepare_database() -> str:
     return f"{PG_SERVER}/{DATABASE}"
 
 
+def drop_database() -> None:
+    """The bench's own database goes at the end, as the other benchmarks' do."""
+    conn = psycopg2.connect(f"{PG_SERVER}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    conn.close()
+
+
 def app_environment(database_url: str, redis_url: str, cache: bool) -> dict:
     return {**os.environ, "PRIMARY_DATABASE_URL": database_url, "SPLIT_DB_MODE": "false",
             "REDIS_URL": redis_url, "SECRET_KEY": "bench-secret-key-0123456789abcdef",
@@ -198,6 +207,7 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         redis_server.stop()
+        drop_database()
 
 
 def report(results: dict, args, total: int) -> None:
