@@ -111,7 +111,7 @@ class Settings:
     admin_email: str = "admin@example.com"
     admin_password: str | None = field(default=None, repr=False)
     # --- transformations (issue 6) ---
-    transform_parallelism: int = 1
+    transform_parallelism: int = field(default_factory=lambda: default_transform_parallelism())
 
     @property
     def mode(self) -> str:

@@ -103,19 +103,16 @@ def reset_tables(settings) -> None:
         conn = psycopg2.connect(dbname=config.dbname, **config.connect_kwargs())
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%s)",
-                (list(SCHEMAS[target]),))
-            tables = [row[0] for row in cur.fetchall()]
             if target == "data":   # what a killed or failed build left (see swap.py), slices included
                 cur.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "   # no parameters:
                             "WHERE schemaname = 'reference' "                                # % is literal
                             "AND (tablename LIKE '\\_build\\_%' OR tablename LIKE '\\_old\\_%')")
                 for (leftover,) in cur.fetchall():
                     cur.execute(f"DROP TABLE IF EXISTS {leftover}")
-                cur.execute("SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%s)",
-                            (list(SCHEMAS[target]),))
-                tables = [row[0] for row in cur.fetchall()]
+            cur.execute(
+                "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%s)",
+                (list(SCHEMAS[target]),))
+            tables = [row[0] for row in cur.fetchall()]
             if tables:
                 cur.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
             for seed in SEED_FILES:

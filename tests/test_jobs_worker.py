@@ -17,7 +17,7 @@ from handled.models import TransformationRun
 from handled.transformations import history
 from handled.transformations.service import enqueue_transformation, run_transformation
 from tests.conftest import TEST_REDIS
-from tests.transform_data import load_delivery_sources, load_zip_sources
+from tests.transform_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,11 +122,11 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
         worker.wait(timeout=10)
         wait_for(lambda: not heartbeat._pid_exists(horse_pid), what="the work horse to exit")
         # its slices' statements, still waiting on the locked source, notice the client is gone
-        wait_for(lambda: build_backends(settings) == 0, timeout=15, what="the killed build's statements to stop")
+        wait_for(lambda: build_backends() == 0, timeout=15, what="the killed build's statements to stop")
     finally:
         blocker.rollback()
         blocker.close()
-    assert "_build_delivery_matrix" in reference_tables(settings)     # left by the killed build
+    assert "_build_delivery_matrix" in reference_tables()     # left by the killed build
     assert TransformationRun.get_by_id(run.id).status == "running"    # nobody has looked yet
     next_worker = start_worker(settings, tmp_path, "--burst")
     assert next_worker.wait(timeout=60) == 0
@@ -135,27 +135,7 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     status = jobs.job_status(job_id)
     assert status["status"] == "failed" and "stopped before it finished" in status["message"]
     assert run_transformation("delivery-matrix").rows == 18              # the next build clears up
-    assert not [t for t in reference_tables(settings) if t.startswith(("_build_", "_old_"))]
-
-
-def build_backends(settings) -> int:
-    conn = psycopg2.connect(dbname=settings.data.dbname, **settings.data.connect_kwargs())
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'handled-build-%%'")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
-def reference_tables(settings) -> list[str]:
-    conn = psycopg2.connect(dbname=settings.data.dbname, **settings.data.connect_kwargs())
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'reference'")
-            return [row[0] for row in cur.fetchall()]
-    finally:
-        conn.close()
+    assert not [t for t in reference_tables() if t.startswith(("_build_", "_old_"))]
 
 
 def test_unknown_job_is_a_sentence(app):

@@ -83,3 +83,14 @@ def build_reference_tables():
     load_delivery_sources()
     add_usps("700", "200", gal=3)
     run_transformations([], run_all=True)
+
+
+def build_backends() -> int:
+    """DATA connections a transformation build holds open (its application name)."""
+    return data_db.execute_sql("SELECT count(*) FROM pg_stat_activity "
+                               "WHERE application_name LIKE 'handled-build-%%'").fetchone()[0]
+
+
+def reference_tables() -> list[str]:
+    return [row[0] for row in data_db.execute_sql(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'reference'").fetchall()]

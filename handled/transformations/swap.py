@@ -262,7 +262,8 @@ class _Index:
             named = f'CONSTRAINT "{name}" ' if name else ""
             return f"ALTER TABLE {SCHEMA}.{table} ADD {named}{self.constraint}"
         unique = "UNIQUE " if self.unique else ""
-        return f'CREATE {unique}INDEX {f"{chr(34)}{name}{chr(34)} " if name else ""}ON {SCHEMA}.{table} {self.method}'
+        named = f'"{name}" ' if name else ""
+        return f"CREATE {unique}INDEX {named}ON {SCHEMA}.{table} {self.method}"
 
 
 INDEX_SQL = """
