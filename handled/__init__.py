@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app: settings, lazy database proxies, Redis, blueprints, CLI."""
-    from handled import cache, db, errors, health, home
+    from handled import cache, db, error_pages, health, home
     from handled.cli import register_cli
 
     settings = settings or get_settings()
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_accounts(app)  # sign-in, CSRF, guards, admin and customer pages
     register_operations(app)  # DATA-down banner, System page, /metrics
     register_data_pages(app)  # imports, transformations, coverage, exports, jobs
-    errors.register(app)
+    error_pages.register(app)
     register_cli(app)
     return app
 

@@ -1,46 +1,68 @@
-"""Error pages: no traceback ever reaches a user."""
+"""HandledError: the base of every error meant for a person.
+
+A service that cannot do what it was asked raises a ``HandledError`` (or a
+subclass) whose message is one sentence the user can act on. The edges turn it
+into what the user sees, each in exactly one place:
+
+- the CLI (``handled.cli_support.handled_command``): the sentence (and hint) on
+  stderr, exit code ``error.exit_code``;
+- the web (``handled.error_pages``): a flash message or an error page with
+  ``error.status``;
+- a background job (``handled.jobs``): the run and the job fail with
+  ``str(error)``.
+
+Any other exception is a bug: it is logged with its traceback, and the user sees
+a generic sentence (a 500 page, exit code 1, "failed unexpectedly").
+
+This module imports nothing from Flask or click, so every service may use it.
+"""
 
 from __future__ import annotations
 
-import logging
 
-from flask import jsonify, render_template, request
-from peewee import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+class HandledError(Exception):
+    """Something a person asked for cannot be done; ``str()`` says why in one sentence."""
 
-log = logging.getLogger("handled.errors")
+    status: int = 400       # HTTP status of the error page
+    exit_code: int = 1      # exit code of the CLI command
+
+    def __init__(self, message: str = "", *, hint: str | None = None, status: int | None = None,
+                 exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if status is not None:
+            self.status = status
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+    def full_text(self) -> str:
+        """The sentence followed by the hint, for a terminal or an error page."""
+        return f"{self.message} {self.hint}" if self.hint else self.message
 
 
-def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+class NotFound(HandledError):
+    """The thing named does not exist (any more)."""
+
+    status = 404
 
 
-def render_error(status: int, title: str, message: str):
-    if wants_json():
-        return jsonify({"error": title, "message": message}), status
-    return render_template("error.html", status=status, title=title, message=message), status
+class Forbidden(HandledError):
+    """The actor may not do this."""
+
+    status = 403
 
 
-def register(app) -> None:
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return render_error(exc.code or 500, exc.name, exc.description or "")
+class Conflict(HandledError):
+    """The request clashes with the current state (already running, already exists)."""
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    def database_unavailable(exc):
-        log.error("database unavailable: %s", exc)
-        title, message = "Database unavailable", ("A database handled needs is not answering right now. "
-                                                  "Try again in a minute; if it persists, see docs/OPS_RUNBOOK.md.")
-        try:  # issue 7: say which database is down and what still works
-            from handled.ops.degraded import outage_text
-            title, message = outage_text(exc)
-        except Exception:
-            log.exception("could not tell which database is down")
-        return render_error(503, title, message)
+    status = 409
 
-    @app.errorhandler(Exception)
-    def unexpected(exc):
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return render_error(500, "Something went wrong",
-                            "The error has been logged. Try again, and tell an administrator if it persists.")
+
+class Unavailable(HandledError):
+    """A component the request needs (a database, Redis) is not answering."""
+
+    status = 503

@@ -117,6 +117,19 @@ class Settings:
     def mode(self) -> str:
         return "split" if self.split_db_mode else "single"
 
+    def database(self, side: str) -> DatabaseConfig:
+        """The pooled (application) URL of one side: 'primary' or 'data'."""
+        if side not in ("primary", "data"):
+            raise ValueError(f"unknown database side {side!r}")
+        return self.primary if side == "primary" else self.data
+
+    def direct_database(self, side: str) -> DatabaseConfig:
+        """The URL for a direct connection to one side (migrate, build, copy, backup): PRIMARY's
+        PRIMARY_MIGRATION_URL when set (it bypasses PgBouncer), else the side's own URL."""
+        if side == "primary" and self.primary_migration is not None:
+            return self.primary_migration
+        return self.database(side)
+
 
 def parse_bool(variable: str, raw: str | None, default: bool) -> bool:
     if raw is None:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from flask import redirect, request, url_for
 from flask_login import AnonymousUserMixin, current_user
 
-from handled.errors import render_error, wants_json
+from handled.error_pages import render_error, wants_json
 
 CHANGE_PASSWORD_ENDPOINTS = {"auth.change_password", "auth.logout", "static"}
 

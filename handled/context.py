@@ -1,0 +1,148 @@
+"""Who is acting, with which settings, and where progress goes: the first argument of services.
+
+Every service that decides (may this actor do it?), records (audit, run history)
+or reports (progress) takes a ``Context`` as its first argument. A service never
+looks at Flask's request globals, ``current_app`` or click to find out who is
+acting or which settings apply: it reads them from the context it was handed, so
+the same rule holds whether a page, a CLI command or a background job called it
+(``tests/test_layout.py`` fails when a service module imports them).
+
+Three adapters build a context, and they are the only code here that touches
+Flask's request globals or click:
+
+- ``web_context()``: the signed-in user of the current request (channel ``web``);
+- ``cli_context()``: the command-line operator, a system actor (channel ``cli``);
+- ``job_context(actor_data)``: the user who queued the job (channel ``job``),
+  reporting progress into the RQ job's meta for ``/jobs/<id>``.
+
+Progress is one protocol: ``progress(phase, done=None, total=None, message=None)``.
+``NO_PROGRESS`` drops reports (tests, pages that wait for the result).
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from handled.settings import Settings
+
+CHANNELS = ("web", "cli", "job")
+
+
+class Progress(Protocol):
+    """Where a long service says what it is doing: a phase, how far, and a line for people."""
+
+    def __call__(self, phase: str, done: int | None = None, total: int | None = None,
+                 message: str | None = None) -> None: ...
+
+
+def no_progress(phase: str, done: int | None = None, total: int | None = None,
+                message: str | None = None) -> None:
+    """Reports go nowhere."""
+
+
+NO_PROGRESS: Progress = no_progress
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a signed-in user, the CLI operator, or the user a job runs for."""
+
+    id: int | None
+    email: str | None
+    permissions: frozenset = field(default_factory=frozenset)
+    address: str | None = None
+    channel: str = "web"
+    system: bool = False        # the CLI operator: holds every permission, has no account
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise ValueError(f"unknown channel {self.channel!r}")
+
+    def can(self, permission: str) -> bool:
+        return self.system or permission in self.permissions
+
+    @property
+    def label(self) -> str:
+        """How the audit log and run history name this actor."""
+        return self.email or self.channel
+
+    def to_job(self) -> dict:
+        """Plain values to put on the queue; ``Actor.from_job`` rebuilds it in the worker."""
+        return {"id": self.id, "email": self.email, "permissions": sorted(self.permissions),
+                "address": self.address, "system": self.system}
+
+    @classmethod
+    def from_job(cls, data: dict | None) -> Actor:
+        data = data or {}
+        return cls(id=data.get("id"), email=data.get("email"), permissions=frozenset(data.get("permissions") or ()),
+                   address=data.get("address"), channel="job", system=bool(data.get("system")))
+
+    @classmethod
+    def cli_operator(cls) -> Actor:
+        """The person at the terminal: a system actor (the audit log says "cli")."""
+        return cls(id=None, email=None, permissions=frozenset(), address=None, channel="cli", system=True)
+
+    @classmethod
+    def anonymous(cls, address: str | None = None) -> Actor:
+        return cls(id=None, email=None, permissions=frozenset(), address=address, channel="web")
+
+
+def os_user() -> str:
+    """The operating-system account running this process (for the audit trail of CLI commands)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Settings, actor and progress sink of one call into the services."""
+
+    settings: Settings
+    actor: Actor
+    progress: Progress = NO_PROGRESS
+
+    def with_progress(self, progress: Progress) -> Context:
+        return replace(self, progress=progress)
+
+    def with_actor(self, actor: Actor) -> Context:
+        return replace(self, actor=actor)
+
+
+# -- the three adapters ------------------------------------------------------------------------
+
+def app_settings() -> Settings:
+    """The settings of the running Flask app (inside a request or a ``flask`` command)."""
+    from flask import current_app
+
+    return current_app.config["HANDLED_SETTINGS"]
+
+
+def web_context(progress: Progress = NO_PROGRESS) -> Context:
+    """The context of the current web request: its signed-in user (or anonymous) and address."""
+    from flask import request
+    from flask_login import current_user
+
+    address = request.remote_addr
+    if current_user and current_user.is_authenticated:
+        actor = Actor(id=current_user.id, email=current_user.email, permissions=frozenset(current_user.permissions),
+                      address=address, channel="web")
+    else:
+        actor = Actor.anonymous(address)
+    return Context(app_settings(), actor, progress)
+
+
+def cli_context(progress: Progress = NO_PROGRESS) -> Context:
+    """The context of a ``flask`` command: the operator at the terminal."""
+    return Context(app_settings(), Actor.cli_operator(), progress)
+
+
+def job_context(actor_data: dict | None, settings: Settings | None = None) -> Context:
+    """The context of a background job: the user who queued it, progress into the job's meta."""
+    from handled.jobs import report_progress
+    from handled.settings import get_settings
+
+    return Context(settings or get_settings(), Actor.from_job(actor_data), report_progress)

@@ -1,0 +1,60 @@
+"""The web edge of errors: no traceback ever reaches a user.
+
+- a ``HandledError`` becomes an error page (or JSON) with its own status and sentence;
+- a database that does not answer becomes a 503 page that says which one and what still works;
+- anything else is a bug: logged with its traceback, a generic 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify, render_template, request
+from peewee import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from handled.errors import HandledError
+
+log = logging.getLogger("handled.errors")
+
+GENERIC_TITLE = "Something went wrong"
+GENERIC_MESSAGE = "The error has been logged. Try again, and tell an administrator if it persists."
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def render_error(status: int, title: str, message: str):
+    if wants_json():
+        return jsonify({"error": title, "message": message}), status
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
+def register(app) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return render_error(exc.code or 500, exc.name, exc.description or "")
+
+    @app.errorhandler(HandledError)
+    def handled_error(exc: HandledError):
+        return render_error(exc.status, _title(exc.status), exc.full_text())
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def database_unavailable(exc):
+        from handled.ops.degraded import outage_text
+
+        log.error("database unavailable: %s", exc)
+        title, message = outage_text(exc)
+        return render_error(503, title, message)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return render_error(500, GENERIC_TITLE, GENERIC_MESSAGE)
+
+
+def _title(status: int) -> str:
+    return {403: "Not allowed", 404: "Not found", 409: "Conflict", 503: "Service unavailable"}.get(
+        status, "Cannot do that")

@@ -1,0 +1,1 @@
+"""Schema tooling: yoyo migrations per side, what each migration creates, catalog and drift, `flask db check`."""
