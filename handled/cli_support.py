@@ -1,0 +1,67 @@
+"""The CLI edge: one command-group class for every ``flask`` group, and the CLI progress bar.
+
+``HandledGroup`` wraps every command it holds so that
+
+- a ``HandledError`` becomes its sentence (and hint) on stderr and the error's exit code;
+- a database that does not answer becomes one sentence naming it and exit 1;
+- anything else is a bug: its traceback is logged and the command exits 1 with one line.
+
+A command module therefore never catches domain errors itself: it builds the
+context (``handled.context.cli_context``), calls one service and prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+import click
+import peewee
+import psycopg2
+from flask.cli import AppGroup
+
+from handled.errors import HandledError
+
+log = logging.getLogger("handled.cli")
+
+
+class HandledGroup(AppGroup):
+    """A ``flask`` command group whose commands turn errors into one line and an exit code."""
+
+    def command(self, *args, **kwargs):
+        wrap = super().command(*args, **kwargs)
+
+        def decorator(fn):
+            return wrap(handle_errors(fn))
+        return decorator
+
+    def group(self, *args, **kwargs):
+        kwargs.setdefault("cls", HandledGroup)
+        return super().group(*args, **kwargs)
+
+
+def handle_errors(fn):
+    """Run a command body; errors become one line on stderr and a non-zero exit."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HandledError as exc:
+            fail(exc.full_text(), exc.exit_code)
+        except (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fail(f"A database is not answering ({first}); see docs/OPS_RUNBOOK.md.", 1)
+    return run
+
+
+def fail(message: str, exit_code: int = 1):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def echo_progress(phase: str, done: int | None = None, total: int | None = None,
+                  message: str | None = None) -> None:
+    """The CLI's progress sink: one line per report on stderr (stdout stays for results)."""
+    step = f" ({done}/{total})" if done is not None and total else ""
+    click.echo(f"  {message or phase}{step}", err=True)
