@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from handled.settings import Settings, get_settings
+if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs the module only once
+    from handled.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app: settings, lazy database proxies, Redis, blueprints, CLI."""
     from handled import cache, db, error_pages, health, home
     from handled.cli import register_cli
+    from handled.settings import get_settings
 
     settings = settings or get_settings()
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))

@@ -1,117 +1,202 @@
-"""Every environment variable handled reads, validated in one place.
+"""Every environment variable handled reads: one table, validated in one place.
 
-Nothing else in the project reads ``os.environ``. ``load_settings()`` turns a
-mapping (the environment merged over an optional ``.env`` file) into a frozen
-``Settings``; any missing or contradictory value raises ``SettingsError`` with
-one sentence that names the variable, so start-up can stop cleanly.
+Nothing else in the project reads ``os.environ``. ``SECTIONS`` below is the
+table: each variable's name, parser, default (stated here and nowhere else),
+unit and help text, grouped by concern. ``load_settings()`` turns a mapping (the
+environment merged over an optional ``.env`` file) into a frozen ``Settings``;
+a missing or contradictory value raises ``SettingsError`` with one sentence that
+names the variable, so start-up can stop cleanly. ``.env.example`` is rendered
+from the same table: ``python -m handled.settings > .env.example``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"0", "false", "no", "off", ""}
+from handled.settings_parsers import (
+    COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, DatabaseConfig, Required, Section, SettingsError, Variable,
+    boolean, database_url, direct_database_url, email, existing_folder, parse_database_url, redis_url, secret,
+    text, verbatim, whole,
+)
 
-# Query parameters handled understands itself; everything else goes to libpq.
-APP_URL_PARAMS = {"connection_limit", "pgbouncer", "pool_timeout"}
-DEFAULT_POOL_SIZE = 10
+__all__ = ["DatabaseConfig", "Settings", "SettingsError", "SECTIONS", "default_transform_parallelism",
+           "get_settings", "load_settings", "parse_database_url", "read_environment", "render_env_example"]
 
-
-class SettingsError(Exception):
-    """A setting is missing or wrong; the message names the variable."""
-
-
-@dataclass(frozen=True)
-class DatabaseConfig:
-    """One PostgreSQL database as named by a *_DATABASE_URL variable."""
-
-    variable: str
-    host: str | None
-    port: int | None
-    dbname: str
-    user: str | None
-    password: str | None = field(repr=False)
-    libpq_params: dict = field(default_factory=dict)
-    pool_size: int = DEFAULT_POOL_SIZE
-    pool_timeout: int = 10
-    pgbouncer: bool = False
-
-    @property
-    def identity(self) -> tuple:
-        """What makes two URLs the same database (credentials aside)."""
-        return (self.host or "localhost", self.port or 5432, self.dbname)
-
-    def connect_kwargs(self) -> dict:
-        """Keyword arguments for psycopg2.connect (libpq parameters only)."""
-        kwargs = dict(self.libpq_params)
-        for key in ("host", "port", "user", "password"):
-            value = getattr(self, key)
-            if value is not None:
-                kwargs[key] = value
-        return kwargs
-
-    def display(self) -> str:
-        """The URL without its password, for messages and pages."""
-        who = f"{self.user}@" if self.user else ""
-        where = self.host or "localhost"
-        port = f":{self.port}" if self.port else ""
-        return f"postgresql://{who}{where}{port}/{self.dbname}"
-
-    def dsn(self) -> str:
-        """A libpq key=value string (used by psql, pg_dump and yoyo)."""
-        parts = [f"dbname={_dsn_quote(self.dbname)}"]
-        for key, value in self.connect_kwargs().items():
-            parts.append(f"{key}={_dsn_quote(str(value))}")
-        return " ".join(parts)
+MAX_TRANSFORM_PARALLELISM = 16
 
 
-def _dsn_quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
+def default_transform_parallelism() -> int:
+    """The number of CPU cores here, at most 8: DATA is local to the app host in production,
+    and PostgreSQL runs each INSERT ... SELECT on one core."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("Databases", (
+        "PRIMARY holds config + customer (users, sessions, roles, audit, run history, organisations, "
+        "facilities): small and irreplaceable. DATA holds workspace + reference (imported files, "
+        "derived tables): big, rebuildable.\n"
+        "Development uses one database for all four schemas (single mode). Production splits them: "
+        "PRIMARY on a managed server behind PgBouncer with TLS, DATA on the application host:\n"
+        "  SPLIT_DB_MODE=true\n"
+        "  PRIMARY_DATABASE_URL=postgresql://handled:PASSWORD@primary.internal:6432/handled"
+        "?sslmode=require&connection_limit=10&pgbouncer=true\n"
+        "  DATA_DATABASE_URL=postgresql://handled@127.0.0.1:5432/handled_data?connection_limit=10\n"
+        "  PRIMARY_MIGRATION_URL=postgresql://handled:PASSWORD@primary.internal:5432/handled?sslmode=require\n"
+        "URL parameters: any libpq parameter (sslmode, sslrootcert, connect_timeout, application_name, "
+        "...) is passed to libpq. handled's own:\n"
+        f"  connection_limit=N  pool size per process (default {DEFAULT_POOL_SIZE})\n"
+        f"  pool_timeout=S      seconds to wait for a free pooled connection (default {DEFAULT_POOL_TIMEOUT})\n"
+        "  pgbouncer=true      behind a transaction pooler: no session state is used, and migrations "
+        "refuse this URL"), (
+        Variable("SPLIT_DB_MODE", boolean, False,
+                 "true: PRIMARY and DATA are two databases; false: one database holds both."),
+        Variable("PRIMARY_DATABASE_URL", database_url, Required(
+            "set it to the PRIMARY database, e.g. postgresql://127.0.0.1:5432/handled.",
+            "postgresql://postgres@127.0.0.1:5432/handled"),
+            "The PRIMARY database (config + customer).", attribute="primary"),
+        Variable("DATA_DATABASE_URL", database_url, None,
+                 "The DATA database (workspace + reference). Single mode: leave it out (it is PRIMARY's) "
+                 "or name the same database. Split mode: required, and another database.",
+                 attribute="data"),
+        Variable("PRIMARY_MIGRATION_URL", direct_database_url, None,
+                 "A direct connection to PRIMARY for migrations, copies and backups, when "
+                 "PRIMARY_DATABASE_URL goes through PgBouncer (its transaction pooling breaks them).",
+                 attribute="primary_migration"),
+        Variable("LOG_DB_QUERIES", boolean, False,
+                 "Log every SQL statement with its database (primary/data) and duration. Errors and "
+                 "warnings are always logged."),
+    )),
+    Section("Redis", "Session cache, sign-in throttle and the job queue, shared by every worker.", (
+        Variable("REDIS_URL", redis_url, Required("set it to a Redis server, e.g. redis://127.0.0.1:6379/0.",
+                                                  "redis://127.0.0.1:6379/0"),
+                 "The Redis server (redis://, rediss:// or unix://)."),
+    )),
+    Section("Sessions and accounts", "See docs/SESSIONS.md.", (
+        Variable("SECRET_KEY", secret(16), Required(
+            "set it to a long random string (python -c 'import secrets; print(secrets.token_hex(32))').",
+            "change-me-to-a-long-random-string"),
+            "Signs cookies and CSRF tokens. Long and random; never commit a real one:\n"
+            "  python -c 'import secrets; print(secrets.token_hex(32))'"),
+        Variable("SESSION_CACHE_TTL", whole(), 30, "How long a checked session stays in the shared Redis cache.",
+                 "seconds"),
+        Variable("SESSION_CACHE_ENABLED", boolean, True,
+                 "false: every request checks its session in PRIMARY (benchmarks, debugging)."),
+        Variable("SESSION_IDLE_TIMEOUT", whole(), 8 * 3600,
+                 "A session ends after this long unused (at most SESSION_MAX_AGE).", "seconds"),
+        Variable("SESSION_MAX_AGE", whole(), 7 * 24 * 3600, "A session ends this long after sign-in.", "seconds"),
+        Variable("SESSION_COOKIE_SECURE", boolean, True,
+                 "Send the session cookie over HTTPS only. Set false only for local plain http "
+                 "(scripts/run and the tests do)."),
+        Variable("PASSWORD_MIN_LENGTH", whole(8), 12, "The shortest password accepted.", "characters"),
+        Variable("PASSWORD_HASH_TIME_COST", whole(), 3,
+                 "argon2id passes per hash (raising the cost rehashes at next sign-in).", COUNT),
+        Variable("PASSWORD_HASH_MEMORY_KIB", whole(64), 65536,
+                 "argon2id memory per hash (raising the cost rehashes at next sign-in).", "KiB"),
+        Variable("HANDLED_ADMIN_EMAIL", email, "admin@example.com",
+                 "The first administrator, created by `flask users ensure-admin` (scripts/run) when no "
+                 "active admin exists.", attribute="admin_email"),
+        Variable("HANDLED_ADMIN_PASSWORD", verbatim, None,
+                 "Its password (at least PASSWORD_MIN_LENGTH characters). Unset: one is generated, "
+                 "printed once, and must be changed at first sign-in.", attribute="admin_password"),
+    )),
+    Section("Sign-in throttle", "Failed sign-ins allowed within a window, counted in Redis.", (
+        Variable("LOGIN_MAX_FAILURES_PER_ACCOUNT", whole(), 10, "Failed sign-ins allowed per email.", COUNT),
+        Variable("LOGIN_MAX_FAILURES_PER_IP", whole(), 30, "Failed sign-ins allowed per client address.", COUNT),
+        Variable("LOGIN_THROTTLE_WINDOW", whole(), 900, "The window the failures are counted in.", "seconds"),
+    )),
+    Section("Imports", "flask integrations ..., /integrations; see docs/IMPORTS.md.", (
+        Variable("IMPORT_MAX_BYTES", whole(), 1 << 30, "Largest file an import accepts (1 GiB).", "bytes"),
+        Variable("IMPORT_ARCHIVE_DIR", text, "var/archive",
+                 "Every imported file is kept here by sha256, so the DATA database can be rebuilt from the "
+                 "archive plus the run history. Back this folder up."),
+        Variable("IMPORT_UPLOAD_DIR", text, "var/uploads", "Uploaded files wait here until their import has run."),
+        Variable("IMPORT_REJECTED_ROWS_KEPT", whole(), 1000,
+                 "How many rejected rows (line, column, value, reason) a run keeps; the total is always "
+                 "counted.", COUNT),
+        Variable("IMPORT_BACKGROUND_BYTES", whole(), 5 << 20,
+                 "Uploads larger than this run in the background job queue; smaller ones run in the "
+                 "request.", "bytes"),
+    )),
+    Section("Transformations", "flask transformations ..., docs/TRANSFORMATIONS.md.", (
+        Variable("TRANSFORM_PARALLELISM", whole(1, MAX_TRANSFORM_PARALLELISM), default_transform_parallelism,
+                 f"Slices of delivery-matrix built side by side, one DATA connection each (1-"
+                 f"{MAX_TRANSFORM_PARALLELISM}). Default: the number of CPU cores here, at most 8.", COUNT),
+    )),
+    Section("Backups", "flask backup ...; see docs/OPS_RUNBOOK.md.", (
+        Variable("BACKUP_DIR", text, "var/backups",
+                 "Where `flask backup create` writes its pg_dump files and their JSON manifests."),
+        Variable("BACKUP_KEEP", whole(), 14, "Keep at most this many backups per target (primary, data) ...",
+                 COUNT),
+        Variable("BACKUP_MAX_AGE_DAYS", whole(0, zero_means="no age limit"), 30,
+                 "... and none older than this (0 = no age limit). The backup just made is never deleted.",
+                 "days"),
+    )),
+    Section("Metrics", "/metrics and the System page; see docs/OPS_RUNBOOK.md.", (
+        Variable("METRICS_TOKEN", secret(16), None,
+                 'Prometheus scrapes /metrics with "Authorization: Bearer <METRICS_TOKEN>" (at least 16 '
+                 "random characters). Unset: only signed-in users with view_system may read /metrics."),
+        Variable("PROMETHEUS_MULTIPROC_DIR", existing_folder("the gunicorn config empties it at start"), None,
+                 "prometheus_client's own variable. Under gunicorn with several workers, point it at an "
+                 "existing empty folder writable by the app (e.g. /run/handled/metrics) so /metrics adds "
+                 "up every worker's counters."),
+    )),
+)
+
+
+def variables() -> list[Variable]:
+    return [var for section in SECTIONS for var in section.variables]
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The validated settings; every default lives in ``SECTIONS``, none here."""
+
+    # databases
     primary: DatabaseConfig
     data: DatabaseConfig
     split_db_mode: bool
+    primary_migration: DatabaseConfig | None
+    log_db_queries: bool
+    # Redis
     redis_url: str
+    # sessions and accounts
     secret_key: str = field(repr=False)
-    log_db_queries: bool = False
-    session_cache_ttl: int = 30
-    primary_migration: DatabaseConfig | None = None
-    # imports (handled/integrations)
-    import_max_bytes: int = 1 << 30
-    import_archive_dir: str = "var/archive"
-    import_upload_dir: str = "var/uploads"
-    import_rejected_rows_kept: int = 1000
-    import_background_bytes: int = 5 << 20
-    # --- operations (issue 7): backups, /metrics ---
-    backup_dir: str = "var/backups"
-    backup_keep: int = 14
-    backup_max_age_days: int = 30
-    metrics_token: str | None = field(default=None, repr=False)
-    prometheus_multiproc_dir: str | None = None
-    # --- accounts and sessions (issue 4) ---
-    session_cache_enabled: bool = True
-    session_idle_timeout: int = 8 * 3600
-    session_max_age: int = 7 * 24 * 3600
-    session_cookie_secure: bool = True
-    password_min_length: int = 12
-    password_hash_time_cost: int = 3
-    password_hash_memory_kib: int = 65536
-    login_max_failures_per_account: int = 10
-    login_max_failures_per_ip: int = 30
-    login_throttle_window: int = 900
-    admin_email: str = "admin@example.com"
-    admin_password: str | None = field(default=None, repr=False)
-    # --- transformations (issue 6) ---
-    transform_parallelism: int = field(default_factory=lambda: default_transform_parallelism())
+    session_cache_ttl: int
+    session_cache_enabled: bool
+    session_idle_timeout: int
+    session_max_age: int
+    session_cookie_secure: bool
+    password_min_length: int
+    password_hash_time_cost: int
+    password_hash_memory_kib: int
+    admin_email: str
+    admin_password: str | None = field(repr=False)
+    # sign-in throttle
+    login_max_failures_per_account: int
+    login_max_failures_per_ip: int
+    login_throttle_window: int
+    # imports
+    import_max_bytes: int
+    import_archive_dir: str
+    import_upload_dir: str
+    import_rejected_rows_kept: int
+    import_background_bytes: int
+    # transformations
+    transform_parallelism: int
+    # backups
+    backup_dir: str
+    backup_keep: int
+    backup_max_age_days: int
+    # metrics
+    metrics_token: str | None = field(repr=False)
+    prometheus_multiproc_dir: str | None
 
     @property
     def mode(self) -> str:
@@ -131,231 +216,40 @@ class Settings:
         return self.database(side)
 
 
-def parse_bool(variable: str, raw: str | None, default: bool) -> bool:
-    if raw is None:
-        return default
-    word = raw.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise SettingsError(f"{variable} must be true or false, not {raw!r}.")
-
-
-def parse_positive_int(variable: str, raw: str | None, default: int) -> int:
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{variable} must be a whole number of seconds, not {raw!r}.") from None
-    if value <= 0:
-        raise SettingsError(f"{variable} must be greater than 0, not {value}.")
-    return value
-
-
-def parse_database_url(variable: str, url: str) -> DatabaseConfig:
-    """Parse postgresql://user:pass@host:port/db?params into a DatabaseConfig."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise SettingsError(f"{variable} is not a valid URL ({exc}).") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise SettingsError(
-            f"{variable} must start with postgresql:// (got {parts.scheme or 'no scheme'!r})."
-        )
-    dbname = unquote(parts.path.lstrip("/"))
-    if not dbname:
-        raise SettingsError(f"{variable} must name a database after the host, e.g. postgresql://localhost/handled.")
-    params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    pool_size = _url_int(variable, params, "connection_limit", DEFAULT_POOL_SIZE)
-    pool_timeout = _url_int(variable, params, "pool_timeout", 10)
-    pgbouncer = parse_bool(f"{variable} parameter pgbouncer", params.get("pgbouncer"), False)
-    libpq = {k: v for k, v in params.items() if k not in APP_URL_PARAMS}
-    return DatabaseConfig(
-        variable=variable,
-        host=parts.hostname,
-        port=port,
-        dbname=dbname,
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        libpq_params=libpq,
-        pool_size=pool_size,
-        pool_timeout=pool_timeout,
-        pgbouncer=pgbouncer,
-    )
-
-
-def _url_int(variable: str, params: dict, name: str, default: int) -> int:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise SettingsError(f"{variable} parameter {name} must be a positive whole number, not {raw!r}.")
-    return int(raw)
-
-
-def _required(env: dict, variable: str, hint: str) -> str:
-    value = env.get(variable, "").strip()
-    if not value:
-        raise SettingsError(f"{variable} is not set; {hint}")
-    return value
-
-
 def load_settings(env: dict | None = None) -> Settings:
     """Validate a mapping of variables (the process environment by default)."""
     env = dict(read_environment() if env is None else env)
-    split = parse_bool("SPLIT_DB_MODE", env.get("SPLIT_DB_MODE"), False)
-    primary = parse_database_url(
-        "PRIMARY_DATABASE_URL",
-        _required(env, "PRIMARY_DATABASE_URL", "set it to the PRIMARY database, e.g. postgresql://127.0.0.1:5432/handled."),
-    )
-    data = _data_database(env, primary, split)
-    migration_url = env.get("PRIMARY_MIGRATION_URL", "").strip()
-    primary_migration = parse_database_url("PRIMARY_MIGRATION_URL", migration_url) if migration_url else None
-    if primary_migration and primary_migration.pgbouncer:
-        raise SettingsError("PRIMARY_MIGRATION_URL must be a direct connection, not one through PgBouncer (pgbouncer=true).")
-    redis_url = _required(env, "REDIS_URL", "set it to a Redis server, e.g. redis://127.0.0.1:6379/0.")
-    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {redis_url!r}).")
-    secret_key = _required(env, "SECRET_KEY", "set it to a long random string (python -c 'import secrets; print(secrets.token_hex(32))').")
-    if len(secret_key) < 16:
-        raise SettingsError("SECRET_KEY is too short; use at least 16 random characters.")
-    return Settings(
-        primary=primary,
-        data=data,
-        split_db_mode=split,
-        redis_url=redis_url,
-        secret_key=secret_key,
-        log_db_queries=parse_bool("LOG_DB_QUERIES", env.get("LOG_DB_QUERIES"), False),
-        session_cache_ttl=parse_positive_int("SESSION_CACHE_TTL", env.get("SESSION_CACHE_TTL"), 30),
-        primary_migration=primary_migration,
-        **_account_settings(env),
-        **_import_settings(env),
-        **_ops_settings(env),
-        transform_parallelism=_transform_parallelism(env),
-    )
+    values = {var.field: _value(var, env.get(var.name)) for var in variables()}
+    values["data"] = _data_database(values["data"], values["primary"], values["split_db_mode"])
+    _check_sessions(values)
+    return Settings(**values)
 
 
-MAX_TRANSFORM_PARALLELISM = 16
+def _value(var: Variable, raw: str | None):
+    """One variable's value: an empty value is the same as an unset one."""
+    if raw is None or not raw.strip():
+        if var.required:
+            raise SettingsError(f"{var.name} is not set; {var.default.hint}")
+        return var.default() if callable(var.default) else var.default
+    return var.parse(raw, var)
 
 
-def default_transform_parallelism() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def _transform_parallelism(env: dict) -> int:
-    """TRANSFORM_PARALLELISM: slices (connections) a split transformation builds at once.
-
-    The default is the number of CPU cores here (at most 8): DATA is local to
-    the app host in production, and PostgreSQL runs each INSERT ... SELECT on
-    one core."""
-    raw = env.get("TRANSFORM_PARALLELISM", "").strip()
-    if not raw:
-        return default_transform_parallelism()
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TRANSFORM_PARALLELISM:
-        raise SettingsError(f"TRANSFORM_PARALLELISM must be a whole number from 1 to {MAX_TRANSFORM_PARALLELISM}, "
-                            f"not {raw!r}.")
-    return int(raw)
-
-
-def _ops_settings(env: dict) -> dict:
-    """BACKUP_* and METRICS_TOKEN (issue 7)."""
-    token = env.get("METRICS_TOKEN", "").strip() or None
-    if token is not None and len(token) < 16:
-        raise SettingsError("METRICS_TOKEN is too short; use at least 16 random characters (or leave it unset).")
-    max_age = env.get("BACKUP_MAX_AGE_DAYS", "").strip()
-    if max_age and not max_age.isdigit():
-        raise SettingsError(f"BACKUP_MAX_AGE_DAYS must be a whole number of days (0 = no age limit), not {max_age!r}.")
-    return dict(
-        backup_dir=env.get("BACKUP_DIR", "").strip() or "var/backups",
-        backup_keep=_count("BACKUP_KEEP", env.get("BACKUP_KEEP", "").strip(), 14),
-        backup_max_age_days=int(max_age) if max_age else 30,
-        metrics_token=token,
-        prometheus_multiproc_dir=_multiproc_dir(env),
-    )
-
-
-def _count(variable: str, raw: str, default: int) -> int:
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) <= 0:
-        raise SettingsError(f"{variable} must be a whole number greater than 0, not {raw!r}.")
-    return int(raw)
-
-
-def _multiproc_dir(env: dict) -> str | None:
-    """prometheus_client's own variable: set under gunicorn so /metrics sums all workers."""
-    folder = env.get("PROMETHEUS_MULTIPROC_DIR", "").strip() or None
-    if folder and not Path(folder).is_dir():
-        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR ({folder}) is not an existing folder; create it "
-                            "(the gunicorn config empties it at start).")
-    return folder
-
-
-def _import_settings(env: dict) -> dict:
-    """IMPORT_* variables: size limits, folders, rejected rows kept (issue 5)."""
-    def size(variable: str, default: int) -> int:
-        raw = env.get(variable, "").strip()
-        if not raw:
-            return default
-        if not raw.isdigit() or int(raw) <= 0:
-            raise SettingsError(f"{variable} must be a positive whole number, not {raw!r}.")
-        return int(raw)
-
-    return dict(
-        import_max_bytes=size("IMPORT_MAX_BYTES", 1 << 30),
-        import_archive_dir=env.get("IMPORT_ARCHIVE_DIR", "").strip() or "var/archive",
-        import_upload_dir=env.get("IMPORT_UPLOAD_DIR", "").strip() or "var/uploads",
-        import_rejected_rows_kept=size("IMPORT_REJECTED_ROWS_KEPT", 1000),
-        import_background_bytes=size("IMPORT_BACKGROUND_BYTES", 5 << 20),
-    )
-
-
-def _account_settings(env: dict) -> dict:
-    """Sessions, passwords, login throttling and the first admin (issue 4)."""
-    def number(variable: str, default: int) -> int:
-        return parse_positive_int(variable, env.get(variable), default)
-
-    idle, max_age = number("SESSION_IDLE_TIMEOUT", 8 * 3600), number("SESSION_MAX_AGE", 7 * 24 * 3600)
+def _check_sessions(values: dict) -> None:
+    """Rules between variables of sessions and accounts."""
+    idle, max_age = values["session_idle_timeout"], values["session_max_age"]
     if idle > max_age:
         raise SettingsError(f"SESSION_IDLE_TIMEOUT ({idle}) must not exceed SESSION_MAX_AGE ({max_age}).")
-    min_length = number("PASSWORD_MIN_LENGTH", 12)
-    if min_length < 8:
-        raise SettingsError(f"PASSWORD_MIN_LENGTH must be at least 8, not {min_length}.")
-    memory = number("PASSWORD_HASH_MEMORY_KIB", 65536)
-    if memory < 64:
-        raise SettingsError(f"PASSWORD_HASH_MEMORY_KIB must be at least 64, not {memory}.")
-    admin_email = env.get("HANDLED_ADMIN_EMAIL", "").strip() or "admin@example.com"
-    if "@" not in admin_email:
-        raise SettingsError(f"HANDLED_ADMIN_EMAIL must be an email address, not {admin_email!r}.")
-    admin_password = env.get("HANDLED_ADMIN_PASSWORD") or None
+    min_length, admin_password = values["password_min_length"], values["admin_password"]
     if admin_password is not None and len(admin_password) < min_length:
         raise SettingsError(f"HANDLED_ADMIN_PASSWORD must be at least PASSWORD_MIN_LENGTH ({min_length}) characters.")
-    return dict(
-        session_cache_enabled=parse_bool("SESSION_CACHE_ENABLED", env.get("SESSION_CACHE_ENABLED"), True),
-        session_idle_timeout=idle,
-        session_max_age=max_age,
-        session_cookie_secure=parse_bool("SESSION_COOKIE_SECURE", env.get("SESSION_COOKIE_SECURE"), True),
-        password_min_length=min_length,
-        password_hash_time_cost=number("PASSWORD_HASH_TIME_COST", 3),
-        password_hash_memory_kib=memory,
-        login_max_failures_per_account=number("LOGIN_MAX_FAILURES_PER_ACCOUNT", 10),
-        login_max_failures_per_ip=number("LOGIN_MAX_FAILURES_PER_IP", 30),
-        login_throttle_window=number("LOGIN_THROTTLE_WINDOW", 900),
-        admin_email=admin_email,
-        admin_password=admin_password,
-    )
 
 
-def _data_database(env: dict, primary: DatabaseConfig, split: bool) -> DatabaseConfig:
-    raw = env.get("DATA_DATABASE_URL", "").strip()
-    if not raw:
+def _data_database(data: DatabaseConfig | None, primary: DatabaseConfig, split: bool) -> DatabaseConfig:
+    """DATA_DATABASE_URL against SPLIT_DB_MODE: another database when split, the same one when not."""
+    if data is None:
         if split:
             raise SettingsError("DATA_DATABASE_URL is not set; SPLIT_DB_MODE=true needs a separate DATA database URL.")
         return DatabaseConfig(**{**primary.__dict__, "variable": "DATA_DATABASE_URL"})
-    data = parse_database_url("DATA_DATABASE_URL", raw)
     same = data.identity == primary.identity
     if split and same:
         raise SettingsError(
@@ -368,6 +262,52 @@ def _data_database(env: dict, primary: DatabaseConfig, split: bool) -> DatabaseC
             "but SPLIT_DB_MODE=false; use one database for both or set SPLIT_DB_MODE=true."
         )
     return data
+
+
+ENV_EXAMPLE_HEADER = (
+    "handled reads its settings from the environment, and from a .env file in the working directory when "
+    "one exists (the environment wins). Copy this file to .env for local development; in production set "
+    "the variables in the service manager (systemd EnvironmentFile=) and keep secrets out of the "
+    "repository. An empty value is the same as leaving the variable unset; a commented-out line shows the "
+    "default.\n"
+    "Generated from the table in handled/settings.py: edit the table, not this file, then run\n"
+    "  python -m handled.settings > .env.example"
+)
+
+
+def render_env_example() -> str:
+    """.env.example: each section a comment header, each variable its help, unit and default."""
+    lines = _comment(ENV_EXAMPLE_HEADER)
+    for section in SECTIONS:
+        lines += ["", f"# --- {section.title} ".ljust(79, "-"), *_comment(section.about)]
+        for var in section.variables:
+            lines += ["", *_comment(var.help)]
+            if var.unit:
+                lines.append(f"# Unit: {var.unit}.")
+            lines.append(_assignment(var))
+    return "\n".join(lines) + "\n"
+
+
+def _assignment(var: Variable) -> str:
+    if var.required:
+        return f"{var.name}={var.default.example}"
+    if var.default is None or callable(var.default):
+        return f"# {var.name}="
+    shown = str(var.default).lower() if isinstance(var.default, bool) else str(var.default)
+    return f"# {var.name}={shown}"
+
+
+def _comment(text: str) -> list[str]:
+    """Comment lines; each line of ``text`` is wrapped on its own, keeping its indent."""
+    lines = []
+    for line in text.split("\n"):
+        indent = line[:len(line) - len(line.lstrip())]
+        term = re.match(r"\s+\S+\s{2,}", line)  # "  key=value  what it does": align under "what"
+        hanging = " " * term.end() if term else indent
+        parts = textwrap.wrap(line.strip(), 77, initial_indent=indent, subsequent_indent=hanging,
+                              break_long_words=False, break_on_hyphens=False)
+        lines += [f"# {part}" for part in parts] or ["#"]
+    return lines
 
 
 def read_environment(env_file: str | os.PathLike = ".env") -> dict:
@@ -386,3 +326,7 @@ def read_environment(env_file: str | os.PathLike = ".env") -> dict:
 def get_settings() -> Settings:
     """The settings of this process, read once."""
     return load_settings()
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_env_example())

@@ -1,5 +1,6 @@
 """Settings: read once, validated, every error one sentence naming the variable."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from handled.settings import SettingsError, load_settings, read_environment
+from handled.errors import HandledError
+from handled.settings import (SECTIONS, Settings, SettingsError, load_settings, read_environment,
+                              render_env_example)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {
@@ -143,3 +146,51 @@ def test_flask_finds_the_app_from_the_repo_root_without_flask_app(migrated_setti
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "applied         0001_config_customer_schemas" in result.stdout
+
+
+@pytest.mark.parametrize("variable,value,words", [
+    ("SESSION_IDLE_TIMEOUT", "soon", "SESSION_IDLE_TIMEOUT must be a whole number of seconds, not 'soon'."),
+    ("PASSWORD_MIN_LENGTH", "long", "PASSWORD_MIN_LENGTH must be a whole number of characters, not 'long'."),
+    ("PASSWORD_MIN_LENGTH", "5", "PASSWORD_MIN_LENGTH must be at least 8 characters, not 5."),
+    ("PASSWORD_HASH_MEMORY_KIB", "32", "PASSWORD_HASH_MEMORY_KIB must be at least 64 KiB, not 32."),
+    ("IMPORT_MAX_BYTES", "1GB", "IMPORT_MAX_BYTES must be a whole number of bytes, not '1GB'."),
+    ("IMPORT_BACKGROUND_BYTES", "0", "IMPORT_BACKGROUND_BYTES must be greater than 0 bytes, not 0."),
+    ("LOGIN_MAX_FAILURES_PER_ACCOUNT", "ten",
+     "LOGIN_MAX_FAILURES_PER_ACCOUNT must be a whole number greater than 0, not 'ten'."),
+    ("LOGIN_THROTTLE_WINDOW", "0", "LOGIN_THROTTLE_WINDOW must be greater than 0 seconds, not 0."),
+    ("HANDLED_ADMIN_EMAIL", "admin", "HANDLED_ADMIN_EMAIL must be an email address, not 'admin'."),
+])
+def test_error_words_match_the_unit(variable, value, words):
+    assert settings_error(**{variable: value}) == words
+
+
+def test_a_settings_error_is_a_handled_error_that_stops_start_up():
+    with pytest.raises(HandledError) as info:
+        load_settings({**BASE, "SECRET_KEY": "short"})
+    assert isinstance(info.value, SettingsError) and info.value.exit_code == 2
+
+
+def test_empty_values_mean_the_default():
+    settings = load_settings({**BASE, "SESSION_CACHE_TTL": "", "BACKUP_DIR": " ", "METRICS_TOKEN": ""})
+    assert (settings.session_cache_ttl, settings.backup_dir, settings.metrics_token) == (30, "var/backups", None)
+
+
+def test_the_table_has_one_row_per_settings_attribute_and_states_every_default():
+    rows = [var for section in SECTIONS for var in section.variables]
+    assert len({var.name for var in rows}) == len(rows)
+    assert sorted(var.field for var in rows) == sorted(Settings.__dataclass_fields__)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in Settings.__dataclass_fields__.values()), "defaults belong to the table, not to Settings"
+
+
+def test_env_example_is_rendered_from_the_table():
+    committed = (ROOT / ".env.example").read_text()
+    assert committed == render_env_example(), \
+        "the settings table changed: run `python -m handled.settings > .env.example` and commit the file"
+
+
+def test_python_m_handled_settings_prints_the_env_example():
+    result = subprocess.run([sys.executable, "-m", "handled.settings"], cwd=ROOT, env=_clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == render_env_example()
