@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,3 +148,40 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
 def test_unknown_job_is_a_sentence(app):
     with pytest.raises(jobs.JobNotFound, match="There is no job 'nope'"):
         jobs.job_status("nope")
+
+
+def report_from_a_thread(ctx, total):
+    """A job body: reports from a thread of its own, says whom it runs for."""
+    reporter = threading.Thread(target=ctx.progress, args=("counting", 2, total, "from a thread"))
+    reporter.start()
+    reporter.join()
+    return {"email": ctx.actor.email, "channel": ctx.actor.channel}
+
+
+def fail_on_a_bug(ctx):
+    raise ValueError("an internal detail")
+
+
+def test_a_job_runs_as_who_queued_it_and_reports_from_any_thread(app, settings):
+    job_id = jobs.enqueue("transformation", report_from_a_thread, 4, ctx=queued_by(settings, "lead@example.test"),
+                          description="report from a thread")
+    try:
+        with app.app_context():   # as under `flask jobs worker`
+            result = jobs.get_queue().fetch_job(job_id).perform()
+        assert result == {"email": "lead@example.test", "channel": "job"}
+        status = jobs.job_status(job_id)
+        assert (status["phase"], status["done"], status["total"], status["message"]) == (
+            "counting", 2, 4, "from a thread")
+    finally:
+        jobs.get_queue().empty()
+
+
+def test_a_bug_in_a_job_is_summarised_not_shown(app, settings):
+    job_id = jobs.enqueue("transformation", fail_on_a_bug, ctx=queued_by(settings), description="a bug")
+    try:
+        with app.app_context(), pytest.raises(ValueError):
+            jobs.get_queue().fetch_job(job_id).perform()
+        assert jobs.job_status(job_id)["message"] == (
+            "The job failed unexpectedly (ValueError); the error was logged.")
+    finally:
+        jobs.get_queue().empty()
