@@ -56,13 +56,13 @@ def register_operations(app: Flask) -> None:
 
 def register_data_pages(app: Flask) -> None:
     """Pages over the DATA database: imports, transformations, coverage, exports, jobs."""
-    from handled import jobs_views
     from handled.exports import views as export_views
     from handled.integrations import views as integration_views
+    from handled.jobs import views as job_views
     from handled.transformations import coverage, views as transformation_views
 
     for blueprint in (integration_views.bp, transformation_views.bp, coverage.bp, export_views.bp,
-                      jobs_views.bp):
+                      job_views.bp):
         app.register_blueprint(blueprint)
 
 

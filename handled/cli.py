@@ -121,7 +121,7 @@ def register_cli(app: Flask) -> None:
     from handled.auth.cli import register as register_account_commands
     from handled.exports.cli import exports_cli
     from handled.integrations.cli import integrations_cli
-    from handled.jobs_cli import jobs_cli
+    from handled.jobs.cli import jobs_cli
     from handled.ops.cli import register as register_ops_commands
     from handled.transformations.cli import transformations_cli
 

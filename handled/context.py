@@ -142,7 +142,11 @@ def cli_context(progress: Progress = NO_PROGRESS) -> Context:
 
 def job_context(actor_data: dict | None, settings: Settings | None = None) -> Context:
     """The context of a background job: the user who queued it, progress into the job's meta."""
-    from handled.jobs import report_progress
+    from flask import has_app_context
+
+    from handled.jobs.progress import current_job_progress
     from handled.settings import get_settings
 
-    return Context(settings or get_settings(), Actor.from_job(actor_data), report_progress)
+    if settings is None:    # `flask jobs worker` runs its jobs inside the app's context
+        settings = app_settings() if has_app_context() else get_settings()
+    return Context(settings, Actor.from_job(actor_data), current_job_progress())

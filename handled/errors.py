@@ -8,7 +8,7 @@ into what the user sees, each in exactly one place:
   stderr, exit code ``error.exit_code``;
 - the web (``handled.error_pages``): a flash message or an error page with
   ``error.status``;
-- a background job (``handled.jobs``): the run and the job fail with
+- a background job (``handled.jobs.worker``): the run and the job fail with
   ``str(error)``.
 
 Any other exception is a bug: it is logged with its traceback, and the user sees

@@ -235,15 +235,16 @@ def test_rebuild_names_a_file_missing_from_the_archive(imp_app, imp_settings, fi
 
 
 def test_a_run_whose_process_died_is_marked_failed(imp_app, files):
-    from handled.integrations.history import start_run, sweep_dead_runs
+    from handled.integrations.history import start_run
+    from handled.runs import sweep_dead_runs
 
     dead = start_run("us-zips", "uszips.csv", "ab" * 32, 10, False, Actor())
-    ImportRun.update(message="Running in process some-host-that-is-gone:4242.").where(ImportRun.id == dead.id).execute()
+    ImportRun.update(worker="some-host-that-is-gone:4242").where(ImportRun.id == dead.id).execute()
     alive = start_run("us-zips", "uszips.csv", "cd" * 32, 10, False, Actor())
     from handled.heartbeat import Heartbeat
 
     with Heartbeat():
-        assert sweep_dead_runs() == [dead.id]
+        assert sweep_dead_runs("import") == [dead.id]
     assert ImportRun.get_by_id(dead.id).status == "failed"
     assert "stopped before it finished" in ImportRun.get_by_id(dead.id).message
     assert ImportRun.get_by_id(alive.id).status == "running"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psycopg2
 import pytest
 
 from handled import heartbeat, jobs
+from handled.context import Actor, Context
 from handled.models import TransformationRun
 from handled.transformations import history
 from handled.transformations.service import enqueue_transformation, run_transformation
@@ -45,6 +47,11 @@ def start_worker(settings, tmp_path, *extra) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT)
 
 
+def queued_by(settings, email=None) -> Context:
+    """The context a job is queued in: who to record as having run it."""
+    return Context(settings, Actor(id=None, email=email, channel="cli", system=True))
+
+
 def wait_for(predicate, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,12 +79,12 @@ def test_enqueued_run_is_done_by_a_worker_with_progress(data, settings, tmp_path
     blocker = lock_source(settings)   # keeps the build in its insert phase until released
     worker = start_worker(settings, tmp_path)
     try:
-        job_id = enqueue_transformation("zip3-reference", user_email="lead@example.test",
+        job_id = enqueue_transformation(queued_by(settings, "lead@example.test"), "zip3-reference",
                                         result_url="/transformations")
         assert jobs.job_status(job_id)["status"] in ("queued", "started")
         # zip3-reference does not read the locked table: it finishes
         wait_for(lambda: jobs.job_status(job_id)["finished"], what="zip3-reference job")
-        job_id = enqueue_transformation("delivery-matrix", user_email="lead@example.test")
+        job_id = enqueue_transformation(queued_by(settings, "lead@example.test"), "delivery-matrix")
         status = wait_for(lambda: (s := jobs.job_status(job_id))["phase"] == "insert" and s,
                           what="the insert phase")
         assert status["status"] == "started" and status["done"] == 1 and status["total"] == 5
@@ -97,7 +104,7 @@ def test_enqueued_run_is_done_by_a_worker_with_progress(data, settings, tmp_path
 
 def test_failed_job_shows_the_reason(data, settings, tmp_path):
     job_id = jobs.enqueue("transformation", "handled.transformations.service.transformation_job",
-                          ["delivery-matrix"], description="Run delivery-matrix")
+                          ["delivery-matrix"], ctx=queued_by(settings), description="Run delivery-matrix")
     with heartbeat.Heartbeat():
         going = history.start_run("delivery-matrix")
         worker = start_worker(settings, tmp_path, "--burst")
@@ -112,7 +119,7 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     blocker = lock_source(settings)
     worker = start_worker(settings, tmp_path)
     try:
-        job_id = enqueue_transformation("delivery-matrix")
+        job_id = enqueue_transformation(queued_by(settings), "delivery-matrix")
         wait_for(lambda: jobs.job_status(job_id)["phase"] == "insert", what="the insert phase")
         run = history.running_run("delivery-matrix")
         horse_pid = int(run.worker.rpartition(":")[2])
@@ -141,3 +148,40 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
 def test_unknown_job_is_a_sentence(app):
     with pytest.raises(jobs.JobNotFound, match="There is no job 'nope'"):
         jobs.job_status("nope")
+
+
+def report_from_a_thread(ctx, total):
+    """A job body: reports from a thread of its own, says whom it runs for."""
+    reporter = threading.Thread(target=ctx.progress, args=("counting", 2, total, "from a thread"))
+    reporter.start()
+    reporter.join()
+    return {"email": ctx.actor.email, "channel": ctx.actor.channel}
+
+
+def fail_on_a_bug(ctx):
+    raise ValueError("an internal detail")
+
+
+def test_a_job_runs_as_who_queued_it_and_reports_from_any_thread(app, settings):
+    job_id = jobs.enqueue("transformation", report_from_a_thread, 4, ctx=queued_by(settings, "lead@example.test"),
+                          description="report from a thread")
+    try:
+        with app.app_context():   # as under `flask jobs worker`
+            result = jobs.get_queue().fetch_job(job_id).perform()
+        assert result == {"email": "lead@example.test", "channel": "job"}
+        status = jobs.job_status(job_id)
+        assert (status["phase"], status["done"], status["total"], status["message"]) == (
+            "counting", 2, 4, "from a thread")
+    finally:
+        jobs.get_queue().empty()
+
+
+def test_a_bug_in_a_job_is_summarised_not_shown(app, settings):
+    job_id = jobs.enqueue("transformation", fail_on_a_bug, ctx=queued_by(settings), description="a bug")
+    try:
+        with app.app_context(), pytest.raises(ValueError):
+            jobs.get_queue().fetch_job(job_id).perform()
+        assert jobs.job_status(job_id)["message"] == (
+            "The job failed unexpectedly (ValueError); the error was logged.")
+    finally:
+        jobs.get_queue().empty()

@@ -16,7 +16,7 @@ from handled.settings import load_settings
 from tests.conftest import database_names, drop_database, mode_env
 
 ROOT = Path(__file__).resolve().parent.parent
-PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions"]
+PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned"]
 
 
@@ -58,7 +58,7 @@ def test_migrate_applies_each_side_with_its_own_history(scratch):
 def test_status_is_exact_and_exits_non_zero_while_anything_is_pending(scratch):
     result = cli(scratch, "db", "status")
     assert result.exit_code == 1
-    assert result.output.count("pending") == 5
+    assert result.output.count("pending") == len(PRIMARY_IDS) + len(DATA_IDS)
     migrations.migrate(resolve_targets(scratch, "primary")[0])
     result = cli(scratch, "db", "status", "--target", "primary")
     assert result.exit_code == 0, result.output
@@ -88,7 +88,7 @@ def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
     assert sql(scratch.data, "SELECT count(*) FROM reference.carriers")[0][0] == 0
     assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", DATA_IDS[1]: "pending", DATA_IDS[2]: "pending"}
     assert verdicts(scratch, "primary") == {i: "applied" for i in PRIMARY_IDS}
-    result = cli(scratch, "db", "rollback", "--target", "primary", "--count", "2")
+    result = cli(scratch, "db", "rollback", "--target", "primary", "--count", str(len(PRIMARY_IDS)))
     assert result.exit_code == 0
     assert sql(scratch.primary, "SELECT to_regnamespace('config')")[0][0] is None
     assert cli(scratch, "db", "migrate").exit_code == 0
@@ -114,6 +114,25 @@ def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
     assert verdicts(scratch, "data")[DATA_IDS[2]] == "applied"
     assert migrations.rollback(data) == [DATA_IDS[2]]
     assert sql(scratch.data, "SELECT count(*) FROM reference.delivery_matrix") == [(2,)]
+    assert cli(scratch, "db", "migrate").exit_code == 0
+    assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_running_imports_move_their_worker_out_of_the_message_and_back(scratch):
+    migrate_all(scratch)
+    primary = resolve_targets(scratch, "primary")[0]
+    assert migrations.rollback(primary) == [PRIMARY_IDS[2]]
+    insert = ("INSERT INTO config.import_runs (integration, file_name, file_sha256, file_size, status, message) "
+              "VALUES ('us-zips', 'a.csv', 'ab', 1, %s, %s)")
+    sql(scratch.primary, insert, ("running", "Running in process host-a:42."))
+    sql(scratch.primary, insert, ("failed", "Refused: wrong header. Nothing was written."))
+    runs = "SELECT status, worker, message FROM config.import_runs ORDER BY id"
+    assert migrations.migrate(primary) == [PRIMARY_IDS[2]]
+    assert sql(scratch.primary, runs) == [("running", "host-a:42", None),
+                                          ("failed", None, "Refused: wrong header. Nothing was written.")]
+    assert migrations.rollback(primary) == [PRIMARY_IDS[2]]
+    assert sql(scratch.primary, "SELECT status, message FROM config.import_runs ORDER BY id") == [
+        ("running", "Running in process host-a:42."), ("failed", "Refused: wrong header. Nothing was written.")]
     assert cli(scratch, "db", "migrate").exit_code == 0
     assert cli(scratch, "db", "check").exit_code == 0
 

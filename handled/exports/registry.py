@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from handled.errors import NotFound
+
 GROUND = (("UPS", "GND"), ("USPS", "GAL"), ("USPS", "GAH"), ("USPS", "PKG"))
 
 
-class UnknownExport(Exception):
+class UnknownExport(NotFound):
     """No export has the id the user gave."""
 
 

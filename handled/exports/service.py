@@ -16,11 +16,12 @@ from typing import Iterator
 
 import redis
 
+from handled import runs
 from handled.cache import get_redis
+from handled.errors import HandledError
 from handled.exports import builders
 from handled.exports.registry import EXPORTS, Export, get_export
 from handled.models import ExportRun
-from handled.timeutil import utcnow
 from handled.transformations import history
 
 log = logging.getLogger("handled.exports")
@@ -34,7 +35,7 @@ class ExportVersion:
     last_modified: datetime | None
 
 
-class ExportFailed(Exception):
+class ExportFailed(HandledError):
     """An export could not be written; the message says why."""
 
 
@@ -57,16 +58,6 @@ def describe_exports() -> list[dict]:
                 .order_by(ExportRun.id.desc()).first())
         rows.append({"export": export, "version": export_version(export), "last_run": last})
     return rows
-
-
-def _start_run(export: Export, user_id, user_email) -> int:
-    return ExportRun.create(export=export.id, status="running", created_by=user_id,
-                            created_by_email=user_email).id
-
-
-def _finish_run(run_id: int, status: str, rows: int = 0, size: int = 0, message: str | None = None) -> None:
-    ExportRun.update(status=status, rows_written=rows, bytes_written=size, message=message,
-                     finished_at=utcnow()).where(ExportRun.id == run_id).execute()
 
 
 def json_bytes(export: Export, version: ExportVersion) -> tuple[bytes, int]:
@@ -94,7 +85,7 @@ def stream_export(export_id: str, *, user_id: int | None = None, user_email: str
     """The export's bytes in chunks, recorded in config.export_runs when the stream ends."""
     export = get_export(export_id)
     version = version or export_version(export)
-    run_id = _start_run(export, user_id, user_email)
+    run_id = runs.start_run("export", actor_id=user_id, actor_email=user_email, export=export.id).id
     size, totals = 0, {"rows": 0}
     try:
         if export.kind == "csv":
@@ -108,13 +99,15 @@ def stream_export(export_id: str, *, user_id: int | None = None, user_email: str
                 size += len(chunk)
                 yield chunk
     except GeneratorExit:
-        _finish_run(run_id, "failed", totals["rows"], size, "The download was interrupted.")
+        runs.fail_run("export", run_id, "The download was interrupted.", rows_written=totals["rows"],
+                      bytes_written=size)
         raise
     except Exception as exc:
         log.exception("export %s failed", export.id)
-        _finish_run(run_id, "failed", totals["rows"], size, f"The export failed: {exc}".strip())
+        runs.fail_run("export", run_id, f"The export failed: {exc}".strip(), rows_written=totals["rows"],
+                      bytes_written=size)
         raise ExportFailed(f"Export {export.id} failed; the error was logged.") from exc
-    _finish_run(run_id, "succeeded", totals["rows"], size)
+    runs.finish_run("export", run_id, "succeeded", rows_written=totals["rows"], bytes_written=size)
 
 
 class _CountingWriter:
@@ -130,7 +123,7 @@ def write_export(export_id: str, fileobj, *, user_id: int | None = None,
                  user_email: str | None = None) -> dict:
     """Write the export to an open binary file (or stdout); return rows and bytes written."""
     export = get_export(export_id)
-    run_id = _start_run(export, user_id, user_email)
+    run_id = runs.start_run("export", actor_id=user_id, actor_email=user_email, export=export.id).id
     counter = _CountingWriter(fileobj)
     try:
         if export.kind == "csv":
@@ -145,7 +138,7 @@ def write_export(export_id: str, fileobj, *, user_id: int | None = None,
             size = len(body)
         fileobj.flush()
     except Exception as exc:
-        _finish_run(run_id, "failed", message=f"The export failed: {exc}".strip())
+        runs.fail_run("export", run_id, f"The export failed: {exc}".strip())
         raise ExportFailed(f"Export {export.id} failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
-    _finish_run(run_id, "succeeded", rows, size)
+    runs.finish_run("export", run_id, "succeeded", rows_written=rows, bytes_written=size)
     return {"export": export.id, "rows": rows, "bytes": size, "run_id": run_id}

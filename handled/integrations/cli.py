@@ -12,6 +12,7 @@ import peewee
 import psycopg2
 from flask.cli import AppGroup
 
+from handled import runs as run_history
 from handled.integrations import history
 from handled.integrations.history import Actor
 from handled.integrations.registry import UnknownIntegration, all_integrations
@@ -144,7 +145,7 @@ def history_command(integration_id, limit, show_rejected):
             get_integration(integration_id)
         except UnknownIntegration as problem:
             raise click.ClickException(str(problem)) from None
-    history.sweep_dead_runs()
+    run_history.sweep_dead_runs("import")
     runs = history.recent_runs(integration_id, limit)
     if not runs:
         click.echo("No imports yet.")

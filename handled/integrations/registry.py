@@ -6,11 +6,12 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
+from handled.errors import NotFound
 from handled.integrations import definitions
 from handled.integrations.base import Integration
 
 
-class UnknownIntegration(LookupError):
+class UnknownIntegration(NotFound):
     """No integration has this id; the message lists the ones there are."""
 
 

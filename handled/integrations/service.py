@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from handled import heartbeat
+from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
 from handled.integrations.base import FileRefused, Integration
@@ -95,9 +97,7 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
     archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
     try:
         with ExitStack() as stack:
-            heartbeat = history.heartbeat_module()
-            if heartbeat is not None:  # lets sweep_dead_runs tell this process is alive
-                stack.enter_context(heartbeat.Heartbeat())
+            stack.enter_context(heartbeat.Heartbeat())  # lets a sweep tell this process is alive
             # Opening reads the header and the first data row: a wrong file is
             # refused here, before the transaction starts. The loader's first
             # pass reuses this opening (a spreadsheet is parsed once).
@@ -226,7 +226,7 @@ def _copy_limited(source, out, limit: int, name: str) -> None:
         out.write(chunk)
 
 
-class ImportRequestError(Exception):
+class ImportRequestError(HandledError):
     """An import request that cannot run at all; the message says why."""
 
 

@@ -1,7 +1,7 @@
 """The ``submit_import`` seam between the upload page and the import service.
 
 Small uploads run in the request. Uploads larger than IMPORT_BACKGROUND_BYTES
-go to the job queue (handled/jobs.py) and a worker runs the very same service;
+go to the job queue (handled/jobs/) and a worker runs the very same service;
 the uploaded files wait under IMPORT_UPLOAD_DIR (a folder the workers must
 see too) and are deleted once their import has run.
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 from redis import RedisError
 from werkzeug.utils import secure_filename
 
+from handled import jobs
+from handled.context import Context
 from handled.integrations.history import Actor
-from handled.integrations.service import (ImportOutcome, ImportRequestError, active_settings,
-                                          import_paths)
+from handled.integrations.service import ImportOutcome, ImportRequestError, import_paths
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -47,19 +48,17 @@ def save_uploads(files, settings: Settings) -> tuple[Path, list[Path], list[str]
     return folder, paths, names
 
 
-def submit_import(integration_id: str, folder: Path, paths: list[Path], names: list[str], *,
-                  partial: bool, force: bool, actor: Actor,
-                  settings: Settings | None = None, result_url: str | None = None) -> Submission:
-    """Run the import now, or queue it when the upload is large and a queue exists."""
-    settings = settings or active_settings()
+def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[Path], names: list[str], *,
+                  partial: bool, force: bool, result_url: str | None = None) -> Submission:
+    """Run the import now (as ``ctx.actor``), or queue it when the upload is large."""
+    settings = ctx.settings
     size = sum(p.stat().st_size for p in paths)
-    enqueue = _job_queue()
-    if enqueue is not None and size > settings.import_background_bytes:
+    if size > settings.import_background_bytes:
         try:
-            job_id = enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths],
-                             names, partial, force, actor.id, actor.email,
-                             description=f"Import {len(paths)} file(s) with {integration_id}",
-                             result_url=result_url)
+            job_id = jobs.enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths],
+                                  names, partial, force, ctx=ctx,
+                                  description=f"Import {len(paths)} file(s) with {integration_id}",
+                                  result_url=result_url)
         except RedisError:
             shutil.rmtree(folder, ignore_errors=True)
             log.warning("could not queue an import of %s", integration_id, exc_info=True)
@@ -68,52 +67,32 @@ def submit_import(integration_id: str, folder: Path, paths: list[Path], names: l
         return Submission(job_id=job_id)
     try:
         return Submission(outcomes=import_paths(integration_id, paths, names=names, partial=partial,
-                                                force=force, actor=actor, settings=settings))
+                                                force=force, actor=import_actor(ctx), settings=settings))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def import_job(integration_id: str, folder: str, paths: list[str], names: list[str], partial: bool,
-               force: bool, user_id: int | None, user_email: str | None) -> dict:
-    """What a worker runs for a queued upload; reports progress per file."""
-    from handled import jobs
+def import_actor(ctx: Context) -> Actor:
+    """Who the import history records: the context's actor."""
+    return Actor(ctx.actor.id, ctx.actor.email)
 
+
+def import_job(ctx: Context, integration_id: str, folder: str, paths: list[str], names: list[str],
+               partial: bool, force: bool) -> dict:
+    """What a worker runs for a queued upload, as the user who uploaded it; reports progress per file."""
     done = []
 
     def report(outcome: ImportOutcome) -> None:
         done.append(outcome)
-        jobs.report_progress("importing", len(done), None,
-                             f"{outcome.file_name}: {outcome.status}. {outcome.message}")
+        ctx.progress("importing", len(done), None, f"{outcome.file_name}: {outcome.status}. {outcome.message}")
 
     try:
         outcomes = import_paths(integration_id, paths, names=names, partial=partial, force=force,
-                                actor=Actor(user_id, user_email), on_file=report,
-                                on_rows=lambda name, rows: jobs.report_progress(
+                                actor=import_actor(ctx), settings=ctx.settings, on_file=report,
+                                on_rows=lambda name, rows: ctx.progress(
                                     "importing", len(done), None, f"{name}: {rows:,} rows read"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    jobs.report_progress("finished", len(outcomes), len(outcomes))
+    ctx.progress("finished", len(outcomes), len(outcomes))
     return {"runs": [o.run_id for o in outcomes],
             "statuses": {o.file_name: o.status for o in outcomes}}
-
-
-def _register_sweeper() -> None:
-    """Let a starting worker mark failed the imports of processes that died."""
-    try:
-        from handled.jobs import register_dead_run_sweeper
-    except ImportError:
-        return
-    from handled.integrations.history import sweep_dead_runs
-    register_dead_run_sweeper(sweep_dead_runs)
-
-
-_register_sweeper()
-
-
-def _job_queue():
-    """``handled.jobs.enqueue`` when the job queue is part of this install, else None."""
-    try:
-        from handled.jobs import enqueue
-    except ImportError:
-        return None
-    return enqueue

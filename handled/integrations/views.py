@@ -9,9 +9,10 @@ from datetime import timezone
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
 
+from handled import runs
 from handled.auth.permissions import permission_required
+from handled.context import web_context
 from handled.integrations import history
-from handled.integrations.history import Actor
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 from handled.integrations.service import ImportRequestError, active_settings
 from handled.integrations.status import table_row_counts
@@ -30,7 +31,7 @@ def utc_time(value, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 @bp.get("/")
 @permission_required(PERMISSION)
 def overview():
-    history.sweep_dead_runs()
+    runs.sweep_dead_runs("import")
     counts = table_row_counts()
     rows = [{"integration": i, "rows": counts.get(i.id, 0), "last": history.last_success(i.id)}
             for i in all_integrations()]
@@ -41,7 +42,7 @@ def overview():
 @permission_required(PERMISSION)
 def integration_page(integration_id):
     integration = _integration_or_404(integration_id)
-    history.sweep_dead_runs()
+    runs.sweep_dead_runs("import")
     return render_template("integrations/integration.html", integration=integration,
                            runs=history.recent_runs(integration.id, limit=50),
                            max_bytes=active_settings().import_max_bytes)
@@ -59,17 +60,13 @@ def upload(integration_id):
     if not files:
         flash("Choose one or more files (or a .zip of them) to import.", "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))
-    from handled.auth import current_user
-
-    settings = active_settings()
-    folder, paths, names = save_uploads(files, settings)
+    ctx = web_context()
+    folder, paths, names = save_uploads(files, ctx.settings)
     result_url = url_for(".integration_page", integration_id=integration.id)
     try:
-        submission = submit_import(integration.id, folder, paths, names,
+        submission = submit_import(ctx, integration.id, folder, paths, names,
                                    partial=request.form.get("partial") == "on",
-                                   force=request.form.get("force") == "on",
-                                   actor=Actor(current_user.id, current_user.email), settings=settings,
-                                   result_url=result_url)
+                                   force=request.form.get("force") == "on", result_url=result_url)
     except ImportRequestError as problem:
         flash(str(problem), "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))

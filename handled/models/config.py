@@ -108,6 +108,7 @@ class RunRecord(ConfigModel):
     finished_at = TimestampTzField(null=True)
     created_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
     created_by_email = TextField(null=True)
+    worker = TextField(null=True)       # <host>:<pid> of the process running it (heartbeat.py)
 
 
 class ImportRun(RunRecord):
@@ -129,7 +130,6 @@ class TransformationRun(RunRecord):
     phase = TextField(null=True)
     phase_timings = BinaryJSONField(default=dict)
     job_id = TextField(null=True)
-    worker = TextField(null=True)
 
     class Meta:
         table_name = "transformation_runs"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from datetime import timezone
 
 import click
 from flask.cli import AppGroup
 
 from handled import jobs
+from handled.context import cli_context
 from handled.transformations import history, service
 from handled.transformations.registry import UnknownTransformation
 
@@ -46,7 +48,9 @@ def run_command(ids, run_all, background, user_email):
         raise click.ClickException("Name at least one transformation (see `flask transformations list`) or use --all.")
     if background:
         plan = service.plan_runs(list(ids), run_all=run_all)
-        job_id = jobs.enqueue("transformation", service.transformation_job, plan, None, user_email,
+        ctx = cli_context()
+        ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+        job_id = jobs.enqueue("transformation", service.transformation_job, plan, ctx=ctx,
                               description=f"Run transformations {', '.join(plan)}")
         click.echo(f"queued job {job_id}: {', '.join(plan)} (follow it with `flask jobs status {job_id} --follow`)")
         return

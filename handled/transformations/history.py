@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from handled import heartbeat
+from handled import runs
 from handled.db import primary_db
+from handled.errors import Conflict
 from handled.models import ImportRun, TransformationRun
-from handled.timeutil import utcnow
 from handled.transformations.registry import Transformation
 
-DEAD_WORKER_MESSAGE = ("The worker running it ({runner}) stopped before it finished; "
-                       "the live table was left as it was.")
 
-
-class AlreadyRunning(Exception):
+class AlreadyRunning(Conflict):
     """A run of this transformation is going; the message says which."""
 
     def __init__(self, run: TransformationRun):
@@ -31,19 +28,9 @@ class AlreadyRunning(Exception):
 
 
 def sweep_dead_runs(transformation_id: str | None = None) -> list[int]:
-    """Mark failed every 'running' row whose worker is gone; return their ids."""
-    query = TransformationRun.select().where(TransformationRun.status == "running")
-    if transformation_id:
-        query = query.where(TransformationRun.transformation == transformation_id)
-    failed = []
-    for run in query:
-        if heartbeat.runner_alive(run.worker) is False:
-            TransformationRun.update(
-                status="failed", finished_at=utcnow(),
-                message=DEAD_WORKER_MESSAGE.format(runner=run.worker)).where(
-                (TransformationRun.id == run.id) & (TransformationRun.status == "running")).execute()
-            failed.append(run.id)
-    return failed
+    """Mark failed the running runs (of one transformation) whose worker is gone (runs.py)."""
+    where = {"transformation": transformation_id} if transformation_id else {}
+    return runs.sweep_dead_runs("transformation", **where)
 
 
 def start_run(transformation_id: str, user_id: int | None = None, user_email: str | None = None,
@@ -58,9 +45,8 @@ def start_run(transformation_id: str, user_id: int | None = None, user_email: st
         going = running_run(transformation_id)
         if going is not None:
             raise AlreadyRunning(going)
-        return TransformationRun.create(
-            transformation=transformation_id, status="running", phase="queued", job_id=job_id,
-            worker=heartbeat.runner_id(), created_by=user_id, created_by_email=user_email)
+        return runs.start_run("transformation", actor_id=user_id, actor_email=user_email,
+                              transformation=transformation_id, phase="queued", job_id=job_id)
 
 
 def running_run(transformation_id: str) -> TransformationRun | None:
@@ -71,17 +57,17 @@ def running_run(transformation_id: str) -> TransformationRun | None:
 
 
 def record_phase(run_id: int, phase: str) -> None:
-    TransformationRun.update(phase=phase).where(TransformationRun.id == run_id).execute()
+    runs.record_phase("transformation", run_id, phase)
 
 
 def finish_run(run_id: int, status: str, *, rows: int = 0, timings: dict | None = None,
                message: str | None = None) -> None:
-    values = dict(status=status, finished_at=utcnow(), message=message, phase=status)
+    values = dict(phase=status)
     if status == "succeeded":
         values["rows_written"] = rows
     if timings is not None:
         values["phase_timings"] = timings
-    TransformationRun.update(**values).where(TransformationRun.id == run_id).execute()
+    runs.finish_run("transformation", run_id, status, message=message, **values)
 
 
 def last_run(transformation_id: str) -> TransformationRun | None:

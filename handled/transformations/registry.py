@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from handled.errors import NotFound
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 SCHEMA = "reference"
 
 
-class UnknownTransformation(Exception):
+class UnknownTransformation(NotFound):
     """No transformation has the id the user gave."""
 
 

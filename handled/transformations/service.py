@@ -15,7 +15,9 @@ import threading
 from dataclasses import dataclass
 
 from handled import heartbeat, jobs
+from handled.context import Context
 from handled.db import release_connections
+from handled.errors import HandledError
 from handled.transformations import history
 from handled.transformations.registry import (TRANSFORMATIONS, Transformation, dependency_order,
                                               get_transformation)
@@ -33,7 +35,7 @@ class RunOutcome:
     timings: dict
 
 
-class TransformationFailed(Exception):
+class TransformationFailed(HandledError):
     """A run failed; the message says why and that the live table is unchanged."""
 
 
@@ -129,11 +131,10 @@ def run_transformations(ids: list[str], *, run_all: bool = False, user_id: int |
             for tid in plan_runs(ids, run_all=run_all)]
 
 
-def transformation_job(ids: list[str], user_id: int | None = None, user_email: str | None = None) -> list[dict]:
-    """The background-job entry point: run and return plain values for the job record."""
-    current = jobs.get_current_job()
-    outcomes = run_transformations(ids, user_id=user_id, user_email=user_email,
-                                   job_id=current.id if current else None)
+def transformation_job(ctx: Context, ids: list[str]) -> list[dict]:
+    """The background-job entry point: run as the user who queued it; plain values for the job record."""
+    outcomes = run_transformations(ids, user_id=ctx.actor.id, user_email=ctx.actor.email,
+                                   job_id=jobs.current_job_id())
     return [outcome.__dict__ for outcome in outcomes]
 
 
@@ -154,15 +155,14 @@ def describe_transformations() -> list[dict]:
     return rows
 
 
-def enqueue_transformation(transformation_id: str, *, user_id: int | None = None,
-                           user_email: str | None = None, result_url: str | None = None) -> str:
-    """Queue a run for a worker, refusing early when one is already going."""
+def enqueue_transformation(ctx: Context, transformation_id: str, *, result_url: str | None = None) -> str:
+    """Queue a run for a worker (run as ``ctx.actor``), refusing early when one is already going."""
     t = get_transformation(transformation_id)
     history.sweep_dead_runs(t.id)
     going = history.running_run(t.id)
     if going is not None:
         raise history.AlreadyRunning(going)
-    return jobs.enqueue("transformation", transformation_job, [t.id], user_id, user_email,
+    return jobs.enqueue("transformation", transformation_job, [t.id], ctx=ctx,
                         description=f"Run transformation {t.id}", result_url=result_url)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 
-from handled.auth import current_user
 from handled.auth.permissions import permission_required
+from handled.context import web_context
 from handled.transformations import history, service
 from handled.transformations.registry import UnknownTransformation, get_transformation
 
@@ -25,9 +25,8 @@ def overview():
 def run(transformation_id):
     try:
         t = get_transformation(transformation_id)
-        job_id = service.enqueue_transformation(
-            t.id, user_id=current_user.id, user_email=current_user.email,
-            result_url=url_for("transformations.overview"))
+        job_id = service.enqueue_transformation(web_context(), t.id,
+                                                result_url=url_for("transformations.overview"))
     except UnknownTransformation:
         abort(404)
     except history.AlreadyRunning as exc:

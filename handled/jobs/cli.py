@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import click
-from flask.cli import AppGroup
 
 from handled import jobs
+from handled.cli_support import HandledGroup
 
-jobs_cli = AppGroup("jobs", help="Background jobs (RQ on Redis).")
+jobs_cli = HandledGroup("jobs", help="Background jobs (RQ on Redis).")
 
 
 @jobs_cli.command("worker")
@@ -35,10 +35,7 @@ def status_command(job_id, follow, interval):
     """Status, phase and progress of one job; exit 1 if it failed."""
     last = None
     while True:
-        try:
-            status = jobs.job_status(job_id)
-        except jobs.JobNotFound as exc:
-            raise click.ClickException(str(exc)) from None
+        status = jobs.job_status(job_id)
         line = _line(status)
         if line != last:
             click.echo(line)

@@ -1,0 +1,111 @@
+"""Run history: the one way imports, transformations and exports record their runs.
+
+Each kind of run has its table in PRIMARY (config.import_runs,
+config.transformation_runs, config.export_runs) with the columns of
+``RunRecord``: status, message, who started it, when, and ``worker``, the
+``<host>:<pid>`` of the process running it (handled/heartbeat.py). A feature
+starts a run with ``start_run``, may record its phase, and ends it with
+``finish_run`` (or ``fail_run``); its own history module keeps only the
+queries that are its own (last success, staleness, ...).
+
+A process can die mid-run (killed, host restarted) and leave its row
+'running' forever. ``sweep_dead_runs`` marks failed the running rows whose
+worker no longer beats; a worker sweeps every kind when it starts, and pages
+sweep their own kind before they show it. ``RUN_KINDS`` below is the one list
+of what is swept, with the sentence each kind's dead runs are given.
+
+Rows are written through ``primary_db`` only, never inside a DATA transaction:
+in single-database mode both proxies share one connection.
+
+Backups keep no run table: a backup is its dump and the manifest written
+beside it (ops/backup.py), and a dump that did not finish is never renamed
+into place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from handled import heartbeat
+from handled.models import ExportRun, ImportRun, TransformationRun
+from handled.models.config import RunRecord
+from handled.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """One kind of run: its table and what its runs say when their worker died."""
+
+    name: str
+    model: type[RunRecord]
+    dead_worker_message: str | None     # with {runner}; None: never swept (see RUN_KINDS)
+
+
+RUN_KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
+    RunKind("import", ImportRun,
+            "The process running this import ({runner}) stopped before it finished; "
+            "its transaction was rolled back and nothing was written."),
+    RunKind("transformation", TransformationRun,
+            "The worker running it ({runner}) stopped before it finished; the live table was left as it was."),
+    # An export streams inside a web request, which keeps no heartbeat: a live
+    # download cannot be told from a dead one, so export runs are never swept.
+    RunKind("export", ExportRun, None),
+)}
+
+
+def run_model(kind: str) -> type[RunRecord]:
+    return RUN_KINDS[kind].model
+
+
+def start_run(kind: str, *, actor_id: int | None = None, actor_email: str | None = None,
+              status: str = "running", **fields) -> RunRecord:
+    """Record a new run of ``kind`` (``fields``: the columns of its own table), run by this process."""
+    return run_model(kind).create(status=status, worker=heartbeat.runner_id(), created_by=actor_id,
+                                  created_by_email=actor_email, **fields)
+
+
+def record_phase(kind: str, run_id: int, phase: str) -> None:
+    """Say which phase a running run is in (for kinds whose table has a ``phase``)."""
+    model = run_model(kind)
+    model.update(phase=phase).where(model.id == run_id).execute()
+
+
+def finish_run(kind: str, run_id: int, status: str, *, message: str | None = None, **fields):
+    """End a run with ``status`` and a sentence (``fields``: the kind's own totals); return when."""
+    model, finished_at = run_model(kind), utcnow()
+    model.update(status=status, message=message, finished_at=finished_at, **fields).where(
+        model.id == run_id).execute()
+    return finished_at
+
+
+def fail_run(kind: str, run_id: int, message: str, **fields) -> None:
+    finish_run(kind, run_id, "failed", message=message, **fields)
+
+
+def sweep_dead_runs(kind: str | None = None, **where) -> list[int]:
+    """Mark failed the running runs (of ``kind``, or every kind) whose worker is gone; return their ids.
+
+    ``where`` narrows by the kind's own columns (``transformation="..."``).
+    """
+    kinds = [RUN_KINDS[kind]] if kind else list(RUN_KINDS.values())
+    failed = []
+    for run_kind in kinds:
+        if run_kind.dead_worker_message is not None:
+            failed += _sweep(run_kind, where)
+    return failed
+
+
+def _sweep(kind: RunKind, where: dict) -> list[int]:
+    model = kind.model
+    query = model.select().where(model.status == "running")
+    for column, value in where.items():
+        query = query.where(getattr(model, column) == value)
+    failed = []
+    for run in query:
+        if heartbeat.runner_alive(run.worker) is False:
+            message = kind.dead_worker_message.format(runner=run.worker or "unknown")
+            updated = model.update(status="failed", finished_at=utcnow(), message=message).where(
+                (model.id == run.id) & (model.status == "running")).execute()
+            if updated:
+                failed.append(run.id)
+    return failed
