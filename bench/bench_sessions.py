@@ -92,9 +92,11 @@ def setup_schema_and_session(env: dict) -> str:
     subprocess.run(flask + ["db", "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
     code = ("from handled import create_app\n"
             "from handled.auth import users, sessions\n"
+            "from handled.context import Actor, Context\n"
             "app = create_app()\n"
+            "ctx = Context(app.config['HANDLED_SETTINGS'], Actor.cli_operator())\n"
             "with app.test_request_context():\n"
-            f"    user, _ = users.create_user(app.config['HANDLED_SETTINGS'], 'bench@example.test', 'Bench', ['salesperson'], password={PASSWORD!r}, must_change_password=False)\n"
+            f"    user, _ = users.create_user(ctx, 'bench@example.test', 'Bench', ['salesperson'], password={PASSWORD!r}, must_change_password=False)\n"
             "    print(sessions.create_session(app.config['HANDLED_SETTINGS'], user.id, '127.0.0.1', 'bench'))\n")
     out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", code], env=env, cwd=ROOT, check=True,
                          capture_output=True, text=True)

@@ -48,6 +48,16 @@ class CsrfClient(FlaskClient):
         return super().open(*args, **kwargs)
 
 
+def setup_context(settings):
+    """The context test set-up acts in: a nameless page visitor holding every permission,
+    so it may grant any role while the audit trail names no actor (as set-up always recorded)."""
+    from handled.auth.roles import all_permissions
+    from handled.context import Actor, Context
+
+    everything = frozenset(p.code for p in all_permissions())
+    return Context(settings, Actor(id=None, email=None, permissions=everything, address="127.0.0.1"))
+
+
 def make_user(app, permissions=None, role: str | None = None, email: str | None = None,
               password: str = TEST_PASSWORD, name: str | None = None):
     """A user holding ``role`` (seeded code) or a fresh role with exactly ``permissions``."""
@@ -57,15 +67,16 @@ def make_user(app, permissions=None, role: str | None = None, email: str | None 
     settings = app.config["HANDLED_SETTINGS"]
     n = next(_counter)
     with app.test_request_context():
+        ctx = setup_context(settings)
         role_codes = []
         if role:
             role_codes.append(role)
         if permissions is not None:
             code = f"test_role_{n}_{os.getpid()}"
-            role_service.create_role(code, f"Test role {n}", permission_codes=permissions)
+            role_service.create_role(ctx, code, f"Test role {n}", permission_codes=permissions)
             role_codes.append(code)
         email = email or f"user{n}-{os.getpid()}@example.test"
-        user, _ = users.create_user(settings, email, name or f"Test User {n}", role_codes, password=password,
+        user, _ = users.create_user(ctx, email, name or f"Test User {n}", role_codes, password=password,
                                     must_change_password=False)
     return SimpleNamespace(id=user.id, email=user.email, password=password, roles=role_codes)
 

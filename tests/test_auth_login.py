@@ -6,7 +6,7 @@ import re
 
 from handled.auth.web import COOKIE_NAME
 from handled.models import AuditLog, Session
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user, setup_context
 
 
 def login_form_token(client) -> str:
@@ -62,7 +62,7 @@ def test_disabled_user_cannot_sign_in_and_gets_the_same_answer(app, client):
     user = make_user(app, role="salesperson")
     make_user(app, role="admin")
     with app.test_request_context():
-        users.set_disabled(user.id, True)
+        users.set_disabled(setup_context(app.config["HANDLED_SETTINGS"]), user.id, True)
     response = post_login(client, user.email, TEST_PASSWORD)
     assert response.status_code == 401
     assert "The email or password is not correct." in response.get_data(as_text=True)

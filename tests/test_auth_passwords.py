@@ -8,7 +8,7 @@ import pytest
 
 from handled import create_app
 from handled.auth import passwords
-from handled.auth.errors import AccountError
+from handled.errors import HandledError
 from handled.models import User
 from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
 
@@ -42,6 +42,6 @@ def test_sign_in_rehashes_when_the_parameters_change(settings):
     ("my-jane.doe-password", "must not be your email"),
 ])
 def test_password_rules_have_clear_messages(settings, password, message):
-    with pytest.raises(AccountError, match=message):
+    with pytest.raises(HandledError, match=message):
         passwords.check_new_password(settings, password, "jane.doe@example.test")
     passwords.check_new_password(settings, "a perfectly fine passphrase", "jane.doe@example.test")

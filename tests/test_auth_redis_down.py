@@ -12,7 +12,7 @@ import pytest
 
 from handled import create_app
 from handled.auth import session_cache, users
-from tests.auth_helpers import TEST_PASSWORD, client_with_token, new_session, csrf_token, make_user
+from tests.auth_helpers import TEST_PASSWORD, client_with_token, new_session, csrf_token, make_user, setup_context
 from tests.servers import PrivateRedis
 
 
@@ -23,6 +23,9 @@ def private_redis(tmp_path):
     server.stop()
 
 
+def context_of(app):
+    """The set-up context for changes made on ``app``."""
+    return setup_context(app.config["HANDLED_SETTINGS"])
 
 
 def test_requests_fall_back_to_primary_and_revocations_hold_when_redis_is_killed(settings, private_redis):
@@ -40,7 +43,7 @@ def test_requests_fall_back_to_primary_and_revocations_hold_when_redis_is_killed
     assert health.status_code == 200 and health.get_json()["status"] == "degraded"
 
     with app.test_request_context():
-        users.set_disabled(user.id, True)  # made while Redis is down
+        users.set_disabled(context_of(app), user.id, True)  # made while Redis is down
     assert client.get("/api/me").status_code == 401
     assert client.get("/account").status_code == 302
     assert admin_client.get("/api/me").status_code == 200
@@ -65,7 +68,7 @@ def test_change_while_redis_hangs_is_bounded_by_the_cache_ttl(settings, private_
     os.kill(private_redis.process.pid, signal.SIGSTOP)
     try:
         with app.test_request_context():
-            users.set_disabled(user.id, True)  # PRIMARY committed; the cache invalidation times out
+            users.set_disabled(context_of(app), user.id, True)  # PRIMARY committed; the cache invalidation times out
         changed_at = time.monotonic()
         assert client.get("/api/me").status_code == 401  # this process skips the unreachable Redis
     finally:
@@ -78,14 +81,14 @@ def test_change_while_redis_hangs_is_bounded_by_the_cache_ttl(settings, private_
     # Another worker never saw the failure: it may serve the old entry, but only
     # until the entry's TTL runs out (the documented bound).
     with app.test_request_context():
-        users.set_disabled(user.id, False)
+        users.set_disabled(context_of(app), user.id, False)
     token2 = new_session(app, user)
     other_worker = client_with_token(app, token2)
     assert other_worker.get("/api/me").status_code == 200
     os.kill(private_redis.process.pid, signal.SIGSTOP)
     try:
         with app.test_request_context():
-            users.set_disabled(user.id, True)
+            users.set_disabled(context_of(app), user.id, True)
         changed_at = time.monotonic()
     finally:
         os.kill(private_redis.process.pid, signal.SIGCONT)

@@ -11,7 +11,7 @@ import pytest
 from handled import create_app
 from handled.auth import roles as role_service
 from handled.auth import session_cache, sessions, users
-from tests.auth_helpers import TEST_PASSWORD, client_with_token, new_session, make_user
+from tests.auth_helpers import TEST_PASSWORD, client_with_token, make_user, new_session, setup_context
 from tests.auth_race import change_between_read_and_cache_write, count_primary_statements, session_lookups
 
 NEW_PASSWORD = "a brand new passphrase 42"
@@ -64,28 +64,29 @@ def test_one_session_on_two_instances_looks_up_primary_at_most_once_per_ttl(sett
 
 # Each trigger: (setup(app, admin_app) -> context, change(context), check(context, app) after the change).
 def _reset(ctx):
-    users.reset_password(ctx["settings"], ctx["user"].id)
+    users.reset_password(setup_context(ctx["settings"]), ctx["user"].id)
 
 
 def _disable(ctx):
-    users.set_disabled(ctx["user"].id, True)
+    users.set_disabled(setup_context(ctx["settings"]), ctx["user"].id, True)
 
 
 def _delete(ctx):
-    users.delete_user(ctx["user"].id)
+    users.delete_user(setup_context(ctx["settings"]), ctx["user"].id)
 
 
 def _role_change(ctx):
-    users.set_user_roles(ctx["user"].id, ["warehouse_lead"])
+    users.set_user_roles(setup_context(ctx["settings"]), ctx["user"].id, ["warehouse_lead"])
 
 
 def _role_permission_change(ctx):
     role = role_service.Role.get(role_service.Role.code == "salesperson")
-    role_service.update_role(role.id, role.name, role.description, ["download_exports"])
+    role_service.update_role(setup_context(ctx["settings"]), role.id, role.name, role.description,
+                             ["download_exports"])
 
 
 def _password_change(ctx):
-    users.change_own_password(ctx["settings"], ctx["user"].id, TEST_PASSWORD, NEW_PASSWORD,
+    users.change_own_password(setup_context(ctx["settings"]), ctx["user"].id, TEST_PASSWORD, NEW_PASSWORD,
                               sessions.hash_token(ctx["keeper"]))
 
 

@@ -6,8 +6,9 @@ from flask import flash, redirect, render_template, request, url_for
 
 from handled.admin import bp
 from handled.auth import roles
-from handled.auth.errors import AccountError, NotFound
 from handled.auth.permissions import permission_required
+from handled.context import web_context
+from handled.errors import HandledError, NotFound
 
 
 @bp.get("/roles", endpoint="roles")
@@ -24,9 +25,9 @@ def role_new():
         return render_template("admin/role_form.html", role=None, permissions=permissions, held=set(), form={})
     form = request.form
     try:
-        role = roles.create_role(form.get("code", ""), form.get("name", ""), form.get("description", ""),
-                                 form.getlist("permissions"))
-    except AccountError as exc:
+        role = roles.create_role(web_context(), form.get("code", ""), form.get("name", ""),
+                                 form.get("description", ""), form.getlist("permissions"))
+    except HandledError as exc:
         flash(str(exc), "error")
         return render_template("admin/role_form.html", role=None, permissions=permissions,
                                held=set(form.getlist("permissions")), form=form), 400
@@ -48,8 +49,9 @@ def role_edit(role_id):
                                held=roles.role_permission_codes(role_id), form=role.__data__)
     form = request.form
     try:
-        roles.update_role(role_id, form.get("name", ""), form.get("description", ""), form.getlist("permissions"))
-    except AccountError as exc:
+        roles.update_role(web_context(), role_id, form.get("name", ""), form.get("description", ""),
+                          form.getlist("permissions"))
+    except HandledError as exc:
         flash(str(exc), "error")
         return render_template("admin/role_form.html", role=role, permissions=permissions,
                                held=set(form.getlist("permissions")), form=form), 400
@@ -61,8 +63,8 @@ def role_edit(role_id):
 @permission_required("manage_roles")
 def role_delete(role_id):
     try:
-        code = roles.delete_role(role_id)
-    except AccountError as exc:
+        code = roles.delete_role(web_context(), role_id)
+    except HandledError as exc:
         flash(str(exc), "error")
     else:
         flash(f"Deleted role {code}.", "info")

@@ -6,18 +6,18 @@ import functools
 
 from flask import flash, redirect, render_template, request, url_for
 
-from handled import audit, current_settings
 from handled.admin import bp
 from handled.auth import sessions, users
-from handled.auth.errors import AccountError, NotFound
 from handled.auth.permissions import permission_required
+from handled.context import web_context
+from handled.errors import HandledError, NotFound
 from handled.models import Role
 
 PER_PAGE = 25
 
 
 def flash_errors(fallback_endpoint: str):
-    """Show an AccountError as a flash message and go back (to the user page when there is one)."""
+    """Show a HandledError as a flash message and go back (to the user page when there is one)."""
     def decorate(view):
         @functools.wraps(view)
         def run(*args, **kwargs):
@@ -26,7 +26,7 @@ def flash_errors(fallback_endpoint: str):
             except NotFound as exc:
                 flash(str(exc), "error")
                 return redirect(url_for("admin.users"))
-            except AccountError as exc:
+            except HandledError as exc:
                 flash(str(exc), "error")
                 return redirect(url_for(fallback_endpoint, **kwargs))
         return run
@@ -51,7 +51,6 @@ def users_list():
                            roles_of={u.id: users.role_codes_of(u.id) for u in found})
 
 
-
 @bp.route("/users/new", methods=["GET", "POST"])
 @permission_required("manage_users")
 def user_new():
@@ -60,9 +59,9 @@ def user_new():
         return render_template("admin/user_new.html", roles=all_roles, form={})
     form = request.form
     try:
-        user, generated = users.create_user(current_settings(), form.get("email", ""), form.get("name", ""),
+        user, generated = users.create_user(web_context(), form.get("email", ""), form.get("name", ""),
                                             form.getlist("roles"), password=form.get("password") or None)
-    except AccountError as exc:
+    except HandledError as exc:
         flash(str(exc), "error")
         return render_template("admin/user_new.html", roles=all_roles, form=form), 400
     if generated:
@@ -78,14 +77,14 @@ def user_edit(user_id):
     user = users.get_user(user_id)
     return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
                            held=set(users.role_codes_of(user_id)),
-                           sessions=sessions.active_sessions(current_settings(), user_id))
+                           sessions=sessions.active_sessions(web_context().settings, user_id))
 
 
 @bp.post("/users/<int:user_id>")
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_update(user_id):
-    user = users.update_user(user_id, request.form.get("email", ""), request.form.get("name", ""))
+    user = users.update_user(web_context(), user_id, request.form.get("email", ""), request.form.get("name", ""))
     flash(f"Saved {user.email}.", "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
@@ -94,7 +93,7 @@ def user_update(user_id):
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_roles(user_id):
-    codes = users.set_user_roles(user_id, request.form.getlist("roles"))
+    codes = users.set_user_roles(web_context(), user_id, request.form.getlist("roles"))
     flash(f"Roles saved: {', '.join(codes) or 'none'}. The change applies to the user's next request.", "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
@@ -103,7 +102,7 @@ def user_roles(user_id):
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_reset_password(user_id):
-    password = users.reset_password(current_settings(), user_id)
+    password = users.reset_password(web_context(), user_id)
     return render_template("admin/temporary_password.html", user=users.get_user(user_id), password=password)
 
 
@@ -111,7 +110,7 @@ def user_reset_password(user_id):
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_disable(user_id):
-    user = users.set_disabled(user_id, True)
+    user = users.set_disabled(web_context(), user_id, True)
     flash(f"Disabled {user.email}; their sessions are ended.", "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
@@ -120,7 +119,7 @@ def user_disable(user_id):
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_enable(user_id):
-    user = users.set_disabled(user_id, False)
+    user = users.set_disabled(web_context(), user_id, False)
     flash(f"Enabled {user.email}.", "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
@@ -137,8 +136,8 @@ def user_delete_confirm(user_id):
 @flash_errors("admin.user_edit")
 def user_delete(user_id):
     if request.form.get("confirm_email", "").strip().lower() != users.get_user(user_id).email.lower():
-        raise AccountError("Type the user's email address to confirm the deletion.")
-    email = users.delete_user(user_id)
+        raise HandledError("Type the user's email address to confirm the deletion.")
+    email = users.delete_user(web_context(), user_id)
     flash(f"Deleted {email}.", "info")
     return redirect(url_for("admin.users"))
 
@@ -147,9 +146,7 @@ def user_delete(user_id):
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_session_revoke(user_id, session_id):
-    user = users.get_user(user_id)
-    if sessions.revoke_session(user_id, session_id):
-        audit.record("session.revoke", "user", user_id, user.email, {"session": session_id[:12]})
+    if users.revoke_user_session(web_context(), user_id, session_id):
         flash("That session is signed out.", "info")
     else:
         flash("That session had already ended.", "info")

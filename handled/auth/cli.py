@@ -1,38 +1,29 @@
-"""``flask users``, ``flask roles`` and ``flask sessions``: thin commands over the account services."""
+"""``flask users``, ``flask roles`` and ``flask sessions``: thin commands over the account services.
+
+Each command builds the CLI context (the operator, a system actor: the audit trail says "cli")
+and calls one service; ``HandledGroup`` turns a ``HandledError`` into one line and exit code 1.
+"""
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import click
-from flask.cli import AppGroup
 
-from handled import audit, current_settings
 from handled.auth import login, roles, sessions, users
-from handled.auth.errors import AccountError
+from handled.cli_support import HandledGroup
+from handled.context import cli_context
+from handled.errors import HandledError, NotFound
 
-users_cli = AppGroup("users", help="Staff accounts: create, list, disable, enable, delete, reset passwords.")
-roles_cli = AppGroup("roles", help="Roles and their permissions.")
-sessions_cli = AppGroup("sessions", help="Server-side sign-in sessions.")
-
-
-def account_errors(fn):
-    """Domain errors become one line on stderr and exit code 1."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            with audit.acting_as("cli"):
-                return fn(*args, **kwargs)
-        except AccountError as exc:
-            raise click.ClickException(str(exc)) from None
-    return run
+users_cli = HandledGroup("users", help="Staff accounts: create, list, disable, enable, delete, reset passwords.")
+roles_cli = HandledGroup("roles", help="Roles and their permissions.")
+sessions_cli = HandledGroup("sessions", help="Server-side sign-in sessions.")
 
 
 def _user_id(email: str) -> int:
     user = users.find_user_by_email(email)
     if user is None:
-        raise AccountError(f"No user has the email {email}; see `flask users list`.")
+        raise NotFound(f"No user has the email {email}; see `flask users list`.")
     return user.id
 
 
@@ -41,13 +32,12 @@ def _user_id(email: str) -> int:
 @click.option("--name", required=True, help="Full name shown in the pages.")
 @click.option("--role", "role_codes", multiple=True, help="Role code (repeatable), e.g. admin; see `flask roles list`.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (first line).")
-@account_errors
 def create_command(email, name, role_codes, password_stdin):
     """Create a user. Without --password-stdin a temporary password is printed once."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     if password_stdin and not password:
-        raise AccountError("--password-stdin was given but standard input held no password.")
-    user, generated = users.create_user(current_settings(), email, name, role_codes, password=password)
+        raise HandledError("--password-stdin was given but standard input held no password.")
+    user, generated = users.create_user(cli_context(), email, name, role_codes, password=password)
     click.echo(f"created {user.email} (id {user.id}) with roles: {', '.join(role_codes) or 'none'}")
     if generated:
         click.echo(f"temporary password (shown once, must be changed at first sign-in): {generated}")
@@ -55,7 +45,6 @@ def create_command(email, name, role_codes, password_stdin):
 
 @users_cli.command("list")
 @click.option("--search", default="", help="Part of an email or name.")
-@account_errors
 def list_command(search):
     """List users with their roles and state."""
     found, total = users.list_users(search, 1, 10_000)
@@ -67,53 +56,48 @@ def list_command(search):
 
 @users_cli.command("disable")
 @click.argument("email")
-@account_errors
 def disable_command(email):
     """Disable a user and end all their sessions at once."""
-    users.set_disabled(_user_id(email), True)
+    users.set_disabled(cli_context(), _user_id(email), True)
     click.echo(f"disabled {email}; their sessions are ended")
 
 
 @users_cli.command("enable")
 @click.argument("email")
-@account_errors
 def enable_command(email):
     """Enable a disabled user."""
-    users.set_disabled(_user_id(email), False)
+    users.set_disabled(cli_context(), _user_id(email), False)
     click.echo(f"enabled {email}")
 
 
 @users_cli.command("delete")
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@account_errors
 def delete_command(email, yes):
     """Delete a user (their sessions go too; the audit trail keeps their email)."""
     user_id = _user_id(email)
     if not yes:
         click.confirm(f"Delete {email} for good?", abort=True)
-    users.delete_user(user_id)
+    users.delete_user(cli_context(), user_id)
     click.echo(f"deleted {email}")
 
 
 @users_cli.command("reset-password")
 @click.argument("email")
 @click.option("--password-stdin", is_flag=True, help="Read the temporary password from standard input.")
-@account_errors
 def reset_password_command(email, password_stdin):
     """Set a temporary password (to be changed at next sign-in) and end all sessions."""
     given = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    password = users.reset_password(current_settings(), _user_id(email), given or None)
+    password = users.reset_password(cli_context(), _user_id(email), given or None)
     click.echo(f"reset the password of {email}; their sessions are ended")
     if not given:
         click.echo(f"temporary password (shown once): {password}")
 
 
 @users_cli.command("ensure-admin")
-@account_errors
 def ensure_admin_command():
     """Create the first administrator from HANDLED_ADMIN_EMAIL / HANDLED_ADMIN_PASSWORD if none exists."""
-    created = login.ensure_admin(current_settings())
+    created = login.ensure_admin(cli_context())
     if created is None:
         click.echo("an active administrator exists; nothing to do")
         return
@@ -124,7 +108,6 @@ def ensure_admin_command():
 
 
 @roles_cli.command("list")
-@account_errors
 def roles_list_command():
     """Roles, whether they are system roles, their holders and permissions."""
     for row in roles.list_roles():
@@ -134,10 +117,9 @@ def roles_list_command():
 
 
 @sessions_cli.command("purge")
-@account_errors
 def purge_command():
     """Delete sessions past their idle or absolute expiry."""
-    count = sessions.purge_expired(current_settings())
+    count = sessions.purge_expired(cli_context().settings)
     click.echo(f"purged {count} expired session(s)")
 
 

@@ -1,4 +1,9 @@
-"""Signing in and out, login throttling, and the first administrator."""
+"""Signing in and out, login throttling, and the first administrator.
+
+The context's actor is the visitor at the sign-in form: its address is what the
+throttle counts and the audit trail records. Sign-in events name the account
+being signed in to, not the (anonymous) visitor.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import redis
 
 from handled import audit
 from handled.auth import passwords, sessions
-from handled.auth.errors import AccountError
 from handled.auth.users import ADMIN_ROLE, active_admin_ids, create_user, find_user_by_email
 from handled.cache import get_redis
+from handled.context import Actor, Context
 from handled.db import primary_db
+from handled.errors import HandledError
 from handled.models import User
 from handled.settings import Settings
 from handled.timeutil import utcnow
@@ -23,8 +29,10 @@ PURGE_LOCK_KEY = "auth:purge-lock"
 PURGE_INTERVAL = 3600
 
 
-class LoginRefused(AccountError):
-    pass
+class LoginRefused(HandledError):
+    """Wrong credentials, a disabled account or too many failures: the sign-in form says so."""
+
+    status = 401
 
 
 def _throttle_keys(email: str, ip: str | None) -> tuple[str, str]:
@@ -66,20 +74,32 @@ def _clear_account_failures(email: str, ip: str | None) -> None:
         pass
 
 
-def sign_in(settings: Settings, email: str, password: str, ip: str | None, user_agent: str | None):
+def _as_claimant(ctx: Context, email: str) -> Context:
+    """The context whose actor is the account a sign-in claims (by email), from the visitor's address."""
+    if not email:
+        return ctx
+    return ctx.with_actor(Actor(id=None, email=email, address=ctx.actor.address, channel=ctx.actor.channel))
+
+
+def _as_user(ctx: Context, user: User) -> Context:
+    return ctx.with_actor(Actor(id=user.id, email=user.email, address=ctx.actor.address, channel=ctx.actor.channel))
+
+
+def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
     """Check credentials and start a session: returns (user, token). The same answer
     for an unknown email, a wrong password and a disabled account."""
+    settings, ip = ctx.settings, ctx.actor.address
     email = (email or "").strip()
     message = throttled(settings, email, ip)
     if message:
-        audit.record("auth.sign_in_throttled", "user", None, email, actor_email=email or None)
+        audit.record(_as_claimant(ctx, email), "auth.sign_in_throttled", "user", None, email)
         raise LoginRefused(message)
     user = find_user_by_email(email) if email else None
     ok, new_hash = passwords.verify_password(settings, user.password_hash if user else None, password or "")
     if not ok or user.disabled:
         _count_failure(settings, email, ip)
-        audit.record("auth.sign_in_failed", "user", user.id if user else None, email,
-                     {"reason": "disabled" if ok else "bad credentials"}, actor_email=email or None)
+        audit.record(_as_claimant(ctx, email), "auth.sign_in_failed", "user", user.id if user else None, email,
+                     {"reason": "disabled" if ok else "bad credentials"})
         raise LoginRefused(BAD_CREDENTIALS)
     with primary_db.atomic():
         changes = {"last_login_at": utcnow()}
@@ -87,16 +107,16 @@ def sign_in(settings: Settings, email: str, password: str, ip: str | None, user_
             changes["password_hash"] = new_hash
         User.update(**changes).where(User.id == user.id).execute()
         token = sessions.create_session(settings, user.id, ip, user_agent)
-        audit.record("auth.sign_in", "user", user.id, user.email, {"rehashed": bool(new_hash)},
-                     actor_id=user.id, actor_email=user.email)
+        audit.record(_as_user(ctx, user), "auth.sign_in", "user", user.id, user.email, {"rehashed": bool(new_hash)})
     _clear_account_failures(email, ip)
     purge_now_and_then(settings)
     return user, token
 
 
-def sign_out(user_id: int, email: str, token_hash: str) -> None:
+def sign_out(ctx: Context, token_hash: str) -> None:
+    """The actor ends the session it is using."""
     sessions.end_session(token_hash)
-    audit.record("auth.sign_out", "user", user_id, email)
+    audit.record(ctx, "auth.sign_out", "user", ctx.actor.id, ctx.actor.email)
 
 
 def purge_now_and_then(settings: Settings) -> int | None:
@@ -109,16 +129,17 @@ def purge_now_and_then(settings: Settings) -> int | None:
     return sessions.purge_expired(settings)
 
 
-def ensure_admin(settings: Settings) -> tuple[str, str | None] | None:
+def ensure_admin(ctx: Context) -> tuple[str, str | None] | None:
     """Create the first administrator if there is none. Returns (email, generated
     password or None) when one was created, None when an admin already exists."""
+    settings = ctx.settings
     if active_admin_ids():
         return None
     existing = find_user_by_email(settings.admin_email)
     if existing is not None:
-        raise AccountError(f"{settings.admin_email} exists but is not an active admin; "
+        raise HandledError(f"{settings.admin_email} exists but is not an active admin; "
                            "use `flask users enable` / give it the admin role, or set HANDLED_ADMIN_EMAIL.")
     password = settings.admin_password
-    user, generated = create_user(settings, settings.admin_email, "Administrator", [ADMIN_ROLE],
+    user, generated = create_user(ctx, settings.admin_email, "Administrator", [ADMIN_ROLE],
                                   password=password, must_change_password=password is None)
     return user.email, generated

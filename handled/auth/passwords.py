@@ -7,7 +7,7 @@ import secrets
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from handled.auth.errors import AccountError
+from handled.errors import HandledError
 from handled.settings import Settings
 
 # Compared against when the email is unknown, so both answers take the same time.
@@ -45,13 +45,13 @@ def verify_password(settings: Settings, password_hash: str | None, password: str
 
 
 def check_new_password(settings: Settings, password: str, email: str) -> None:
-    """Raise AccountError with the rule broken, if any."""
+    """Raise HandledError with the rule broken, if any."""
     if len(password) < settings.password_min_length:
-        raise AccountError(f"The password must be at least {settings.password_min_length} characters long.")
+        raise HandledError(f"The password must be at least {settings.password_min_length} characters long.")
     lowered = password.strip().lower()
     local_part = email.split("@")[0].lower()
     if lowered == email.strip().lower() or (len(local_part) >= 4 and local_part in lowered):
-        raise AccountError("The password must not be your email address or contain its name part.")
+        raise HandledError("The password must not be your email address or contain its name part.")
 
 
 def generate_password() -> str:

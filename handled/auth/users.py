@@ -1,4 +1,7 @@
-"""User accounts: create, edit, roles, passwords, disable/enable, delete.
+"""User accounts: create, edit, roles, passwords, disable/enable, delete, sessions.
+
+Every change takes the caller's ``Context`` first: its actor is recorded in the
+audit trail and decides which roles may be granted; its settings rule passwords.
 
 Every change that must end sessions or change permissions commits its PRIMARY
 change together with the removal of the sessions (one transaction) and only then
@@ -14,11 +17,11 @@ from peewee import IntegrityError, fn
 
 from handled import audit
 from handled.auth import passwords, session_cache
-from handled.auth.errors import AccountError, NotFound
-from handled.auth.sessions import delete_user_sessions
+from handled.auth.sessions import delete_user_sessions, revoke_session
+from handled.context import Context
 from handled.db import primary_db
+from handled.errors import Conflict, Forbidden, HandledError, NotFound
 from handled.models import Permission, Role, RolePermission, User, UserRole
-from handled.settings import Settings
 from handled.timeutil import utcnow
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -29,7 +32,7 @@ ADMIN_LOCK_KEY = 4_004_001  # advisory lock serialising changes that may remove 
 def normalise_email(email: str) -> str:
     email = (email or "").strip()
     if not EMAIL_PATTERN.match(email):
-        raise AccountError(f"{email or 'An empty value'!r} is not a valid email address.")
+        raise HandledError(f"{email or 'An empty value'!r} is not a valid email address.")
     return email.lower()
 
 
@@ -48,29 +51,26 @@ def role_codes_of(user_id: int) -> list[str]:
     return [r.code for r in Role.select().join(UserRole).where(UserRole.user == user_id).order_by(Role.code)]
 
 
-def _roles_by_code(codes) -> list[Role]:
+def _roles_by_code(ctx: Context, codes) -> list[Role]:
     codes = sorted(set(codes or []))
     roles = list(Role.select().where(Role.code.in_(codes))) if codes else []
     unknown = set(codes) - {r.code for r in roles}
     if unknown:
-        raise AccountError(f"Unknown role(s): {', '.join(sorted(unknown))}; see `flask roles list`.")
-    _refuse_escalation(roles)
+        raise HandledError(f"Unknown role(s): {', '.join(sorted(unknown))}; see `flask roles list`.")
+    _refuse_escalation(ctx, roles)
     return roles
 
 
-def _refuse_escalation(roles: list[Role]) -> None:
-    """A signed-in admin may only grant roles whose permissions they hold themselves
-    (so manage_users alone cannot hand out admin). The CLI is trusted."""
-    from flask import has_request_context
-
-    from handled.auth import current_user
-    if not roles or not has_request_context() or not current_user.is_authenticated:
+def _refuse_escalation(ctx: Context, roles: list[Role]) -> None:
+    """An actor may only grant roles whose permissions it holds itself (so
+    manage_users alone cannot hand out admin); the CLI operator holds them all."""
+    if not roles or ctx.actor.system:
         return
     granted = {p.code for p in Permission.select().join(RolePermission)
                .where(RolePermission.role.in_([r.id for r in roles]))}
-    missing = granted - set(current_user.permissions)
+    missing = {code for code in granted if not ctx.actor.can(code)}
     if missing:
-        raise AccountError("You cannot grant permissions you do not hold yourself: "
+        raise Forbidden("You cannot grant permissions you do not hold yourself: "
                            f"{', '.join(sorted(missing))}.")
 
 
@@ -84,43 +84,43 @@ def list_users(search: str = "", page: int = 1, per_page: int = 25) -> tuple[lis
     return list(query.order_by(fn.lower(User.email)).paginate(page, per_page)), total
 
 
-def create_user(settings: Settings, email: str, name: str, role_codes=(), password: str | None = None,
+def create_user(ctx: Context, email: str, name: str, role_codes=(), password: str | None = None,
                 must_change_password: bool | None = None) -> tuple[User, str | None]:
     """Create an account; without a password a temporary one is generated and returned."""
     email = normalise_email(email)
     name = (name or "").strip()
     if not name:
-        raise AccountError("Give the user a name.")
+        raise HandledError("Give the user a name.")
     generated = None
     if password is None:
         password = generated = passwords.generate_password()
     else:
-        passwords.check_new_password(settings, password, email)
-    roles = _roles_by_code(role_codes)
+        passwords.check_new_password(ctx.settings, password, email)
+    roles = _roles_by_code(ctx, role_codes)
     try:
         with primary_db.atomic():
-            user = User.create(email=email, name=name, password_hash=passwords.hash_password(settings, password),
+            user = User.create(email=email, name=name, password_hash=passwords.hash_password(ctx.settings, password),
                                must_change_password=bool(generated) if must_change_password is None
                                else must_change_password)
             for role in roles:
                 UserRole.create(user=user, role=role)
-            audit.record("user.create", "user", user.id, email, {"roles": [r.code for r in roles]})
+            audit.record(ctx, "user.create", "user", user.id, email, {"roles": [r.code for r in roles]})
     except IntegrityError:
-        raise AccountError(f"A user with the email {email} already exists.") from None
+        raise Conflict(f"A user with the email {email} already exists.") from None
     return user, generated
 
 
-def update_user(user_id: int, email: str, name: str) -> User:
+def update_user(ctx: Context, user_id: int, email: str, name: str) -> User:
     user = get_user(user_id)
     email, name = normalise_email(email), (name or "").strip()
     if not name:
-        raise AccountError("Give the user a name.")
+        raise HandledError("Give the user a name.")
     try:
         with primary_db.atomic():
             User.update(email=email, name=name, updated_at=utcnow()).where(User.id == user_id).execute()
-            audit.record("user.update", "user", user_id, email, {"from": {"email": user.email, "name": user.name}})
+            audit.record(ctx, "user.update", "user", user_id, email, {"from": {"email": user.email, "name": user.name}})
     except IntegrityError:
-        raise AccountError(f"A user with the email {email} already exists.") from None
+        raise Conflict(f"A user with the email {email} already exists.") from None
     session_cache.invalidate(user_ids=[user_id])
     return get_user(user_id)
 
@@ -137,12 +137,12 @@ def active_admin_ids() -> set[int]:
 
 def _refuse_if_last_admin(user_id: int, verb: str) -> None:
     if active_admin_ids() == {user_id}:
-        raise AccountError(f"You cannot {verb} the last active administrator; make another user an admin first.")
+        raise Conflict(f"You cannot {verb} the last active administrator; make another user an admin first.")
 
 
-def set_user_roles(user_id: int, role_codes) -> list[str]:
+def set_user_roles(ctx: Context, user_id: int, role_codes) -> list[str]:
     user = get_user(user_id)
-    roles = _roles_by_code(role_codes)
+    roles = _roles_by_code(ctx, role_codes)
     with primary_db.atomic():
         _lock_admins()
         before = role_codes_of(user_id)
@@ -151,54 +151,54 @@ def set_user_roles(user_id: int, role_codes) -> list[str]:
         UserRole.delete().where(UserRole.user == user_id).execute()
         for role in roles:
             UserRole.create(user=user_id, role=role)
-        audit.record("user.roles", "user", user_id, user.email,
+        audit.record(ctx, "user.roles", "user", user_id, user.email,
                      {"from": before, "to": [r.code for r in roles]})
     session_cache.invalidate(user_ids=[user_id])
     return [r.code for r in roles]
 
 
-def reset_password(settings: Settings, user_id: int, new_password: str | None = None) -> str:
+def reset_password(ctx: Context, user_id: int, new_password: str | None = None) -> str:
     """Set a temporary password the user must change at next sign-in; ends all their sessions."""
     user = get_user(user_id)
     password = new_password or passwords.generate_password()
     if new_password:
-        passwords.check_new_password(settings, new_password, user.email)
+        passwords.check_new_password(ctx.settings, new_password, user.email)
     with primary_db.atomic():
-        User.update(password_hash=passwords.hash_password(settings, password), must_change_password=True,
+        User.update(password_hash=passwords.hash_password(ctx.settings, password), must_change_password=True,
                     password_changed_at=utcnow(), updated_at=utcnow()).where(User.id == user_id).execute()
         ended = delete_user_sessions(user_id)
-        audit.record("user.reset_password", "user", user_id, user.email, {"sessions_ended": ended})
+        audit.record(ctx, "user.reset_password", "user", user_id, user.email, {"sessions_ended": ended})
     session_cache.invalidate(user_ids=[user_id])
     return password
 
 
-def change_own_password(settings: Settings, user_id: int, current: str, new: str, keep_session_hash: str) -> int:
+def change_own_password(ctx: Context, user_id: int, current: str, new: str, keep_session_hash: str) -> int:
     """The user changes their password; every other session of theirs ends."""
     user = get_user(user_id)
-    ok, _ = passwords.verify_password(settings, user.password_hash, current or "")
+    ok, _ = passwords.verify_password(ctx.settings, user.password_hash, current or "")
     if not ok:
-        raise AccountError("The current password is not correct.")
+        raise HandledError("The current password is not correct.")
     if new == current:
-        raise AccountError("The new password must differ from the current one.")
-    passwords.check_new_password(settings, new or "", user.email)
+        raise HandledError("The new password must differ from the current one.")
+    passwords.check_new_password(ctx.settings, new or "", user.email)
     with primary_db.atomic():
-        User.update(password_hash=passwords.hash_password(settings, new), must_change_password=False,
+        User.update(password_hash=passwords.hash_password(ctx.settings, new), must_change_password=False,
                     password_changed_at=utcnow(), updated_at=utcnow()).where(User.id == user_id).execute()
         ended = delete_user_sessions(user_id, keep_hash=keep_session_hash)
-        audit.record("user.change_password", "user", user_id, user.email, {"other_sessions_ended": ended})
+        audit.record(ctx, "user.change_password", "user", user_id, user.email, {"other_sessions_ended": ended})
     session_cache.invalidate(user_ids=[user_id])
     return ended
 
 
-def end_other_sessions(user_id: int, keep_session_hash: str) -> int:
+def end_other_sessions(ctx: Context, user_id: int, keep_session_hash: str) -> int:
     with primary_db.atomic():
         ended = delete_user_sessions(user_id, keep_hash=keep_session_hash)
-        audit.record("session.end_others", "user", user_id, None, {"sessions_ended": ended})
+        audit.record(ctx, "session.end_others", "user", user_id, None, {"sessions_ended": ended})
     session_cache.invalidate(user_ids=[user_id])
     return ended
 
 
-def set_disabled(user_id: int, disabled: bool) -> User:
+def set_disabled(ctx: Context, user_id: int, disabled: bool) -> User:
     user = get_user(user_id)
     with primary_db.atomic():
         _lock_admins()
@@ -206,17 +206,34 @@ def set_disabled(user_id: int, disabled: bool) -> User:
             _refuse_if_last_admin(user_id, "disable")
             delete_user_sessions(user_id)
         User.update(disabled=disabled, updated_at=utcnow()).where(User.id == user_id).execute()
-        audit.record("user.disable" if disabled else "user.enable", "user", user_id, user.email)
+        audit.record(ctx, "user.disable" if disabled else "user.enable", "user", user_id, user.email)
     session_cache.invalidate(user_ids=[user_id])
     return get_user(user_id)
 
 
-def delete_user(user_id: int) -> str:
+def delete_user(ctx: Context, user_id: int) -> str:
     user = get_user(user_id)
     with primary_db.atomic():
         _lock_admins()
         _refuse_if_last_admin(user_id, "delete")
-        audit.record("user.delete", "user", user_id, user.email)
+        audit.record(ctx, "user.delete", "user", user_id, user.email)
         User.delete().where(User.id == user_id).execute()  # sessions go with it (ON DELETE CASCADE)
     session_cache.invalidate(user_ids=[user_id])
     return user.email
+
+
+def revoke_own_session(ctx: Context, session_hash: str) -> bool:
+    """The actor signs out one of their own sessions; False when it had already ended."""
+    if not revoke_session(ctx.actor.id, session_hash):
+        return False
+    audit.record(ctx, "session.revoke", "session", session_hash[:12], ctx.actor.email)
+    return True
+
+
+def revoke_user_session(ctx: Context, user_id: int, session_hash: str) -> bool:
+    """An administrator signs out one session of ``user_id``; False when it had already ended."""
+    user = get_user(user_id)
+    if not revoke_session(user_id, session_hash):
+        return False
+    audit.record(ctx, "session.revoke", "user", user_id, user.email, {"session": session_hash[:12]})
+    return True

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
-from handled import current_settings
 from handled.auth import login as login_service
 from handled.auth import sessions, users
-from handled.auth.errors import AccountError
 from handled.auth.permissions import current_user, is_local_path, login_required, public
 from handled.auth.web import COOKIE_NAME, clear_session_cookie, set_session_cookie
+from handled.context import web_context
+from handled.errors import HandledError
 
 bp = Blueprint("auth", __name__)
 
@@ -25,9 +25,9 @@ def login():
         return render_template("auth/login.html", next=target, email="")
     email = request.form.get("email", "")
     try:
-        user, token = login_service.sign_in(current_settings(), email, request.form.get("password", ""),
-                                            request.remote_addr, request.headers.get("User-Agent"))
-    except AccountError as exc:
+        user, token = login_service.sign_in(web_context(), email, request.form.get("password", ""),
+                                            request.headers.get("User-Agent"))
+    except HandledError as exc:
         flash(str(exc), "error")
         return render_template("auth/login.html", next=target, email=email), 401
     previous = request.cookies.get(COOKIE_NAME)
@@ -42,7 +42,7 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
-    login_service.sign_out(current_user.id, current_user.email, current_user.session_hash)
+    login_service.sign_out(web_context(), current_user.session_hash)
     clear_session_cookie()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
@@ -51,7 +51,7 @@ def logout():
 @bp.get("/account")
 @login_required
 def account():
-    settings = current_settings()
+    settings = web_context().settings
     return render_template("auth/account.html", sessions=sessions.active_sessions(settings, current_user.id),
                            roles=users.role_codes_of(current_user.id), current_hash=current_user.session_hash,
                            min_length=settings.password_min_length)
@@ -60,12 +60,13 @@ def account():
 @bp.route("/account/password", methods=["GET", "POST"])
 @login_required
 def change_password():
-    settings = current_settings()
+    ctx = web_context()
+    settings = ctx.settings
     if request.method == "POST":
         try:
-            ended = users.change_own_password(settings, current_user.id, request.form.get("current_password", ""),
+            ended = users.change_own_password(ctx, current_user.id, request.form.get("current_password", ""),
                                               request.form.get("new_password", ""), current_user.session_hash)
-        except AccountError as exc:
+        except HandledError as exc:
             flash(str(exc), "error")
             return render_template("auth/change_password.html", min_length=settings.password_min_length), 400
         flash(f"Your password is changed; {ended} other session(s) were signed out.", "info")
@@ -76,7 +77,7 @@ def change_password():
 @bp.post("/account/sessions/end-others")
 @login_required
 def end_other_sessions():
-    ended = users.end_other_sessions(current_user.id, current_user.session_hash)
+    ended = users.end_other_sessions(web_context(), current_user.id, current_user.session_hash)
     flash(f"Signed out {ended} other session(s).", "info")
     return redirect(url_for("auth.account"))
 
@@ -84,10 +85,7 @@ def end_other_sessions():
 @bp.post("/account/sessions/<session_id>/revoke")
 @login_required
 def revoke_my_session(session_id):
-    if sessions.revoke_session(current_user.id, session_id):
-        from handled import audit
-
-        audit.record("session.revoke", "session", session_id[:12], current_user.email)
+    if users.revoke_own_session(web_context(), session_id):
         flash("That session is signed out.", "info")
     else:
         flash("That session had already ended.", "info")

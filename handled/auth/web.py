@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from handled.auth import session_cache, sessions
 from handled.auth.permissions import AnonymousUser, SignedInUser, guard_request, public
+from handled.context import app_settings
 
 COOKIE_NAME = "handled_session"
 csrf = CSRFProtect()
@@ -57,9 +58,7 @@ def clear_session_cookie() -> None:
 
 
 def _write_session_cookie(response):
-    from flask import current_app
-
-    settings = current_app.config["HANDLED_SETTINGS"]
+    settings = app_settings()
     token = g.pop("new_session_token", None)
     if token:
         response.set_cookie(COOKIE_NAME, token, max_age=settings.session_max_age, httponly=True,

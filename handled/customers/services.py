@@ -1,4 +1,8 @@
-"""Organizations (the 3PL's clients) and facilities (its warehouses): validation and changes."""
+"""Organizations (the 3PL's clients) and facilities (its warehouses): validation and changes.
+
+Every change takes the caller's ``Context`` first (its actor is recorded in the audit trail);
+a change that cannot be made raises a ``HandledError`` saying why.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,15 @@ from zoneinfo import available_timezones
 from peewee import IntegrityError
 
 from handled import audit
+from handled.context import Context
 from handled.db import primary_db
+from handled.errors import Conflict, HandledError, NotFound
 from handled.models import Facility, FacilityOrganization, Organization
 from handled.timeutil import utcnow
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 ZIP_PATTERN = re.compile(r"^[0-9]{5}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class CustomerError(Exception):
-    """An organization or facility change that cannot be made, and why."""
 
 
 @lru_cache(maxsize=1)
@@ -30,14 +32,14 @@ def known_timezones() -> frozenset[str]:
 def _code(value: str) -> str:
     code = (value or "").strip().upper()
     if not CODE_PATTERN.match(code):
-        raise CustomerError("A code is 1-32 letters, digits, '-' or '_' (stored in capitals), e.g. ACME or WH-EAST.")
+        raise HandledError("A code is 1-32 letters, digits, '-' or '_' (stored in capitals), e.g. ACME or WH-EAST.")
     return code
 
 
 def _required(value: str, label: str) -> str:
     value = (value or "").strip()
     if not value:
-        raise CustomerError(f"{label} is required.")
+        raise HandledError(f"{label} is required.")
     return value
 
 
@@ -49,7 +51,7 @@ def _optional(value) -> str | None:
 def organization_fields(form) -> dict:
     email = _optional(form.get("contact_email"))
     if email and not EMAIL_PATTERN.match(email):
-        raise CustomerError(f"{email!r} is not a valid contact email address.")
+        raise HandledError(f"{email!r} is not a valid contact email address.")
     return {"code": _code(form.get("code")), "name": _required(form.get("name"), "Name"),
             "contact_name": _optional(form.get("contact_name")), "contact_email": email,
             "contact_phone": _optional(form.get("contact_phone"))}
@@ -58,13 +60,13 @@ def organization_fields(form) -> dict:
 def facility_fields(form) -> dict:
     zip_code = (form.get("zip") or "").strip()
     if not ZIP_PATTERN.match(zip_code):
-        raise CustomerError(f"ZIP {zip_code!r} must be exactly 5 digits, e.g. 07001 (keep leading zeros).")
+        raise HandledError(f"ZIP {zip_code!r} must be exactly 5 digits, e.g. 07001 (keep leading zeros).")
     timezone = (form.get("timezone") or "").strip()
     if timezone not in known_timezones():
-        raise CustomerError(f"{timezone or 'An empty timezone'!r} is not a known timezone; use a name like America/New_York.")
+        raise HandledError(f"{timezone or 'An empty timezone'!r} is not a known timezone; use a name like America/New_York.")
     state = (form.get("state") or "").strip().upper()
     if state and not re.match(r"^[A-Z]{2}$", state):
-        raise CustomerError("State must be a 2-letter code such as NJ.")
+        raise HandledError("State must be a 2-letter code such as NJ.")
     return {"code": _code(form.get("code")), "name": _required(form.get("name"), "Name"),
             "address_line1": (form.get("address_line1") or "").strip(),
             "address_line2": _optional(form.get("address_line2")),
@@ -83,18 +85,18 @@ def list_facilities() -> list[Facility]:
 def get_organization(org_id: int) -> Organization:
     org = Organization.get_or_none(Organization.id == org_id)
     if org is None:
-        raise CustomerError(f"Organization {org_id} does not exist.")
+        raise NotFound(f"Organization {org_id} does not exist.")
     return org
 
 
 def get_facility(facility_id: int) -> Facility:
     facility = Facility.get_or_none(Facility.id == facility_id)
     if facility is None:
-        raise CustomerError(f"Facility {facility_id} does not exist.")
+        raise NotFound(f"Facility {facility_id} does not exist.")
     return facility
 
 
-def save_organization(form, org_id: int | None = None) -> Organization:
+def save_organization(ctx: Context, form, org_id: int | None = None) -> Organization:
     fields = organization_fields(form)
     try:
         with primary_db.atomic():
@@ -104,19 +106,20 @@ def save_organization(form, org_id: int | None = None) -> Organization:
                 get_organization(org_id)
                 Organization.update(**fields, updated_at=utcnow()).where(Organization.id == org_id).execute()
                 org = get_organization(org_id)
-            audit.record("organization.create" if org_id is None else "organization.update",
+            audit.record(ctx, "organization.create" if org_id is None else "organization.update",
                          "organization", org.id, org.code)
     except IntegrityError:
-        raise CustomerError(f"Another organization already uses the code {fields['code']}.") from None
+        raise Conflict(f"Another organization already uses the code {fields['code']}.") from None
     return org
 
 
-def set_organization_active(org_id: int, active: bool) -> Organization:
+def set_organization_active(ctx: Context, org_id: int, active: bool) -> Organization:
     org = get_organization(org_id)
     with primary_db.atomic():
         Organization.update(status="active" if active else "inactive", updated_at=utcnow()).where(
             Organization.id == org_id).execute()
-        audit.record("organization.activate" if active else "organization.deactivate", "organization", org_id, org.code)
+        audit.record(ctx, "organization.activate" if active else "organization.deactivate", "organization",
+                     org_id, org.code)
     return get_organization(org_id)
 
 
@@ -134,12 +137,12 @@ def served_organization_codes() -> dict[int, list[str]]:
     return served
 
 
-def save_facility(form, organization_ids, facility_id: int | None = None) -> Facility:
+def save_facility(ctx: Context, form, organization_ids, facility_id: int | None = None) -> Facility:
     fields = facility_fields(form)
     wanted = {int(i) for i in organization_ids if str(i).isdigit()}
     known = {o.id for o in Organization.select(Organization.id).where(Organization.id.in_(list(wanted)))} if wanted else set()
     if wanted - known:
-        raise CustomerError("One of the chosen organizations no longer exists; reload the page.")
+        raise HandledError("One of the chosen organizations no longer exists; reload the page.")
     try:
         with primary_db.atomic():
             if facility_id is None:
@@ -151,16 +154,17 @@ def save_facility(form, organization_ids, facility_id: int | None = None) -> Fac
             FacilityOrganization.delete().where(FacilityOrganization.facility == facility.id).execute()
             for org_id in sorted(wanted):
                 FacilityOrganization.create(facility=facility.id, organization=org_id)
-            audit.record("facility.create" if facility_id is None else "facility.update", "facility", facility.id,
+            audit.record(ctx, "facility.create" if facility_id is None else "facility.update", "facility", facility.id,
                          facility.code, {"organizations": sorted(wanted)})
     except IntegrityError:
-        raise CustomerError(f"Another facility already uses the code {fields['code']}.") from None
+        raise Conflict(f"Another facility already uses the code {fields['code']}.") from None
     return facility
 
 
-def set_facility_active(facility_id: int, active: bool) -> Facility:
+def set_facility_active(ctx: Context, facility_id: int, active: bool) -> Facility:
     facility = get_facility(facility_id)
     with primary_db.atomic():
         Facility.update(active=active, updated_at=utcnow()).where(Facility.id == facility_id).execute()
-        audit.record("facility.activate" if active else "facility.deactivate", "facility", facility_id, facility.code)
+        audit.record(ctx, "facility.activate" if active else "facility.deactivate", "facility", facility_id,
+                     facility.code)
     return get_facility(facility_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 
 from handled.auth.permissions import permission_required
+from handled.context import web_context
 from handled.customers import bp, services
-from handled.customers.services import CustomerError
+from handled.errors import HandledError
 
 
 @bp.get("/organizations", endpoint="organizations")
@@ -30,14 +31,14 @@ def organization_edit(org_id):
 def _organization_form(org_id):
     try:
         org = services.get_organization(org_id) if org_id else None
-    except CustomerError as exc:
+    except HandledError as exc:
         flash(str(exc), "error")
         return redirect(url_for("customers.organizations"))
     if request.method == "GET":
         return render_template("customers/organization_form.html", org=org, form=org.__data__ if org else {})
     try:
-        saved = services.save_organization(request.form, org_id)
-    except CustomerError as exc:
+        saved = services.save_organization(web_context(), request.form, org_id)
+    except HandledError as exc:
         flash(str(exc), "error")
         return render_template("customers/organization_form.html", org=org, form=request.form), 400
     flash(f"Saved organization {saved.code}.", "info")
@@ -49,9 +50,9 @@ def _organization_form(org_id):
 def organization_active(org_id):
     active = request.form.get("active") == "true"
     try:
-        org = services.set_organization_active(org_id, active)
+        org = services.set_organization_active(web_context(), org_id, active)
         flash(f"{org.code} is now {org.status}.", "info")
-    except CustomerError as exc:
+    except HandledError as exc:
         flash(str(exc), "error")
     return redirect(url_for("customers.organizations"))
 
@@ -78,7 +79,7 @@ def facility_edit(facility_id):
 def _facility_form(facility_id):
     try:
         facility = services.get_facility(facility_id) if facility_id else None
-    except CustomerError as exc:
+    except HandledError as exc:
         flash(str(exc), "error")
         return redirect(url_for("customers.facilities"))
     organizations = services.list_organizations()
@@ -88,8 +89,8 @@ def _facility_form(facility_id):
                                served=served, form=facility.__data__ if facility else {"timezone": "America/New_York"})
     chosen = request.form.getlist("organizations")
     try:
-        saved = services.save_facility(request.form, chosen, facility_id)
-    except CustomerError as exc:
+        saved = services.save_facility(web_context(), request.form, chosen, facility_id)
+    except HandledError as exc:
         flash(str(exc), "error")
         return render_template("customers/facility_form.html", facility=facility, organizations=organizations,
                                served={int(i) for i in chosen if i.isdigit()}, form=request.form), 400
@@ -102,8 +103,8 @@ def _facility_form(facility_id):
 def facility_active(facility_id):
     active = request.form.get("active") == "true"
     try:
-        facility = services.set_facility_active(facility_id, active)
+        facility = services.set_facility_active(web_context(), facility_id, active)
         flash(f"{facility.code} is now {'active' if facility.active else 'inactive'}.", "info")
-    except CustomerError as exc:
+    except HandledError as exc:
         flash(str(exc), "error")
     return redirect(url_for("customers.facilities"))

@@ -98,10 +98,11 @@ def _job_page_url(job_id: str) -> str | None:
 
 def _audit(integration_id: str, names: list[str], submission) -> None:
     from handled import audit
+    from handled.context import web_context
 
     details = {"files": names, "job_id": submission.job_id,
                "runs": [o.run_id for o in submission.outcomes]}
-    audit.record("integration.import", target_type="integration", target_id=integration_id,
+    audit.record(web_context(), "integration.import", target_type="integration", target_id=integration_id,
                  target_label=integration_id, details=details)
 
 

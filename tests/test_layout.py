@@ -1,0 +1,113 @@
+"""Services never look at Flask's request globals: they are handed a Context.
+
+Only the edges (views, CLI commands, the web glue and the context adapters) may
+import ``flask.request``, ``flask.g``, ``flask.current_app`` or flask-login's
+``current_user`` (nor ``handled.current_settings``, which reads ``current_app``);
+every other module under ``handled/`` is a service and takes who is acting and
+which settings apply from its ``Context`` argument.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "handled"
+
+# Where each request global comes from (a module or any module under it).
+REQUEST_GLOBALS = {
+    "flask": {"request", "g", "current_app"},
+    "flask_login": {"current_user"},
+    "handled.auth": {"current_user"},       # re-exported for the views
+    "handled": {"current_settings"},        # current_app's settings
+}
+
+EDGE_NAMES = {"views.py", "cli.py", "web.py"}
+EDGE_MODULES = {
+    "handled/__init__.py", "handled/context.py", "handled/error_pages.py", "handled/cli_support.py",
+    "handled/auth/permissions.py", "handled/ops/degraded.py", "handled/health.py", "handled/home.py",
+    "handled/metrics.py",
+    "handled/auth/__init__.py",             # re-exports flask-login's current_user for the views
+}
+
+# Services still reading request globals while other slices of issue 11 move them to a Context.
+# Remove an entry when its module is cleaned; the test fails on any module not listed here.
+NOT_YET_CLEANED = {
+    "handled/integrations/service.py",      # active_settings(): current_app settings
+    "handled/transformations/swap.py",      # configured_parallelism(): current_app settings
+    "handled/transformations/coverage.py",  # a blueprint and its query in one module
+}
+
+
+def is_edge(relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return name in EDGE_NAMES or name.endswith("_views.py") or relative in EDGE_MODULES
+
+
+def globals_of(module: str | None) -> set[str]:
+    """The request globals ``module`` hands out (``flask.globals`` counts as ``flask``)."""
+    if not module:
+        return set()
+    if module in REQUEST_GLOBALS:
+        return REQUEST_GLOBALS[module]
+    return set().union(*(names for source, names in REQUEST_GLOBALS.items()
+                         if source != "handled" and module.startswith(source + ".")))
+
+
+def request_globals_used(tree: ast.AST) -> set[str]:
+    """Request globals the module imports by name, or reads as an attribute of an imported module."""
+    used, attributes = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0:
+            used |= {alias.name for alias in node.names if alias.name in globals_of(node.module)}
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if globals_of(alias.name):
+                    attributes[alias.asname or alias.name] = globals_of(alias.name)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.attr in attributes.get(node.value.id, ())):
+            used.add(node.attr)
+    return used
+
+
+def service_modules_using_request_globals() -> dict[str, set[str]]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent).as_posix()
+        if is_edge(relative):
+            continue
+        used = request_globals_used(ast.parse(path.read_text(), filename=relative))
+        if used:
+            found[relative] = used
+    return found
+
+
+def test_service_modules_do_not_import_request_globals():
+    offenders = {module: sorted(names) for module, names in service_modules_using_request_globals().items()
+                 if module not in NOT_YET_CLEANED}
+    assert offenders == {}, ("these service modules read Flask request globals; take a Context argument "
+                             f"instead (handled/context.py): {offenders}")
+
+
+def test_the_allow_list_names_only_modules_that_still_need_it():
+    still_using = set(service_modules_using_request_globals())
+    assert NOT_YET_CLEANED <= still_using, f"cleaned, remove from NOT_YET_CLEANED: {NOT_YET_CLEANED - still_using}"
+
+
+def test_the_check_sees_every_way_of_importing_a_request_global():
+    samples = {
+        "from flask import request": {"request"},
+        "from flask import g as globals_": {"g"},
+        "from flask_login import current_user": {"current_user"},
+        "from handled.auth import current_user": {"current_user"},
+        "from handled.auth.permissions import current_user": {"current_user"},
+        "from flask.globals import request": {"request"},
+        "from handled import current_settings": {"current_settings"},
+        "from handled import audit": set(),
+        "import flask\nflask.current_app.config": {"current_app"},
+        "from flask import Blueprint, jsonify": set(),
+        "from handled.context import web_context": set(),
+    }
+    for source, expected in samples.items():
+        assert request_globals_used(ast.parse(source)) == expected, source
