@@ -186,7 +186,7 @@ def run(args) -> None:
     settings = load_settings(env_for(args.database, args.parallelism))
     for target in resolve_targets(settings, "all"):
         migrate(target)
-    create_app(settings).app_context().push()   # TRANSFORM_PARALLELISM as the app would read it
+    create_app(settings).app_context().push()
     dsn = f"{SERVER}/{args.database}"
     started = time.monotonic()
     conn = psycopg2.connect(dsn)
@@ -196,11 +196,11 @@ def run(args) -> None:
     conn.close()
     print(f"generated workspace in {time.monotonic() - started:.1f} s "
           f"({args.origins} x {args.origins} ZIP3 pairs)")
-    run_transformation("zip3-reference")
-    first = run_transformation("delivery-matrix")
+    run_transformation(settings, "zip3-reference")
+    first = run_transformation(settings, "delivery-matrix")
     print(f"first delivery-matrix build: {first.rows:,} rows")
     started = time.monotonic()
-    rebuild = run_transformation("delivery-matrix")     # timed alone, like the psql baseline
+    rebuild = run_transformation(settings, "delivery-matrix")     # timed alone, like the psql baseline
     project_seconds = time.monotonic() - started
     slices = data_db.execute_sql("SELECT count(*) FROM pg_inherits "
                                  "WHERE inhparent = 'reference.delivery_matrix'::regclass").fetchone()[0]
@@ -215,7 +215,7 @@ def run(args) -> None:
         reader.start()
         time.sleep(0.5)
         rebuild_started = time.monotonic()
-        result = run_transformation("delivery-matrix")
+        result = run_transformation(settings, "delivery-matrix")
         time.sleep(0.5)
         stop.set()
         reader.join()

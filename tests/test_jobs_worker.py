@@ -14,6 +14,7 @@ import pytest
 
 from handled import heartbeat, jobs
 from handled.models import TransformationRun
+from handled.schema.names import is_scratch
 from handled.transformations import history
 from handled.transformations.service import enqueue_transformation, run_transformation
 from tests.conftest import TEST_REDIS
@@ -134,8 +135,8 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     assert dead.status == "failed" and "stopped before it finished" in dead.message
     status = jobs.job_status(job_id)
     assert status["status"] == "failed" and "stopped before it finished" in status["message"]
-    assert run_transformation("delivery-matrix").rows == 18              # the next build clears up
-    assert not [t for t in reference_tables() if t.startswith(("_build_", "_old_"))]
+    assert run_transformation(settings, "delivery-matrix").rows == 18    # the next build clears up
+    assert not [t for t in reference_tables() if is_scratch(t)]
 
 
 def test_unknown_job_is_a_sentence(app):

@@ -93,7 +93,7 @@ def rebuild_data(settings: Settings, *, force: bool = False, dry_run: bool = Fal
     if dry_run:
         return report
     _reimport(report, user_email, say)
-    _transform(report, user_email, say)
+    _transform(settings, report, user_email, say)
     with connect_direct(target.config) as conn:
         tables = [t for t in tables_in_order(conn, "data") if t.schema == "reference"]
         report.reference_rows = row_counts(conn, tables)
@@ -117,11 +117,11 @@ def _reimport(report: RebuildReport, user_email: str | None, say) -> None:
                            f"(run {failed[0].run_id}); nothing after it was run.")
 
 
-def _transform(report: RebuildReport, user_email: str | None, say) -> None:
+def _transform(settings: Settings, report: RebuildReport, user_email: str | None, say) -> None:
     from handled.transformations.service import TransformationFailed, run_transformations
 
     say("running every transformation")
     try:
-        report.transformed = run_transformations([], run_all=True, user_email=user_email)
+        report.transformed = run_transformations(settings, [], run_all=True, user_email=user_email)
     except TransformationFailed as exc:
         raise OpsError(str(exc)) from None

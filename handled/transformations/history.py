@@ -1,6 +1,6 @@
 """Run history of transformations in PRIMARY (config.transformation_runs).
 
-Only PRIMARY is read or written here; what a run builds lives in DATA (swap.py).
+Only PRIMARY is read or written here; what a run builds lives in DATA (build_runner.py).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from datetime import timezone
 
 from handled import heartbeat
 from handled.db import primary_db
+from handled.errors import Conflict
 from handled.models import ImportRun, TransformationRun
 from handled.timeutil import utcnow
 from handled.transformations.registry import Transformation
@@ -17,7 +18,7 @@ DEAD_WORKER_MESSAGE = ("The worker running it ({runner}) stopped before it finis
                        "the live table was left as it was.")
 
 
-class AlreadyRunning(Exception):
+class AlreadyRunning(Conflict):
     """A run of this transformation is going; the message says which."""
 
     def __init__(self, run: TransformationRun):

@@ -1,26 +1,26 @@
 """Run transformations (from the CLI, a page or a background job) and describe them.
 
-The build itself runs in a thread of its own, on direct DATA connections of
-its own (swap.py), so it never shares a connection with the run history
-written to PRIMARY. The calling thread records phases, refreshes the heartbeat
-and, if it is interrupted (Ctrl-C, job timeout), cancels every statement of
-the build, which then drops its scratch tables and leaves the live one serving.
+The build itself runs on direct DATA connections of its own (build_runner.py),
+so it never shares a connection with the run history written to PRIMARY. Its
+phases go straight from the build thread to the run history and the caller's
+progress sink; if the calling thread is interrupted (Ctrl-C, job timeout), the
+build is cancelled, drops its scratch tables and leaves the live one serving.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 
 from handled import heartbeat, jobs
-from handled.db import release_connections
+from handled.context import NO_PROGRESS, Progress
+from handled.errors import HandledError
+from handled.settings import Settings, get_settings
+from handled.timeutil import utcnow
 from handled.transformations import history
-from handled.transformations.registry import (TRANSFORMATIONS, Transformation, dependency_order,
-                                              get_transformation)
-from handled.transformations.swap import (PHASES, BuildControl, BuildFailed, BuildResult, build_and_swap,
-                                          configured_parallelism, pg_code)
+from handled.transformations.build_plan import PHASES, BuildFailed
+from handled.transformations.build_runner import build_and_swap, pg_code
+from handled.transformations.registry import TRANSFORMATIONS, Transformation, dependency_order, get_transformation
 
 log = logging.getLogger("handled.transformations")
 
@@ -33,18 +33,24 @@ class RunOutcome:
     timings: dict
 
 
-class TransformationFailed(Exception):
+class TransformationFailed(HandledError):
     """A run failed; the message says why and that the live table is unchanged."""
 
 
-def run_transformation(transformation_id: str, *, user_id: int | None = None, user_email: str | None = None,
+def run_transformation(settings: Settings, transformation_id: str, *, progress: Progress = NO_PROGRESS,
+                       user_id: int | None = None, user_email: str | None = None,
                        job_id: str | None = None) -> RunOutcome:
     """Build and swap in one transformation, recording the run in PRIMARY."""
     t = get_transformation(transformation_id)
     with heartbeat.Heartbeat():  # beating before the row exists, so no sweep takes it for dead
         run = history.start_run(t.id, user_id, user_email, job_id)
+
+        def record(phase: str, done: int | None = None, total: int | None = None, message: str | None = None):
+            history.record_phase(run.id, phase)   # from the build thread: its own PRIMARY connection
+            progress(phase, done, total, message)
+
         try:
-            result = _build_in_thread(t, run.id)
+            result = build_and_swap(t, parallelism=settings.transform_parallelism, progress=record)
         except BaseException as exc:
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
@@ -70,44 +76,13 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
     return f"{t.id} failed: {first}; {unchanged}"
 
 
-def _build_in_thread(t: Transformation, run_id: int) -> BuildResult:
-    events: queue.Queue = queue.Queue()
-    outcome: dict = {}
-    control = BuildControl()
-    parallelism = configured_parallelism()   # read here: the build thread has no app context
-
-    def build():
-        try:
-            outcome["result"] = build_and_swap(t, lambda phase, step, total: events.put((phase, step, total)),
-                                               control=control, parallelism=parallelism)
-        except BaseException as exc:  # handed to the calling thread
-            outcome["error"] = exc
-        finally:
-            release_connections()
-
-    worker = threading.Thread(target=build, name=f"build-{t.id}", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive() or not events.empty():
-            _relay_progress(events, run_id, t)
-            worker.join(timeout=0.25)
-    except BaseException:
-        control.cancel()   # every connection of the build stops; its tables are dropped
-        worker.join()
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
-
-
-def _relay_progress(events: queue.Queue, run_id: int, t: Transformation) -> None:
-    while True:
-        try:
-            phase, step, total = events.get_nowait()
-        except queue.Empty:
-            return
-        history.record_phase(run_id, phase)
-        jobs.report_progress(phase, step, total, f"{t.id}: {phase}")
+def job_meta_progress(job) -> Progress:
+    """Progress into ``job``'s meta, from any thread (rq's get_current_job() is thread-local,
+    so the job is looked up in the calling thread and handed over)."""
+    def report(phase: str, done: int | None = None, total: int | None = None, message: str | None = None):
+        job.meta.update(phase=phase, done=done, total=total, message=message, updated_at=utcnow().isoformat())
+        job.save_meta()
+    return report if job is not None else NO_PROGRESS
 
 
 def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
@@ -122,18 +97,20 @@ def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
     return plan
 
 
-def run_transformations(ids: list[str], *, run_all: bool = False, user_id: int | None = None,
+def run_transformations(settings: Settings, ids: list[str], *, run_all: bool = False,
+                        progress: Progress = NO_PROGRESS, user_id: int | None = None,
                         user_email: str | None = None, job_id: str | None = None) -> list[RunOutcome]:
     """Run ``ids`` (or all) with their stale dependencies first; stop at the first failure."""
-    return [run_transformation(tid, user_id=user_id, user_email=user_email, job_id=job_id)
+    return [run_transformation(settings, tid, progress=progress, user_id=user_id, user_email=user_email,
+                               job_id=job_id)
             for tid in plan_runs(ids, run_all=run_all)]
 
 
 def transformation_job(ids: list[str], user_id: int | None = None, user_email: str | None = None) -> list[dict]:
     """The background-job entry point: run and return plain values for the job record."""
     current = jobs.get_current_job()
-    outcomes = run_transformations(ids, user_id=user_id, user_email=user_email,
-                                   job_id=current.id if current else None)
+    outcomes = run_transformations(get_settings(), ids, progress=job_meta_progress(current), user_id=user_id,
+                                   user_email=user_email, job_id=current.id if current else None)
     return [outcome.__dict__ for outcome in outcomes]
 
 
