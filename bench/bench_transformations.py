@@ -181,12 +181,13 @@ def run(args) -> None:
     from handled.migrations import migrate, resolve_targets
     from handled.settings import load_settings
     from handled.transformations.registry import get_transformation
+    from handled.context import system_context
     from handled.transformations.service import run_transformation
 
     settings = load_settings(env_for(args.database, args.parallelism))
     for target in resolve_targets(settings, "all"):
         migrate(target)
-    create_app(settings).app_context().push()   # TRANSFORM_PARALLELISM as the app would read it
+    create_app(settings).app_context().push()
     dsn = f"{SERVER}/{args.database}"
     started = time.monotonic()
     conn = psycopg2.connect(dsn)
@@ -196,11 +197,11 @@ def run(args) -> None:
     conn.close()
     print(f"generated workspace in {time.monotonic() - started:.1f} s "
           f"({args.origins} x {args.origins} ZIP3 pairs)")
-    run_transformation("zip3-reference")
-    first = run_transformation("delivery-matrix")
+    run_transformation(system_context(settings), "zip3-reference")
+    first = run_transformation(system_context(settings), "delivery-matrix")
     print(f"first delivery-matrix build: {first.rows:,} rows")
     started = time.monotonic()
-    rebuild = run_transformation("delivery-matrix")     # timed alone, like the psql baseline
+    rebuild = run_transformation(system_context(settings), "delivery-matrix")     # timed alone, like the psql baseline
     project_seconds = time.monotonic() - started
     slices = data_db.execute_sql("SELECT count(*) FROM pg_inherits "
                                  "WHERE inhparent = 'reference.delivery_matrix'::regclass").fetchone()[0]
@@ -215,7 +216,7 @@ def run(args) -> None:
         reader.start()
         time.sleep(0.5)
         rebuild_started = time.monotonic()
-        result = run_transformation("delivery-matrix")
+        result = run_transformation(system_context(settings), "delivery-matrix")
         time.sleep(0.5)
         stop.set()
         reader.join()

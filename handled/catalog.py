@@ -14,6 +14,7 @@ import psycopg2
 import psycopg2.errors
 from peewee import CompositeKey, ForeignKeyField
 
+from handled.schema.names import is_scratch
 from handled.settings import DatabaseConfig
 
 MIN_SERVER_VERSION = 130000
@@ -152,6 +153,9 @@ CATALOG_SQL = {
         JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
         LEFT JOIN pg_class rt ON rt.oid = c.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rt.relnamespace
         WHERE n.nspname = ANY(%s) AND c.contype IN ('p', 'f', 'u')""",
+    "partitions": """
+        SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY(%s) AND c.relispartition""",
     "unique_indexes": """
         SELECT n.nspname || '.' || t.relname,
                ARRAY(SELECT a.attname FROM unnest(i.indkey) k JOIN pg_attribute a
@@ -189,14 +193,17 @@ def catalog_shape(conn, schemas) -> dict:
 def compare_models(conn, models, schemas) -> list[str]:
     """Every difference between the models and the catalog, one sentence each.
 
-    Tables whose name starts with '_' are scratch tables (builds being
-    swapped in) and are not compared.
+    Scratch tables (builds being swapped in, see handled.schema.names) and
+    partitions (their parent is compared) are not compared.
     """
     live = catalog_shape(conn, schemas)
     problems = []
     declared = {_table(m): model_shape(m) for m in models}
-    for name in sorted(set(live) - set(declared)):
-        if not name.split(".", 1)[1].startswith("_"):
+    with conn.cursor() as cur:
+        cur.execute(CATALOG_SQL["partitions"], (list(schemas),))
+        partitions = {row[0] for row in cur.fetchall()}
+    for name in sorted(set(live) - set(declared) - partitions):
+        if not is_scratch(name.split(".", 1)[1]):
             problems.append(f"table {name} exists in the database but no model declares it")
     for name, want in declared.items():
         have = live.get(name)

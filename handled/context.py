@@ -135,6 +135,11 @@ def web_context(progress: Progress = NO_PROGRESS) -> Context:
     return Context(app_settings(), actor, progress)
 
 
+def system_context(settings: Settings, progress: Progress = NO_PROGRESS) -> Context:
+    """The operator acting with settings given explicitly (scripts, benchmarks, tests)."""
+    return Context(settings, Actor.cli_operator(), progress)
+
+
 def cli_context(progress: Progress = NO_PROGRESS) -> Context:
     """The context of a ``flask`` command: the operator at the terminal."""
     return Context(app_settings(), Actor.cli_operator(), progress)

@@ -25,6 +25,7 @@ import redis
 from handled import create_app
 from handled.migrations import MIGRATIONS_DIR, migrate, resolve_targets
 from handled.models import SCHEMAS
+from handled.schema.names import SCRATCH_LIKE_PATTERNS
 from handled.settings import load_settings
 from tests.auth_helpers import csrf_token_fixture, login_client  # noqa: F401  (fixtures, issue 4)
 
@@ -103,10 +104,9 @@ def reset_tables(settings) -> None:
         conn = psycopg2.connect(dbname=config.dbname, **config.connect_kwargs())
         conn.autocommit = True
         with conn.cursor() as cur:
-            if target == "data":   # what a killed or failed build left (see swap.py), slices included
-                cur.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "   # no parameters:
-                            "WHERE schemaname = 'reference' "                                # % is literal
-                            "AND (tablename LIKE '\\_build\\_%' OR tablename LIKE '\\_old\\_%')")
+            if target == "data":   # what a killed or failed build left (dropping them drops their slices)
+                cur.execute("SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables "
+                            "WHERE schemaname = 'reference' AND tablename LIKE ANY(%s)", (list(SCRATCH_LIKE_PATTERNS),))
                 for (leftover,) in cur.fetchall():
                     cur.execute(f"DROP TABLE IF EXISTS {leftover}")
             cur.execute(

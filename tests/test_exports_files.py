@@ -11,13 +11,14 @@ import pytest
 from handled.db import data_db
 from handled.exports import service
 from handled.models import ExportRun
+from handled.context import system_context
 from handled.transformations.service import run_transformation
 from tests.transform_data import build_reference_tables
 
 
 @pytest.fixture
-def built(app):
-    build_reference_tables()
+def built(app, settings):
+    build_reference_tables(settings)
 
 
 def export_json(export_id):
@@ -70,24 +71,24 @@ def test_write_to_stdout_and_unknown_export(built, runner):
     assert "zone-matrix-usps.json" in listed.output and "delivery_matrix.csv" in listed.output
 
 
-def test_version_changes_only_with_a_new_transformation_run(built):
+def test_version_changes_only_with_a_new_transformation_run(built, settings):
     from handled.exports.registry import get_export
     export = get_export("zone-matrix.json")
     first = service.export_version(export)
     assert first.etag and first.last_modified
     assert service.export_version(export) == first
-    run_transformation("zip3-reference")
+    run_transformation(system_context(settings), "zip3-reference")
     assert service.export_version(export) == first        # another transformation: same file
-    run_transformation("delivery-matrix")
+    run_transformation(system_context(settings), "delivery-matrix")
     assert service.export_version(export).etag != first.etag
 
 
-def test_interrupted_stream_stops_the_copy_and_is_recorded(app):
+def test_interrupted_stream_stops_the_copy_and_is_recorded(app, settings):
     data_db.execute_sql(
         "INSERT INTO workspace.usps_3d_base_service (origin_zip3, dest_zip3, pri_days, gal_days, pkg_days) "
         "SELECT lpad(o::text, 3, '0'), lpad(d::text, 3, '0'), 2, 3, 4 "
         "FROM generate_series(100, 399) o, generate_series(100, 299) d")
-    rows = run_transformation("delivery-matrix").rows
+    rows = run_transformation(system_context(settings), "delivery-matrix").rows
     stream = service.stream_export("delivery_matrix.csv")
     first = next(stream)
     assert first.startswith(b"origin_zip3,") and len(first) >= 256 * 1024

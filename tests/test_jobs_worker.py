@@ -16,7 +16,9 @@ import pytest
 from handled import heartbeat, jobs
 from handled.context import Actor, Context
 from handled.models import TransformationRun
+from handled.schema.names import is_scratch
 from handled.transformations import history
+from handled.context import system_context
 from handled.transformations.service import enqueue_transformation, run_transformation
 from tests.conftest import TEST_REDIS
 from tests.transform_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
@@ -141,8 +143,8 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     assert dead.status == "failed" and "stopped before it finished" in dead.message
     status = jobs.job_status(job_id)
     assert status["status"] == "failed" and "stopped before it finished" in status["message"]
-    assert run_transformation("delivery-matrix").rows == 18              # the next build clears up
-    assert not [t for t in reference_tables() if t.startswith(("_build_", "_old_"))]
+    assert run_transformation(system_context(settings), "delivery-matrix").rows == 18    # the next build clears up
+    assert not [t for t in reference_tables() if is_scratch(t)]
 
 
 def test_unknown_job_is_a_sentence(app):

@@ -11,6 +11,7 @@ from handled import create_app
 from handled.integrations.service import import_file
 from handled.models import SCHEMAS
 from handled.settings import load_settings
+from handled.context import system_context
 from handled.transformations.service import run_transformations
 from tests.conftest import mode_env
 from tests.integrations_support import (USPS_NAME, gaz_row, ground_row, uszip_row, usps_row, write_gaz,
@@ -44,7 +45,7 @@ def import_everything(app, files):
         assert import_file("ups-ground-service", write_ground(files / "10001.csv", ground)).status == "succeeded"
         usps = [usps_row("100", "200"), usps_row("100", "300"), usps_row("200", "100")]
         assert import_file("usps-3d-base", write_usps(files / USPS_NAME, usps)).status == "succeeded"
-        run_transformations([], run_all=True)
+        run_transformations(system_context(app.config["HANDLED_SETTINGS"]), [], run_all=True)
 
 
 def test_rebuild_into_an_empty_data_database_gives_the_same_tables(settings, tmp_path, dbs):

@@ -9,13 +9,14 @@ import pytest
 from handled import heartbeat, jobs
 from handled.models import Facility
 from handled.transformations import history
+from handled.context import system_context
 from handled.transformations.service import run_transformations
 from tests.transform_data import build_reference_tables
 
 
 @pytest.fixture
-def built(app):
-    build_reference_tables()
+def built(app, settings):
+    build_reference_tables(settings)
 
 
 def test_pages_need_sign_in_and_their_permission(app, client, login_client):
@@ -67,7 +68,7 @@ def test_coverage_shows_days_and_scores_of_the_facility_origin(built, login_clie
     assert "has no rows for origin 999" in viewer.get(f"/coverage/?facility={other.id}").get_data(as_text=True)
 
 
-def test_exports_download_streams_and_answers_304_when_unchanged(built, login_client):
+def test_exports_download_streams_and_answers_304_when_unchanged(built, login_client, settings):
     user = login_client(permissions=["download_exports"])
     assert "zone-matrix-ups.json" in user.get("/exports/").get_data(as_text=True)
     response = user.get("/exports/zone-matrix-ups.json")
@@ -78,7 +79,7 @@ def test_exports_download_streams_and_answers_304_when_unchanged(built, login_cl
     assert user.get("/exports/zone-matrix-ups.json", headers={"If-None-Match": etag}).status_code == 304
     assert user.get("/exports/zone-matrix-ups.json",
                     headers={"If-Modified-Since": modified}).status_code == 304
-    run_transformations(["delivery-matrix"])
+    run_transformations(system_context(settings), ["delivery-matrix"])
     again = user.get("/exports/zone-matrix-ups.json", headers={"If-None-Match": etag})
     assert again.status_code == 200 and again.headers["ETag"] != etag
     csv_response = user.get("/exports/delivery_matrix.csv")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from handled.db import data_db
+from handled.context import system_context
 from handled.transformations.service import run_transformation
 from tests.transform_data import load_delivery_sources, load_zip_sources
 
 
 @pytest.fixture
-def zip3_rows(app):
+def zip3_rows(app, settings):
     load_zip_sources()
-    outcome = run_transformation("zip3-reference")
+    outcome = run_transformation(system_context(settings), "zip3-reference")
     cursor = data_db.execute_sql("SELECT * FROM reference.zip3_reference ORDER BY zip3")
     names = [c[0] for c in cursor.description]
     rows = {r[0]: dict(zip(names, r)) for r in cursor.fetchall()}
@@ -69,9 +70,9 @@ def test_zip3_in_one_source_only_keeps_the_other_side_null(zip3_rows):
 
 
 @pytest.fixture
-def matrix(app):
+def matrix(app, settings):
     load_delivery_sources()
-    run_transformation("delivery-matrix")
+    run_transformation(system_context(settings), "delivery-matrix")
     rows = data_db.execute_sql(
         "SELECT origin_zip3, dest_zip3, carrier, service, transit_days, zone, delivery_score, source "
         "FROM reference.delivery_matrix").fetchall()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import psycopg2
@@ -15,10 +14,13 @@ from handled import heartbeat
 from handled.catalog import compare_models
 from handled.db import data_db
 from handled.models import DATA_MODELS, SCHEMAS, TransformationRun
+from handled.schema.names import is_scratch
 from handled.transformations import history
 from handled.transformations.registry import Transformation, get_transformation
+from handled.context import system_context
 from handled.transformations.service import TransformationFailed, run_transformation
-from handled.transformations.swap import BuildBusy, BuildCancelled, BuildControl, BuildFailed, build_and_swap
+from handled.transformations.build_plan import BuildBusy, BuildCancelled, BuildFailed
+from handled.transformations.build_runner import BuildControl, build_and_swap
 from tests.transform_data import (add_usps, add_zip, build_backends, load_delivery_sources,
                                   load_zip_sources)
 
@@ -34,12 +36,12 @@ def matrix_count() -> int:
 
 
 def scratch_tables() -> list[str]:
-    """Build or old tables left in reference (a live table's own partitions are not scratch)."""
-    return [r[0] for r in data_db.execute_sql(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'reference' AND c.relkind IN ('r', 'p') AND c.relname LIKE '\\_%%' "
-        "AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent "
-        "                WHERE i.inhrelid = c.oid AND parent.relname NOT LIKE '\\_%%')").fetchall()]
+    """Build or old tables left in reference, and their slices (a live table's own partitions are not scratch)."""
+    rows = data_db.execute_sql(
+        "SELECT c.relname, parent.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class parent ON parent.oid = i.inhparent "
+        "WHERE n.nspname = 'reference' AND c.relkind IN ('r', 'p')").fetchall()
+    return [name for name, parent in rows if is_scratch(parent or name)]
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
@@ -54,16 +56,16 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 def build_waiting_on_lock(conn) -> int | None:
     with conn.cursor() as cur:
         cur.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'INSERT INTO reference.\\_%%'")
+                    "AND query LIKE 'INSERT INTO reference.%%'")
         row = cur.fetchone()
     return row[0] if row else None
 
 
 def test_rebuild_replaces_rows_and_models_still_match_catalog(app, settings):
     load_delivery_sources()
-    first = run_transformation("delivery-matrix")
+    first = run_transformation(system_context(settings), "delivery-matrix")
     add_usps("100", "900", pri=2)
-    second = run_transformation("delivery-matrix")
+    second = run_transformation(system_context(settings), "delivery-matrix")
     assert second.rows == first.rows + 1 == matrix_count()
     assert scratch_tables() == []
     conn = connect(settings)
@@ -82,7 +84,7 @@ def test_rebuild_replaces_rows_and_models_still_match_catalog(app, settings):
 
 def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, settings):
     load_delivery_sources()
-    old_count = run_transformation("delivery-matrix").rows
+    old_count = run_transformation(system_context(settings), "delivery-matrix").rows
     add_usps("100", "900", pri=2)
     seen, stop = [], threading.Event()
 
@@ -99,7 +101,7 @@ def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, setting
     watcher = connect(settings)
     thread = threading.Thread(target=reader)
     outcome = {}
-    build = threading.Thread(target=lambda: outcome.update(r=run_transformation("delivery-matrix")))
+    build = threading.Thread(target=lambda: outcome.update(r=run_transformation(system_context(settings), "delivery-matrix")))
     try:
         with blocker.cursor() as cur:  # hold the build in its insert phase while the reader reads
             cur.execute("LOCK TABLE workspace.usps_3d_base_service IN ACCESS EXCLUSIVE MODE")
@@ -112,7 +114,7 @@ def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, setting
         blocker.rollback()
         build.join(timeout=30)
         for _ in range(3):
-            run_transformation("delivery-matrix")
+            run_transformation(system_context(settings), "delivery-matrix")
     finally:
         stop.set()
         blocker.close()
@@ -126,7 +128,7 @@ def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, setting
 
 def test_cancelled_build_leaves_old_rows_serving(app, settings):
     load_delivery_sources()
-    old = run_transformation("delivery-matrix").rows
+    old = run_transformation(system_context(settings), "delivery-matrix").rows
     add_usps("100", "900", pri=2)
     blocker = connect(settings)
     blocker.autocommit = False
@@ -135,7 +137,7 @@ def test_cancelled_build_leaves_old_rows_serving(app, settings):
 
     def run():
         try:
-            run_transformation("delivery-matrix")
+            run_transformation(system_context(settings), "delivery-matrix")
         except TransformationFailed as exc:
             errors.append(str(exc))
 
@@ -161,7 +163,7 @@ def test_cancelled_build_leaves_old_rows_serving(app, settings):
 
 def test_swap_waits_for_a_long_reader_then_gives_up_keeping_old_rows(app, settings):
     load_delivery_sources()
-    old = run_transformation("delivery-matrix").rows
+    old = run_transformation(system_context(settings), "delivery-matrix").rows
     add_usps("100", "900", pri=2)
     reader = connect(settings)
     reader.autocommit = False
@@ -169,18 +171,18 @@ def test_swap_waits_for_a_long_reader_then_gives_up_keeping_old_rows(app, settin
         cur.execute("SELECT count(*) FROM reference.delivery_matrix")
     try:
         with pytest.raises(BuildFailed, match="old table is still serving"):
-            build_and_swap(get_transformation("delivery-matrix"), swap_patience=0.5)
+            build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism, swap_patience=0.5)
         assert matrix_count() == old and scratch_tables() == []
         threading.Timer(0.4, reader.rollback).start()   # the reader finishes soon: the retry succeeds
-        result = build_and_swap(get_transformation("delivery-matrix"), swap_patience=10)
+        result = build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism, swap_patience=10)
         assert result.rows == old + 1 == matrix_count()
     finally:
         reader.close()
 
 
-def test_duplicate_keys_and_empty_result_are_refused(app):
+def test_duplicate_keys_and_empty_result_are_refused(app, settings):
     load_zip_sources()
-    run_transformation("zip3-reference")
+    run_transformation(system_context(settings), "zip3-reference")
     before = data_db.execute_sql("SELECT count(*) FROM reference.zip3_reference").fetchone()[0]
     duplicated = Transformation(
         id="duplicated", name="dup", target="zip3_reference", source_tables=("workspace.us_zips",),
@@ -188,7 +190,7 @@ def test_duplicate_keys_and_empty_result_are_refused(app):
     duplicated.__dict__["select_sql"] = (
         "SELECT '999', 1, 1, 'NY', 'X', 0.0, 0.0, 0.0, 0.0, 0.0, 0.0 FROM workspace.us_zips")
     with pytest.raises(Exception) as caught:
-        build_and_swap(duplicated)
+        build_and_swap(duplicated, parallelism=settings.transform_parallelism)
     assert "23505" == getattr(caught.value.args[0], "pgcode", None) or "duplicate" in str(caught.value)
     empty = Transformation(
         id="empty", name="empty", target="zip3_reference", source_tables=("workspace.us_zips",),
@@ -196,21 +198,21 @@ def test_duplicate_keys_and_empty_result_are_refused(app):
     empty.__dict__["select_sql"] = (
         "SELECT zip, 1, 1, 'NY', 'X', 0.0, 0.0, 0.0, 0.0, 0.0, 0.0 FROM workspace.us_zips WHERE false")
     with pytest.raises(BuildFailed, match="0 rows although its sources have rows"):
-        build_and_swap(empty)
+        build_and_swap(empty, parallelism=settings.transform_parallelism)
     assert data_db.execute_sql("SELECT count(*) FROM reference.zip3_reference").fetchone()[0] == before
     assert scratch_tables() == []
 
 
-def test_empty_sources_build_an_empty_table(app):
-    outcome = run_transformation("delivery-matrix")
+def test_empty_sources_build_an_empty_table(app, settings):
+    outcome = run_transformation(system_context(settings), "delivery-matrix")
     assert outcome.rows == 0 and matrix_count() == 0
 
 
-def test_second_run_is_refused_naming_the_run_that_is_going(app):
+def test_second_run_is_refused_naming_the_run_that_is_going(app, settings):
     with heartbeat.Heartbeat():  # the run below belongs to this live process
         going = history.start_run("delivery-matrix", user_email="lead@example.test")
         with pytest.raises(history.AlreadyRunning) as caught:
-            run_transformation("delivery-matrix")
+            run_transformation(system_context(settings), "delivery-matrix")
     assert f"run #{going.id}" in str(caught.value) and "lead@example.test" in str(caught.value)
     history.finish_run(going.id, "failed", message="test")
 
@@ -223,7 +225,7 @@ def test_build_in_the_data_database_is_exclusive(app, settings):
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('handled.transformation'), hashtext('delivery-matrix'))")
     try:
         with pytest.raises(BuildBusy, match="already building reference.delivery_matrix"):
-            build_and_swap(get_transformation("delivery-matrix"))
+            build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism)
     finally:
         holder.rollback()
         holder.close()
@@ -276,12 +278,9 @@ def test_cli_errors_are_one_sentence(app, runner):
 
 # --- slices: delivery-matrix is built by origin range on several connections at once ---------
 
-@contextmanager
-def parallelism(app, settings, slices: int):
-    """Run inside an app whose TRANSFORM_PARALLELISM is ``slices``."""
-    with app.app_context():
-        app.config["HANDLED_SETTINGS"] = replace(settings, transform_parallelism=slices)
-        yield
+def parallelism(settings, slices: int):
+    """The settings with TRANSFORM_PARALLELISM ``slices``."""
+    return replace(settings, transform_parallelism=slices)
 
 
 def load_more_origins() -> None:
@@ -302,13 +301,13 @@ def load_more_origins() -> None:
             (origin,))
 
 
-def build_with_five_origins() -> int:
+def build_with_five_origins(settings) -> int:
     """Sources for five origins, zip3-reference (where slices are cut) and a first matrix; its rows."""
     load_zip_sources()
     load_delivery_sources()
     load_more_origins()
-    run_transformation("zip3-reference")
-    return run_transformation("delivery-matrix").rows
+    run_transformation(system_context(settings), "zip3-reference")
+    return run_transformation(system_context(settings), "delivery-matrix").rows
 
 
 def matrix_rows() -> set:
@@ -319,20 +318,18 @@ def live_partitions() -> list[tuple[str, str]]:
     return data_db.execute_sql(
         "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'reference.delivery_matrix'::regclass "
-        "ORDER BY c.relname").fetchall()   # <target>_<build>_<slice number>
+        "ORDER BY c.relname").fetchall()   # <target>__p<build>_<slice number>
 
 
 def test_slices_build_the_same_rows_as_one_build(app, settings):
     load_zip_sources()
     load_delivery_sources()
     load_more_origins()
-    run_transformation("zip3-reference")       # ZIP3s 100..400: where the slices are cut
-    with parallelism(app, settings, 1):
-        one = run_transformation("delivery-matrix")
-        serial = matrix_rows()
-        assert len(live_partitions()) == 1
-    with parallelism(app, settings, 3):
-        three = run_transformation("delivery-matrix")
+    run_transformation(system_context(settings), "zip3-reference")       # ZIP3s 100..400: where the slices are cut
+    one = run_transformation(system_context(parallelism(settings, 1)), "delivery-matrix")
+    serial = matrix_rows()
+    assert len(live_partitions()) == 1
+    three = run_transformation(system_context(parallelism(settings, 3)), "delivery-matrix")
     assert one.rows == three.rows == len(serial) == 5 * 18
     assert matrix_rows() == serial
     partitions = live_partitions()
@@ -350,8 +347,8 @@ def test_slices_build_the_same_rows_as_one_build(app, settings):
         conn.close()
 
 
-def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app):
-    old = build_with_five_origins()
+def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app, settings):
+    old = build_with_five_origins(settings)
     broken = Transformation(
         id="broken-matrix", name="broken", target="delivery_matrix", source_tables=("workspace.usps_3d_base_service",),
         source_integrations=(), sql_file="delivery_matrix.sql", split_column="origin_zip3",
@@ -373,7 +370,7 @@ def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app):
 
 
 def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
-    old = build_with_five_origins()
+    old = build_with_five_origins(settings)
     blocker = connect(settings)
     blocker.autocommit = False
     watcher = connect(settings)
@@ -382,7 +379,7 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
     def waiting_slices() -> int:
         with watcher.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'INSERT INTO reference.\\_%%'")
+                        "AND query LIKE 'INSERT INTO reference.%%'")
             return cur.fetchone()[0]
 
     def run():
@@ -411,21 +408,21 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
 
 def test_old_table_still_read_after_the_swap_is_dropped_by_the_next_build(app, settings, monkeypatch, caplog):
     load_delivery_sources()
-    run_transformation("delivery-matrix")
+    run_transformation(system_context(settings), "delivery-matrix")
     old_partition = live_partitions()[0][0]
     add_usps("100", "900", pri=2)
     reader = connect(settings)
     reader.autocommit = False
     with reader.cursor() as cur:   # a long transaction on the live table's one slice
         cur.execute(f"SELECT count(*) FROM reference.{old_partition}")
-    monkeypatch.setattr("handled.transformations.swap.DROP_PATIENCE_SECONDS", 0.5)
+    monkeypatch.setattr("handled.transformations.build_runner.DROP_PATIENCE_SECONDS", 0.5)
     try:
-        result = build_and_swap(get_transformation("delivery-matrix"))   # swaps: the parent is free
+        result = build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism)   # swaps: the parent is free
         assert matrix_count() == result.rows                           # the new rows serve at once
         assert sorted(scratch_tables()) == sorted(["_old_delivery_matrix", old_partition])
         assert "_old_delivery_matrix is still in use by a reader" in caplog.text
     finally:
         reader.rollback()
         reader.close()
-    build_and_swap(get_transformation("delivery-matrix"))
+    build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism)
     assert scratch_tables() == []

@@ -75,14 +75,15 @@ def load_delivery_sources():
     add_usps("100", "300", gal=3, gah=2, pkg=4)
 
 
-def build_reference_tables():
+def build_reference_tables(settings):
     """The hand-made sources plus one USPS pair, transformed: what export and page tests read."""
+    from handled.context import system_context
     from handled.transformations.service import run_transformations
 
     load_zip_sources()
     load_delivery_sources()
     add_usps("700", "200", gal=3)
-    run_transformations([], run_all=True)
+    run_transformations(system_context(settings), [], run_all=True)
 
 
 def build_backends() -> int:

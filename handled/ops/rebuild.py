@@ -93,7 +93,7 @@ def rebuild_data(settings: Settings, *, force: bool = False, dry_run: bool = Fal
     if dry_run:
         return report
     _reimport(report, user_email, say)
-    _transform(report, user_email, say)
+    _transform(settings, report, user_email, say)
     with connect_direct(target.config) as conn:
         tables = [t for t in tables_in_order(conn, "data") if t.schema == "reference"]
         report.reference_rows = row_counts(conn, tables)
@@ -117,11 +117,16 @@ def _reimport(report: RebuildReport, user_email: str | None, say) -> None:
                            f"(run {failed[0].run_id}); nothing after it was run.")
 
 
-def _transform(report: RebuildReport, user_email: str | None, say) -> None:
+def _transform(settings: Settings, report: RebuildReport, user_email: str | None, say) -> None:
+    from dataclasses import replace
+
+    from handled.context import system_context
     from handled.transformations.service import TransformationFailed, run_transformations
 
     say("running every transformation")
+    ctx = system_context(settings)
+    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
     try:
-        report.transformed = run_transformations([], run_all=True, user_email=user_email)
+        report.transformed = run_transformations(ctx, [], run_all=True)
     except TransformationFailed as exc:
         raise OpsError(str(exc)) from None

@@ -11,6 +11,7 @@ from psycopg2 import sql
 from handled.migrations import MIGRATIONS_DIR
 from handled.models import SCHEMAS
 from handled.ops import OpsError
+from handled.schema.names import SCRATCH_LIKE_PATTERNS
 
 # Text output that does not depend on a server's or session's defaults, so a
 # row prints the same on every connection (COPY text and checksums).
@@ -21,7 +22,7 @@ TABLES_SQL = """
     SELECT c.oid, n.nspname, c.relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
-      AND left(c.relname, 1) <> '_'
+      AND NOT c.relname LIKE ANY(%s)
     ORDER BY n.nspname, c.relname"""
 
 EDGES_SQL = """
@@ -74,9 +75,9 @@ def prepare_session(conn) -> None:
 
 def tables_in_order(conn, side: str) -> list[Table]:
     """The side's tables, each after every table it references (so COPY never
-    meets a missing parent). Tables starting with '_' are build scratch and skipped."""
+    meets a missing parent). Build scratch tables and partitions are skipped."""
     with conn.cursor() as cur:
-        cur.execute(TABLES_SQL, (list(side_schemas(side)),))
+        cur.execute(TABLES_SQL, (list(side_schemas(side)), list(SCRATCH_LIKE_PATTERNS)))
         found = {oid: Table(schema, name) for oid, schema, name in cur.fetchall()}
         oids = list(found)
         cur.execute(EDGES_SQL, (oids, oids))

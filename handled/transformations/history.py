@@ -1,6 +1,6 @@
 """Run history of transformations in PRIMARY (config.transformation_runs).
 
-Only PRIMARY is read or written here; what a run builds lives in DATA (swap.py).
+Only PRIMARY is read or written here; what a run builds lives in DATA (build_runner.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from handled.db import primary_db
 from handled.errors import Conflict
 from handled.models import ImportRun, TransformationRun
 from handled.transformations.registry import Transformation
+
 
 
 class AlreadyRunning(Conflict):

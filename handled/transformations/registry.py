@@ -1,7 +1,7 @@
 """The transformations handled knows: what each reads, what it builds, what it needs first.
 
 Each transformation is one SELECT in ``sql/<name>.sql``; the runner inserts its
-rows into a scratch table beside the live target and swaps it in (swap.py).
+rows into a scratch table beside the live target and swaps it in (build_plan.py, build_runner.py).
 
 A transformation with a ``split_column`` is built in slices that run side by
 side, one connection each: its SELECT takes ``%(split_from)s`` and

@@ -1,28 +1,24 @@
 """Run transformations (from the CLI, a page or a background job) and describe them.
 
-The build itself runs in a thread of its own, on direct DATA connections of
-its own (swap.py), so it never shares a connection with the run history
-written to PRIMARY. The calling thread records phases, refreshes the heartbeat
-and, if it is interrupted (Ctrl-C, job timeout), cancels every statement of
-the build, which then drops its scratch tables and leaves the live one serving.
+The build itself runs on direct DATA connections of its own (build_runner.py),
+so it never shares a connection with the run history written to PRIMARY. Its
+phases go straight from the build thread to the run history and the caller's
+progress sink; if the calling thread is interrupted (Ctrl-C, job timeout), the
+build is cancelled, drops its scratch tables and leaves the live one serving.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 
 from handled import heartbeat, jobs
 from handled.context import Context
-from handled.db import release_connections
 from handled.errors import HandledError
 from handled.transformations import history
-from handled.transformations.registry import (TRANSFORMATIONS, Transformation, dependency_order,
-                                              get_transformation)
-from handled.transformations.swap import (PHASES, BuildControl, BuildFailed, BuildResult, build_and_swap,
-                                          configured_parallelism, pg_code)
+from handled.transformations.build_plan import PHASES, BuildFailed
+from handled.transformations.build_runner import build_and_swap, pg_code
+from handled.transformations.registry import TRANSFORMATIONS, Transformation, dependency_order, get_transformation
 
 log = logging.getLogger("handled.transformations")
 
@@ -39,14 +35,18 @@ class TransformationFailed(HandledError):
     """A run failed; the message says why and that the live table is unchanged."""
 
 
-def run_transformation(transformation_id: str, *, user_id: int | None = None, user_email: str | None = None,
-                       job_id: str | None = None) -> RunOutcome:
-    """Build and swap in one transformation, recording the run in PRIMARY."""
+def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | None = None) -> RunOutcome:
+    """Build and swap in one transformation as ``ctx.actor``, recording the run in PRIMARY."""
     t = get_transformation(transformation_id)
     with heartbeat.Heartbeat():  # beating before the row exists, so no sweep takes it for dead
-        run = history.start_run(t.id, user_id, user_email, job_id)
+        run = history.start_run(t.id, ctx.actor.id, ctx.actor.email, job_id)
+
+        def record(phase: str, done: int | None = None, total: int | None = None, message: str | None = None):
+            history.record_phase(run.id, phase)   # from the build thread: its own PRIMARY connection
+            ctx.progress(phase, done, total, message)
+
         try:
-            result = _build_in_thread(t, run.id)
+            result = build_and_swap(t, parallelism=ctx.settings.transform_parallelism, progress=record)
         except BaseException as exc:
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
@@ -72,46 +72,6 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
     return f"{t.id} failed: {first}; {unchanged}"
 
 
-def _build_in_thread(t: Transformation, run_id: int) -> BuildResult:
-    events: queue.Queue = queue.Queue()
-    outcome: dict = {}
-    control = BuildControl()
-    parallelism = configured_parallelism()   # read here: the build thread has no app context
-
-    def build():
-        try:
-            outcome["result"] = build_and_swap(t, lambda phase, step, total: events.put((phase, step, total)),
-                                               control=control, parallelism=parallelism)
-        except BaseException as exc:  # handed to the calling thread
-            outcome["error"] = exc
-        finally:
-            release_connections()
-
-    worker = threading.Thread(target=build, name=f"build-{t.id}", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive() or not events.empty():
-            _relay_progress(events, run_id, t)
-            worker.join(timeout=0.25)
-    except BaseException:
-        control.cancel()   # every connection of the build stops; its tables are dropped
-        worker.join()
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
-
-
-def _relay_progress(events: queue.Queue, run_id: int, t: Transformation) -> None:
-    while True:
-        try:
-            phase, step, total = events.get_nowait()
-        except queue.Empty:
-            return
-        history.record_phase(run_id, phase)
-        jobs.report_progress(phase, step, total, f"{t.id}: {phase}")
-
-
 def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
     """What to run, in order: the asked ones plus their stale dependencies."""
     asked = list(TRANSFORMATIONS) if run_all else list(ids)
@@ -124,17 +84,15 @@ def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
     return plan
 
 
-def run_transformations(ids: list[str], *, run_all: bool = False, user_id: int | None = None,
-                        user_email: str | None = None, job_id: str | None = None) -> list[RunOutcome]:
+def run_transformations(ctx: Context, ids: list[str], *, run_all: bool = False,
+                        job_id: str | None = None) -> list[RunOutcome]:
     """Run ``ids`` (or all) with their stale dependencies first; stop at the first failure."""
-    return [run_transformation(tid, user_id=user_id, user_email=user_email, job_id=job_id)
-            for tid in plan_runs(ids, run_all=run_all)]
+    return [run_transformation(ctx, tid, job_id=job_id) for tid in plan_runs(ids, run_all=run_all)]
 
 
 def transformation_job(ctx: Context, ids: list[str]) -> list[dict]:
     """The background-job entry point: run as the user who queued it; plain values for the job record."""
-    outcomes = run_transformations(ids, user_id=ctx.actor.id, user_email=ctx.actor.email,
-                                   job_id=jobs.current_job_id())
+    outcomes = run_transformations(ctx, ids, job_id=jobs.current_job_id())
     return [outcome.__dict__ for outcome in outcomes]
 
 

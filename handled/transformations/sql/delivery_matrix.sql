@@ -3,7 +3,7 @@
 -- INSERT INTO <build partition>; the column order matches reference.delivery_matrix.
 --
 -- The build is split by origin ZIP3 into slices that run side by side, one per
--- connection (swap.py): %(split_from)s and %(split_to)s bound this slice
+-- connection (build_runner.py): %(split_from)s and %(split_to)s bound this slice
 -- (NULL = unbounded), and every source is filtered on them before the joins.
 --
 -- Candidates and their priority (lower wins, then fewer days):

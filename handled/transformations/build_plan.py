@@ -1,0 +1,228 @@
+"""What one build-and-swap does, as names and SQL text: no connection, no thread.
+
+The runner (build_runner.py) executes these statements; keeping them here lets a
+test read every name and every statement without a database.
+
+- The build table is ``reference._build_<target>`` and, at the swap, the live one
+  becomes ``reference._old_<target>`` (handled.schema.names: the only scratch
+  names, which drift checks, backups and test cleanups skip or drop).
+- A transformation with a split column is built as a table partitioned by range
+  of that column, one partition ("slice") per range. Slices become the live
+  table's partitions at the swap, so they are named ``<target>__p<gen>_<i>``:
+  no scratch prefix matches a live partition, and ``<gen>`` (random per build)
+  keeps a new build's slices apart from the live ones.
+- Slice bounds are cut from the sorted split values so that each slice holds
+  about as many of them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from handled.errors import Conflict, HandledError
+from handled.schema.names import build_name, old_name
+from handled.transformations.registry import SCHEMA, Transformation
+
+PHASES = ("prepare", "insert", "index", "check", "swap")
+NAME_LIMIT = 63               # PostgreSQL's identifier length
+LEFTOVER_LOCK_TIMEOUT = "5s"  # waiting for a leftover old table before a build gives up
+MAINTENANCE_WORK_MEM_MB = 1024  # shared by the slices: each key sorts in memory
+LIKE_OPTIONS = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE"
+
+
+class BuildFailed(HandledError):
+    """The new table could not be built or swapped in; the live table is unchanged."""
+
+
+class BuildBusy(BuildFailed, Conflict):
+    """Another process is building the same table in the DATA database."""
+
+
+class BuildCancelled(BuildFailed):
+    """Someone cancelled the build; the live table is unchanged."""
+
+
+class Statement(NamedTuple):
+    sql: str
+    params: tuple | dict | None = None
+
+
+def check_length(name: str) -> str:
+    if len(name) > NAME_LIMIT:
+        raise BuildFailed(f"{name} is longer than PostgreSQL's {NAME_LIMIT}-character limit; "
+                          "use a shorter table or index name.")
+    return name
+
+
+def partition_name(target: str, generation: str, number: int) -> str:
+    """A slice's name: a live partition after the swap, so never a scratch name."""
+    return check_length(f"{target}__p{generation}_{number}")
+
+
+def slice_bounds(values: list, parallelism: int) -> list[tuple]:
+    """Up to ``parallelism`` half-open ranges [from, to) over sorted ``values``, each
+    holding about as many of them; None is an open end."""
+    count = max(1, min(parallelism, len(values)))
+    cuts = sorted({values[len(values) * i // count] for i in range(1, count)})
+    bounds = [None, *cuts, None]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One part of a build: the table its rows go into and the split range it covers."""
+
+    table: str                  # bare name in the reference schema
+    split_from: str | None = None
+    split_to: str | None = None
+    split: bool = False         # False: the whole SELECT, no bounds to pass
+
+    @property
+    def params(self) -> dict | None:
+        return {"split_from": self.split_from, "split_to": self.split_to} if self.split else None
+
+
+@dataclass(frozen=True)
+class LiveIndex:
+    """One key or index of the live table, as SQL for a slice and for the build table."""
+
+    live_name: str
+    constraint: str | None      # e.g. "PRIMARY KEY (a, b)" when the index backs a constraint
+    unique: bool
+    method: str                 # "USING btree (a, b)" for a plain index
+
+    @property
+    def build_name(self) -> str:
+        return build_name(self.live_name)
+
+    @property
+    def old_name(self) -> str:
+        return old_name(self.live_name)
+
+    def create_on(self, table: str, name: str | None) -> str:
+        """SQL creating this index on ``table`` (PostgreSQL picks the name when ``name`` is None)."""
+        if self.constraint:
+            named = f'CONSTRAINT "{name}" ' if name else ""
+            return f"ALTER TABLE {SCHEMA}.{table} ADD {named}{self.constraint}"
+        unique = "UNIQUE " if self.unique else ""
+        named = f'"{name}" ' if name else ""
+        return f"CREATE {unique}INDEX {named}ON {SCHEMA}.{table} {self.method}"
+
+
+INDEX_SQL = """
+SELECT ic.relname, pg_get_indexdef(ic.oid), pg_get_constraintdef(con.oid), x.indisunique
+FROM pg_index x
+JOIN pg_class ic ON ic.oid = x.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid
+                            AND con.contype IN ('p', 'u', 'x')
+WHERE x.indrelid = %s::regclass
+ORDER BY x.indisprimary DESC, ic.relname
+"""
+INDEXDEF = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (ONLY )?(\S+) (USING .*)$", re.S)
+
+
+def parse_index(t: Transformation, name: str, indexdef: str, condef: str | None, unique: bool) -> LiveIndex:
+    """One row of INDEX_SQL as a LiveIndex whose scratch names fit PostgreSQL's limit."""
+    match = INDEXDEF.match(indexdef)
+    if not match:
+        raise BuildFailed(f"cannot recreate index {name} of {t.qualified_target}: {indexdef}")
+    index = LiveIndex(name, condef, bool(unique), match.group(5))
+    check_length(index.build_name)
+    check_length(index.old_name)
+    return index
+
+
+class BuildPlan:
+    """The names and statements of one build of one transformation."""
+
+    def __init__(self, t: Transformation, generation: str | None = None):
+        self.t = t
+        self.build_table = check_length(build_name(t.target))
+        self.old_table = check_length(old_name(t.target))
+        self.generation = generation or secrets.token_hex(3)   # keeps slice names unique across builds
+
+    # -- prepare -----------------------------------------------------------------------------
+
+    def lock(self) -> Statement:
+        """A transaction-scoped advisory lock: one build of a transformation at a time."""
+        return Statement("SELECT pg_try_advisory_xact_lock(hashtext('handled.transformation'), hashtext(%s))",
+                         (self.t.id,))
+
+    def drop_leftover(self, table: str) -> list[str]:
+        return [f"SET LOCAL lock_timeout = '{LEFTOVER_LOCK_TIMEOUT}'", self.drop(table)]
+
+    def split_values(self) -> str | None:
+        """The SELECT of the sorted split values, or None when the build is not sliced."""
+        if not self.t.split_column:
+            return None
+        return f"SELECT v FROM ({self.t.split_values_sql}) AS s (v) WHERE v IS NOT NULL ORDER BY 1"
+
+    def slices(self, values: list | None, parallelism: int) -> list[Slice]:
+        """One slice without a split column; else up to ``parallelism`` ranges of similar size."""
+        if values is None or not self.t.split_column or parallelism < 1:
+            return [Slice(self.build_table)]
+        return [Slice(partition_name(self.t.target, self.generation, i), low, high, split=True)
+                for i, (low, high) in enumerate(slice_bounds(values, parallelism))]
+
+    def create_tables(self, slices: list[Slice]) -> list[Statement]:
+        """The build table like the live one (partitioned when sliced), then each slice."""
+        t = self.t
+        partitioned = f" PARTITION BY RANGE ({t.split_column})" if slices[0].split else ""
+        statements = [Statement(f"CREATE TABLE {SCHEMA}.{self.build_table} "
+                                f"(LIKE {t.qualified_target} {LIKE_OPTIONS}){partitioned}")]
+        for s in slices:
+            if s.split:
+                low = "%s" if s.split_from is not None else "MINVALUE"
+                high = "%s" if s.split_to is not None else "MAXVALUE"
+                params = tuple(v for v in (s.split_from, s.split_to) if v is not None) or None
+                statements.append(Statement(f"CREATE TABLE {SCHEMA}.{s.table} PARTITION OF {SCHEMA}."
+                                            f"{self.build_table} FOR VALUES FROM ({low}) TO ({high})", params))
+        return statements
+
+    # -- insert and index --------------------------------------------------------------------
+
+    def slice_session(self, slices: list[Slice]) -> list[str]:
+        """Session settings of a slice's transaction: the memory is shared by the slices."""
+        memory = max(64, MAINTENANCE_WORK_MEM_MB // len(slices))
+        statements = ["SET LOCAL statement_timeout = 0", f"SET LOCAL maintenance_work_mem = '{memory}MB'"]
+        if len(slices) > 1:   # the slices already keep the cores busy
+            statements.append("SET LOCAL max_parallel_maintenance_workers = 0")
+        return statements
+
+    def insert(self, s: Slice) -> Statement:
+        return Statement(f"INSERT INTO {SCHEMA}.{s.table} {self.t.select_sql}", s.params)
+
+    def slice_indexes(self, s: Slice, indexes: list[LiveIndex]) -> list[str]:
+        """Keys of one slice: named like the build's when unsliced, else named by PostgreSQL."""
+        return [index.create_on(s.table, None if s.split else index.build_name) for index in indexes]
+
+    def finish_indexes(self, slices: list[Slice], indexes: list[LiveIndex]) -> list[str]:
+        """Keys on the partitioned build table (attaching the slices' ones), then statistics."""
+        keys = [index.create_on(self.build_table, index.build_name) for index in indexes] if slices[0].split else []
+        return [*keys, f"ANALYZE {SCHEMA}.{self.build_table}"]
+
+    # -- check, swap, clean up ---------------------------------------------------------------
+
+    def sources_empty(self) -> str:
+        probes = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {table})" for table in self.t.source_tables)
+        return f"SELECT {probes}"
+
+    def swap(self, indexes: list[LiveIndex], lock_timeout_ms: int) -> list[str]:
+        """One short transaction: the live table and its indexes become old, the build ones live."""
+        t = self.t
+        return [f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'",
+                f"LOCK TABLE ONLY {t.qualified_target} IN ACCESS EXCLUSIVE MODE",
+                f"ALTER TABLE {t.qualified_target} RENAME TO {self.old_table}",
+                *(f'ALTER INDEX {SCHEMA}."{i.live_name}" RENAME TO "{i.old_name}"' for i in indexes),
+                f"ALTER TABLE {SCHEMA}.{self.build_table} RENAME TO {t.target}",
+                *(f'ALTER INDEX {SCHEMA}."{i.build_name}" RENAME TO "{i.live_name}"' for i in indexes)]
+
+    def drop_old(self, lock_timeout_ms: int) -> list[str]:
+        return [f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'", self.drop(self.old_table)]
+
+    def drop(self, table: str) -> str:
+        """Dropping a partitioned table drops its slices too."""
+        return f"DROP TABLE IF EXISTS {SCHEMA}.{table}"

@@ -1,0 +1,397 @@
+"""Run a build-and-swap (its names and SQL: build_plan.py; the story: docs/TRANSFORMATIONS.md).
+
+Phases: **lock** (an advisory lock held for the whole build), **prepare** (drop
+what a killed build left, create ``reference._build_<target>``, partitioned into
+slices when the transformation has a split column), **insert** and **index** (one
+connection per slice, side by side, since PostgreSQL runs an INSERT ... SELECT on
+one core), **check** (rows > 0 unless every source is empty) and **swap** (one
+short transaction under a ``lock_timeout``, retried while a long reader holds the
+live table; the old table is dropped afterwards, blocking no reader).
+
+A failure or cancel before the swap drops the build tables and leaves the live
+table serving; a killed process leaves them for the next build to drop.
+
+The build runs in a thread of its own (its slices in a pool), so the calling
+thread stays free to notice Ctrl-C or a job timeout: it is the one loop that
+waits for the build, and it cancels every connection of the build through its
+``BuildControl``. Progress goes straight from the build thread to the sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from handled.catalog import connect_direct
+from handled.context import NO_PROGRESS, Progress
+from handled.db import data_db, release_connections
+from handled.transformations.build_plan import (INDEX_SQL, PHASES, SCHEMA, BuildBusy, BuildCancelled, BuildFailed,
+                                                BuildPlan, LiveIndex, Slice, Statement, parse_index)
+from handled.transformations.registry import Transformation
+
+log = logging.getLogger("handled.transformations")
+
+LOCK_TIMEOUT_MS = 40          # the longest a reader queues behind one swap attempt
+SWAP_PATIENCE_SECONDS = 120   # how long to keep retrying the swap before giving up
+DROP_PATIENCE_SECONDS = 5     # how long to try dropping the old table after the swap
+POLL_SECONDS = 0.2            # how often the waiting thread re-cancels a stopping build
+
+
+class _Stopped(Exception):
+    """A slice was stopped because a sibling failed (never the error a run reports)."""
+
+
+@dataclass
+class BuildResult:
+    rows: int
+    sources_empty: bool
+    timings: dict = field(default_factory=dict)
+    slices: int = 1
+
+
+class BuildControl:
+    """Lets another thread cancel a running build: every connection it uses is cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()   # someone asked: the run fails as cancelled
+        self.stopping = threading.Event()    # no statement may start any more (cancel, or a slice failed)
+        self._connections: set = set()
+        self._lock = threading.Lock()
+
+    def register(self, conn) -> None:
+        with self._lock:
+            self._connections.add(conn)
+
+    def forget(self, conn) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    def cancel(self) -> None:
+        """Stop the build: cancel what each connection is running and refuse what comes next."""
+        self.cancelled.set()
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Cancel the statements running now."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.cancel()
+            except psycopg2.Error as exc:  # already closed or never busy
+                log.debug("could not cancel a build connection: %s", exc)
+
+
+def pg_code(exc: BaseException) -> str | None:
+    """SQLSTATE of a psycopg2 error, also when Peewee wrapped it."""
+    seen = exc
+    while seen is not None:
+        code = getattr(seen, "pgcode", None)
+        if code:
+            return code
+        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = nested or seen.__cause__ or seen.__context__
+    return None
+
+
+def build_and_swap(t: Transformation, *, parallelism: int, progress: Progress = NO_PROGRESS,
+                   lock_timeout_ms: int = LOCK_TIMEOUT_MS, swap_patience: float = SWAP_PATIENCE_SECONDS,
+                   control: BuildControl | None = None) -> BuildResult:
+    """Rebuild ``t.target`` from its SELECT in up to ``parallelism`` slices and swap it in.
+
+    The build runs in a thread; this thread waits, and anything that interrupts it
+    (Ctrl-C, a job timeout) cancels the build before it propagates."""
+    control = control or BuildControl()
+    outcome: dict = {}
+
+    def build() -> None:
+        try:
+            outcome["result"] = _Build(t, control, progress).run(parallelism, lock_timeout_ms, swap_patience)
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            release_connections()   # whatever the progress sink opened in this thread
+
+    worker = threading.Thread(target=build, name=f"build-{t.id}", daemon=True)
+    worker.start()
+    try:
+        _wait_for(worker, control)
+    except BaseException:
+        control.cancel()   # every connection of the build stops; its tables are dropped
+        _wait_for(worker, control)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _wait_for(worker: threading.Thread, control: BuildControl) -> None:
+    while worker.is_alive():
+        if control.stopping.is_set():
+            control.interrupt()   # again until all are out: one may have been between statements
+        worker.join(timeout=POLL_SECONDS)
+
+
+class _Timer:
+    def __init__(self, timings: dict, name: str, add: bool = False):
+        self.timings, self.name, self.add = timings, name, add
+
+    def __enter__(self):
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc):
+        spent = time.monotonic() - self.started
+        self.timings[self.name] = round((self.timings.get(self.name, 0) if self.add else 0) + spent, 3)
+
+
+class _Build:
+    """One build of one transformation: runs its plan's statements on connections of its own."""
+
+    def __init__(self, t: Transformation, control: BuildControl, progress: Progress):
+        self.t, self.control, self.progress = t, control, progress
+        self.plan = BuildPlan(t)
+        self.timings: dict[str, float] = {}
+
+    def run(self, parallelism: int, lock_timeout_ms: int, swap_patience: float) -> BuildResult:
+        t, plan = self.t, self.plan
+        with self.connection(autocommit=False) as lock_conn:
+            self.lock(lock_conn)   # held until lock_conn's transaction ends
+            with self.connection() as conn:
+                try:
+                    with self.phase("prepare"):
+                        self.drop_leftovers(conn)
+                        slices = self.plan_slices(conn, parallelism)
+                        indexes = self.live_indexes(conn)
+                        with _transaction(conn) as cur:   # all or none of the tables
+                            self.execute(cur, *plan.create_tables(slices))
+                    rows = self.fill(slices, indexes)
+                    with _Timer(self.timings, "index", add=True), conn.cursor() as cur:
+                        self.execute(cur, *plan.finish_indexes(slices, indexes))
+                    with self.phase("check"):
+                        sources_empty = self.sources_empty(conn)
+                        if rows == 0 and not sources_empty:
+                            raise BuildFailed(f"{t.id} built 0 rows although its sources have rows; "
+                                              f"{t.qualified_target} was left unchanged.")
+                    with self.phase("swap"):
+                        self.swap(conn, indexes, lock_timeout_ms, swap_patience)
+                except BaseException:
+                    self.drop_quietly(conn, plan.build_table)
+                    raise
+                self.drop_old(conn, lock_timeout_ms)
+            lock_conn.rollback()
+        self.announce("done")
+        return BuildResult(rows=rows, sources_empty=sources_empty, timings=self.timings, slices=len(slices))
+
+    def announce(self, phase: str) -> None:
+        done = PHASES.index(phase) if phase in PHASES else len(PHASES)
+        self.progress(phase, done, len(PHASES), f"{self.t.id}: {phase}")
+
+    def phase(self, name: str) -> _Timer:
+        self.announce(name)
+        return _Timer(self.timings, name)
+
+    @contextmanager
+    def connection(self, autocommit: bool = True):
+        """A DATA connection of the build's own (not from the pool, which the build would
+        drain for minutes), cancellable through the build's control."""
+        with connect_direct(data_db.config, application_name=f"handled-build-{self.t.id}") as conn:
+            # PostgreSQL 14+: a killed worker's statements stop within a second instead of
+            # running on (a session setting: not through a transaction pooler)
+            if conn.server_version >= 140000 and not data_db.config.pgbouncer:
+                with conn.cursor() as cur:
+                    cur.execute("SET client_connection_check_interval = '1s'")
+            conn.autocommit = autocommit
+            self.control.register(conn)
+            try:
+                yield conn
+            finally:
+                self.control.forget(conn)
+
+    def execute(self, cur, *statements: str | Statement) -> None:
+        """Run statements in order, refusing to start one once the build is stopping."""
+        for statement in statements:
+            sql, params = (statement, None) if isinstance(statement, str) else statement
+            if self.control.cancelled.is_set():
+                raise self.cancelled()
+            if self.control.stopping.is_set():
+                raise _Stopped()
+            cur.execute(sql, params)
+
+    def cancelled(self) -> BuildCancelled:
+        return BuildCancelled(f"{self.t.id} was cancelled; {self.t.qualified_target} was left unchanged.")
+
+    # -- prepare -----------------------------------------------------------------------------
+
+    def lock(self, conn) -> None:
+        with conn.cursor() as cur:
+            self.execute(cur, self.plan.lock())
+            if not cur.fetchone()[0]:
+                raise BuildBusy(f"Another process is already building {self.t.qualified_target} for {self.t.id}; "
+                                "wait for it to finish.")
+
+    def drop_leftovers(self, conn) -> None:
+        for table in (self.plan.build_table, self.plan.old_table):
+            try:
+                with _transaction(conn) as cur:
+                    self.execute(cur, *self.plan.drop_leftover(table))
+            except psycopg2.errors.LockNotAvailable:
+                raise BuildFailed(
+                    f"{SCHEMA}.{table}, left by an earlier build, is still in use by another session; "
+                    f"{self.t.qualified_target} was left unchanged. Try again when that session has "
+                    "finished.") from None
+
+    def plan_slices(self, conn, parallelism: int) -> list[Slice]:
+        values = None
+        if self.plan.split_values() and parallelism >= 1:
+            with conn.cursor() as cur:
+                self.execute(cur, self.plan.split_values())
+                values = [row[0] for row in cur.fetchall()]
+        return self.plan.slices(values, parallelism)
+
+    def live_indexes(self, conn) -> list[LiveIndex]:
+        with conn.cursor() as cur:
+            self.execute(cur, Statement(INDEX_SQL, (self.t.qualified_target,)))
+            return [parse_index(self.t, *row) for row in cur.fetchall()]
+
+    # -- insert and index --------------------------------------------------------------------
+
+    def fill(self, slices: list[Slice], indexes: list[LiveIndex]) -> int:
+        """Fill and index every slice, side by side; return the rows written.
+
+        Timings: ``insert`` until every slice holds its rows, ``index`` from
+        then until every slice has its keys."""
+        lock, inserted = threading.Lock(), []
+        all_inserted_or_failed = threading.Event()
+        started = time.monotonic()
+        self.announce("insert")
+
+        def on_inserted() -> None:
+            with lock:
+                inserted.append(time.monotonic())
+                if len(inserted) == len(slices):
+                    all_inserted_or_failed.set()
+
+        def fill_one(s: Slice) -> int:
+            try:
+                return self.fill_slice(s, slices, indexes, on_inserted)
+            except BaseException:
+                self.control.stop()        # a slice failed: the others are pointless
+                all_inserted_or_failed.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix=f"build-{self.t.id}") as pool:
+            futures = [pool.submit(fill_one, s) for s in slices]
+            all_inserted_or_failed.wait()   # progress is reported from this thread, not the pool's
+            if len(inserted) == len(slices):
+                self.announce("index")
+            wait(futures)
+        if any(f.exception() for f in futures):
+            raise self.first_error(futures)
+        self.timings["insert"] = round(max(inserted) - started, 3)
+        self.timings["index"] = round(time.monotonic() - max(inserted), 3)
+        return sum(f.result() for f in futures)
+
+    def fill_slice(self, s: Slice, slices: list[Slice], indexes: list[LiveIndex], on_inserted) -> int:
+        with self.connection(autocommit=False) as conn, conn.cursor() as cur:
+            self.execute(cur, *self.plan.slice_session(slices), self.plan.insert(s))
+            rows = cur.rowcount
+            on_inserted()
+            self.execute(cur, *self.plan.slice_indexes(s, indexes))
+            conn.commit()
+        return rows
+
+    def first_error(self, futures) -> BaseException:
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if self.control.cancelled.is_set():
+            return self.cancelled()
+        # the slice that failed, not a sibling stopped because of it
+        return next((e for e in errors if not isinstance(e, _Stopped) and pg_code(e) != "57014"), errors[0])
+
+    # -- check, swap, clean up ---------------------------------------------------------------
+
+    def sources_empty(self, conn) -> bool:
+        with conn.cursor() as cur:
+            self.execute(cur, self.plan.sources_empty())
+            return bool(cur.fetchone()[0])
+
+    def swap(self, conn, indexes: list[LiveIndex], lock_timeout_ms: int, patience: float) -> None:
+        t = self.t
+        deadline = time.monotonic() + patience
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with _transaction(conn) as cur:   # one short transaction
+                    self.execute(cur, *self.plan.swap(indexes, lock_timeout_ms))
+                return
+            except psycopg2.errors.LockNotAvailable:
+                if time.monotonic() >= deadline:
+                    raise BuildFailed(
+                        f"Could not swap in the new {t.qualified_target}: readers kept it busy for "
+                        f"{patience:.0f} s ({attempts} attempts); the old table is still serving. "
+                        "Try again when the long-running queries have finished.") from None
+                if self.control.cancelled.wait(random.uniform(0.05, 0.25)):
+                    raise self.cancelled() from None
+
+    def drop_old(self, conn, lock_timeout_ms: int) -> None:
+        """Drop the table the swap replaced. The swap has committed, so nothing here may fail
+        the run: a reader still on the old table (or a cancel) leaves it for the next build."""
+        deadline = time.monotonic() + DROP_PATIENCE_SECONDS
+        while True:
+            try:
+                with _transaction(conn) as cur:
+                    for statement in self.plan.drop_old(lock_timeout_ms):
+                        cur.execute(statement)
+                return
+            except psycopg2.errors.LockNotAvailable:
+                if time.monotonic() < deadline and not self.control.cancelled.is_set():
+                    time.sleep(random.uniform(0.05, 0.25))
+                    continue
+                reason = "is still in use by a reader"
+            except psycopg2.Error as exc:
+                reason = f"could not be dropped ({str(exc).strip()})"
+            log.warning("%s.%s %s; the next build of %s drops it", SCHEMA, self.plan.old_table, reason, self.t.id)
+            return
+
+    def drop_quietly(self, conn, table: str) -> None:
+        """After a failure: drop the build table (and its slices); never raise over the real error."""
+        try:
+            if conn.closed:
+                return
+            if conn.status != psycopg2.extensions.STATUS_READY:
+                conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute(self.plan.drop(table))
+        except psycopg2.Error as exc:
+            log.warning("could not drop %s.%s after a failed build (the next build drops it): %s",
+                        SCHEMA, table, exc)
+
+
+@contextmanager
+def _transaction(conn):
+    """One explicit transaction on an autocommit connection: committed, or rolled back on error."""
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    finally:
+        if not conn.closed:
+            conn.autocommit = True
