@@ -2,9 +2,10 @@
 
 import pytest
 
-from handled import migrations
-from handled.catalog import compare_models, connect_direct
+from handled.db import direct_connection
 from handled.models import DATA_MODELS, PRIMARY_MODELS, SCHEMAS
+from handled.schema import migrations
+from handled.schema.catalog import compare_models
 
 
 def migrate_and_compare(settings, sabotage_primary=None, sabotage_data=None):
@@ -13,7 +14,7 @@ def migrate_and_compare(settings, sabotage_primary=None, sabotage_data=None):
         migrations.migrate(target)
         models = PRIMARY_MODELS if target.name == "primary" else DATA_MODELS
         sabotage = sabotage_primary if target.name == "primary" else sabotage_data
-        with connect_direct(target.config) as conn:
+        with direct_connection(target.config, "test") as conn:
             if sabotage:
                 with conn.cursor() as cur:
                     cur.execute(sabotage)

@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from handled import create_app
-from handled.migrations import migrate, resolve_targets
 from handled.models import SCHEMAS, User
 from handled.ops import move
+from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.auth_helpers import csrf_token
 from tests.conftest import TEST_REDIS, db_url, mode_env

@@ -12,9 +12,9 @@ import psycopg2.errors
 import pytest
 
 from handled import heartbeat
-from handled.catalog import compare_models
 from handled.db import data_db
 from handled.models import DATA_MODELS, SCHEMAS, TransformationRun
+from handled.schema.catalog import compare_models
 from handled.transformations import history
 from handled.transformations.registry import Transformation, get_transformation
 from handled.transformations.service import TransformationFailed, run_transformation

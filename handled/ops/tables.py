@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from handled.migrations import MIGRATIONS_DIR
+from handled.schema.migrations import MIGRATIONS_DIR
 from handled.models import SCHEMAS
 from handled.ops import OpsError
 

@@ -1,72 +1,14 @@
-"""Direct connections for tooling, connection errors in plain words, and the
-model-versus-catalog drift comparison.
-
-The app itself talks to PostgreSQL only through the two proxies in ``db.py``;
-migrations, checks and operations tools open one direct, short-lived
-connection from a ``DatabaseConfig`` here.
-"""
+"""What the catalog holds, and the model-versus-catalog drift comparison."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-import psycopg2
 import psycopg2.errors
 from peewee import CompositeKey, ForeignKeyField
 
+from handled.db import ConnectionProblem, direct_connection
 from handled.settings import DatabaseConfig
 
 MIN_SERVER_VERSION = 130000
-CONNECT_TIMEOUT = 5
-
-
-class ConnectionProblem(Exception):
-    """A database cannot be reached; the message says which and why."""
-
-
-def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
-    """One sentence a person can act on, for a failed connection."""
-    text = str(error).strip()
-    where = f"{config.host or 'localhost'}:{config.port or 5432}"
-    var = config.variable
-    lowered = text.lower()
-    if f'database "{config.dbname}" does not exist' in text:
-        return (f"The database {config.dbname!r} named by {var} does not exist on {where}; "
-                f"create it (createdb -h {config.host or 'localhost'} {config.dbname}) or run the README setup command.")
-    if "role" in lowered and "does not exist" in lowered:
-        return (f"The role {config.user!r} in {var} does not exist on {where}; "
-                "use an existing role or create it (createuser).")
-    if "password authentication failed" in lowered:
-        return f"PostgreSQL at {where} refused the password for {config.user!r} in {var}."
-    if "does not support ssl" in lowered or "server does not support ssl" in lowered:
-        return (f"{var} asks for TLS (sslmode={config.libpq_params.get('sslmode')}) but the server "
-                f"at {where} does not offer it; enable ssl on the server or change sslmode.")
-    if "connection refused" in lowered or "could not connect" in lowered or "timeout expired" in lowered \
-            or "could not translate host name" in lowered:
-        return (f"Cannot reach PostgreSQL at {where} ({var}): the server is not running "
-                "or the host/port is wrong.")
-    first_line = text.splitlines()[0] if text else type(error).__name__
-    return f"Cannot connect to {config.display()} ({var}): {first_line}"
-
-
-@contextmanager
-def connect_direct(config: DatabaseConfig, autocommit: bool = True, application_name: str = "handled-tool"):
-    """A direct psycopg2 connection, closed on exit; errors become ConnectionProblem.
-
-    For tools and for work that needs connections of its own beside the pool
-    (a sliced transformation build holds one per slice for its whole run)."""
-    kwargs = config.connect_kwargs()
-    kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
-    kwargs.setdefault("application_name", application_name)
-    try:
-        conn = psycopg2.connect(dbname=config.dbname, **kwargs)
-    except psycopg2.Error as exc:
-        raise ConnectionProblem(explain_connection_error(config, exc)) from None
-    conn.autocommit = autocommit
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def create_database_if_missing(config: DatabaseConfig) -> bool:
@@ -76,7 +18,7 @@ def create_database_if_missing(config: DatabaseConfig) -> bool:
     role, which therefore needs the CREATEDB right.
     """
     maintenance = DatabaseConfig(**{**config.__dict__, "dbname": "postgres"})
-    with connect_direct(maintenance) as conn, conn.cursor() as cur:
+    with direct_connection(maintenance, "create-database") as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (config.dbname,))
         if cur.fetchone():
             return False
