@@ -8,6 +8,7 @@ import json
 import psycopg2
 
 from handled.models import (Facility, FacilityOrganization, ImportRun, Organization, TransformationRun)
+from handled.schema.names import SCRATCH_LIKE_PATTERNS
 from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
 from tests.conftest import PREFIX, db_url, drop_database, recreate_database
 
@@ -50,13 +51,15 @@ def connect(name_or_url: str):
 
 
 def table_fingerprints(name: str, schemas) -> dict:
-    """Every table of ``schemas``: its rows as JSON text sorted, for exact comparison."""
+    """Every table of ``schemas`` (a partitioned one as one table, scratch tables left out):
+    its rows as JSON text sorted, for exact comparison."""
     conn = connect(name)
     out = {}
     with conn.cursor() as cur:
         cur.execute("SET TimeZone = 'UTC'")
-        cur.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s) "
-                    "AND left(tablename, 1) <> '_'", (list(schemas),))
+        cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+                    "AND NOT c.relname LIKE ANY(%s)", (list(schemas), list(SCRATCH_LIKE_PATTERNS)))
         for schema, table in cur.fetchall():
             cur.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t')
             out[f"{schema}.{table}"] = sorted(row[0] for row in cur.fetchall())

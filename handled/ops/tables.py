@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from psycopg2 import sql
 
 from handled.schema.migrations import MIGRATIONS_DIR
+from handled.schema.names import SCRATCH_LIKE_PATTERNS
 from handled.models import SCHEMAS
 from handled.ops import OpsError
 
@@ -21,7 +22,7 @@ TABLES_SQL = """
     SELECT c.oid, n.nspname, c.relname
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
-      AND left(c.relname, 1) <> '_'
+      AND NOT c.relname LIKE ANY(%s)
     ORDER BY n.nspname, c.relname"""
 
 EDGES_SQL = """
@@ -74,9 +75,11 @@ def prepare_session(conn) -> None:
 
 def tables_in_order(conn, side: str) -> list[Table]:
     """The side's tables, each after every table it references (so COPY never
-    meets a missing parent). Tables starting with '_' are build scratch and skipped."""
+    meets a missing parent). A partitioned table is one table (its partitions, whatever
+    their names, are copied and checksummed through it); scratch tables
+    (handled.schema.names) are skipped."""
     with conn.cursor() as cur:
-        cur.execute(TABLES_SQL, (list(side_schemas(side)),))
+        cur.execute(TABLES_SQL, (list(side_schemas(side)), list(SCRATCH_LIKE_PATTERNS)))
         found = {oid: Table(schema, name) for oid, schema, name in cur.fetchall()}
         oids = list(found)
         cur.execute(EDGES_SQL, (oids, oids))

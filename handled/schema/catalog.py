@@ -1,4 +1,10 @@
-"""What the catalog holds, and the model-versus-catalog drift comparison."""
+"""What the catalog holds, and the model-versus-catalog drift comparison.
+
+A partition is part of its parent, never a table of its own: every listing here
+skips ``pg_class.relispartition`` rows, whatever the partitions are named, and
+a parent that ``handled.schema.names.is_scratch`` names (a build being swapped
+in, an old table being dropped) is not compared at all.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import psycopg2.errors
 from peewee import CompositeKey, ForeignKeyField
 
 from handled.db import ConnectionProblem, direct_connection
+from handled.schema.names import is_scratch
 from handled.settings import DatabaseConfig
 
 MIN_SERVER_VERSION = 130000
@@ -80,8 +87,11 @@ def model_shape(model) -> dict:
 
 CATALOG_SQL = {
     "columns": """
-        SELECT table_schema || '.' || table_name, column_name, data_type, is_nullable = 'YES'
-        FROM information_schema.columns WHERE table_schema = ANY(%s)""",
+        SELECT c.table_schema || '.' || c.table_name, c.column_name, c.data_type, c.is_nullable = 'YES'
+        FROM information_schema.columns c
+        JOIN pg_namespace n ON n.nspname = c.table_schema
+        JOIN pg_class t ON t.relnamespace = n.oid AND t.relname = c.table_name
+        WHERE c.table_schema = ANY(%s) AND NOT t.relispartition""",
     "constraints": """
         SELECT n.nspname || '.' || t.relname, c.contype,
                ARRAY(SELECT a.attname FROM unnest(c.conkey) k JOIN pg_attribute a
@@ -93,18 +103,20 @@ CATALOG_SQL = {
         FROM pg_constraint c
         JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
         LEFT JOIN pg_class rt ON rt.oid = c.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rt.relnamespace
-        WHERE n.nspname = ANY(%s) AND c.contype IN ('p', 'f', 'u')""",
+        WHERE n.nspname = ANY(%s) AND c.contype IN ('p', 'f', 'u') AND NOT t.relispartition""",
     "unique_indexes": """
         SELECT n.nspname || '.' || t.relname,
                ARRAY(SELECT a.attname FROM unnest(i.indkey) k JOIN pg_attribute a
                      ON a.attrelid = i.indrelid AND a.attnum = k ORDER BY a.attname)
         FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
-        WHERE n.nspname = ANY(%s) AND i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL""",
+        WHERE n.nspname = ANY(%s) AND i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL
+          AND NOT t.relispartition""",
 }
 
 
 def catalog_shape(conn, schemas) -> dict:
-    """The same shape as ``model_shape``, per table, read from the live catalog."""
+    """The same shape as ``model_shape``, per table, read from the live catalog
+    (partitions are part of their parent and not listed)."""
     tables: dict = {}
 
     def table(name):
@@ -131,14 +143,14 @@ def catalog_shape(conn, schemas) -> dict:
 def compare_models(conn, models, schemas) -> list[str]:
     """Every difference between the models and the catalog, one sentence each.
 
-    Tables whose name starts with '_' are scratch tables (builds being
-    swapped in) and are not compared.
+    Scratch tables (``is_scratch``: builds being swapped in, old tables being
+    dropped) are not compared; partitions never appear (see ``catalog_shape``).
     """
     live = catalog_shape(conn, schemas)
     problems = []
     declared = {_table(m): model_shape(m) for m in models}
     for name in sorted(set(live) - set(declared)):
-        if not name.split(".", 1)[1].startswith("_"):
+        if not is_scratch(name.split(".", 1)[1]):
             problems.append(f"table {name} exists in the database but no model declares it")
     for name, want in declared.items():
         have = live.get(name)
