@@ -2,7 +2,7 @@
 
 Thin: parse arguments, call a service in handled.schema, print. The operations
 tools add ``split``, ``unsplit`` and ``prune-leftovers`` to this same group
-(handled.ops.cli.register).
+(handled/ops/cli.py).
 """
 
 from __future__ import annotations
