@@ -31,9 +31,9 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from handled.migrations import migrate, resolve_targets  # noqa: E402
 from handled.ops.tables import Table, describe_table, prepare_session  # noqa: E402
 from handled.ops.transfer import stream_table, table_checksum  # noqa: E402
+from handled.schema.migrations import migrate, resolve_targets  # noqa: E402
 from handled.settings import load_settings  # noqa: E402
 
 NAMES = ("handled_bench_split_src", "handled_bench_split_dst")

@@ -178,7 +178,7 @@ def run(args) -> None:
     from handled.db import data_db
     from handled.exports import builders
     from handled.exports.registry import get_export
-    from handled.migrations import migrate, resolve_targets
+    from handled.schema.migrations import migrate, resolve_targets
     from handled.settings import load_settings
     from handled.transformations.registry import get_transformation
     from handled.context import system_context

@@ -1,119 +1,8 @@
-"""``flask`` command groups. Thin: parse arguments, call a service, print."""
+"""Registers every ``flask`` command group on the app."""
 
 from __future__ import annotations
 
-import functools
-
-import click
 from flask import Flask
-from flask.cli import AppGroup
-
-from handled import current_settings, migrations
-from handled.catalog import ConnectionProblem, create_database_if_missing
-from handled.db_checks import run_checks
-
-TARGET_OPTION = click.option("--target", type=click.Choice(["primary", "data", "all"]), default="all",
-                             show_default=True, help="Which database's migrations.")
-LOCK_OPTION = click.option("--lock-timeout", type=float, default=30, show_default=True,
-                           help="Seconds to wait for another migrator to finish.")
-
-db_cli = AppGroup("db", help="Migrations and checks of the PRIMARY and DATA databases.")
-
-
-def user_errors(fn):
-    """Turn domain errors into one line on stderr and exit code 1 (no traceback)."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (migrations.MigrationError, ConnectionProblem) as exc:
-            raise click.ClickException(str(exc)) from None
-    return run
-
-
-def _targets(target: str):
-    return migrations.resolve_targets(current_settings(), target)
-
-
-@db_cli.command("migrate")
-@TARGET_OPTION
-@LOCK_OPTION
-@click.option("--dry-run", is_flag=True, help="List what would be applied, change nothing.")
-@click.option("--repair", is_flag=True, help="Bring tracking back in line with the real schema where provably safe.")
-@user_errors
-def migrate_command(target, lock_timeout, dry_run, repair):
-    """Apply pending migrations (or repair tracking)."""
-    for t in _targets(target):
-        if repair:
-            changes = migrations.repair(t, dry_run=dry_run, lock_timeout=lock_timeout)
-            verb = "would change" if dry_run else "changed"
-            click.echo(f"{t.label}: repair {verb} nothing, tracking already agrees." if not changes else
-                       "\n".join(f"{verb}: {c}" for c in changes))
-            continue
-        applied = migrations.migrate(t, dry_run=dry_run, lock_timeout=lock_timeout)
-        if not applied:
-            click.echo(f"{t.label}: up to date.")
-        for mid in applied:
-            click.echo(f"{t.label}: {'would apply' if dry_run else 'applied'} {mid}")
-
-
-@db_cli.command("create")
-@user_errors
-def create_command():
-    """Create the database(s) the URLs name, if they do not exist yet."""
-    settings = current_settings()
-    configs = [settings.primary] + ([settings.data] if settings.split_db_mode else [])
-    for config in configs:
-        created = create_database_if_missing(config)
-        click.echo(f"{config.display()}: {'created' if created else 'exists'}")
-
-
-@db_cli.command("status")
-@TARGET_OPTION
-@user_errors
-def status_command(target):
-    """Applied and pending migrations per database; exit 1 if anything is pending or out of sync."""
-    dirty = False
-    for t in _targets(target):
-        status = migrations.target_status(t)
-        click.echo(f"{t.label}, tracked in schema {t.tracking_schema}:")
-        for state in status.states:
-            when = f"  {state.applied_at:%Y-%m-%d %H:%M:%S} UTC" if state.applied_at else ""
-            click.echo(f"  {state.verdict:<15} {state.id}{when}")
-        for problem in status.problems:
-            click.echo(f"  out of sync: {problem}")
-        dirty = dirty or bool(status.pending or status.problems)
-    if dirty:
-        raise SystemExit(1)
-
-
-@db_cli.command("rollback")
-@TARGET_OPTION
-@LOCK_OPTION
-@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True,
-              help="How many of the latest migrations to roll back, per database.")
-@click.option("--dry-run", is_flag=True, help="List what would be rolled back, change nothing.")
-@user_errors
-def rollback_command(target, lock_timeout, count, dry_run):
-    """Roll back the latest applied migration(s), newest first."""
-    for t in reversed(_targets(target)):
-        done = migrations.rollback(t, count=count, dry_run=dry_run, lock_timeout=lock_timeout)
-        if not done:
-            click.echo(f"{t.label}: nothing to roll back.")
-        for mid in done:
-            click.echo(f"{t.label}: {'would roll back' if dry_run else 'rolled back'} {mid}")
-
-
-@db_cli.command("check")
-@TARGET_OPTION
-@user_errors
-def check_command(target):
-    """Pre-flight: reachability, server version, rights, tracking, schema placement, drift."""
-    results = run_checks(current_settings(), target)
-    for r in results:
-        click.echo(f"[{'ok' if r.ok else 'FAIL'}] {r.target}: {r.name}: {r.detail}")
-    if not all(r.ok for r in results):
-        raise SystemExit(1)
 
 
 def register_cli(app: Flask) -> None:
@@ -123,10 +12,11 @@ def register_cli(app: Flask) -> None:
     from handled.integrations.cli import integrations_cli
     from handled.jobs.cli import jobs_cli
     from handled.ops.cli import register as register_ops_commands
+    from handled.schema.cli import db_cli
     from handled.transformations.cli import transformations_cli
 
     app.cli.add_command(db_cli)
     register_account_commands(app)
     for group in (integrations_cli, transformations_cli, exports_cli, jobs_cli):
         app.cli.add_command(group)
-    register_ops_commands(app, db_cli)
+    register_ops_commands(app)

@@ -1,23 +1,31 @@
-"""The two database proxies, their pools, base models and the query log.
+"""The two database proxies, their pools, base models and the query log, and the
+one way to a direct connection.
 
 ``primary_db`` serves the ``config`` and ``customer`` schemas, ``data_db`` the
 ``workspace`` and ``reference`` schemas. Both initialise themselves from the
 settings on first use, so importing models never opens a connection. In
 single-database mode both proxies point at one pooled database object, so they
 share one pool (and one transaction per thread).
+
+Work that needs a connection of its own beside the pool (migrations, checks, a
+build's slices, split/unsplit copies, backups) opens it with
+``direct_connection``: short-lived, named ``handled-<purpose>`` in
+pg_stat_activity, and a failure to connect becomes one sentence
+(``ConnectionProblem``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import psycopg2
 from peewee import DatabaseProxy, DateTimeField, Model
 from playhouse.pool import PooledPostgresqlDatabase
 
+from handled.errors import Unavailable
 from handled.settings import DatabaseConfig, Settings, get_settings
 
 log = logging.getLogger("handled.db")
@@ -27,6 +35,7 @@ log = logging.getLogger("handled.db")
 _current_label: ContextVar[str | None] = ContextVar("handled_db_label", default=None)
 _quiet: ContextVar[bool] = ContextVar("handled_db_quiet", default=False)
 _init_lock = threading.Lock()
+DIRECT_CONNECT_TIMEOUT = 5
 
 
 class TimestampTzField(DateTimeField):
@@ -173,11 +182,6 @@ def release_connections() -> None:
             database.close()
 
 
-def database_for(target: str) -> LazyDatabaseProxy:
-    """The proxy for a migration target name: 'primary' or 'data'."""
-    return {"primary": primary_db, "data": data_db}[target]
-
-
 @contextmanager
 def quiet_queries():
     """Keep statement logging quiet inside the block (bulk builds)."""
@@ -188,16 +192,60 @@ def quiet_queries():
         _quiet.reset(token)
 
 
-_warned_db_alias = False
+# --- direct connections -------------------------------------------------------
+
+class ConnectionProblem(Unavailable):
+    """A database cannot be reached; the message says which and why."""
 
 
-def __getattr__(name):
-    # ``db`` was the single database of the first prototype; keep it working.
-    global _warned_db_alias
-    if name == "db":
-        if not _warned_db_alias:
-            _warned_db_alias = True
-            warnings.warn("handled.db.db is deprecated; use handled.db.primary_db.",
-                          DeprecationWarning, stacklevel=2)
-        return primary_db
-    raise AttributeError(f"module 'handled.db' has no attribute {name!r}")
+@contextmanager
+def direct_connection(config_or_side: DatabaseConfig | str, purpose: str, *, settings: Settings | None = None,
+                      autocommit: bool = True):
+    """A psycopg2 connection of its own (not from a pool), closed on exit.
+
+    ``config_or_side`` is a ``DatabaseConfig`` or a side name ('primary', 'data'),
+    which resolves through ``Settings.direct_database`` (PRIMARY_MIGRATION_URL for
+    PRIMARY when set, so tools bypass a transaction pooler). ``purpose`` names the
+    connection ``handled-<purpose>`` in pg_stat_activity unless the URL names it.
+    A failure to connect raises ``ConnectionProblem`` with a sentence to act on.
+    """
+    config = config_or_side
+    if isinstance(config_or_side, str):
+        config = (settings or get_settings()).direct_database(config_or_side)
+    kwargs = config.connect_kwargs()
+    kwargs.setdefault("connect_timeout", DIRECT_CONNECT_TIMEOUT)
+    kwargs.setdefault("application_name", f"handled-{purpose}")
+    try:
+        conn = psycopg2.connect(dbname=config.dbname, **kwargs)
+    except psycopg2.Error as exc:
+        raise ConnectionProblem(explain_connection_error(config, exc)) from None
+    conn.autocommit = autocommit
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
+    """One sentence a person can act on, for a failed connection."""
+    text = str(error).strip()
+    where = f"{config.host or 'localhost'}:{config.port or 5432}"
+    var = config.variable
+    lowered = text.lower()
+    if f'database "{config.dbname}" does not exist' in text:
+        return (f"The database {config.dbname!r} named by {var} does not exist on {where}; "
+                f"create it (createdb -h {config.host or 'localhost'} {config.dbname}) or run the README setup command.")
+    if "role" in lowered and "does not exist" in lowered:
+        return (f"The role {config.user!r} in {var} does not exist on {where}; "
+                "use an existing role or create it (createuser).")
+    if "password authentication failed" in lowered:
+        return f"PostgreSQL at {where} refused the password for {config.user!r} in {var}."
+    if "does not support ssl" in lowered or "server does not support ssl" in lowered:
+        return (f"{var} asks for TLS (sslmode={config.libpq_params.get('sslmode')}) but the server "
+                f"at {where} does not offer it; enable ssl on the server or change sslmode.")
+    if "connection refused" in lowered or "could not connect" in lowered or "timeout expired" in lowered \
+            or "could not translate host name" in lowered:
+        return (f"Cannot reach PostgreSQL at {where} ({var}): the server is not running "
+                "or the host/port is wrong.")
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    return f"Cannot connect to {config.display()} ({var}): {first_line}"

@@ -8,8 +8,7 @@ from flask import Blueprint, jsonify
 
 from handled import current_settings
 from handled.cache import get_redis
-from handled.catalog import explain_connection_error
-from handled.db import data_db, primary_db
+from handled.db import data_db, explain_connection_error, primary_db
 
 bp = Blueprint("health", __name__)
 

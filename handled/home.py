@@ -4,8 +4,8 @@ from flask import Blueprint, render_template
 
 from handled import current_settings
 from handled.auth.permissions import login_required
-from handled.db_checks import migration_summary
 from handled.health import health_report
+from handled.schema.checks import migration_summary
 
 bp = Blueprint("home", __name__)
 

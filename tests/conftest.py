@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from handled import create_app
-from handled.migrations import MIGRATIONS_DIR, migrate, resolve_targets
 from handled.models import SCHEMAS
 from handled.schema.names import SCRATCH_LIKE_PATTERNS
+from handled.schema.migrations import MIGRATIONS_DIR, migrate, resolve_targets
 from handled.settings import load_settings
 from tests.auth_helpers import csrf_token_fixture, login_client  # noqa: F401  (fixtures, issue 4)
 

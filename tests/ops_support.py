@@ -51,13 +51,14 @@ def connect(name_or_url: str):
 
 
 def table_fingerprints(name: str, schemas) -> dict:
-    """Every table of ``schemas``: its rows as JSON text sorted, for exact comparison."""
+    """Every table of ``schemas`` (a partitioned one as one table, scratch tables left out):
+    its rows as JSON text sorted, for exact comparison."""
     conn = connect(name)
     out = {}
     with conn.cursor() as cur:
         cur.execute("SET TimeZone = 'UTC'")
         cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s) "
+                    "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
                     "AND NOT c.relname LIKE ANY(%s)", (list(schemas), list(SCRATCH_LIKE_PATTERNS)))
         for schema, table in cur.fetchall():
             cur.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t')

@@ -1,13 +1,11 @@
-"""The two proxies: lazy start, binding per mode, pools, URL parameters, query log, alias."""
+"""The two proxies: lazy start, binding per mode, pools, URL parameters, query log."""
 
 import logging
-import warnings
 
 import pytest
 
 import handled.db as dbmod
-from handled.catalog import ConnectionProblem, connect_direct
-from handled.db import data_db, init_databases, primary_db, quiet_queries
+from handled.db import ConnectionProblem, data_db, direct_connection, init_databases, primary_db, quiet_queries
 from handled.models import DATA_MODELS, PRIMARY_MODELS, Carrier, Role, User
 from handled.settings import load_settings
 from tests.conftest import mode_env
@@ -90,8 +88,17 @@ def test_sslmode_is_handed_to_libpq(settings):
     tuned = load_settings(env)
     # The shared test server has no TLS: libpq, told to require it, refuses, and we say so plainly.
     with pytest.raises(ConnectionProblem, match="asks for TLS \\(sslmode=require\\) but the server"):
-        with connect_direct(tuned.primary):
+        with direct_connection(tuned.primary, "test"):
             pass
+
+
+def test_a_direct_connection_to_a_side_is_its_own_and_named_for_its_purpose(settings):
+    for side in ("primary", "data"):
+        with direct_connection(side, "check", settings=settings) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_database(), current_setting('application_name')")
+            assert cur.fetchone() == (settings.direct_database(side).dbname, "handled-check")
+            assert conn.autocommit
+        assert conn.closed
 
 
 def test_pool_reuses_connections_across_requests(app, settings):
@@ -135,13 +142,3 @@ def test_failed_statements_are_logged_as_warnings_even_when_quiet(settings, capl
     warning = [r for r in caplog.records if r.name == "handled.db" and r.levelno == logging.WARNING]
     assert warning and warning[0].getMessage().startswith("[data] ")
     assert "no_such_table" in warning[0].getMessage()
-
-
-def test_deprecated_db_alias_is_primary_and_warns_once(monkeypatch):
-    monkeypatch.setattr(dbmod, "_warned_db_alias", False)
-    with pytest.warns(DeprecationWarning, match="use handled.db.primary_db"):
-        from handled.db import db
-    assert db is primary_db
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert dbmod.db is primary_db  # second use: no second warning

@@ -14,9 +14,9 @@ from flask import Blueprint
 from handled import create_app
 from handled.auth.permissions import login_required
 from handled.db import data_db
-from handled.migrations import migrate, resolve_targets
 from handled.ops import degraded
 from handled.ops.degraded import DATA_BANNER
+from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.auth_helpers import make_user
 from tests.conftest import TEST_REDIS, mode_env

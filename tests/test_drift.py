@@ -2,9 +2,10 @@
 
 import pytest
 
-from handled import migrations
-from handled.catalog import compare_models, connect_direct
+from handled.db import direct_connection
 from handled.models import DATA_MODELS, PRIMARY_MODELS, SCHEMAS
+from handled.schema import migrations
+from handled.schema.catalog import compare_models
 
 
 def migrate_and_compare(settings, sabotage_primary=None, sabotage_data=None):
@@ -13,7 +14,7 @@ def migrate_and_compare(settings, sabotage_primary=None, sabotage_data=None):
         migrations.migrate(target)
         models = PRIMARY_MODELS if target.name == "primary" else DATA_MODELS
         sabotage = sabotage_primary if target.name == "primary" else sabotage_data
-        with connect_direct(target.config) as conn:
+        with direct_connection(target.config, "test") as conn:
             if sabotage:
                 with conn.cursor() as cur:
                     cur.execute(sabotage)
@@ -66,3 +67,31 @@ def test_drift_in_data_is_reported(scratch, sabotage, expected):
 
 def test_scratch_build_tables_are_not_drift(scratch):
     assert migrate_and_compare(scratch, sabotage_data="CREATE TABLE reference._build_delivery_matrix (x int)") == []
+
+
+# Partitions are part of their parent whatever they are named (live slices are
+# named <table>__p<gen>_<i>, with no scratch prefix), and a scratch parent's
+# partitions are scratch with it.
+REPARTITION_DELIVERY_MATRIX = """
+    ALTER TABLE reference.delivery_matrix DETACH PARTITION reference._delivery_matrix_0;
+    DROP TABLE reference._delivery_matrix_0;
+    CREATE TABLE reference.delivery_matrix__p1a2b3_0 PARTITION OF reference.delivery_matrix
+        FOR VALUES FROM (MINVALUE) TO ('500');
+    CREATE TABLE reference.any_name_at_all PARTITION OF reference.delivery_matrix
+        FOR VALUES FROM ('500') TO (MAXVALUE)"""
+SCRATCH_PARENT_WITH_PLAIN_NAMED_PARTITIONS = """
+    CREATE TABLE reference._build_delivery_matrix (LIKE reference.delivery_matrix) PARTITION BY RANGE (origin_zip3);
+    CREATE TABLE reference.delivery_matrix__p9f8e7_0 PARTITION OF reference._build_delivery_matrix
+        FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
+    ALTER TABLE reference.delivery_matrix__p9f8e7_0 ADD PRIMARY KEY (origin_zip3, dest_zip3, carrier, service)"""
+
+
+@pytest.mark.parametrize("sabotage", [REPARTITION_DELIVERY_MATRIX, SCRATCH_PARENT_WITH_PLAIN_NAMED_PARTITIONS],
+                         ids=["live-partitions", "scratch-parent"])
+def test_partitions_are_part_of_their_parent_whatever_their_names(scratch, sabotage):
+    assert migrate_and_compare(scratch, sabotage_data=sabotage) == []
+
+
+def test_a_table_named_with_an_underscore_is_not_scratch_for_that_alone(scratch):
+    problems = migrate_and_compare(scratch, sabotage_data="CREATE TABLE reference._stray (x int)")
+    assert problems == ["table reference._stray exists in the database but no model declares it"]

@@ -9,9 +9,10 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from handled import create_app, migrations
-from handled.db_checks import run_checks
-from handled.migrations import MigrationError, resolve_targets
+from handled import create_app
+from handled.schema import migrations
+from handled.schema.checks import run_checks
+from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
 from tests.conftest import database_names, drop_database, mode_env
 

@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from handled import create_app
-from handled.migrations import migrate, resolve_targets
 from handled.models import SCHEMAS, User
 from handled.ops import move
+from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.auth_helpers import csrf_token
 from tests.conftest import TEST_REDIS, db_url, mode_env
@@ -275,3 +275,39 @@ def test_rows_written_to_the_source_during_the_copy_are_reported(single, dbs):
     forced = cli(app, "db", "split", "--to-primary", db_url(target), "--force")
     assert forced.exit_code == 0 and "WARNING" not in forced.output
     assert table_fingerprints(target, PRIMARY_SCHEMAS) == table_fingerprints(name, PRIMARY_SCHEMAS)
+
+
+def test_a_partitioned_table_is_copied_once_through_its_parent_whatever_its_partitions_are_named(single, dbs):
+    """Live partitions carry no scratch prefix (<table>__p<gen>_<i>): the copy, the checksums
+    and the backups' table lists still see one table, and a scratch parent's partitions not at all."""
+    name, _, _ = single
+    with connect(name) as conn, conn.cursor() as cur:
+        cur.execute("""
+            ALTER TABLE reference.delivery_matrix DETACH PARTITION reference._delivery_matrix_0;
+            DROP TABLE reference._delivery_matrix_0;
+            CREATE TABLE reference.delivery_matrix__p1a2b3_0 PARTITION OF reference.delivery_matrix
+                FOR VALUES FROM (MINVALUE) TO ('500');
+            CREATE TABLE reference.any_name_at_all PARTITION OF reference.delivery_matrix
+                FOR VALUES FROM ('500') TO (MAXVALUE);
+            INSERT INTO reference.delivery_matrix
+                SELECT lpad(g::text, 3, '0'), '100', 'UPS', 'GND', 3, '2', 50, 'test'
+                FROM generate_series(0, 999) g;
+            CREATE TABLE reference._build_delivery_matrix (LIKE reference.delivery_matrix)
+                PARTITION BY RANGE (origin_zip3);
+            CREATE TABLE reference.delivery_matrix__p9f8e7_0 PARTITION OF reference._build_delivery_matrix
+                FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
+            INSERT INTO reference._build_delivery_matrix SELECT * FROM reference.delivery_matrix""")
+    from handled.ops.tables import tables_in_order
+    with connect(name) as conn:
+        listed = [t.qualified for t in tables_in_order(conn, "data") if t.schema == "reference"]
+    assert listed.count("reference.delivery_matrix") == 1
+    assert not [t for t in listed if "__p" in t or "any_name" in t or "_build_" in t]
+    copy = dbs.name("partitions")
+    report = move.move_side("data", load_settings(mode_env("single", name)).direct_database("data"),
+                            load_settings(mode_env("single", copy)).primary)
+    assert report.verified and report.outcome == "copied"
+    assert [t.source.rows for t in report.tables if t.table == "reference.delivery_matrix"] == [1000]
+    assert table_fingerprints(copy, ["reference"]) == table_fingerprints(name, ["reference"])
+    with connect(copy) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('reference._build_delivery_matrix')")
+        assert cur.fetchone()[0] is None

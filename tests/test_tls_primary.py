@@ -10,7 +10,7 @@ import pytest
 
 from handled import create_app
 from handled.db import primary_db
-from handled.migrations import migrate, resolve_targets
+from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.auth_helpers import csrf_token, make_user
 from tests.conftest import mode_env

@@ -11,10 +11,10 @@ import psycopg2.errors
 import pytest
 
 from handled import heartbeat
-from handled.catalog import compare_models
 from handled.db import data_db
 from handled.models import DATA_MODELS, SCHEMAS, TransformationRun
 from handled.schema.names import is_scratch
+from handled.schema.catalog import compare_models
 from handled.transformations import history
 from handled.transformations.registry import Transformation, get_transformation
 from handled.context import system_context

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from handled import migrations
-from handled.catalog import connect_direct, create_database_if_missing, existing_schemas
+from handled.db import direct_connection
 from handled.ops import OpsError
 from handled.ops.move import TableComparison, compare
 from handled.ops.tables import prepare_session, side_schemas, tables_in_order
 from handled.ops.transfer import TableSum, checksums
+from handled.schema import migrations
+from handled.schema.catalog import create_database_if_missing, existing_schemas
 from handled.settings import DatabaseConfig, Settings
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
@@ -55,7 +56,7 @@ class RestoreResult:
 
 def side_config(settings: Settings, side: str) -> DatabaseConfig:
     """The direct connection for a side (pg_dump cannot run through a transaction pooler)."""
-    config = (settings.primary_migration or settings.primary) if side == "primary" else settings.data
+    config = settings.direct_database(side)
     if config.pgbouncer:
         raise OpsError(f"{config.variable} goes through PgBouncer; set PRIMARY_MIGRATION_URL to PRIMARY's own "
                        "address so pg_dump can use a direct connection.")
@@ -85,7 +86,7 @@ def create_backup(settings: Settings, side: str, now: datetime | None = None) ->
     now = now or datetime.now(timezone.utc)
     path = folder / f"handled-{side}-{config.dbname}-{now.strftime(STAMP_FORMAT)}.dump"
     partial = path.with_suffix(".dump.partial")
-    with connect_direct(config, autocommit=False) as conn:
+    with direct_connection(config, "backup", autocommit=False) as conn:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         prepare_session(conn)
         with conn.cursor() as cur:
@@ -170,7 +171,7 @@ def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseCon
         raise OpsError(f"{manifest_path(dump).name} (the manifest written with the backup) is missing; give "
                        "--compare-with URL of the database the backup came from to verify against it.")
     create_database_if_missing(target)
-    with connect_direct(target) as conn:
+    with direct_connection(target, "restore") as conn:
         present = sorted(existing_schemas(conn) & {*side_schemas(side), migrations.TRACKING_SCHEMAS[side]})
     if present:
         raise OpsError(f"{target.display()} already holds {', '.join(present)}; restore into an empty database "
@@ -190,7 +191,7 @@ def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseCon
 
 
 def _checksums_of(config: DatabaseConfig, side: str) -> dict[str, TableSum]:
-    with connect_direct(config, autocommit=False) as conn:
+    with direct_connection(config, "restore", autocommit=False) as conn:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         prepare_session(conn)
         return checksums(conn, tables_in_order(conn, side))

@@ -1,32 +1,29 @@
-"""CLI of the operations tools: ``flask db split|unsplit|prune-leftovers``,
-``flask backup create|restore|list`` and ``flask data rebuild``. Thin: parse, call, print."""
+"""CLI of the operations tools: ``flask db split|unsplit|prune-leftovers`` (on the
+``flask db`` group of handled.schema.cli), ``flask backup create|restore|list`` and
+``flask data rebuild``. Thin: parse, call, print; HandledGroup turns errors into one line."""
 
 from __future__ import annotations
 
-import functools
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from flask.cli import AppGroup, with_appcontext
 
-from handled import current_settings, migrations
-from handled.catalog import ConnectionProblem
-from handled.ops import OpsError, backup, move, rebuild
+from handled import current_settings
+from handled.cli_support import HandledGroup
+from handled.ops import backup, move, rebuild
 from handled.ops.leftovers import prune_leftovers
+from handled.schema.cli import db_cli
 
 
-def ops_errors(fn):
-    """Domain errors become one line on stderr and exit code 1 (no traceback)."""
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except move.VerificationFailed as exc:
-            _print_report(exc.report)
-            raise click.ClickException(str(exc)) from None
-        except (OpsError, migrations.MigrationError, ConnectionProblem) as exc:
-            raise click.ClickException(str(exc)) from None
-    return run
+@contextmanager
+def report_failed_verification():
+    """A failed verification still shows its per-table comparison before the error line."""
+    try:
+        yield
+    except move.VerificationFailed as exc:
+        _print_report(exc.report)
+        raise
 
 
 def _print_report(report: move.MoveReport) -> None:
@@ -43,44 +40,41 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.command("split")
+@db_cli.command("split")
 @click.option("--to-primary", "to_primary", required=True, metavar="URL",
               help="Direct URL of the new PRIMARY database (created and migrated if needed).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
 @click.option("--force", is_flag=True, help="Replace rows the target already holds.")
-@with_appcontext
-@ops_errors
 def split_command(to_primary, dry_run, force):
     """Single → split: copy config + customer to a new PRIMARY, then verify every table."""
     target = move.target_config("--to-primary", to_primary)
-    report = move.split(current_settings(), target, force=force, dry_run=dry_run, say=_say)
+    with report_failed_verification():
+        report = move.split(current_settings(), target, force=force, dry_run=dry_run, say=_say)
     _print_report(report)
     if not dry_run:
         click.echo(f"Next: set SPLIT_DB_MODE=true, PRIMARY_DATABASE_URL={target.display()} (or its pooler "
                    f"address), DATA_DATABASE_URL=<this database>; restart; then 'flask db prune-leftovers'.")
 
 
-@click.command("unsplit")
+@db_cli.command("unsplit")
 @click.option("--to", "to", required=True, metavar="URL",
               help="Direct URL of the database that will hold all four schemas (usually DATA's).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
 @click.option("--force", is_flag=True, help="Replace rows the target already holds (e.g. the copy a split left).")
-@with_appcontext
-@ops_errors
 def unsplit_command(to, dry_run, force):
     """Split → single (rollback): copy PRIMARY (and DATA, if elsewhere) into one database, verified."""
     target = move.target_config("--to", to)
-    for report in move.unsplit(current_settings(), target, force=force, dry_run=dry_run, say=_say):
+    with report_failed_verification():
+        reports = move.unsplit(current_settings(), target, force=force, dry_run=dry_run, say=_say)
+    for report in reports:
         _print_report(report)
     if not dry_run:
         click.echo(f"Next: set SPLIT_DB_MODE=false, PRIMARY_DATABASE_URL={target.display()}, "
                    "unset DATA_DATABASE_URL; restart.")
 
 
-@click.command("prune-leftovers")
+@db_cli.command("prune-leftovers")
 @click.option("--yes", is_flag=True, help="Really drop them (without it: only list them).")
-@with_appcontext
-@ops_errors
 def prune_command(yes):
     """Split mode: drop the other side's schemas left in each database by a split."""
     lines = prune_leftovers(current_settings(), dry_run=not yes)
@@ -90,13 +84,12 @@ def prune_command(yes):
         click.echo("Nothing dropped; rerun with --yes to drop them.")
 
 
-backup_cli = AppGroup("backup", help="pg_dump backups of PRIMARY or DATA, and verified restores.")
+backup_cli = HandledGroup("backup", help="pg_dump backups of PRIMARY or DATA, and verified restores.")
 
 
 @backup_cli.command("create")
 @click.option("--target", type=click.Choice(["primary", "data"]), required=True,
               help="Which side to back up (its schemas only, also in single mode).")
-@ops_errors
 def backup_create_command(target):
     """Dump one side (pg_dump custom format) into BACKUP_DIR with a JSON manifest; apply retention."""
     result = backup.create_backup(current_settings(), target)
@@ -112,7 +105,6 @@ def backup_create_command(target):
 @click.option("--to", "to", required=True, metavar="URL", help="Direct URL of an empty database (created if missing).")
 @click.option("--compare-with", metavar="URL", default=None,
               help="Verify against this live database instead of the backup's manifest.")
-@ops_errors
 def backup_restore_command(file, to, compare_with):
     """pg_restore a backup into an empty database, then compare every table's rows and checksum."""
     target = move.target_config("--to", to)
@@ -128,7 +120,6 @@ def backup_restore_command(file, to, compare_with):
 
 
 @backup_cli.command("list")
-@ops_errors
 def backup_list_command():
     """The backups in BACKUP_DIR, newest first."""
     found = backup.list_backups(Path(current_settings().backup_dir))
@@ -138,14 +129,13 @@ def backup_list_command():
         click.echo(f"no backups in {current_settings().backup_dir}")
 
 
-data_cli = AppGroup("data", help="The DATA database as a whole.")
+data_cli = HandledGroup("data", help="The DATA database as a whole.")
 
 
 @data_cli.command("rebuild")
 @click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing.")
 @click.option("--force", is_flag=True, help="Re-import even though DATA's workspace tables hold rows.")
 @click.option("--user-email", default=None, help="Record this email as who ran the imports and builds.")
-@ops_errors
 def data_rebuild_command(dry_run, force, user_email):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
     report = rebuild.rebuild_data(current_settings(), force=force, dry_run=dry_run, user_email=user_email, say=_say)
@@ -163,9 +153,8 @@ def data_rebuild_command(dry_run, force, user_email):
         click.echo(f"{table}: {rows} rows")
 
 
-def register(app, db_group: AppGroup) -> None:
-    """Add the operations commands to the app's CLI."""
-    for command in (split_command, unsplit_command, prune_command):
-        db_group.add_command(command)
+def register(app) -> None:
+    """Add the operations groups to the app's CLI (split, unsplit and prune-leftovers
+    joined the ``flask db`` group when this module was imported)."""
     app.cli.add_command(backup_cli)
     app.cli.add_command(data_cli)

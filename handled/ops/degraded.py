@@ -15,8 +15,7 @@ import time
 
 from flask import current_app, g
 
-from handled.catalog import explain_connection_error
-from handled.db import data_db, primary_db
+from handled.db import data_db, explain_connection_error, primary_db
 
 log = logging.getLogger("handled.ops")
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
-from handled import migrations
-from handled.catalog import connect_direct, existing_schemas
+from handled.db import direct_connection
 from handled.models import SCHEMAS
 from handled.ops import OpsError
+from handled.schema import migrations
+from handled.schema.catalog import existing_schemas
 from handled.settings import Settings
 
 
@@ -20,10 +21,11 @@ def leftovers(settings: Settings) -> list[tuple[str, object, list[str]]]:
         raise OpsError("Leftover schemas only exist in split mode (SPLIT_DB_MODE=true); in single mode "
                        "one database rightly holds all four schemas.")
     found = []
-    for side, config in (("primary", settings.primary_migration or settings.primary), ("data", settings.data)):
+    for side in ("primary", "data"):
+        config = settings.direct_database(side)
         other = "data" if side == "primary" else "primary"
         unwanted = {*SCHEMAS[other], migrations.TRACKING_SCHEMAS[other]}
-        with connect_direct(config) as conn:
+        with direct_connection(config, "prune-leftovers") as conn:
             present = sorted(existing_schemas(conn) & unwanted)
         found.append((side, config, present))
     return found
@@ -34,7 +36,7 @@ def prune_leftovers(settings: Settings, dry_run: bool = True) -> list[str]:
     done = []
     for side, config, schemas in leftovers(settings):
         if schemas and not dry_run:
-            with connect_direct(config) as conn, conn.cursor() as cur:
+            with direct_connection(config, "prune-leftovers") as conn, conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(
                     sql.SQL(", ").join(sql.Identifier(s) for s in schemas)))
         verb = "would drop" if dry_run else "dropped"

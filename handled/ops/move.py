@@ -23,17 +23,19 @@ always replaced by the source's rows.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
 
 import psycopg2
 
-from handled import migrations
-from handled.catalog import ConnectionProblem, connect_direct, create_database_if_missing
+from handled.db import ConnectionProblem, direct_connection
 from handled.ops import OpsError
 from handled.ops.tables import Table, describe_table, prepare_session, row_counts, seeded_tables, tables_in_order
 from handled.ops.transfer import (TableSum, checksums, restore_sequences, sequence_positions, stream_table,
                                   truncate_tables)
+from handled.schema import migrations
+from handled.schema.catalog import create_database_if_missing
 from handled.settings import DatabaseConfig, Settings, SettingsError, parse_database_url
 
 MOVE_LOCK_KEY = 7_320_101  # one writer per target database at a time
@@ -110,7 +112,7 @@ def _prepare_target(side: str, config: DatabaseConfig, report: MoveReport, dry_r
 
 def _database_exists(config: DatabaseConfig) -> bool:
     try:
-        with connect_direct(config):
+        with direct_connection(config, "copy"):
             return True
     except ConnectionProblem as exc:
         if "does not exist" in str(exc) and repr(config.dbname) in str(exc):
@@ -118,13 +120,13 @@ def _database_exists(config: DatabaseConfig) -> bool:
         raise OpsError(str(exc)) from None
 
 
-def _open(config: DatabaseConfig, snapshot: bool = False):
-    conn_cm = connect_direct(config, autocommit=False)
-    conn = conn_cm.__enter__()
+def _open(connections: ExitStack, config: DatabaseConfig, snapshot: bool = False):
+    """A transaction-mode copy connection, closed when ``connections`` closes."""
+    conn = connections.enter_context(direct_connection(config, "copy", autocommit=False))
     if snapshot:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
     prepare_session(conn)
-    return conn_cm, conn
+    return conn
 
 
 def _match_target_tables(target, tables: list[Table]) -> list[Table]:
@@ -162,64 +164,61 @@ def move_side(side: str, source_config: DatabaseConfig, target: DatabaseConfig, 
     exists = _prepare_target(side, target, report, dry_run)
     for migration_id in report.migrations:
         say(f"target: {'would apply' if dry_run else 'applied'} {migration_id}")
-    source_cm, source = _open(source_config, snapshot=True)
-    try:
-        tables = tables_in_order(source, side)
-        say(f"source snapshot taken; checksumming {len(tables)} tables")
-        source_sums = checksums(source, tables)
-        positions = sequence_positions(source, tables)
-        if not exists or (dry_run and report.migrations):
-            report.outcome = "dry run"  # nothing to inspect before the target is migrated
-            report.tables = compare(source_sums, {})
-            return report
-        _write_target(side, source, tables, source_sums, positions, target, report, force, say)
-    except psycopg2.Error as exc:
-        raise OpsError(f"The copy into {report.target} stopped ({_first_line(exc)}); nothing was committed "
-                       "there, so running the same command again starts clean.") from None
-    finally:
-        source_cm.__exit__(None, None, None)
+    with ExitStack() as connections:  # closes the target's connection, then the source's
+        source = _open(connections, source_config, snapshot=True)
+        try:
+            tables = tables_in_order(source, side)
+            say(f"source snapshot taken; checksumming {len(tables)} tables")
+            source_sums = checksums(source, tables)
+            positions = sequence_positions(source, tables)
+            if not exists or (dry_run and report.migrations):
+                report.outcome = "dry run"  # nothing to inspect before the target is migrated
+                report.tables = compare(source_sums, {})
+                return report
+            _write_target(side, source, tables, source_sums, positions, _open(connections, target), report,
+                          force, say)
+        except psycopg2.Error as exc:
+            raise OpsError(f"The copy into {report.target} stopped ({_first_line(exc)}); nothing was committed "
+                           "there, so running the same command again starts clean.") from None
     if report.outcome == "copied":
         _warn_if_source_moved(side, source_config, tables, source_sums, report)
     return report
 
 
-def _write_target(side, source, tables, source_sums, positions, target_config_, report, force, say):
-    target_cm, target = _open(target_config_)
-    try:
-        with target.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (MOVE_LOCK_KEY,))
-            if not cur.fetchone()[0]:
-                raise OpsError(f"Another split or unsplit is writing into {report.target}; let it finish first.")
-        target_tables = _match_target_tables(target, tables)
-        held = _holding_data(target, side, target_tables)
-        if held:
-            existing = compare(source_sums, checksums(target, target_tables))
-            if all(row.ok for row in existing):
-                report.outcome, report.tables = "already identical", existing
-                report.notes.append("The target already holds exactly the source's rows (an earlier run "
-                                    "finished); nothing was copied.")
-                return
-            if not force:
-                raise OpsError(f"The target {report.target} already holds data: {', '.join(held[:5])}"
-                               + (" ..." if len(held) > 5 else "")
-                               + "; use --force to replace it with the source's rows.")
-            report.notes.append(f"--force: replaced rows in {', '.join(held)}")
-        if report.dry_run:
-            report.outcome, report.tables = "dry run", compare(source_sums, {})
+def _write_target(side, source, tables, source_sums, positions, target, report, force, say):
+    """Copy into the target in one transaction; commit only when every checksum agrees."""
+    with target.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (MOVE_LOCK_KEY,))
+        if not cur.fetchone()[0]:
+            raise OpsError(f"Another split or unsplit is writing into {report.target}; let it finish first.")
+    target_tables = _match_target_tables(target, tables)
+    held = _holding_data(target, side, target_tables)
+    if held:
+        existing = compare(source_sums, checksums(target, target_tables))
+        if all(row.ok for row in existing):
+            report.outcome, report.tables = "already identical", existing
+            report.notes.append("The target already holds exactly the source's rows (an earlier run "
+                                "finished); nothing was copied.")
             return
-        _copy_all(source, target, tables, target_tables, report, say)
-        report.sequences = restore_sequences(target, target_tables, positions)
-        report.tables = compare(source_sums, checksums(target, target_tables))
-        if not report.verified:
-            target.rollback()
-            bad = ", ".join(t.table for t in report.tables if not t.ok)
-            report.outcome = "verification failed"
-            raise VerificationFailed(report, f"Verification failed for {bad}; the target was left unchanged "
-                                             "(the copy was rolled back).")
-        target.commit()
-        report.outcome = "copied"
-    finally:
-        target_cm.__exit__(None, None, None)
+        if not force:
+            raise OpsError(f"The target {report.target} already holds data: {', '.join(held[:5])}"
+                           + (" ..." if len(held) > 5 else "")
+                           + "; use --force to replace it with the source's rows.")
+        report.notes.append(f"--force: replaced rows in {', '.join(held)}")
+    if report.dry_run:
+        report.outcome, report.tables = "dry run", compare(source_sums, {})
+        return
+    _copy_all(source, target, tables, target_tables, report, say)
+    report.sequences = restore_sequences(target, target_tables, positions)
+    report.tables = compare(source_sums, checksums(target, target_tables))
+    if not report.verified:
+        target.rollback()
+        bad = ", ".join(t.table for t in report.tables if not t.ok)
+        report.outcome = "verification failed"
+        raise VerificationFailed(report, f"Verification failed for {bad}; the target was left unchanged "
+                                         "(the copy was rolled back).")
+    target.commit()
+    report.outcome = "copied"
 
 
 def _copy_all(source, target, tables, target_tables, report, say) -> None:
@@ -233,7 +232,7 @@ def _copy_all(source, target, tables, target_tables, report, say) -> None:
 
 def _warn_if_source_moved(side, source_config, tables, source_sums, report) -> None:
     """Rows written to the source after the snapshot are not in the target: say so."""
-    with connect_direct(source_config) as conn:
+    with direct_connection(source_config, "copy") as conn:
         prepare_session(conn)
         now = checksums(conn, tables)
     moved = [name for name, total in source_sums.items() if now.get(name) != total]
@@ -257,14 +256,14 @@ def split(settings: Settings, to_primary: DatabaseConfig, **options) -> MoveRepo
     """Single → split: copy config + customer to a new PRIMARY database."""
     if settings.split_db_mode:
         raise OpsError("handled is already in split mode (SPLIT_DB_MODE=true); split starts from one database.")
-    return move_side("primary", settings.primary_migration or settings.primary, to_primary, **options)
+    return move_side("primary", settings.direct_database("primary"), to_primary, **options)
 
 
 def unsplit(settings: Settings, to: DatabaseConfig, **options) -> list[MoveReport]:
     """Split → single: bring both sides into one database (the rollback of split)."""
     if not settings.split_db_mode:
         raise OpsError("handled is in single mode (SPLIT_DB_MODE=false); there is nothing to unsplit.")
-    sources = {"primary": settings.primary_migration or settings.primary, "data": settings.data}
+    sources = {"primary": settings.direct_database("primary"), "data": settings.direct_database("data")}
     if sources["primary"].pgbouncer:
         raise OpsError("PRIMARY_DATABASE_URL goes through PgBouncer; set PRIMARY_MIGRATION_URL to a direct "
                        "address so the copy can read PRIMARY in one snapshot.")

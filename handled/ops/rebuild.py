@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from handled import migrations
-from handled.catalog import connect_direct
+from handled.db import direct_connection
 from handled.ops import OpsError
 from handled.ops.tables import row_counts, tables_in_order
+from handled.schema import migrations
 from handled.settings import Settings
 
 
@@ -66,7 +66,7 @@ def _data_target(settings: Settings) -> migrations.Target:
 
 
 def _workspace_rows(settings: Settings) -> dict[str, int]:
-    with connect_direct(_data_target(settings).config) as conn:
+    with direct_connection(_data_target(settings).config, "rebuild") as conn:
         tables = [t for t in tables_in_order(conn, "data") if t.schema == "workspace"]
         return {name: count for name, count in row_counts(conn, tables).items() if count}
 
@@ -94,7 +94,7 @@ def rebuild_data(settings: Settings, *, force: bool = False, dry_run: bool = Fal
         return report
     _reimport(report, user_email, say)
     _transform(settings, report, user_email, say)
-    with connect_direct(target.config) as conn:
+    with direct_connection(target.config, "rebuild") as conn:
         tables = [t for t in tables_in_order(conn, "data") if t.schema == "reference"]
         report.reference_rows = row_counts(conn, tables)
     return report

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from handled.migrations import MIGRATIONS_DIR
+from handled.schema.migrations import MIGRATIONS_DIR
+from handled.schema.names import SCRATCH_LIKE_PATTERNS
 from handled.models import SCHEMAS
 from handled.ops import OpsError
 from handled.schema.names import SCRATCH_LIKE_PATTERNS
@@ -75,7 +76,9 @@ def prepare_session(conn) -> None:
 
 def tables_in_order(conn, side: str) -> list[Table]:
     """The side's tables, each after every table it references (so COPY never
-    meets a missing parent). Build scratch tables and partitions are skipped."""
+    meets a missing parent). A partitioned table is one table (its partitions, whatever
+    their names, are copied and checksummed through it); scratch tables
+    (handled.schema.names) are skipped."""
     with conn.cursor() as cur:
         cur.execute(TABLES_SQL, (list(side_schemas(side)), list(SCRATCH_LIKE_PATTERNS)))
         found = {oid: Table(schema, name) for oid, schema, name in cur.fetchall()}

@@ -31,7 +31,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from handled.catalog import connect_direct
+from handled.db import direct_connection
 from handled.context import NO_PROGRESS, Progress
 from handled.db import data_db, release_connections
 from handled.transformations.build_plan import (INDEX_SQL, PHASES, SCHEMA, BuildBusy, BuildCancelled, BuildFailed,
@@ -207,7 +207,7 @@ class _Build:
     def connection(self, autocommit: bool = True):
         """A DATA connection of the build's own (not from the pool, which the build would
         drain for minutes), cancellable through the build's control."""
-        with connect_direct(data_db.config, application_name=f"handled-build-{self.t.id}") as conn:
+        with direct_connection(data_db.config, f"build-{self.t.id}") as conn:
             # PostgreSQL 14+: a killed worker's statements stop within a second instead of
             # running on (a session setting: not through a transaction pooler)
             if conn.server_version >= 140000 and not data_db.config.pgbouncer:

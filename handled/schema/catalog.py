@@ -1,73 +1,21 @@
-"""Direct connections for tooling, connection errors in plain words, and the
-model-versus-catalog drift comparison.
+"""What the catalog holds, and the model-versus-catalog drift comparison.
 
-The app itself talks to PostgreSQL only through the two proxies in ``db.py``;
-migrations, checks and operations tools open one direct, short-lived
-connection from a ``DatabaseConfig`` here.
+A partition is part of its parent, never a table of its own: every listing here
+skips ``pg_class.relispartition`` rows, whatever the partitions are named, and
+a parent that ``handled.schema.names.is_scratch`` names (a build being swapped
+in, an old table being dropped) is not compared at all.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-import psycopg2
 import psycopg2.errors
 from peewee import CompositeKey, ForeignKeyField
 
+from handled.db import ConnectionProblem, direct_connection
 from handled.schema.names import is_scratch
 from handled.settings import DatabaseConfig
 
 MIN_SERVER_VERSION = 130000
-CONNECT_TIMEOUT = 5
-
-
-class ConnectionProblem(Exception):
-    """A database cannot be reached; the message says which and why."""
-
-
-def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
-    """One sentence a person can act on, for a failed connection."""
-    text = str(error).strip()
-    where = f"{config.host or 'localhost'}:{config.port or 5432}"
-    var = config.variable
-    lowered = text.lower()
-    if f'database "{config.dbname}" does not exist' in text:
-        return (f"The database {config.dbname!r} named by {var} does not exist on {where}; "
-                f"create it (createdb -h {config.host or 'localhost'} {config.dbname}) or run the README setup command.")
-    if "role" in lowered and "does not exist" in lowered:
-        return (f"The role {config.user!r} in {var} does not exist on {where}; "
-                "use an existing role or create it (createuser).")
-    if "password authentication failed" in lowered:
-        return f"PostgreSQL at {where} refused the password for {config.user!r} in {var}."
-    if "does not support ssl" in lowered or "server does not support ssl" in lowered:
-        return (f"{var} asks for TLS (sslmode={config.libpq_params.get('sslmode')}) but the server "
-                f"at {where} does not offer it; enable ssl on the server or change sslmode.")
-    if "connection refused" in lowered or "could not connect" in lowered or "timeout expired" in lowered \
-            or "could not translate host name" in lowered:
-        return (f"Cannot reach PostgreSQL at {where} ({var}): the server is not running "
-                "or the host/port is wrong.")
-    first_line = text.splitlines()[0] if text else type(error).__name__
-    return f"Cannot connect to {config.display()} ({var}): {first_line}"
-
-
-@contextmanager
-def connect_direct(config: DatabaseConfig, autocommit: bool = True, application_name: str = "handled-tool"):
-    """A direct psycopg2 connection, closed on exit; errors become ConnectionProblem.
-
-    For tools and for work that needs connections of its own beside the pool
-    (a sliced transformation build holds one per slice for its whole run)."""
-    kwargs = config.connect_kwargs()
-    kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
-    kwargs.setdefault("application_name", application_name)
-    try:
-        conn = psycopg2.connect(dbname=config.dbname, **kwargs)
-    except psycopg2.Error as exc:
-        raise ConnectionProblem(explain_connection_error(config, exc)) from None
-    conn.autocommit = autocommit
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def create_database_if_missing(config: DatabaseConfig) -> bool:
@@ -77,7 +25,7 @@ def create_database_if_missing(config: DatabaseConfig) -> bool:
     role, which therefore needs the CREATEDB right.
     """
     maintenance = DatabaseConfig(**{**config.__dict__, "dbname": "postgres"})
-    with connect_direct(maintenance) as conn, conn.cursor() as cur:
+    with direct_connection(maintenance, "create-database") as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (config.dbname,))
         if cur.fetchone():
             return False
@@ -139,8 +87,11 @@ def model_shape(model) -> dict:
 
 CATALOG_SQL = {
     "columns": """
-        SELECT table_schema || '.' || table_name, column_name, data_type, is_nullable = 'YES'
-        FROM information_schema.columns WHERE table_schema = ANY(%s)""",
+        SELECT c.table_schema || '.' || c.table_name, c.column_name, c.data_type, c.is_nullable = 'YES'
+        FROM information_schema.columns c
+        JOIN pg_namespace n ON n.nspname = c.table_schema
+        JOIN pg_class t ON t.relnamespace = n.oid AND t.relname = c.table_name
+        WHERE c.table_schema = ANY(%s) AND NOT t.relispartition""",
     "constraints": """
         SELECT n.nspname || '.' || t.relname, c.contype,
                ARRAY(SELECT a.attname FROM unnest(c.conkey) k JOIN pg_attribute a
@@ -152,21 +103,20 @@ CATALOG_SQL = {
         FROM pg_constraint c
         JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
         LEFT JOIN pg_class rt ON rt.oid = c.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rt.relnamespace
-        WHERE n.nspname = ANY(%s) AND c.contype IN ('p', 'f', 'u')""",
-    "partitions": """
-        SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = ANY(%s) AND c.relispartition""",
+        WHERE n.nspname = ANY(%s) AND c.contype IN ('p', 'f', 'u') AND NOT t.relispartition""",
     "unique_indexes": """
         SELECT n.nspname || '.' || t.relname,
                ARRAY(SELECT a.attname FROM unnest(i.indkey) k JOIN pg_attribute a
                      ON a.attrelid = i.indrelid AND a.attnum = k ORDER BY a.attname)
         FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
-        WHERE n.nspname = ANY(%s) AND i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL""",
+        WHERE n.nspname = ANY(%s) AND i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL
+          AND NOT t.relispartition""",
 }
 
 
 def catalog_shape(conn, schemas) -> dict:
-    """The same shape as ``model_shape``, per table, read from the live catalog."""
+    """The same shape as ``model_shape``, per table, read from the live catalog
+    (partitions are part of their parent and not listed)."""
     tables: dict = {}
 
     def table(name):
@@ -193,16 +143,13 @@ def catalog_shape(conn, schemas) -> dict:
 def compare_models(conn, models, schemas) -> list[str]:
     """Every difference between the models and the catalog, one sentence each.
 
-    Scratch tables (builds being swapped in, see handled.schema.names) and
-    partitions (their parent is compared) are not compared.
+    Scratch tables (``is_scratch``: builds being swapped in, old tables being
+    dropped) are not compared; partitions never appear (see ``catalog_shape``).
     """
     live = catalog_shape(conn, schemas)
     problems = []
     declared = {_table(m): model_shape(m) for m in models}
-    with conn.cursor() as cur:
-        cur.execute(CATALOG_SQL["partitions"], (list(schemas),))
-        partitions = {row[0] for row in cur.fetchall()}
-    for name in sorted(set(live) - set(declared) - partitions):
+    for name in sorted(set(live) - set(declared)):
         if not is_scratch(name.split(".", 1)[1]):
             problems.append(f"table {name} exists in the database but no model declares it")
     for name, want in declared.items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handled import migrations
-from handled.catalog import (MIN_SERVER_VERSION, ConnectionProblem, compare_models, connect_direct,
-                             existing_schemas)
+from handled.db import ConnectionProblem, direct_connection
 from handled.models import DATA_MODELS, PRIMARY_MODELS, SCHEMAS
+from handled.schema import migrations
+from handled.schema.catalog import MIN_SERVER_VERSION, compare_models, existing_schemas
 from handled.settings import Settings
 
 MODELS = {"primary": PRIMARY_MODELS, "data": DATA_MODELS}
@@ -33,7 +33,7 @@ def check_target(settings: Settings, target: migrations.Target) -> list[CheckRes
         results.append(CheckResult(target.name, name, ok, detail))
 
     try:
-        with connect_direct(target.config) as conn:
+        with direct_connection(target.config, "check") as conn:
             add("reachable", True, target.config.display())
             version = conn.server_version
             add("server version", version >= MIN_SERVER_VERSION,
@@ -52,7 +52,7 @@ def check_target(settings: Settings, target: migrations.Target) -> list[CheckRes
         "; ".join(problems) if problems else
         f"{len(status.states) - len(pending)} applied" + (f", {len(pending)} pending: {', '.join(pending)}" if pending else ""))
     if not problems and not pending:
-        with connect_direct(target.config) as conn:
+        with direct_connection(target.config, "check") as conn:
             drift = compare_models(conn, MODELS[target.name], SCHEMAS[target.name])
         add("models match catalog", not drift, "; ".join(drift) if drift else "every table, column and key agrees")
     return results
@@ -98,7 +98,7 @@ def migration_summary(settings: Settings) -> list[dict]:
         entry = {"target": target.name, "database": target.config.display(), "reachable": False,
                  "server_version": None, "applied": [], "pending": [], "problems": [], "error": None}
         try:
-            with connect_direct(target.config) as conn:
+            with direct_connection(target.config, "check") as conn:
                 entry["server_version"] = conn.server_version
             status = migrations.target_status(target)
         except ConnectionProblem as exc:

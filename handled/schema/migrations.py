@@ -20,18 +20,19 @@ from urllib.parse import quote, urlencode
 
 from yoyo import get_backend, read_migrations
 
-from handled.catalog import connect_direct
-from handled.migration_objects import MigrationState, classify_migrations
+from handled.db import direct_connection
+from handled.errors import HandledError
+from handled.schema.objects import MigrationState, classify_migrations
 from handled.settings import DatabaseConfig, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 MIGRATIONS_DIR = ROOT / "migrations"
 TARGETS = ("primary", "data")
 TRACKING_SCHEMAS = {"primary": "_yoyo_primary", "data": "_yoyo_data"}
 LOCK_KEYS = {"primary": 7_320_001, "data": 7_320_002}
 
 
-class MigrationError(Exception):
+class MigrationError(HandledError):
     """A migration command cannot go on; the message says why and what to do."""
 
 
@@ -72,8 +73,8 @@ def resolve_targets(settings: Settings, selection: str = "all") -> list[Target]:
     targets = []
     for name in names:
         # In single mode DATA is PRIMARY's database, so it migrates over the same direct URL.
-        direct_primary = settings.primary_migration or settings.primary
-        config = direct_primary if name == "primary" or not settings.split_db_mode else settings.data
+        side = name if settings.split_db_mode else "primary"
+        config = settings.direct_database(side)
         if config.pgbouncer:
             raise MigrationError(
                 f"{config.variable} goes through PgBouncer (pgbouncer=true) and migrations need a "
@@ -99,7 +100,7 @@ def yoyo_uri(target: Target) -> str:
 
 def open_backend(target: Target):
     """A yoyo backend whose tracking tables live in the target's own schema."""
-    with connect_direct(target.config) as conn, conn.cursor() as cur:
+    with direct_connection(target.config, "migrate") as conn, conn.cursor() as cur:
         cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.tracking_schema}"')
     return get_backend(yoyo_uri(target), migration_table="_yoyo_migration")
 
@@ -122,7 +123,7 @@ def applied_ids(conn, target: Target) -> dict[str, object]:
 def target_status(target: Target, conn=None) -> TargetStatus:
     """Applied, pending and inconsistent migrations of one target (read-only)."""
     if conn is None:
-        with connect_direct(target.config) as own:
+        with direct_connection(target.config, "migrate") as own:
             return target_status(target, own)
     migrations = load_migrations(target)
     applied = applied_ids(conn, target)
@@ -138,7 +139,7 @@ def migration_lock(target: Target, timeout: float):
     connection, so a killed migrator never leaves it behind."""
     key = LOCK_KEYS[target.name]
     deadline = time.monotonic() + timeout
-    with connect_direct(target.config) as conn, conn.cursor() as cur:
+    with direct_connection(target.config, "migrate") as conn, conn.cursor() as cur:
         while True:
             cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
             if cur.fetchone()[0]:
