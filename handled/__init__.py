@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flask import Flask, current_app
+from flask import Flask
 
 if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs the module only once
     from handled.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Every feature, in the order its init_app runs: each registers its own blueprint(s),
+# `flask` command group(s) and request hooks. The sign-in guard (auth) is registered
+# before the pages it guards; the operations hooks time the guard too.
+FEATURES = ("handled.health", "handled.home", "handled.auth", "handled.admin", "handled.customers",
+            "handled.ops", "handled.integrations", "handled.transformations", "handled.exports",
+            "handled.jobs", "handled.schema", "handled.error_pages")
+
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the web app: settings, lazy database proxies, Redis, blueprints, CLI."""
-    from handled import cache, db, error_pages, health, home
-    from handled.cli import register_cli
+    """Build the web app: settings, lazy database proxies, Redis, then every feature's init_app."""
+    from handled import cache, db
     from handled.settings import get_settings
 
     settings = settings or get_settings()
@@ -26,49 +33,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     db.init_databases(settings)
     cache.init_redis(settings)
-
     app.teardown_appcontext(lambda exc: db.release_connections())
-    app.register_blueprint(health.bp)
-    app.register_blueprint(home.bp)
-    register_accounts(app)  # sign-in, CSRF, guards, admin and customer pages
-    register_operations(app)  # DATA-down banner, System page, /metrics
-    register_data_pages(app)  # imports, transformations, coverage, exports, jobs
-    error_pages.register(app)
-    register_cli(app)
+    for feature in FEATURES:
+        importlib.import_module(feature).init_app(app)
     return app
-
-
-def register_accounts(app: Flask) -> None:
-    """Accounts (issue 4): sign-in, CSRF, the request guard, admin and customer pages."""
-    from handled import admin, auth, customers
-
-    auth.init_app(app)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(customers.bp)
-
-
-def register_operations(app: Flask) -> None:
-    """Operations (issue 7): the DATA-down banner, the System page and /metrics."""
-    from handled.ops import web
-
-    web.init_app(app)
-
-
-def register_data_pages(app: Flask) -> None:
-    """Pages over the DATA database: imports, transformations, coverage, exports, jobs."""
-    from handled.exports import views as export_views
-    from handled.integrations import views as integration_views
-    from handled.jobs import views as job_views
-    from handled.transformations import coverage, views as transformation_views
-
-    for blueprint in (integration_views.bp, transformation_views.bp, coverage.bp, export_views.bp,
-                      job_views.bp):
-        app.register_blueprint(blueprint)
-
-
-def current_settings() -> Settings:
-    """The settings of the running app (inside a request or CLI command)."""
-    return current_app.config["HANDLED_SETTINGS"]
 
 
 def configure_logging(settings: Settings) -> None:

@@ -31,7 +31,8 @@ def render_error(status: int, title: str, message: str):
     return render_template("error.html", status=status, title=title, message=message), status
 
 
-def register(app) -> None:
+def init_app(app) -> None:
+    """Register the error handlers (HandledError, database down, anything else)."""
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return render_error(exc.code or 500, exc.name, exc.description or "")

@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, jsonify
 
-from handled import current_settings
+from handled.context import app_settings
 from handled.cache import get_redis
 from handled.db import data_db, explain_connection_error, primary_db
 
@@ -48,7 +48,7 @@ def probe_redis() -> dict:
 
 
 def health_report() -> dict:
-    settings = current_settings()
+    settings = app_settings()
     report = {"mode": settings.mode, "primary": probe_database(primary_db)}
     report["data"] = probe_database(data_db) if settings.split_db_mode else dict(report["primary"])
     report["redis"] = probe_redis()
@@ -65,3 +65,8 @@ def health_report() -> dict:
 def healthz():
     report = health_report()
     return jsonify(report), 503 if report["status"] == "down" else 200
+
+
+def init_app(app) -> None:
+    """Register /healthz."""
+    app.register_blueprint(bp)

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, render_template
 
-from handled import current_settings
+from handled.context import app_settings
 from handled.auth.permissions import login_required
 from handled.health import health_report
 from handled.schema.checks import migration_summary
@@ -13,6 +13,11 @@ bp = Blueprint("home", __name__)
 @bp.get("/")
 @login_required
 def index():
-    settings = current_settings()
+    settings = app_settings()
     return render_template("home/index.html", mode=settings.mode,
                            databases=migration_summary(settings), health=health_report())
+
+
+def init_app(app) -> None:
+    """Register the home page."""
+    app.register_blueprint(bp)

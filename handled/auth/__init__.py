@@ -13,8 +13,11 @@ __all__ = ["current_user", "login_required", "permission_required", "public", "i
 
 def init_app(app) -> None:
     """Register sign-in, CSRF, the request guard and the account pages on ``app``."""
+    from handled.auth import cli
     from handled.auth.views import bp
     from handled.auth.web import init_auth
 
     app.register_blueprint(bp)
     init_auth(app)
+    for group in (cli.users_cli, cli.roles_cli, cli.sessions_cli):
+        app.cli.add_command(group)

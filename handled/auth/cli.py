@@ -122,7 +122,3 @@ def purge_command():
     count = sessions.purge_expired(cli_context().settings)
     click.echo(f"purged {count} expired session(s)")
 
-
-def register(app) -> None:
-    for group in (users_cli, roles_cli, sessions_cli):
-        app.cli.add_command(group)

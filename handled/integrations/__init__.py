@@ -9,3 +9,12 @@
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 
 __all__ = ["UnknownIntegration", "all_integrations", "get_integration"]
+
+
+def init_app(app) -> None:
+    """Register the import pages and `flask integrations`."""
+    from handled.integrations.cli import integrations_cli
+    from handled.integrations.views import bp
+
+    app.register_blueprint(bp)
+    app.cli.add_command(integrations_cli)

@@ -15,3 +15,12 @@ from handled.jobs.worker import run_worker, sweep_dead_workers
 
 __all__ = ["KIND_PERMISSIONS", "JobNotFound", "current_job_id", "enqueue", "get_queue", "job_status",
            "progress_listener", "report_progress", "run_worker", "sweep_dead_workers"]
+
+
+def init_app(app) -> None:
+    """Register the job pages and `flask jobs` (imported here: the package itself stays free of Flask)."""
+    from handled.jobs.cli import jobs_cli
+    from handled.jobs.views import bp
+
+    app.register_blueprint(bp)
+    app.cli.add_command(jobs_cli)

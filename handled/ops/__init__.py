@@ -9,3 +9,12 @@ from handled.errors import HandledError
 
 class OpsError(HandledError):
     """An operation cannot go on; the message says why and what to do."""
+
+
+def init_app(app) -> None:
+    """Register the DATA banner, the System page, /metrics and `flask backup|data` (and `flask db split|unsplit|prune-leftovers`)."""
+    from handled.ops import cli, web
+
+    web.init_app(app)
+    app.cli.add_command(cli.backup_cli)
+    app.cli.add_command(cli.data_cli)

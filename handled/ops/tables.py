@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from handled.schema.migrations import MIGRATIONS_DIR
-from handled.schema.names import SCRATCH_LIKE_PATTERNS
 from handled.models import SCHEMAS
+from handled.schema.migrations import MIGRATIONS_DIR
 from handled.ops import OpsError
 from handled.schema.names import SCRATCH_LIKE_PATTERNS
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from handled import current_settings
+from handled.context import app_settings
 from handled.cli_support import HandledGroup
 from handled.schema import migrations
 from handled.schema.catalog import create_database_if_missing
@@ -24,7 +24,7 @@ db_cli = HandledGroup("db", help="Migrations and checks of the PRIMARY and DATA 
 
 
 def _targets(target: str):
-    return migrations.resolve_targets(current_settings(), target)
+    return migrations.resolve_targets(app_settings(), target)
 
 
 @db_cli.command("migrate")
@@ -51,7 +51,7 @@ def migrate_command(target, lock_timeout, dry_run, repair):
 @db_cli.command("create")
 def create_command():
     """Create the database(s) the URLs name, if they do not exist yet."""
-    settings = current_settings()
+    settings = app_settings()
     configs = [settings.primary] + ([settings.data] if settings.split_db_mode else [])
     for config in configs:
         created = create_database_if_missing(config)
@@ -96,7 +96,7 @@ def rollback_command(target, lock_timeout, count, dry_run):
 @TARGET_OPTION
 def check_command(target):
     """Pre-flight: reachability, server version, rights, tracking, schema placement, drift."""
-    results = run_checks(current_settings(), target)
+    results = run_checks(app_settings(), target)
     for r in results:
         click.echo(f"[{'ok' if r.ok else 'FAIL'}] {r.target}: {r.name}: {r.detail}")
     if not all(r.ok for r in results):
