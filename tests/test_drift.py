@@ -73,8 +73,8 @@ def test_scratch_build_tables_are_not_drift(scratch):
 # named <table>__p<gen>_<i>, with no scratch prefix), and a scratch parent's
 # partitions are scratch with it.
 REPARTITION_DELIVERY_MATRIX = """
-    ALTER TABLE reference.delivery_matrix DETACH PARTITION reference._delivery_matrix_0;
-    DROP TABLE reference._delivery_matrix_0;
+    ALTER TABLE reference.delivery_matrix DETACH PARTITION reference.delivery_matrix__p0;
+    DROP TABLE reference.delivery_matrix__p0;
     CREATE TABLE reference.delivery_matrix__p1a2b3_0 PARTITION OF reference.delivery_matrix
         FOR VALUES FROM (MINVALUE) TO ('500');
     CREATE TABLE reference.any_name_at_all PARTITION OF reference.delivery_matrix

@@ -283,8 +283,8 @@ def test_a_partitioned_table_is_copied_once_through_its_parent_whatever_its_part
     name, _, _ = single
     with connect(name) as conn, conn.cursor() as cur:
         cur.execute("""
-            ALTER TABLE reference.delivery_matrix DETACH PARTITION reference._delivery_matrix_0;
-            DROP TABLE reference._delivery_matrix_0;
+            ALTER TABLE reference.delivery_matrix DETACH PARTITION reference.delivery_matrix__p0;
+            DROP TABLE reference.delivery_matrix__p0;
             CREATE TABLE reference.delivery_matrix__p1a2b3_0 PARTITION OF reference.delivery_matrix
                 FOR VALUES FROM (MINVALUE) TO ('500');
             CREATE TABLE reference.any_name_at_all PARTITION OF reference.delivery_matrix

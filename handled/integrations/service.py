@@ -54,8 +54,8 @@ def active_settings() -> Settings:
     from flask import has_app_context
 
     if has_app_context():
-        from handled import current_settings
-        return current_settings()
+        from handled.context import app_settings
+        return app_settings()
     from handled.settings import get_settings
     return get_settings()
 
