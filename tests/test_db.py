@@ -10,7 +10,7 @@ from handled.catalog import ConnectionProblem, connect_direct
 from handled.db import data_db, init_databases, primary_db, quiet_queries
 from handled.models import DATA_MODELS, PRIMARY_MODELS, Carrier, Role, User
 from handled.settings import load_settings
-from tests.conftest import mode_env
+from tests.support.databases import mode_env
 
 
 def current_database(proxy) -> str:
