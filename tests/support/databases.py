@@ -157,14 +157,22 @@ def _reset_statement(side: str) -> tuple[str, dict]:
 def reset_tables(settings) -> None:
     """Empty every table of the four schemas and replay the seed migrations.
 
-    A new connection each time, closed at once: a kept one would show in the tests that count
-    the connections to their database."""
-    for side in ("primary", "data"):
-        config = settings.primary if side == "primary" else settings.data
+    One query string per database (both sides at once in single mode), on a new connection
+    closed at once: a kept one would show in the tests that count the connections to their
+    database."""
+    batches: dict[tuple, tuple] = {}
+    for side, config in (("primary", settings.primary), ("data", settings.data)):
         statement, params = _reset_statement(side)
+        key = (config.host, config.port, config.dbname)
+        if key in batches:   # single mode: one database holds both sides
+            earlier_config, earlier_statements = batches[key]
+            batches[key] = (earlier_config, earlier_statements + [(statement, params)])
+        else:
+            batches[key] = (config, [(statement, params)])
+    for config, statements in batches.values():
         conn = connect(config)
         try:
             with conn.cursor() as cur:
-                cur.execute(statement, params)
+                cur.execute(b"".join(cur.mogrify(statement, params) for statement, params in statements))
         finally:
             conn.close()
