@@ -115,7 +115,7 @@ DECLARE
     holds_rows boolean;
     written text[] := '{}';
 BEGIN
-    PERFORM set_config('synchronous_commit', 'off', true);   -- a crash may lose a reset, never a test's data
+    PERFORM set_config('synchronous_commit', 'off', true);   -- no wait for the disk: only a reset is at stake
     IF %(drop_leftovers)s THEN
         FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
                     WHERE schemaname = 'reference' AND (tablename LIKE '\_build\_%%' OR tablename LIKE '\_old\_%%')
@@ -147,6 +147,7 @@ BEGIN
 END
 $reset$;
 """
+
 
 def _reset_statement(side: str) -> tuple[str, dict]:
     seeds = "\n".join(seed.read_text() for seed in SEED_FILES if seed.parent.name == side)
