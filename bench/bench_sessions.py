@@ -38,7 +38,8 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import PrivateRedis, free_port  # noqa: E402
+from tests.support.processes import free_port  # noqa: E402
+from tests.support.servers import PrivateRedis  # noqa: E402
 
 PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 DATABASE = "handled_bench_sessions"

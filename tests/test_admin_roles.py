@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handled.models import AuditLog, Role
-from tests.auth_helpers import make_user
+from tests.support.accounts import make_user
 
 
 def role_id(app, code):

@@ -7,7 +7,7 @@ import re
 from handled.auth import sessions
 from handled.auth.web import COOKIE_NAME
 from handled.models import AuditLog, Session, User
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
 
 
 def sign_in(app, email, password):

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from handled import create_app
 from handled.models import User
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
 
 
 def can_sign_in(app, email, password):

@@ -6,7 +6,7 @@ import re
 
 from handled.auth.web import COOKIE_NAME
 from handled.models import AuditLog, Session
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user, setup_context
+from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_context
 
 
 def login_form_token(client) -> str:

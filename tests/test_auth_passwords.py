@@ -10,7 +10,7 @@ from handled import create_app
 from handled.auth import passwords
 from handled.errors import HandledError
 from handled.models import User
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
+from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
 
 
 def test_hashes_are_argon2id_and_verify(settings):

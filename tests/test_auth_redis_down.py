@@ -12,8 +12,9 @@ import pytest
 
 from handled import create_app
 from handled.auth import session_cache, users
-from tests.auth_helpers import TEST_PASSWORD, client_with_token, new_session, csrf_token, make_user, setup_context
-from tests.servers import PrivateRedis
+from tests.support.accounts import TEST_PASSWORD, client_with_token, csrf_token, make_user, new_session, setup_context
+from tests.support.servers import PrivateRedis
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -93,6 +94,5 @@ def test_change_while_redis_hangs_is_bounded_by_the_cache_ttl(settings, private_
     finally:
         os.kill(private_redis.process.pid, signal.SIGCONT)
     session_cache.reset_process_state()  # forget the pending replay, as a different process would not have it
-    while time.monotonic() - changed_at < ttl + 0.5:
-        time.sleep(0.1)
-    assert other_worker.get("/api/me").status_code == 401
+    wait_until(lambda: other_worker.get("/api/me").status_code == 401,
+               timeout=changed_at + ttl + 0.5 - time.monotonic(), message="the cached entry's TTL to run out")

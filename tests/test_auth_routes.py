@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import url_for
 
 from handled.auth.permissions import endpoint_access
-from tests.auth_helpers import CsrfClient
+from tests.support.accounts import CsrfClient
 
 PUBLIC = {"static", "health.healthz", "auth.login"}
 SKIP_METHODS = {"HEAD", "OPTIONS"}

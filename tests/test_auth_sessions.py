@@ -11,8 +11,9 @@ import pytest
 from handled import create_app
 from handled.auth import roles as role_service
 from handled.auth import session_cache, sessions, users
-from tests.auth_helpers import TEST_PASSWORD, client_with_token, make_user, new_session, setup_context
-from tests.auth_race import change_between_read_and_cache_write, count_primary_statements, session_lookups
+from tests.support.accounts import TEST_PASSWORD, client_with_token, make_user, new_session, setup_context
+from tests.support.session_probes import (change_between_read_and_cache_write, count_primary_statements,
+                                          session_lookups)
 
 NEW_PASSWORD = "a brand new passphrase 42"
 
@@ -199,7 +200,7 @@ def test_expired_sessions_are_purged_now_and_then_by_sign_ins(app):
 
     from handled.models import Session
     from handled.timeutil import utcnow
-    from tests.auth_helpers import csrf_token
+    from tests.support.accounts import csrf_token
     user = make_user(app, role="salesperson")
     stale = new_session(app, user)
     with app.app_context():

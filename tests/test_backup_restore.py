@@ -14,8 +14,9 @@ from handled import create_app
 from handled.models import SCHEMAS
 from handled.ops.backup import STAMP_FORMAT, list_backups
 from handled.settings import load_settings
-from tests.conftest import db_url, mode_env
-from tests.ops_support import Databases, connect, populate_primary, sign_in, table_fingerprints
+from tests.support.accounts import sign_in
+from tests.support.databases import Databases, connect, db_url, mode_env
+from tests.support.operations import populate_primary, table_fingerprints
 
 
 @pytest.fixture

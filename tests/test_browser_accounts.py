@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.auth_helpers import TEST_PASSWORD, make_user
-from tests.browser_support import browser, live_server, screenshot, sign_in  # noqa: F401 (fixtures)
+from tests.support.accounts import TEST_PASSWORD, make_user
+from tests.support.browser import screenshot, sign_in
 
 pytestmark = pytest.mark.browser
 

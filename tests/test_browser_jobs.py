@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from tests.auth_helpers import TEST_PASSWORD, make_user
-from tests.browser_support import browser, live_server, screenshot, sign_in  # noqa: F401 (fixtures)
-from tests.test_jobs_worker import start_worker, wait_for
-from tests.transform_data import load_zip_sources
+from tests.support.accounts import TEST_PASSWORD, make_user
+from tests.support.browser import screenshot, sign_in
+from tests.support.reference_data import load_zip_sources
+from tests.support.waiting import wait_until
+from tests.support.workers import start_worker
 
 
 def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, browser, settings, tmp_path,  # noqa: F811
@@ -33,7 +34,7 @@ def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, brows
         if worker.poll() is None:
             worker.kill()
     # The page was not reloaded: only its polling script can change what it shows.
-    wait_for(lambda: page.locator("#job-status").inner_text() == "finished", timeout=20,
-             what="the job page to show the finished job")
+    wait_until(lambda: page.locator("#job-status").inner_text() == "finished", timeout=20,
+               message="the job page to show the finished job")
     screenshot(page, artifacts_dir / "2-finished.png")
     assert blocked == []

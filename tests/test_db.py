@@ -8,7 +8,7 @@ import handled.db as dbmod
 from handled.db import ConnectionProblem, data_db, direct_connection, init_databases, primary_db, quiet_queries
 from handled.models import DATA_MODELS, PRIMARY_MODELS, Carrier, Role, User
 from handled.settings import load_settings
-from tests.conftest import mode_env
+from tests.support.databases import mode_env
 
 
 def current_database(proxy) -> str:

@@ -18,10 +18,10 @@ from handled.ops import degraded
 from handled.ops.degraded import DATA_BANNER
 from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
-from tests.auth_helpers import make_user
-from tests.conftest import TEST_REDIS, mode_env
-from tests.ops_support import Databases, sign_in
-from tests.servers import PrivatePostgres, PrivateRedis
+from tests.support.accounts import make_user, sign_in
+from tests.support.databases import Databases, mode_env
+from tests.support.environment import TEST_REDIS
+from tests.support.servers import PrivatePostgres, PrivateRedis
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_primary_down_gives_a_clear_503_with_warm_and_cold_session_cache(private
 
 
 def sign_in_attempt(app, email):
-    from tests.auth_helpers import TEST_PASSWORD, csrf_token
+    from tests.support.accounts import csrf_token, TEST_PASSWORD
     fresh = app.test_client()
     return fresh.post("/login", data={"email": email, "password": TEST_PASSWORD, "csrf_token": csrf_token(fresh)})
 

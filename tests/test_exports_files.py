@@ -13,7 +13,7 @@ from handled.exports import service
 from handled.models import ExportRun
 from handled.context import system_context
 from handled.transformations.service import run_transformation
-from tests.transform_data import build_reference_tables
+from tests.support.reference_data import build_reference_tables
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ import pytest  # noqa: E402
 
 from handled import create_app  # noqa: E402
 from handled.settings import load_settings  # noqa: E402
-from tests.conftest import SECRET, TEST_REDIS, db_url  # noqa: E402
-from tests.servers import PrivatePostgres, PrivateRedis  # noqa: E402
+from tests.support.databases import db_url
+from tests.support.environment import SECRET, TEST_REDIS
+from tests.support.servers import PrivatePostgres, PrivateRedis
 
 
 @pytest.fixture

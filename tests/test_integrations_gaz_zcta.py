@@ -3,8 +3,8 @@
 import pytest
 
 from handled.integrations.service import import_file
-from tests.integrations_support import (GAZ_HEADER, assert_refused, files, gaz_row,  # noqa: F401
-                                        imp_app, imp_settings, table_rows, write_gaz)
+from tests.support.import_files import GAZ_HEADER, gaz_row, write_gaz
+from tests.support.imports import assert_refused, table_rows
 
 NAME = "2020_Gaz_zcta_national.txt"
 

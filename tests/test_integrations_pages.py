@@ -9,9 +9,9 @@ import pytest
 
 from handled import create_app
 from handled.models import AuditLog, ImportRun
-from tests.integrations_support import (files, ground_row, table_digest, table_rows,  # noqa: F401
-                                        uszip_row, write_ground, write_uszips, write_zone_chart,
+from tests.support.import_files import (ground_row, uszip_row, write_ground, write_uszips, write_zone_chart,
                                         zone_row)
+from tests.support.imports import table_digest, table_rows
 
 
 @pytest.fixture
@@ -147,8 +147,8 @@ def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
 
 
 def test_large_upload_with_redis_down_is_refused_cleanly(settings, tmp_path, files):
-    from tests.auth_helpers import make_user, sign_in_client
-    from tests.servers import PrivateRedis
+    from tests.support.accounts import make_user, sign_in_client
+    from tests.support.servers import PrivateRedis
 
     private = PrivateRedis(tmp_path / "redis").start()
     try:

@@ -10,10 +10,9 @@ from handled.integrations.registry import UnknownIntegration
 from handled.integrations.service import ImportRequestError, import_file, import_paths
 from handled.integrations.history import Actor
 from handled.models import ImportRun
-from tests.integrations_support import (USPS_NAME, files, ground_row, imp_app,  # noqa: F401
-                                        imp_settings, table_digest, table_rows, uszip_row,
-                                        write_ground, write_usps, write_uszips, write_zone_chart,
-                                        usps_row, zone_row)
+from tests.support.import_files import (USPS_NAME, ground_row, usps_row, uszip_row, write_ground, write_usps,
+                                        write_uszips, write_zone_chart, zone_row)
+from tests.support.imports import table_digest, table_rows
 
 import pytest
 
@@ -263,7 +262,7 @@ def test_large_files_report_rows_read_while_loading(imp_app, files):
 
 def test_cli_with_the_database_down_is_one_line_not_a_traceback(settings, tmp_path):
     from handled import create_app
-    from tests.servers import free_port
+    from tests.support.processes import free_port
 
     port = free_port()
     down = dataclasses.replace(settings, primary=dataclasses.replace(settings.primary, port=port),

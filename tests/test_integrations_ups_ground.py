@@ -3,8 +3,8 @@
 import pytest
 
 from handled.integrations.service import import_file
-from tests.integrations_support import (assert_refused, files, ground_row, imp_app,  # noqa: F401
-                                        imp_settings, table_rows, write_ground)
+from tests.support.import_files import ground_row, write_ground
+from tests.support.imports import assert_refused, table_rows
 
 
 def good_rows(origin="10001"):

@@ -4,8 +4,8 @@ import pytest
 
 from handled.integrations import sources
 from handled.integrations.service import import_file
-from tests.integrations_support import (ZONE_HEADER, assert_refused, files, imp_app,  # noqa: F401
-                                        imp_settings, table_rows, write_zone_chart, zone_row)
+from tests.support.import_files import ZONE_HEADER, write_zone_chart, zone_row
+from tests.support.imports import assert_refused, table_rows
 
 FORMATS = ["xlsx", "xls"]
 

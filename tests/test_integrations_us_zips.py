@@ -4,8 +4,8 @@ import pytest
 
 from handled.integrations.service import import_file
 from handled.models import ImportRun
-from tests.integrations_support import (USZIPS_HEADER, assert_refused, files, imp_app,  # noqa: F401
-                                        imp_settings, table_rows, uszip_row, write_uszips)
+from tests.support.import_files import USZIPS_HEADER, uszip_row, write_uszips
+from tests.support.imports import assert_refused, table_rows
 
 
 def good_rows():

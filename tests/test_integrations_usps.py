@@ -3,8 +3,8 @@
 import pytest
 
 from handled.integrations.service import import_file
-from tests.integrations_support import (USPS_HEADER, USPS_NAME, assert_refused, files,  # noqa: F401
-                                        imp_app, imp_settings, table_rows, usps_row, write_usps)
+from tests.support.import_files import USPS_HEADER, USPS_NAME, usps_row, write_usps
+from tests.support.imports import assert_refused, table_rows
 
 
 def good_rows():

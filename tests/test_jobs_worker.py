@@ -4,49 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
-import psycopg2
 import pytest
 
 from handled import heartbeat, jobs
-from handled.context import Actor, Context
+from handled.context import Actor, Context, system_context
 from handled.models import TransformationRun
 from handled.schema.names import is_scratch
 from handled.transformations import history
-from handled.context import system_context
 from handled.transformations.service import enqueue_transformation, run_transformation
-from tests.conftest import TEST_REDIS
-from tests.transform_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def url(config) -> str:
-    who = f"{config.user}@" if config.user else ""
-    return f"postgresql://{who}{config.host or '127.0.0.1'}:{config.port or 5432}/{config.dbname}"
-
-
-def worker_env(settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIMARY_", "DATA_", "SPLIT_", "REDIS_"))}
-    env.update(PRIMARY_DATABASE_URL=url(settings.primary), REDIS_URL=TEST_REDIS,
-               SPLIT_DB_MODE="true" if settings.split_db_mode else "false",
-               SECRET_KEY="test-secret-key-0123456789abcdef", PYTHONUNBUFFERED="1")
-    if settings.split_db_mode:
-        env["DATA_DATABASE_URL"] = url(settings.data)
-    return env
-
-
-def start_worker(settings, tmp_path, *extra) -> subprocess.Popen:
-    # run from an empty folder so the repository's .env is not read
-    log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")
-    return subprocess.Popen([str(Path(sys.executable).parent / "flask"), "--app", str(ROOT / "app.py"),
-                             "jobs", "worker", *extra], cwd=tmp_path, env=worker_env(settings),
-                            stdout=log, stderr=subprocess.STDOUT)
+from tests.support.databases import connect
+from tests.support.reference_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
+from tests.support.waiting import wait_until
+from tests.support.workers import start_worker
 
 
 def queued_by(settings, email=None) -> Context:
@@ -54,18 +25,8 @@ def queued_by(settings, email=None) -> Context:
     return Context(settings, Actor(id=None, email=email, channel="cli", system=True))
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def lock_source(settings, table="workspace.usps_3d_base_service"):
-    conn = psycopg2.connect(dbname=settings.data.dbname, **settings.data.connect_kwargs())
+    conn = connect(settings.data, autocommit=False)
     with conn.cursor() as cur:
         cur.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
     return conn
@@ -85,15 +46,15 @@ def test_enqueued_run_is_done_by_a_worker_with_progress(data, settings, tmp_path
                                         result_url="/transformations")
         assert jobs.job_status(job_id)["status"] in ("queued", "started")
         # zip3-reference does not read the locked table: it finishes
-        wait_for(lambda: jobs.job_status(job_id)["finished"], what="zip3-reference job")
+        wait_until(lambda: jobs.job_status(job_id)["finished"], message="zip3-reference job")
         job_id = enqueue_transformation(queued_by(settings, "lead@example.test"), "delivery-matrix")
-        status = wait_for(lambda: (s := jobs.job_status(job_id))["phase"] == "insert" and s,
-                          what="the insert phase")
+        status = wait_until(lambda: (s := jobs.job_status(job_id))["phase"] == "insert" and s,
+                            message="the insert phase")
         assert status["status"] == "started" and status["done"] == 1 and status["total"] == 5
         assert status["percent"] == 20 and "delivery-matrix: insert" in status["message"]
         assert history.running_run("delivery-matrix").phase == "insert"
         blocker.rollback()
-        status = wait_for(lambda: (s := jobs.job_status(job_id))["finished"] and s, what="job end")
+        status = wait_until(lambda: (s := jobs.job_status(job_id))["finished"] and s, message="job end")
         assert status["status"] == "finished" and status["percent"] == 100
     finally:
         blocker.close()
@@ -122,16 +83,16 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     worker = start_worker(settings, tmp_path)
     try:
         job_id = enqueue_transformation(queued_by(settings), "delivery-matrix")
-        wait_for(lambda: jobs.job_status(job_id)["phase"] == "insert", what="the insert phase")
+        wait_until(lambda: jobs.job_status(job_id)["phase"] == "insert", message="the insert phase")
         run = history.running_run("delivery-matrix")
         horse_pid = int(run.worker.rpartition(":")[2])
         assert horse_pid != worker.pid
         os.kill(worker.pid, signal.SIGKILL)
         os.kill(horse_pid, signal.SIGKILL)
         worker.wait(timeout=10)
-        wait_for(lambda: not heartbeat._pid_exists(horse_pid), what="the work horse to exit")
+        wait_until(lambda: not heartbeat._pid_exists(horse_pid), message="the work horse to exit")
         # its slices' statements, still waiting on the locked source, notice the client is gone
-        wait_for(lambda: build_backends() == 0, timeout=15, what="the killed build's statements to stop")
+        wait_until(lambda: build_backends() == 0, timeout=15, message="the killed build's statements to stop")
     finally:
         blocker.rollback()
         blocker.close()

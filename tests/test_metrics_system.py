@@ -18,10 +18,9 @@ from handled.auth import session_cache
 from handled.metrics import last_hour
 from handled.models import ImportRun, TransformationRun
 from handled.timeutil import utcnow
-from tests.auth_helpers import make_user
-from tests.conftest import TEST_REDIS
-from tests.ops_support import sign_in
-from tests.servers import PrivateRedis
+from tests.support.accounts import make_user, sign_in
+from tests.support.environment import TEST_REDIS
+from tests.support.servers import PrivateRedis
 
 TOKEN = "metrics-token-0123456789abcdef"
 
@@ -132,8 +131,8 @@ def test_redis_down_counts_primary_lookups_and_the_system_page_charts_the_hour(s
 
 
 def test_several_gunicorn_workers_add_up_in_multiprocess_mode(settings, tmp_path):
-    from tests.test_pgbouncer_load import Gunicorn, admin_token, app_env
-    from tests.conftest import db_url
+    from tests.support.databases import db_url
+    from tests.support.gunicorn import Gunicorn, admin_token, app_env
 
     token = admin_token(settings)
     metrics_dir = tmp_path / "metrics"

@@ -2,8 +2,6 @@
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import psycopg2
 import psycopg2.errors
@@ -14,17 +12,17 @@ from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
-from tests.conftest import database_names, drop_database, mode_env
+from tests.support.databases import connect, database_names, drop_database, mode_env
+from tests.support.environment import ROOT
+from tests.support.processes import start_flask
 
-ROOT = Path(__file__).resolve().parent.parent
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned",
             "0004_live_partition_names"]
 
 
 def sql(config, statement, params=None):
-    conn = psycopg2.connect(dbname=config.dbname, **config.connect_kwargs())
-    conn.autocommit = True
+    conn = connect(config)
     with conn.cursor() as cur:
         cur.execute(statement, params)
         rows = cur.fetchall() if cur.description else None
@@ -221,8 +219,7 @@ def test_repair_refuses_what_it_cannot_prove_and_changes_nothing(scratch):
 
 def test_a_second_migrator_waits_then_fails_clearly(scratch):
     target = resolve_targets(scratch, "primary")[0]
-    holder = psycopg2.connect(dbname=scratch.primary.dbname, **scratch.primary.connect_kwargs())
-    holder.autocommit = True
+    holder = connect(scratch.primary)
     try:
         with holder.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (migrations.LOCK_KEYS["primary"],))
@@ -238,9 +235,8 @@ def test_two_migrators_at_once_apply_each_migration_exactly_once(scratch):
     primary, data = database_names(scratch.mode, "_scratch")
     env = {**os.environ, **mode_env(scratch.mode, primary, data)}
     env.pop("FLASK_APP", None)
-    flask = str(Path(sys.executable).with_name("flask"))
-    procs = [subprocess.Popen([flask, "db", "migrate"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [start_flask("db", "migrate", env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     applies = sql(scratch.primary, "SELECT migration_id, count(*) FROM _yoyo_primary._yoyo_log "

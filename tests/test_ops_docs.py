@@ -16,7 +16,7 @@ import click
 import pytest
 
 from handled import create_app
-from tests.servers import self_signed_certificate
+from tests.support.servers import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "docs" / "DEPLOYMENT_CHECKLIST.md", ROOT / "docs" / "OPS_RUNBOOK.md"]

@@ -13,10 +13,10 @@ from handled.models import SCHEMAS
 from handled.settings import load_settings
 from handled.context import system_context
 from handled.transformations.service import run_transformations
-from tests.conftest import mode_env
-from tests.integrations_support import (USPS_NAME, gaz_row, ground_row, uszip_row, usps_row, write_gaz,
+from tests.support.databases import Databases, connect, mode_env
+from tests.support.import_files import (USPS_NAME, gaz_row, ground_row, usps_row, uszip_row, write_gaz,
                                         write_ground, write_usps, write_uszips, write_zone_chart, zone_row)
-from tests.ops_support import Databases, connect, table_fingerprints
+from tests.support.operations import table_fingerprints
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ every table verified, users sign in with their old passwords, reruns are safe.""
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 import redis
 
@@ -12,10 +11,10 @@ from handled.models import SCHEMAS, User
 from handled.ops import move
 from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
-from tests.auth_helpers import csrf_token
-from tests.conftest import TEST_REDIS, db_url, mode_env
-from tests.ops_support import (Databases, connect, populate_primary, sequence_values, sign_in,
-                               table_fingerprints)
+from tests.support.accounts import csrf_token, sign_in
+from tests.support.databases import Databases, connect, db_url, mode_env
+from tests.support.environment import TEST_REDIS
+from tests.support.operations import populate_primary, sequence_values, table_fingerprints
 
 PRIMARY_SCHEMAS = SCHEMAS["primary"]
 
@@ -207,7 +206,7 @@ def test_verification_catches_a_difference_and_rolls_back(single, dbs):
 
 def test_checksum_ignores_row_order_but_not_content(single):
     name, _, _ = single
-    conn = psycopg2.connect(db_url(name))
+    conn = connect(name, autocommit=False)
     from handled.ops.tables import prepare_session, tables_in_order
     from handled.ops.transfer import checksums
     prepare_session(conn)

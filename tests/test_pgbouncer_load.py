@@ -5,65 +5,15 @@ workers x connection_limit when the app connects directly."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import psycopg2
-
-from handled import create_app
-from handled.auth import sessions
 from handled.auth.web import COOKIE_NAME
-from handled.db import close_databases
-from tests.auth_helpers import make_user
-from tests.conftest import SECRET, TEST_REDIS, db_url
-from tests.servers import PrivatePgBouncer, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-WORKERS, THREADS, LIMIT = 3, 2, 2
-
-
-class Gunicorn:
-    def __init__(self, tmp_path: Path, env: dict):
-        self.port = free_port()
-        full_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HANDLED_BIND": f"127.0.0.1:{self.port}",
-                    "HANDLED_WORKERS": str(WORKERS), "HANDLED_THREADS": str(THREADS), **env}
-        gunicorn = Path(sys.executable).parent / "gunicorn"
-        self.log = open(tmp_path / "gunicorn.log", "w")
-        self.process = subprocess.Popen([str(gunicorn), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "app:app"],
-                                        cwd=tmp_path, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url("/healthz"), timeout=1)
-                return
-            except OSError:
-                assert self.process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not answer")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(30)
-        self.log.close()
-
-
-def app_env(settings, primary_url: str) -> dict:
-    env = {"PRIMARY_DATABASE_URL": primary_url, "SPLIT_DB_MODE": str(settings.split_db_mode).lower(),
-           "REDIS_URL": TEST_REDIS, "SECRET_KEY": SECRET, "SESSION_COOKIE_SECURE": "false",
-           "SESSION_CACHE_ENABLED": "false",  # every request looks its session up on PRIMARY
-           "PRIMARY_MIGRATION_URL": db_url(settings.primary.dbname)}
-    if settings.split_db_mode:
-        env["DATA_DATABASE_URL"] = db_url(settings.data.dbname) + f"?connection_limit={LIMIT}"
-    return env
+from tests.support.databases import connect, db_url
+from tests.support.gunicorn import LIMIT, WORKERS, Gunicorn, admin_token, app_env
+from tests.support.servers import PrivatePgBouncer
 
 
 class Sampler(threading.Thread):
@@ -77,12 +27,10 @@ class Sampler(threading.Thread):
         self.done = threading.Event()
 
     def run(self):
-        conn = psycopg2.connect(db_url("postgres"))
-        conn.autocommit = True
+        conn = connect("postgres")
         admin = None
         if self.bouncer:
-            admin = psycopg2.connect(self.bouncer.admin_url())
-            admin.autocommit = True
+            admin = connect(self.bouncer.admin_url())
         while not self.done.is_set():
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
@@ -112,15 +60,6 @@ def hammer(server: Gunicorn, token: str, requests: int = 240) -> list[int]:
             return response.status
     with ThreadPoolExecutor(max_workers=12) as pool:
         return list(pool.map(one, range(requests)))
-
-
-def admin_token(settings) -> str:
-    app = create_app(settings)
-    admin = make_user(app, role="admin")
-    with app.app_context():
-        token = sessions.create_session(settings, admin.id, "127.0.0.1", "load test")
-    close_databases()  # this test process must not count among the servers' connections
-    return token
 
 
 def test_through_pgbouncer_server_connections_stay_within_its_pool(settings, tmp_path):

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from dataclasses import replace
-from pathlib import Path
 
-import psycopg2
 import pytest
 import redis
 
 from handled import create_app
-from handled.settings import DatabaseConfig, parse_database_url
-from tests.auth_helpers import csrf_token, make_user
-from tests.conftest import TEST_REDIS, db_url
-from tests.ops_support import sign_in
-from tests.servers import PrivatePgBouncer
+from tests.support.accounts import csrf_token, make_user, sign_in
+from tests.support.databases import connect, db_url
+from tests.support.environment import ROOT, SECRET, TEST_REDIS
+from tests.support.processes import run_flask
+from tests.support.servers import PrivatePgBouncer, through_pgbouncer
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -30,18 +25,8 @@ def bouncer():
     server.destroy()
 
 
-def bounced(settings, bouncer, **params) -> object:
-    """The same databases, PRIMARY (and DATA in single mode, one URL) through PgBouncer."""
-    primary = parse_database_url("PRIMARY_DATABASE_URL", bouncer.url(settings.primary.dbname, **params))
-    data = settings.data if settings.split_db_mode else DatabaseConfig(**{**primary.__dict__,
-                                                                          "variable": "DATA_DATABASE_URL"})
-    direct = parse_database_url("PRIMARY_MIGRATION_URL", db_url(settings.primary.dbname))
-    return replace(settings, primary=primary, data=data, primary_migration=direct)
-
-
 def pooler_stats(bouncer, dbname: str) -> dict:
-    conn = psycopg2.connect(bouncer.admin_url())
-    conn.autocommit = True
+    conn = connect(bouncer.admin_url())
     with conn.cursor() as cur:
         cur.execute("SHOW STATS")
         names = [d[0] for d in cur.description]
@@ -51,7 +36,7 @@ def pooler_stats(bouncer, dbname: str) -> dict:
 
 
 def test_sign_in_session_cache_and_admin_pages_through_pgbouncer(settings, bouncer):
-    app = create_app(bounced(settings, bouncer, connection_limit=4))
+    app = create_app(through_pgbouncer(settings, bouncer, connection_limit=4))
     app.config.update(TESTING=True)
     assert app.config["HANDLED_SETTINGS"].primary.pgbouncer
     admin = make_user(app, role="admin")
@@ -80,31 +65,29 @@ def test_sign_in_session_cache_and_admin_pages_through_pgbouncer(settings, bounc
     assert after > before  # the traffic really went through the pooler
 
 
-def run_flask(tmp_path, env: dict, *args) -> subprocess.CompletedProcess:
+def run_flask_cleanly(tmp_path, env: dict, *args) -> subprocess.CompletedProcess:
     """The real `flask` command in a clean environment (no .env file in the working folder)."""
     full_env = {"PATH": os.environ["PATH"], "FLASK_APP": str(ROOT / "app.py"), "PYTHONPATH": str(ROOT), **env}
-    flask = Path(sys.executable).parent / "flask"
-    return subprocess.run([str(flask), *args], cwd=tmp_path, env=full_env, capture_output=True, text=True,
-                          timeout=120)
+    return run_flask(*args, env=full_env, cwd=tmp_path)
 
 
 def test_migrations_refuse_the_pooler_and_ask_for_a_direct_url(settings, tmp_path, bouncer):
     mode = settings.mode
     env = {"SPLIT_DB_MODE": "true" if mode == "split" else "false", "REDIS_URL": TEST_REDIS,
-           "SECRET_KEY": "test-secret-key-0123456789abcdef",
+           "SECRET_KEY": SECRET,
            "PRIMARY_DATABASE_URL": bouncer.url(settings.primary.dbname)}
     if mode == "split":
         env["DATA_DATABASE_URL"] = db_url(settings.data.dbname)
-    refused = run_flask(tmp_path, env, "db", "migrate")
+    refused = run_flask_cleanly(tmp_path, env, "db", "migrate")
     assert refused.returncode == 1
     assert "PRIMARY_MIGRATION_URL" in refused.stderr and "PgBouncer" in refused.stderr
     assert "Traceback" not in refused.stderr
 
     env["PRIMARY_MIGRATION_URL"] = bouncer.url(settings.primary.dbname)
-    invalid = run_flask(tmp_path, env, "db", "status")
+    invalid = run_flask_cleanly(tmp_path, env, "db", "status")
     assert invalid.returncode != 0 and "PRIMARY_MIGRATION_URL must be a direct connection" in invalid.stderr
 
     env["PRIMARY_MIGRATION_URL"] = db_url(settings.primary.dbname)
-    direct = run_flask(tmp_path, env, "db", "migrate")
+    direct = run_flask_cleanly(tmp_path, env, "db", "migrate")
     assert direct.returncode == 0, direct.stderr
     assert "primary (postgresql://postgres@127.0.0.1:5432/" in direct.stdout and "up to date" in direct.stdout

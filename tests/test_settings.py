@@ -11,6 +11,7 @@ import pytest
 from handled.errors import HandledError
 from handled.settings import (SECTIONS, Settings, SettingsError, load_settings, read_environment,
                               render_env_example)
+from tests.support.processes import run_flask
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {
@@ -141,9 +142,7 @@ def test_flask_finds_the_app_from_the_repo_root_without_flask_app(migrated_setti
         SPLIT_DB_MODE=str(settings.split_db_mode).lower())
     if settings.split_db_mode:
         env["DATA_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{settings.data.dbname}"
-    flask = Path(sys.executable).with_name("flask")
-    result = subprocess.run([str(flask), "db", "status"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = run_flask("db", "status", env=env, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "applied         0001_config_customer_schemas" in result.stdout
 

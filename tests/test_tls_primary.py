@@ -5,17 +5,15 @@ in the CLI, /healthz and the web pages."""
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 
 from handled import create_app
 from handled.db import primary_db
 from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
-from tests.auth_helpers import csrf_token, make_user
-from tests.conftest import mode_env
-from tests.ops_support import sign_in
-from tests.servers import PrivatePgBouncer, PrivatePostgres, self_signed_certificate
+from tests.support.accounts import csrf_token, make_user, sign_in
+from tests.support.databases import connect, mode_env
+from tests.support.servers import PrivatePgBouncer, PrivatePostgres, self_signed_certificate
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +52,7 @@ def app_for(primary_url: str, migration_url: str | None = None):
 
 def ssl_of_server_connections(server: PrivatePostgres) -> list[tuple]:
     """(application_name, ssl) of every other client connection to the 'handled' database."""
-    conn = psycopg2.connect(server.url("postgres"))
+    conn = connect(server.url("postgres"), autocommit=False)
     with conn.cursor() as cur:
         cur.execute("""SELECT a.application_name, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
                        WHERE a.datname = 'handled' AND a.backend_type = 'client backend'""")

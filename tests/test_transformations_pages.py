@@ -11,7 +11,7 @@ from handled.models import Facility
 from handled.transformations import history
 from handled.context import system_context
 from handled.transformations.service import run_transformations
-from tests.transform_data import build_reference_tables
+from tests.support.reference_data import build_reference_tables
 
 
 @pytest.fixture

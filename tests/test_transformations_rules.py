@@ -7,7 +7,7 @@ import pytest
 from handled.db import data_db
 from handled.context import system_context
 from handled.transformations.service import run_transformation
-from tests.transform_data import load_delivery_sources, load_zip_sources
+from tests.support.reference_data import load_delivery_sources, load_zip_sources
 
 
 @pytest.fixture

@@ -21,14 +21,9 @@ from handled.context import system_context
 from handled.transformations.service import TransformationFailed, run_transformation
 from handled.transformations.build_plan import BuildBusy, BuildCancelled, BuildFailed
 from handled.transformations.build_runner import BuildControl, build_and_swap
-from tests.transform_data import (add_usps, add_zip, build_backends, load_delivery_sources,
-                                  load_zip_sources)
-
-
-def connect(settings):
-    conn = psycopg2.connect(dbname=settings.data.dbname, **settings.data.connect_kwargs())
-    conn.autocommit = True
-    return conn
+from tests.support.databases import connect
+from tests.support.reference_data import add_usps, add_zip, build_backends, load_delivery_sources, load_zip_sources
+from tests.support.waiting import wait_until
 
 
 def matrix_count() -> int:
@@ -42,15 +37,6 @@ def scratch_tables() -> list[str]:
         "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class parent ON parent.oid = i.inhparent "
         "WHERE n.nspname = 'reference' AND c.relkind IN ('r', 'p')").fetchall()
     return [name for name, parent in rows if is_scratch(parent or name)]
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def build_waiting_on_lock(conn) -> int | None:
@@ -68,7 +54,7 @@ def test_rebuild_replaces_rows_and_models_still_match_catalog(app, settings):
     second = run_transformation(system_context(settings), "delivery-matrix")
     assert second.rows == first.rows + 1 == matrix_count()
     assert scratch_tables() == []
-    conn = connect(settings)
+    conn = connect(settings.data)
     try:
         assert compare_models(conn, DATA_MODELS, SCHEMAS["data"]) == []
         with conn.cursor() as cur:
@@ -89,16 +75,16 @@ def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, setting
     seen, stop = [], threading.Event()
 
     def reader():
-        conn = connect(settings)
+        conn = connect(settings.data)
         with conn.cursor() as cur:
             while not stop.is_set():
                 cur.execute("SELECT count(*) FROM reference.delivery_matrix")
                 seen.append(cur.fetchone()[0])
         conn.close()
 
-    blocker = connect(settings)
+    blocker = connect(settings.data)
     blocker.autocommit = False
-    watcher = connect(settings)
+    watcher = connect(settings.data)
     thread = threading.Thread(target=reader)
     outcome = {}
     build = threading.Thread(target=lambda: outcome.update(r=run_transformation(system_context(settings), "delivery-matrix")))
@@ -107,10 +93,10 @@ def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, setting
             cur.execute("LOCK TABLE workspace.usps_3d_base_service IN ACCESS EXCLUSIVE MODE")
         thread.start()
         build.start()
-        wait_for(lambda: build_waiting_on_lock(watcher), what="the build to wait in its insert phase")
+        wait_until(lambda: build_waiting_on_lock(watcher), message="the build to wait in its insert phase")
         reads_during_build = len(seen)
-        time.sleep(0.3)
-        assert len(seen) > reads_during_build    # the live table stayed readable during the build
+        wait_until(lambda: len(seen) > reads_during_build,   # the live table stayed readable during the build
+                   message="the reader to read while the build waits")
         blocker.rollback()
         build.join(timeout=30)
         for _ in range(3):
@@ -130,9 +116,9 @@ def test_cancelled_build_leaves_old_rows_serving(app, settings):
     load_delivery_sources()
     old = run_transformation(system_context(settings), "delivery-matrix").rows
     add_usps("100", "900", pri=2)
-    blocker = connect(settings)
+    blocker = connect(settings.data)
     blocker.autocommit = False
-    watcher = connect(settings)
+    watcher = connect(settings.data)
     errors = []
 
     def run():
@@ -146,7 +132,7 @@ def test_cancelled_build_leaves_old_rows_serving(app, settings):
         with blocker.cursor() as cur:
             cur.execute("LOCK TABLE workspace.ups_zones IN ACCESS EXCLUSIVE MODE")
         build.start()
-        wait_for(lambda: build_waiting_on_lock(watcher), what="the build to wait in its insert phase")
+        wait_until(lambda: build_waiting_on_lock(watcher), message="the build to wait in its insert phase")
         with watcher.cursor() as cur:
             cur.execute("SELECT pg_cancel_backend(%s)", (build_waiting_on_lock(watcher),))
         build.join(timeout=30)
@@ -165,7 +151,7 @@ def test_swap_waits_for_a_long_reader_then_gives_up_keeping_old_rows(app, settin
     load_delivery_sources()
     old = run_transformation(system_context(settings), "delivery-matrix").rows
     add_usps("100", "900", pri=2)
-    reader = connect(settings)
+    reader = connect(settings.data)
     reader.autocommit = False
     with reader.cursor() as cur:  # a long transaction that has read the live table
         cur.execute("SELECT count(*) FROM reference.delivery_matrix")
@@ -219,7 +205,7 @@ def test_second_run_is_refused_naming_the_run_that_is_going(app, settings):
 
 def test_build_in_the_data_database_is_exclusive(app, settings):
     load_delivery_sources()
-    holder = connect(settings)
+    holder = connect(settings.data)
     holder.autocommit = False
     with holder.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('handled.transformation'), hashtext('delivery-matrix'))")
@@ -340,7 +326,7 @@ def test_slices_build_the_same_rows_as_one_build(app, settings):
                for name, _ in partitions}
     assert sorted(map(sorted, origins.values())) == [["050", "100"], ["200"], ["300", "900"]]
     assert scratch_tables() == []
-    conn = connect(settings)
+    conn = connect(settings.data)
     try:
         assert compare_models(conn, DATA_MODELS, SCHEMAS["data"]) == []
     finally:
@@ -371,9 +357,9 @@ def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app, settings)
 
 def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
     old = build_with_five_origins(settings)
-    blocker = connect(settings)
+    blocker = connect(settings.data)
     blocker.autocommit = False
-    watcher = connect(settings)
+    watcher = connect(settings.data)
     control, errors = BuildControl(), []
 
     def waiting_slices() -> int:
@@ -393,7 +379,7 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
         with blocker.cursor() as cur:
             cur.execute("LOCK TABLE workspace.ups_zones IN ACCESS EXCLUSIVE MODE")
         build.start()
-        wait_for(lambda: waiting_slices() == 3, what="all three slices to wait on the locked source")
+        wait_until(lambda: waiting_slices() == 3, message="all three slices to wait on the locked source")
         control.cancel()
         build.join(timeout=30)
         assert not build.is_alive()
@@ -411,7 +397,7 @@ def test_old_table_still_read_after_the_swap_is_dropped_by_the_next_build(app, s
     run_transformation(system_context(settings), "delivery-matrix")
     old_partition = live_partitions()[0][0]
     add_usps("100", "900", pri=2)
-    reader = connect(settings)
+    reader = connect(settings.data)
     reader.autocommit = False
     with reader.cursor() as cur:   # a long transaction on the live table's one slice
         cur.execute(f"SELECT count(*) FROM reference.{old_partition}")

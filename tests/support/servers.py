@@ -11,17 +11,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import psycopg2
 import redis
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.databases import connect, db_url
+from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 
 def pg_bindir() -> Path:
@@ -80,8 +76,7 @@ class PrivatePostgres:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def createdb(self, name: str) -> None:
-        conn = psycopg2.connect(self.url())
-        conn.autocommit = True
+        conn = connect(self.url())
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
@@ -105,14 +100,14 @@ class PrivateRedis:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.base)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
-                    return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+        wait_until(self._answers, timeout=10, message="the private redis-server to start")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+        except redis.RedisError:
+            return False
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -120,7 +115,7 @@ class PrivateRedis:
             self.process.wait(10)
 
 
-# --- issue 7 (operations): PgBouncer and TLS --------------------------------------
+# --- PgBouncer and TLS --------------------------------------
 
 def _owned_by_postgres(path: Path, mode: int) -> None:
     path.chmod(mode)
@@ -198,16 +193,17 @@ class PrivatePgBouncer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"pgbouncer did not start: {self.log()[-2000:]}")
+        wait_until(self._listens, timeout=10, message="pgbouncer to start")
+        return self
+
+    def _listens(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer did not start: {self.log()[-2000:]}") from None
+            return False
 
     def log(self) -> str:
         path = self.base / "pgbouncer.log"
@@ -230,7 +226,7 @@ def through_pgbouncer(settings, bouncer: PrivatePgBouncer, **params):
 
     from handled.settings import DatabaseConfig, parse_database_url
 
-    direct = DatabaseConfig(**{**settings.primary.__dict__, "variable": "PRIMARY_MIGRATION_URL"})
+    direct = parse_database_url("PRIMARY_MIGRATION_URL", db_url(settings.primary.dbname))
     primary = parse_database_url("PRIMARY_DATABASE_URL", bouncer.url(settings.primary.dbname, **params))
     data = settings.data if settings.split_db_mode else DatabaseConfig(**{**primary.__dict__,
                                                                           "variable": "DATA_DATABASE_URL"})

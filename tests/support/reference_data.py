@@ -87,9 +87,10 @@ def build_reference_tables(settings):
 
 
 def build_backends() -> int:
-    """DATA connections a transformation build holds open (its application name)."""
-    return data_db.execute_sql("SELECT count(*) FROM pg_stat_activity "
-                               "WHERE application_name LIKE 'handled-build-%%'").fetchone()[0]
+    """DATA connections a transformation build holds open (its application name), on this test
+    database only: other suites sharing the server run builds of their own."""
+    return data_db.execute_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND application_name LIKE 'handled-build-%%'").fetchone()[0]
 
 
 def reference_tables() -> list[str]:

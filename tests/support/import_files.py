@@ -1,4 +1,4 @@
-"""Helpers for the integrations tests: files written in each real format, and fixtures.
+"""Files written in each real format, for the integrations tests.
 
 Each writer produces the file the way its publisher does: uszips.csv with every
 field quoted, the Gazetteer tab-separated with trailing spaces after the last
@@ -9,16 +9,7 @@ eight title rows, UPS ground files without a header, USPS with its header.
 from __future__ import annotations
 
 import csv
-import dataclasses
 from pathlib import Path
-
-import pytest
-from psycopg2 import sql
-
-from handled import create_app
-from handled.db import data_db
-from handled.integrations.service import import_file
-from handled.models import ImportRun
 
 USZIPS_HEADER = ["zip", "lat", "lng", "city", "state_id", "state_name", "zcta", "parent_zcta",
                  "population", "density", "county_fips", "county_name", "county_weights",
@@ -29,9 +20,6 @@ ZONE_HEADER = ["Dest. ZIP", "Ground", "3 Day Select", "2nd Day Air", "2nd Day Ai
 USPS_HEADER = ["Origin_ZIP_Code", "Destination_ZIP_Code"] + [
     f"{s}_Service_Standard" for s in ("PRI", "GAL", "MKT", "PER", "PKG", "FCM", "GAH", "PFC")]
 USPS_NAME = "3D_Base_Service_Standard_Directory_01152025.csv"
-
-
-# ---- writers
 
 
 def uszip_row(zip_code="00501", **changes) -> list[str]:
@@ -131,65 +119,3 @@ def write_usps(path: Path, rows, header=USPS_HEADER) -> Path:
             writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-# ---- database helpers
-
-
-def table_rows(target: str, order_by: str = "1, 2") -> list[tuple]:
-    with data_db.connection().cursor() as cur:
-        cur.execute(sql.SQL("SELECT * FROM {} ORDER BY " + order_by).format(
-            sql.Identifier("workspace", target)))
-        return cur.fetchall()
-
-
-def table_digest(target: str) -> tuple[int, str]:
-    """Row count and md5 of every row's text in order: equal digests, equal tables."""
-    with data_db.connection().cursor() as cur:
-        cur.execute(sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
-                            "FROM {} t").format(sql.Identifier("workspace", target)))
-        return cur.fetchone()
-
-
-def last_run() -> ImportRun:
-    return ImportRun.select().order_by(ImportRun.id.desc()).first()
-
-
-def assert_refused(integration_id: str, path: Path, target: str, *, message: str | None = None,
-                   rejected: list[tuple[int, str]] | None = None, file_name: str | None = None,
-                   partial: bool = False):
-    """Import ``path`` expecting a refusal: table byte-for-byte unchanged, history says why."""
-    before = table_digest(target)
-    outcome = import_file(integration_id, path, file_name=file_name, partial=partial)
-    assert outcome.status == "failed", outcome
-    assert table_digest(target) == before
-    run = ImportRun.get_by_id(outcome.run_id)
-    assert run.status == "failed" and run.finished_at is not None
-    if message is not None:
-        assert message in run.message, run.message
-    if rejected is not None:
-        found = [(r["line"], r["column"]) for r in run.rejected_rows]
-        assert found == rejected, run.rejected_rows
-        assert run.rows_rejected == len(rejected)
-    return run
-
-
-@pytest.fixture
-def imp_settings(settings, tmp_path):
-    return dataclasses.replace(settings, import_archive_dir=str(tmp_path / "archive"),
-                               import_upload_dir=str(tmp_path / "uploads"))
-
-
-@pytest.fixture
-def imp_app(imp_settings):
-    application = create_app(imp_settings)
-    application.config.update(TESTING=True)
-    with application.app_context():
-        yield application
-
-
-@pytest.fixture
-def files(tmp_path) -> Path:
-    folder = tmp_path / "files"
-    folder.mkdir()
-    return folder

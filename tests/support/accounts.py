@@ -1,4 +1,4 @@
-"""Signed-in test clients and CSRF tokens (fixtures re-exported by tests/conftest.py).
+"""Test users, signed-in test clients and CSRF tokens (fixtures in tests/fixtures/accounts.py).
 
 ``login_client(permissions=[...])`` or ``login_client(role="admin")`` returns a Flask
 test client signed in as a fresh user. It sends a valid CSRF token (header
@@ -14,7 +14,6 @@ import itertools
 import os
 from types import SimpleNamespace
 
-import pytest
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
@@ -96,22 +95,6 @@ def sign_in_client(app, user, client: FlaskClient | None = None) -> FlaskClient:
     return client
 
 
-@pytest.fixture
-def login_client(app):
-    """Factory: ``login_client(permissions=["run_imports"])`` or ``login_client(role="admin")``."""
-    def make(permissions=None, role: str | None = None, **user_fields) -> FlaskClient:
-        if permissions is None and role is None:
-            permissions = []
-        return sign_in_client(app, make_user(app, permissions, role, **user_fields))
-    return make
-
-
-@pytest.fixture(name="csrf_token")
-def csrf_token_fixture():
-    """``csrf_token(client)``: a CSRF token valid for that client's session."""
-    return csrf_token
-
-
 def client_with_token(app, token: str) -> FlaskClient:
     """A plain test client carrying a session token cookie (no sign-in form)."""
     from handled.auth.web import COOKIE_NAME
@@ -127,3 +110,11 @@ def new_session(app, user) -> str:
 
     with app.app_context():
         return sessions.create_session(app.config["HANDLED_SETTINGS"], user.id, "127.0.0.1", "pytest")
+
+
+def sign_in(app, email: str, password: str = TEST_PASSWORD):
+    """A test client signed in through the login form, as a person would."""
+    client = app.test_client()
+    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return client

@@ -1,4 +1,4 @@
-"""A live server and Debian's chromium driven by Playwright, for browser tests.
+"""Driving Debian's chromium in browser tests (fixtures in tests/fixtures/browser.py).
 
 Never a browser download: Playwright launches /usr/bin/chromium (scripts/test
 installs Debian's package when it is missing).
@@ -6,39 +6,11 @@ installs Debian's package when it is missing).
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import replace
-
-import pytest
-from werkzeug.serving import make_server
-
-from handled import create_app
-from tests.servers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-@pytest.fixture
-def live_server(settings):
-    app = create_app(replace(settings, session_cookie_secure=False))
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 def screenshot(page, path, attempts: int = 3) -> None:

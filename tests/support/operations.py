@@ -1,16 +1,14 @@
-"""Helpers of the operations tests: a populated PRIMARY, sign-in through the real
-login form, and per-table comparisons read straight from PostgreSQL."""
+"""Helpers of the operations tests (backup, restore, split, rebuild): a populated PRIMARY,
+and per-table comparisons read straight from PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 
-import psycopg2
-
 from handled.models import (Facility, FacilityOrganization, ImportRun, Organization, TransformationRun)
 from handled.schema.names import SCRATCH_LIKE_PATTERNS
-from tests.auth_helpers import TEST_PASSWORD, csrf_token, make_user
-from tests.conftest import PREFIX, db_url, drop_database, recreate_database
+from tests.support.accounts import make_user
+from tests.support.databases import connect
 
 
 def populate_primary(app) -> dict:
@@ -33,21 +31,6 @@ def populate_primary(app) -> dict:
                          rejected_rows=[{"line": 2, "reason": "bad\nzip"}])
         TransformationRun.create(transformation="zip3_reference", status="succeeded", phase_timings={"build": 1.5})
     return {"admin": admin, "lead": lead, "seller": seller}
-
-
-def sign_in(app, email: str, password: str = TEST_PASSWORD):
-    """A test client signed in through the login form, as a person would."""
-    client = app.test_client()
-    response = client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)})
-    assert response.status_code == 302, response.get_data(as_text=True)[:500]
-    return client
-
-
-def connect(name_or_url: str):
-    url = name_or_url if "://" in name_or_url else db_url(name_or_url)
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    return conn
 
 
 def table_fingerprints(name: str, schemas) -> dict:
@@ -76,28 +59,6 @@ def sequence_values(name: str, schemas) -> dict:
         out = dict(cur.fetchall())
     conn.close()
     return out
-
-
-class Databases:
-    """Databases a test creates under the test prefix; all dropped at the end."""
-
-    def __init__(self, tag: str):
-        self.tag = tag
-        self.names: list[str] = []
-
-    def name(self, suffix: str, create: bool = False) -> str:
-        name = f"{PREFIX}_{self.tag}_{suffix}"
-        assert name.startswith(PREFIX)
-        if name not in self.names:
-            self.names.append(name)
-        drop_database(name)
-        if create:
-            recreate_database(name)
-        return name
-
-    def drop_all(self) -> None:
-        for name in self.names:
-            drop_database(name)
 
 
 def dumps(value) -> str:

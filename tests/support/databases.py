@@ -1,0 +1,181 @@
+"""The tests' own databases: names, creating and dropping them, connecting, and the per-test reset.
+
+Every database a test creates starts with PREFIX, and only such databases are ever dropped.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+
+from handled.schema.migrations import MIGRATIONS_DIR
+from handled.models import SCHEMAS
+from handled.schema.names import SCRATCH_LIKE_PATTERNS
+from handled.settings import load_settings
+from tests.support.environment import PG_SERVER, PREFIX, SECRET, TEST_REDIS
+
+SEED_FILES = [p for p in sorted(MIGRATIONS_DIR.glob("*/*seed*.sql")) if not p.name.endswith(".rollback.sql")]
+
+
+def db_url(name: str) -> str:
+    return f"{PG_SERVER}/{name}"
+
+
+def connect(where, autocommit: bool = True):
+    """A psycopg2 connection to ``where``: a DatabaseConfig (``settings.primary``), a URL, or the
+    name of a database on the test server."""
+    if hasattr(where, "connect_kwargs"):
+        conn = psycopg2.connect(dbname=where.dbname, **where.connect_kwargs())
+    else:
+        conn = psycopg2.connect(where if "://" in where else db_url(where))
+    conn.autocommit = autocommit
+    return conn
+
+
+def recreate_database(name: str) -> None:
+    """Drop (if present) and create one of the tests' own databases."""
+    assert name.startswith(PREFIX), "tests only ever drop databases they created"
+    conn = connect("postgres")
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def drop_database(name: str) -> None:
+    assert name.startswith(PREFIX), "tests only ever drop databases they created"
+    conn = connect("postgres")
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def mode_env(mode: str, primary: str, data: str | None = None, **extra) -> dict:
+    env = {
+        "PRIMARY_DATABASE_URL": db_url(primary),
+        "SPLIT_DB_MODE": "true" if mode == "split" else "false",
+        "REDIS_URL": TEST_REDIS,
+        "SECRET_KEY": SECRET,
+        # plain-http test servers, and cheap password hashing
+        "SESSION_COOKIE_SECURE": "false",
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "1024",
+    }
+    if data:
+        env["DATA_DATABASE_URL"] = db_url(data)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def database_names(mode: str, tag: str = "") -> tuple[str, str | None]:
+    base = f"{PREFIX}{tag}_{mode}"
+    return (base, None) if mode == "single" else (f"{base}_primary", f"{base}_data")
+
+
+def fresh_settings(mode: str, tag: str = "", **extra):
+    """Settings over newly created, empty databases for ``mode`` (not migrated)."""
+    primary, data = database_names(mode, tag)
+    recreate_database(primary)
+    if data:
+        recreate_database(data)
+    return load_settings(mode_env(mode, primary, data, **extra))
+
+
+class Databases:
+    """Databases a test creates under the test prefix; all dropped at the end."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.names: list[str] = []
+
+    def name(self, suffix: str, create: bool = False) -> str:
+        name = f"{PREFIX}_{self.tag}_{suffix}"
+        assert name.startswith(PREFIX)
+        if name not in self.names:
+            self.names.append(name)
+        drop_database(name)
+        if create:
+            recreate_database(name)
+        return name
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            drop_database(name)
+
+
+# --- the reset after every test -------------------------------------------------------------
+# One round trip per database: a DO block drops what a killed or failed build left (data side,
+# handled.schema.names), TRUNCATEs in one statement every table of the side's schemas that holds a row
+# (an empty table has nothing to empty, and TRUNCATE of a table costs new files whether or not
+# it had rows), restarts every sequence a table owns that has been used since its last restart
+# (what RESTART IDENTITY did), then the seed migrations run in the same query string.
+
+RESET_SQL = r"""
+DO $reset$
+DECLARE
+    item record;
+    holds_rows boolean;
+    written text[] := '{}';
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);   -- no wait for the disk: only a reset is at stake
+    IF %(drop_leftovers)s THEN
+        FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
+                    WHERE schemaname = 'reference' AND tablename LIKE ANY(%(scratch)s)
+        LOOP
+            EXECUTE 'DROP TABLE IF EXISTS ' || item.name;
+        END LOOP;
+    END IF;
+    FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
+                WHERE schemaname = ANY(%(schemas)s)
+    LOOP
+        EXECUTE 'SELECT EXISTS (SELECT FROM ' || item.name || ')' INTO holds_rows;
+        IF holds_rows THEN
+            written := written || item.name;
+        END IF;
+    END LOOP;
+    IF cardinality(written) > 0 THEN
+        EXECUTE 'TRUNCATE ' || array_to_string(written, ', ') || ' CASCADE';
+    END IF;
+    FOR item IN SELECT format('%%I.%%I', s.schemaname, s.sequencename) AS name, s.start_value
+                FROM pg_sequences s
+                JOIN pg_class c ON c.relname = s.sequencename
+                JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schemaname
+                JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                WHERE s.schemaname = ANY(%(schemas)s) AND s.last_value IS NOT NULL
+    LOOP
+        PERFORM setval(item.name, item.start_value, false);
+    END LOOP;
+END
+$reset$;
+"""
+
+
+def _reset_statement(side: str) -> tuple[str, dict]:
+    seeds = "\n".join(seed.read_text() for seed in SEED_FILES if seed.parent.name == side)
+    params = {"drop_leftovers": side == "data", "schemas": list(SCHEMAS[side]),
+              "scratch": list(SCRATCH_LIKE_PATTERNS)}
+    return RESET_SQL + seeds.replace("%", "%%"), params
+
+
+def reset_tables(settings) -> None:
+    """Empty every table of the four schemas and replay the seed migrations.
+
+    One query string per database (both sides at once in single mode), on a new connection
+    closed at once: a kept one would show in the tests that count the connections to their
+    database."""
+    batches: dict[tuple, tuple] = {}
+    for side, config in (("primary", settings.primary), ("data", settings.data)):
+        statement, params = _reset_statement(side)
+        key = (config.host, config.port, config.dbname)
+        if key in batches:   # single mode: one database holds both sides
+            earlier_config, earlier_statements = batches[key]
+            batches[key] = (earlier_config, earlier_statements + [(statement, params)])
+        else:
+            batches[key] = (config, [(statement, params)])
+    for config, statements in batches.values():
+        conn = connect(config)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(b"".join(cur.mogrify(statement, params) for statement, params in statements))
+        finally:
+            conn.close()

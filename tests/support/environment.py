@@ -1,0 +1,20 @@
+"""Where the tests find PostgreSQL and Redis, and the names they may use (all from the environment).
+
+  HANDLED_TEST_PG            server URL without database (default postgresql://postgres@127.0.0.1:5432)
+  HANDLED_TEST_REDIS         Redis URL of a database the tests may flush (default redis://127.0.0.1:6379/15)
+  HANDLED_TEST_DB_PREFIX     prefix of every database the tests create (default handled_test)
+  HANDLED_TEST_VIA_PGBOUNCER 1: every test's PRIMARY goes through a real PgBouncer (see fixtures/databases.py)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+TEST_REDIS = os.environ.get("HANDLED_TEST_REDIS", "redis://127.0.0.1:6379/15")
+PREFIX = os.environ.get("HANDLED_TEST_DB_PREFIX", "handled_test")
+VIA_PGBOUNCER = os.environ.get("HANDLED_TEST_VIA_PGBOUNCER", "") == "1"
+SECRET = "test-secret-key-0123456789abcdef"
+MODES = ["single", "split"]

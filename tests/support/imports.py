@@ -1,0 +1,49 @@
+"""What the integrations tests read back after an import: workspace tables, run history, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psycopg2 import sql
+
+from handled.db import data_db
+from handled.integrations.service import import_file
+from handled.models import ImportRun
+
+
+def table_rows(target: str, order_by: str = "1, 2") -> list[tuple]:
+    with data_db.connection().cursor() as cur:
+        cur.execute(sql.SQL("SELECT * FROM {} ORDER BY " + order_by).format(
+            sql.Identifier("workspace", target)))
+        return cur.fetchall()
+
+
+def table_digest(target: str) -> tuple[int, str]:
+    """Row count and md5 of every row's text in order: equal digests, equal tables."""
+    with data_db.connection().cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                            "FROM {} t").format(sql.Identifier("workspace", target)))
+        return cur.fetchone()
+
+
+def last_run() -> ImportRun:
+    return ImportRun.select().order_by(ImportRun.id.desc()).first()
+
+
+def assert_refused(integration_id: str, path: Path, target: str, *, message: str | None = None,
+                   rejected: list[tuple[int, str]] | None = None, file_name: str | None = None,
+                   partial: bool = False):
+    """Import ``path`` expecting a refusal: table byte-for-byte unchanged, history says why."""
+    before = table_digest(target)
+    outcome = import_file(integration_id, path, file_name=file_name, partial=partial)
+    assert outcome.status == "failed", outcome
+    assert table_digest(target) == before
+    run = ImportRun.get_by_id(outcome.run_id)
+    assert run.status == "failed" and run.finished_at is not None
+    if message is not None:
+        assert message in run.message, run.message
+    if rejected is not None:
+        found = [(r["line"], r["column"]) for r in run.rejected_rows]
+        assert found == rejected, run.rejected_rows
+        assert run.rows_rejected == len(rejected)
+    return run

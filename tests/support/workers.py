@@ -1,0 +1,32 @@
+"""A real `flask jobs worker` subprocess over the current test databases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from tests.support.environment import ROOT, SECRET, TEST_REDIS
+from tests.support.processes import start_flask
+
+
+def url(config) -> str:
+    who = f"{config.user}@" if config.user else ""
+    return f"postgresql://{who}{config.host or '127.0.0.1'}:{config.port or 5432}/{config.dbname}"
+
+
+def worker_env(settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIMARY_", "DATA_", "SPLIT_", "REDIS_"))}
+    env.update(PRIMARY_DATABASE_URL=url(settings.primary), REDIS_URL=TEST_REDIS,
+               SPLIT_DB_MODE="true" if settings.split_db_mode else "false",
+               SECRET_KEY=SECRET, PYTHONUNBUFFERED="1")
+    if settings.split_db_mode:
+        env["DATA_DATABASE_URL"] = url(settings.data)
+    return env
+
+
+def start_worker(settings, tmp_path, *extra) -> subprocess.Popen:
+    # run from an empty folder so the repository's .env is not read
+    log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")
+    return start_flask("--app", str(ROOT / "app.py"), "jobs", "worker", *extra, env=worker_env(settings),
+                       cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
