@@ -25,8 +25,23 @@ def worker_env(settings) -> dict:
     return env
 
 
+# Every worker a test started; tests/fixtures/workers.py kills those still running after each
+# test, so a test that fails half way never leaves a worker taking the next tests' jobs.
+STARTED: list[subprocess.Popen] = []
+
+
+def stop_started_workers() -> None:
+    while STARTED:
+        worker = STARTED.pop()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=30)
+
+
 def start_worker(settings, tmp_path, *extra) -> subprocess.Popen:
     # run from an empty folder so the repository's .env is not read
     log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")
-    return start_flask("--app", str(ROOT / "app.py"), "jobs", "worker", *extra, env=worker_env(settings),
-                       cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    worker = start_flask("--app", str(ROOT / "app.py"), "jobs", "worker", *extra, env=worker_env(settings),
+                         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    STARTED.append(worker)
+    return worker
