@@ -132,16 +132,19 @@ def phase_at(timings: dict, offset: float) -> str:
 def export_child(dbname: str, target: str) -> None:
     """Runs in a child process: the CLI's export path, then the streamed path; prints JSON."""
     from handled import create_app
+    from handled.context import system_context
     from handled.exports import service
     from handled.settings import load_settings
 
-    create_app(load_settings(env_for(dbname)))
+    settings = load_settings(env_for(dbname))
+    create_app(settings)
+    ctx = system_context(settings)
     started = time.monotonic()
     with open(target, "wb") as handle:
-        result = service.write_export("delivery_matrix.csv", handle)
+        result = service.write_export(ctx, "delivery_matrix.csv", handle)
     file_seconds = time.monotonic() - started
     started, size = time.monotonic(), 0
-    for chunk in service.stream_export("delivery_matrix.csv"):
+    for chunk in service.stream_export(ctx, "delivery_matrix.csv"):
         size += len(chunk)
     stream_seconds = time.monotonic() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -21,29 +21,29 @@ def built(app, settings):
     build_reference_tables(settings)
 
 
-def export_json(export_id):
-    return json.loads(b"".join(service.stream_export(export_id)))
+def export_json(settings, export_id):
+    return json.loads(b"".join(service.stream_export(system_context(settings), export_id)))
 
 
-def test_zip3_reference_json_uses_population_centroid(built):
-    data = export_json("zip3-reference.json")
+def test_zip3_reference_json_uses_population_centroid(built, settings):
+    data = export_json(settings, "zip3-reference.json")
     assert sorted(data) == ["100", "200", "300"]          # 400 has no population centroid
     assert data["100"] == {"lat": pytest.approx(43.0), "lng": pytest.approx(-73.0), "city": "Beta",
                            "state": "NY", "population": 400}
     assert data["200"]["population"] == 0 and data["200"]["city"] == "Yew"
 
 
-def test_zone_matrices_take_fewest_ground_days_and_99_where_no_service(built):
-    assert export_json("zone-matrix.json") == {
+def test_zone_matrices_take_fewest_ground_days_and_99_where_no_service(built, settings):
+    assert export_json(settings, "zone-matrix.json") == {
         "origins": ["100", "700"], "destinations": ["200", "300", "400", "500", "600"],
         "matrix": [[2, 1, 5, 3, 4], [3, 99, 99, 99, 99]]}
-    assert export_json("zone-matrix-ups.json") == {
+    assert export_json(settings, "zone-matrix-ups.json") == {
         "origins": ["100"], "destinations": ["200", "300", "400", "500", "600"], "matrix": [[2, 1, 5, 3, 4]]}
-    assert export_json("zone-matrix-usps.json") == {
+    assert export_json(settings, "zone-matrix-usps.json") == {
         "origins": ["100", "700"], "destinations": ["200", "300"], "matrix": [[2, 2], [3, 99]]}
 
 
-def test_csv_export_matches_the_table_and_is_recorded(built, runner, tmp_path):
+def test_csv_export_matches_the_table_and_is_recorded(built, runner, tmp_path, settings):
     target = tmp_path / "matrix.csv"
     result = runner.invoke(args=["exports", "write", "delivery_matrix.csv", "-o", str(target),
                                  "--user-email", "ops@example.test"])
@@ -57,7 +57,7 @@ def test_csv_export_matches_the_table_and_is_recorded(built, runner, tmp_path):
     run = ExportRun.select().order_by(ExportRun.id.desc()).first()
     assert (run.export, run.status, run.rows_written, run.bytes_written, run.created_by_email) == (
         "delivery_matrix.csv", "succeeded", len(expected), target.stat().st_size, "ops@example.test")
-    streamed = b"".join(service.stream_export("delivery_matrix.csv"))
+    streamed = b"".join(service.stream_export(system_context(settings), "delivery_matrix.csv"))
     assert streamed == target.read_bytes()               # same bytes every time for one build
 
 
@@ -89,7 +89,7 @@ def test_interrupted_stream_stops_the_copy_and_is_recorded(app, settings):
         "SELECT lpad(o::text, 3, '0'), lpad(d::text, 3, '0'), 2, 3, 4 "
         "FROM generate_series(100, 399) o, generate_series(100, 299) d")
     rows = run_transformation(system_context(settings), "delivery-matrix").rows
-    stream = service.stream_export("delivery_matrix.csv")
+    stream = service.stream_export(system_context(settings), "delivery_matrix.csv")
     first = next(stream)
     assert first.startswith(b"origin_zip3,") and len(first) >= 256 * 1024
     stream.close()
@@ -99,5 +99,5 @@ def test_interrupted_stream_stops_the_copy_and_is_recorded(app, settings):
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT * FROM reference.delivery%%' "
         "AND state = 'active'").fetchone()[0]
     assert active == 0
-    whole = b"".join(service.stream_export("delivery_matrix.csv"))   # the pool still serves
+    whole = b"".join(service.stream_export(system_context(settings), "delivery_matrix.csv"))   # the pool still serves
     assert whole.count(b"\n") == rows + 1

@@ -28,9 +28,7 @@ def role_new():
         role = roles.create_role(web_context(), form.get("code", ""), form.get("name", ""),
                                  form.get("description", ""), form.getlist("permissions"))
     except HandledError as exc:
-        flash(str(exc), "error")
-        return render_template("admin/role_form.html", role=None, permissions=permissions,
-                               held=set(form.getlist("permissions")), form=form), 400
+        return _refused_form(exc, None, permissions)
     flash(f"Created role {role.code}.", "info")
     return redirect(url_for("admin.roles"))
 
@@ -52,9 +50,7 @@ def role_edit(role_id):
         roles.update_role(web_context(), role_id, form.get("name", ""), form.get("description", ""),
                           form.getlist("permissions"))
     except HandledError as exc:
-        flash(str(exc), "error")
-        return render_template("admin/role_form.html", role=role, permissions=permissions,
-                               held=set(form.getlist("permissions")), form=form), 400
+        return _refused_form(exc, role, permissions)
     flash(f"Saved role {role.code}; holders get the new permissions on their next request.", "info")
     return redirect(url_for("admin.roles"))
 
@@ -69,3 +65,10 @@ def role_delete(role_id):
     else:
         flash(f"Deleted role {code}.", "info")
     return redirect(url_for("admin.roles"))
+
+
+def _refused_form(exc: HandledError, role, permissions):
+    """The role form again with what was posted and why it was refused (400)."""
+    flash(str(exc), "error")
+    return render_template("admin/role_form.html", role=role, permissions=permissions,
+                           held=set(request.form.getlist("permissions")), form=request.form), 400

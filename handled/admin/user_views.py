@@ -110,17 +110,19 @@ def user_reset_password(user_id):
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_disable(user_id):
-    user = users.set_disabled(web_context(), user_id, True)
-    flash(f"Disabled {user.email}; their sessions are ended.", "info")
-    return redirect(url_for("admin.user_edit", user_id=user_id))
+    return _set_disabled(user_id, True, "Disabled {email}; their sessions are ended.")
 
 
 @bp.post("/users/<int:user_id>/enable")
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_enable(user_id):
-    user = users.set_disabled(web_context(), user_id, False)
-    flash(f"Enabled {user.email}.", "info")
+    return _set_disabled(user_id, False, "Enabled {email}.")
+
+
+def _set_disabled(user_id: int, disabled: bool, done_text: str):
+    user = users.set_disabled(web_context(), user_id, disabled)
+    flash(done_text.format(email=user.email), "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
 

@@ -96,16 +96,20 @@ def get_facility(facility_id: int) -> Facility:
     return facility
 
 
+def _create_or_update(model, get, record_id: int | None, fields: dict):
+    """A new row of ``model`` (``record_id`` None) or the updated one; ``get`` raises NotFound when it is gone."""
+    if record_id is None:
+        return model.create(**fields)
+    get(record_id)
+    model.update(**fields, updated_at=utcnow()).where(model.id == record_id).execute()
+    return get(record_id)
+
+
 def save_organization(ctx: Context, form, org_id: int | None = None) -> Organization:
     fields = organization_fields(form)
     try:
         with primary_db.atomic():
-            if org_id is None:
-                org = Organization.create(**fields)
-            else:
-                get_organization(org_id)
-                Organization.update(**fields, updated_at=utcnow()).where(Organization.id == org_id).execute()
-                org = get_organization(org_id)
+            org = _create_or_update(Organization, get_organization, org_id, fields)
             audit.record(ctx, "organization.create" if org_id is None else "organization.update",
                          "organization", org.id, org.code)
     except IntegrityError:
@@ -114,13 +118,8 @@ def save_organization(ctx: Context, form, org_id: int | None = None) -> Organiza
 
 
 def set_organization_active(ctx: Context, org_id: int, active: bool) -> Organization:
-    org = get_organization(org_id)
-    with primary_db.atomic():
-        Organization.update(status="active" if active else "inactive", updated_at=utcnow()).where(
-            Organization.id == org_id).execute()
-        audit.record(ctx, "organization.activate" if active else "organization.deactivate", "organization",
-                     org_id, org.code)
-    return get_organization(org_id)
+    return _set_active(ctx, "organization", get_organization, org_id, active,
+                       {"status": "active" if active else "inactive"})
 
 
 def served_organization_ids(facility_id: int) -> set[int]:
@@ -145,12 +144,7 @@ def save_facility(ctx: Context, form, organization_ids, facility_id: int | None 
         raise HandledError("One of the chosen organizations no longer exists; reload the page.")
     try:
         with primary_db.atomic():
-            if facility_id is None:
-                facility = Facility.create(**fields)
-            else:
-                get_facility(facility_id)
-                Facility.update(**fields, updated_at=utcnow()).where(Facility.id == facility_id).execute()
-                facility = get_facility(facility_id)
+            facility = _create_or_update(Facility, get_facility, facility_id, fields)
             FacilityOrganization.delete().where(FacilityOrganization.facility == facility.id).execute()
             for org_id in sorted(wanted):
                 FacilityOrganization.create(facility=facility.id, organization=org_id)
@@ -162,9 +156,14 @@ def save_facility(ctx: Context, form, organization_ids, facility_id: int | None 
 
 
 def set_facility_active(ctx: Context, facility_id: int, active: bool) -> Facility:
-    facility = get_facility(facility_id)
+    return _set_active(ctx, "facility", get_facility, facility_id, active, {"active": active})
+
+
+def _set_active(ctx: Context, kind: str, get, record_id: int, active: bool, values: dict):
+    """Write ``values`` (how the row says active), audit ``<kind>.activate``/``deactivate``; return the row."""
+    record = get(record_id)
+    model = type(record)
     with primary_db.atomic():
-        Facility.update(active=active, updated_at=utcnow()).where(Facility.id == facility_id).execute()
-        audit.record(ctx, "facility.activate" if active else "facility.deactivate", "facility", facility_id,
-                     facility.code)
-    return get_facility(facility_id)
+        model.update(**values, updated_at=utcnow()).where(model.id == record_id).execute()
+        audit.record(ctx, f"{kind}.{'activate' if active else 'deactivate'}", kind, record_id, record.code)
+    return get(record_id)

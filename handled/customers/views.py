@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flask import flash, redirect, render_template, request, url_for
 
 from handled.auth.permissions import permission_required
@@ -16,45 +18,24 @@ def organizations_list():
     return render_template("customers/organizations.html", organizations=services.list_organizations())
 
 
-@bp.route("/organizations/new", methods=["GET", "POST"])
+@bp.route("/organizations/new", methods=["GET", "POST"], endpoint="organization_new")
+@bp.route("/organizations/<int:org_id>", methods=["GET", "POST"], endpoint="organization_edit")
 @permission_required("manage_customers")
-def organization_new():
-    return _organization_form(None)
+def organization_form(org_id=None):
+    def page(org, posted):
+        return render_template("customers/organization_form.html", org=org,
+                               form=posted if posted is not None else org.__data__ if org else {})
 
-
-@bp.route("/organizations/<int:org_id>", methods=["GET", "POST"])
-@permission_required("manage_customers")
-def organization_edit(org_id):
-    return _organization_form(org_id)
-
-
-def _organization_form(org_id):
-    try:
-        org = services.get_organization(org_id) if org_id else None
-    except HandledError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("customers.organizations"))
-    if request.method == "GET":
-        return render_template("customers/organization_form.html", org=org, form=org.__data__ if org else {})
-    try:
-        saved = services.save_organization(web_context(), request.form, org_id)
-    except HandledError as exc:
-        flash(str(exc), "error")
-        return render_template("customers/organization_form.html", org=org, form=request.form), 400
-    flash(f"Saved organization {saved.code}.", "info")
-    return redirect(url_for("customers.organizations"))
+    return _form_page(org_id, load=services.get_organization, page=page, list_endpoint="customers.organizations",
+                      save=lambda: services.save_organization(web_context(), request.form, org_id),
+                      saved_text=lambda org: f"Saved organization {org.code}.")
 
 
 @bp.post("/organizations/<int:org_id>/active")
 @permission_required("manage_customers")
 def organization_active(org_id):
-    active = request.form.get("active") == "true"
-    try:
-        org = services.set_organization_active(web_context(), org_id, active)
-        flash(f"{org.code} is now {org.status}.", "info")
-    except HandledError as exc:
-        flash(str(exc), "error")
-    return redirect(url_for("customers.organizations"))
+    return _set_active(services.set_organization_active, org_id, "customers.organizations",
+                       lambda org: f"{org.code} is now {org.status}.")
 
 
 @bp.get("/facilities", endpoint="facilities")
@@ -64,47 +45,61 @@ def facilities_list():
                            served=services.served_organization_codes())
 
 
-@bp.route("/facilities/new", methods=["GET", "POST"])
+@bp.route("/facilities/new", methods=["GET", "POST"], endpoint="facility_new")
+@bp.route("/facilities/<int:facility_id>", methods=["GET", "POST"], endpoint="facility_edit")
 @permission_required("manage_customers")
-def facility_new():
-    return _facility_form(None)
+def facility_form(facility_id=None):
+    def page(facility, posted):
+        if posted is None:
+            served = services.served_organization_ids(facility_id) if facility else set()
+            form = facility.__data__ if facility else {"timezone": "America/New_York"}
+        else:   # the organisations ticked in the form that was refused
+            served, form = {int(i) for i in posted.getlist("organizations") if i.isdigit()}, posted
+        return render_template("customers/facility_form.html", facility=facility,
+                               organizations=services.list_organizations(), served=served, form=form)
 
-
-@bp.route("/facilities/<int:facility_id>", methods=["GET", "POST"])
-@permission_required("manage_customers")
-def facility_edit(facility_id):
-    return _facility_form(facility_id)
-
-
-def _facility_form(facility_id):
-    try:
-        facility = services.get_facility(facility_id) if facility_id else None
-    except HandledError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("customers.facilities"))
-    organizations = services.list_organizations()
-    if request.method == "GET":
-        served = services.served_organization_ids(facility_id) if facility else set()
-        return render_template("customers/facility_form.html", facility=facility, organizations=organizations,
-                               served=served, form=facility.__data__ if facility else {"timezone": "America/New_York"})
-    chosen = request.form.getlist("organizations")
-    try:
-        saved = services.save_facility(web_context(), request.form, chosen, facility_id)
-    except HandledError as exc:
-        flash(str(exc), "error")
-        return render_template("customers/facility_form.html", facility=facility, organizations=organizations,
-                               served={int(i) for i in chosen if i.isdigit()}, form=request.form), 400
-    flash(f"Saved facility {saved.code}.", "info")
-    return redirect(url_for("customers.facilities"))
+    return _form_page(facility_id, load=services.get_facility, page=page, list_endpoint="customers.facilities",
+                      save=lambda: services.save_facility(web_context(), request.form,
+                                                          request.form.getlist("organizations"), facility_id),
+                      saved_text=lambda facility: f"Saved facility {facility.code}.")
 
 
 @bp.post("/facilities/<int:facility_id>/active")
 @permission_required("manage_customers")
 def facility_active(facility_id):
-    active = request.form.get("active") == "true"
+    return _set_active(services.set_facility_active, facility_id, "customers.facilities",
+                       lambda f: f"{f.code} is now {'active' if f.active else 'inactive'}.")
+
+
+def _form_page(record_id, *, load: Callable, page: Callable, list_endpoint: str, save: Callable,
+               saved_text: Callable):
+    """The create (``record_id`` None) or edit page of a record, for organizations and facilities alike.
+
+    GET shows ``page(record, None)``; POST saves and goes back to the list, or shows
+    ``page(record, request.form)`` again with the reason (400). A record that is gone
+    sends the user back to the list with the reason.
+    """
     try:
-        facility = services.set_facility_active(web_context(), facility_id, active)
-        flash(f"{facility.code} is now {'active' if facility.active else 'inactive'}.", "info")
+        record = load(record_id) if record_id else None
     except HandledError as exc:
         flash(str(exc), "error")
-    return redirect(url_for("customers.facilities"))
+        return redirect(url_for(list_endpoint))
+    if request.method == "GET":
+        return page(record, None)
+    try:
+        saved = save()
+    except HandledError as exc:
+        flash(str(exc), "error")
+        return page(record, request.form), 400
+    flash(saved_text(saved), "info")
+    return redirect(url_for(list_endpoint))
+
+
+def _set_active(set_active: Callable, record_id: int, list_endpoint: str, done_text: Callable):
+    """Activate or deactivate (the form's ``active``), say what it is now, back to the list."""
+    try:
+        record = set_active(web_context(), record_id, request.form.get("active") == "true")
+        flash(done_text(record), "info")
+    except HandledError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for(list_endpoint))

@@ -4,25 +4,37 @@ CSV files are PostgreSQL's own ``COPY ... TO STDOUT`` output, written straight
 to a file or handed chunk by chunk to an HTTP response through a small bounded
 queue, so an 11M-row table never sits in memory. The JSON files are small
 (about 900 × 900 numbers at most) and are built in SQL.
+
+How many rows were written is reported through the caller's progress sink
+(``report_rows``), the one protocol of handled/context.py: COPY only knows its
+row count when it ends, so that is the one report of a file.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from handled.context import Progress
 from handled.db import data_db, quiet_queries, release_connections
 from handled.exports.registry import Export
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 CHUNK_BYTES = 256 * 1024
 QUEUE_CHUNKS = 8              # at most ~2 MB in flight per download
+WRITE_PHASE = "write"
 
 
 def _sql(name: str) -> str:
     return (SQL_DIR / name).read_text()
+
+
+def report_rows(progress: Progress, export: Export, rows: int) -> None:
+    """Say that the whole of ``export`` is written: ``rows`` rows (cells for a zone matrix)."""
+    progress(WRITE_PHASE, rows, rows, f"{export.id}: {rows} rows written")
 
 
 def copy_sql(export: Export) -> str:
@@ -42,6 +54,13 @@ def copy_csv_to(export: Export, fileobj) -> int:
 
 class _Cancelled(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """The queue's last item: the COPY ended after ``rows`` rows."""
+
+    rows: int
 
 
 class _QueueSink:
@@ -71,18 +90,20 @@ class _QueueSink:
                 continue
 
 
-def stream_csv(export: Export, totals: dict) -> Iterator[bytes]:
-    """Yield the CSV in chunks while a thread runs the COPY; ``totals['rows']`` is set at the end."""
+def stream_csv(export: Export, progress: Progress) -> Iterator[bytes]:
+    """Yield the CSV in chunks while a thread runs the COPY; the rows go to ``progress`` at the end.
+
+    The report is made from the caller's thread, never from the COPY's.
+    """
     chunks: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
     cancelled = threading.Event()
-    done = object()
     sink = _QueueSink(chunks, cancelled)
 
     def produce():
         try:
-            totals["rows"] = copy_csv_to(export, sink)
+            rows = copy_csv_to(export, sink)
             sink.flush()
-            sink._put(done)
+            sink._put(_Finished(rows))
         except _Cancelled:
             _discard_connection()
         except BaseException as exc:
@@ -99,7 +120,8 @@ def stream_csv(export: Export, totals: dict) -> Iterator[bytes]:
     try:
         while True:
             item = chunks.get()
-            if item is done:
+            if isinstance(item, _Finished):
+                report_rows(progress, export, item.rows)
                 return
             if isinstance(item, BaseException):
                 raise item

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import timezone
 
 import click
-from flask.cli import AppGroup
 
+from handled.cli_support import HandledGroup
+from handled.context import cli_context
+from handled.errors import HandledError
 from handled.exports import service
-from handled.exports.registry import UnknownExport
 
-exports_cli = AppGroup("exports", help="JSON and CSV files from the reference tables.")
+exports_cli = HandledGroup("exports", help="JSON and CSV files from the reference tables.")
 
 
 @exports_cli.command("list")
@@ -31,13 +33,21 @@ def list_command():
 @click.option("--user-email", default=None, help="Who to record as having written it.")
 def write_command(export_id, output, user_email):
     """Write export EXPORT_ID (see `flask exports list`) to a file or stdout."""
-    try:
-        if output == "-":
-            result = service.write_export(export_id, sys.stdout.buffer, user_email=user_email)
-        else:
-            with open(output or export_id, "wb") as handle:
-                result = service.write_export(export_id, handle, user_email=user_email)
-    except (UnknownExport, service.ExportFailed, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    # no progress sink: the one report (rows written) is the summary line printed below
+    ctx = cli_context()
+    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+    if output == "-":
+        result = service.write_export(ctx, export_id, sys.stdout.buffer)
+    else:
+        with open_output(output or export_id) as handle:
+            result = service.write_export(ctx, export_id, handle)
     click.echo(f"{result['export']}: {result['rows']} rows, {result['bytes']} bytes written "
                f"to {output or export_id}", err=True)
+
+
+def open_output(path: str):
+    """The file to write, or the reason it cannot be opened as the one line the user sees."""
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise HandledError(str(exc)) from None

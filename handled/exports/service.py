@@ -4,6 +4,9 @@ An export's version is the last successful run of each transformation it comes
 from (PRIMARY); the bytes come from DATA (builders.py). Unchanged exports are
 answered with 304 on the web, and the small JSON files are kept in Redis per
 version, so they are not rebuilt until a transformation runs again.
+
+Writing and streaming take a ``Context``: its actor is recorded on the export
+run, and its progress sink hears how many rows were written.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import redis
 
 from handled import runs
 from handled.cache import get_redis
+from handled.context import Context, Progress
 from handled.errors import HandledError
 from handled.exports import builders
 from handled.exports.registry import EXPORTS, Export, get_export
@@ -43,12 +47,12 @@ def export_version(export: Export) -> ExportVersion:
     """Which transformation runs the export's bytes come from (no version: not built yet)."""
     if not export.transformations:
         return ExportVersion(None, None)
-    runs = [history.last_success(tid) for tid in export.transformations]
-    if any(run is None for run in runs):
+    successes = [history.last_success(tid) for tid in export.transformations]
+    if any(run is None for run in successes):
         return ExportVersion(None, None)
-    tag = f"{export.id}:" + ",".join(str(run.id) for run in runs)
+    tag = f"{export.id}:" + ",".join(str(run.id) for run in successes)
     return ExportVersion(hashlib.sha1(tag.encode()).hexdigest()[:24],
-                         max(run.finished_at for run in runs))
+                         max(run.finished_at for run in successes))
 
 
 def describe_exports() -> list[dict]:
@@ -80,50 +84,40 @@ def json_bytes(export: Export, version: ExportVersion) -> tuple[bytes, int]:
     return body, count
 
 
-def stream_export(export_id: str, *, user_id: int | None = None, user_email: str | None = None,
-                  version: ExportVersion | None = None) -> Iterator[bytes]:
-    """The export's bytes in chunks, recorded in config.export_runs when the stream ends."""
+def stream_export(ctx: Context, export_id: str, *, version: ExportVersion | None = None) -> Iterator[bytes]:
+    """The export's bytes in chunks, recorded in config.export_runs as ``ctx.actor`` when the stream ends."""
     export = get_export(export_id)
     version = version or export_version(export)
-    run_id = runs.start_run("export", actor_id=user_id, actor_email=user_email, export=export.id).id
-    size, totals = 0, {"rows": 0}
+    run_id = _start_run(ctx, export)
+    tally, size = _RowTally(ctx.progress), 0
     try:
-        if export.kind == "csv":
-            for chunk in builders.stream_csv(export, totals):
-                size += len(chunk)
-                yield chunk
-        else:
-            body, totals["rows"] = json_bytes(export, version)
-            for start in range(0, len(body), builders.CHUNK_BYTES):
-                chunk = body[start:start + builders.CHUNK_BYTES]
-                size += len(chunk)
-                yield chunk
+        for chunk in _chunks(export, version, tally):
+            size += len(chunk)
+            yield chunk
     except GeneratorExit:
-        runs.fail_run("export", run_id, "The download was interrupted.", rows_written=totals["rows"],
+        runs.fail_run("export", run_id, "The download was interrupted.", rows_written=tally.rows,
                       bytes_written=size)
         raise
     except Exception as exc:
         log.exception("export %s failed", export.id)
-        runs.fail_run("export", run_id, f"The export failed: {exc}".strip(), rows_written=totals["rows"],
+        runs.fail_run("export", run_id, f"The export failed: {exc}".strip(), rows_written=tally.rows,
                       bytes_written=size)
         raise ExportFailed(f"Export {export.id} failed; the error was logged.") from exc
-    runs.finish_run("export", run_id, "succeeded", rows_written=totals["rows"], bytes_written=size)
+    runs.finish_run("export", run_id, "succeeded", rows_written=tally.rows, bytes_written=size)
 
 
-class _CountingWriter:
-    def __init__(self, raw):
-        self.raw, self.size = raw, 0
+def _chunks(export: Export, version: ExportVersion, progress: Progress) -> Iterator[bytes]:
+    if export.kind == "csv":
+        return builders.stream_csv(export, progress)
+    body, rows = json_bytes(export, version)
+    builders.report_rows(progress, export, rows)
+    return (body[start:start + builders.CHUNK_BYTES] for start in range(0, len(body), builders.CHUNK_BYTES))
 
-    def write(self, data):
-        self.size += len(data)
-        return self.raw.write(data)
 
-
-def write_export(export_id: str, fileobj, *, user_id: int | None = None,
-                 user_email: str | None = None) -> dict:
-    """Write the export to an open binary file (or stdout); return rows and bytes written."""
+def write_export(ctx: Context, export_id: str, fileobj) -> dict:
+    """Write the export to an open binary file (or stdout) as ``ctx.actor``; return rows and bytes written."""
     export = get_export(export_id)
-    run_id = runs.start_run("export", actor_id=user_id, actor_email=user_email, export=export.id).id
+    run_id = _start_run(ctx, export)
     counter = _CountingWriter(fileobj)
     try:
         if export.kind == "csv":
@@ -139,6 +133,40 @@ def write_export(export_id: str, fileobj, *, user_id: int | None = None,
         fileobj.flush()
     except Exception as exc:
         runs.fail_run("export", run_id, f"The export failed: {exc}".strip())
-        raise ExportFailed(f"Export {export.id} failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+        raise ExportFailed(f"Export {export.id} failed: {_first_line(exc)}") from exc
     runs.finish_run("export", run_id, "succeeded", rows_written=rows, bytes_written=size)
+    builders.report_rows(ctx.progress, export, rows)
     return {"export": export.id, "rows": rows, "bytes": size, "run_id": run_id}
+
+
+def _start_run(ctx: Context, export: Export) -> int:
+    return runs.start_run("export", actor_id=ctx.actor.id, actor_email=ctx.actor.email, export=export.id).id
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _RowTally:
+    """The progress sink of one stream: passes reports on to the context's, keeps the rows for the run."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.rows = progress, 0
+
+    def __call__(self, phase: str, done: int | None = None, total: int | None = None,
+                 message: str | None = None) -> None:
+        if done is not None:
+            self.rows = done
+        self.progress(phase, done, total, message)
+
+
+class _CountingWriter:
+    """Counts the bytes written to a file that cannot tell its position (stdout, a pipe)."""
+
+    def __init__(self, raw):
+        self.raw, self.size = raw, 0
+
+    def write(self, data):
+        self.size += len(data)
+        return self.raw.write(data)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 
-from handled.auth import current_user
 from handled.auth.permissions import permission_required
+from handled.context import web_context
 from handled.exports import service
 from handled.exports.registry import UnknownExport, get_export
 
@@ -30,8 +30,7 @@ def download(export_id):
     if version.etag and _unchanged(version):
         response = Response(status=304)
     else:
-        chunks = service.stream_export(export.id, user_id=current_user.id, user_email=current_user.email,
-                                       version=version)
+        chunks = service.stream_export(web_context(), export.id, version=version)
         response = Response(stream_with_context(chunks), content_type=export.content_type)
         response.headers["Content-Disposition"] = f'attachment; filename="{export.id}"'
     if version.etag:

@@ -3,9 +3,9 @@
 
 def init_app(app) -> None:
     """Register the transformation and coverage pages and `flask transformations`."""
-    from handled.transformations import coverage, views
+    from handled.transformations import coverage_views, views
     from handled.transformations.cli import transformations_cli
 
     app.register_blueprint(views.bp)
-    app.register_blueprint(coverage.bp)
+    app.register_blueprint(coverage_views.bp)
     app.cli.add_command(transformations_cli)
