@@ -114,11 +114,16 @@ class Context:
 
 # -- the three adapters ------------------------------------------------------------------------
 
+def settings_of(app) -> Settings:
+    """The settings a Flask app was created with (``create_app`` keeps them in its config)."""
+    return app.config["HANDLED_SETTINGS"]
+
+
 def app_settings() -> Settings:
     """The settings of the running Flask app (inside a request or a ``flask`` command)."""
     from flask import current_app
 
-    return current_app.config["HANDLED_SETTINGS"]
+    return settings_of(current_app)
 
 
 def web_context(progress: Progress = NO_PROGRESS) -> Context:

@@ -24,7 +24,7 @@ def probe_database(proxy) -> dict:
 
 
 def _explain(proxy, exc: Exception) -> str:
-    """What to do about it, then the driver's own words (issue 7)."""
+    """What to do about it, then the driver's own words."""
     raw = str(exc).strip()
     first_line = raw.splitlines()[0] if raw else type(exc).__name__
     sentence = explain_connection_error(proxy.obj.config, exc)

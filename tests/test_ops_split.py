@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from handled import create_app
+from handled.context import system_context
 from handled.models import SCHEMAS, User
 from handled.ops import move
 from handled.schema.migrations import migrate, resolve_targets
@@ -302,7 +303,8 @@ def test_a_partitioned_table_is_copied_once_through_its_parent_whatever_its_part
     assert listed.count("reference.delivery_matrix") == 1
     assert not [t for t in listed if "__p" in t or "any_name" in t or "_build_" in t]
     copy = dbs.name("partitions")
-    report = move.move_side("data", load_settings(mode_env("single", name)).direct_database("data"),
+    source = load_settings(mode_env("single", name))
+    report = move.move_side(system_context(source), "data", source.direct_database("data"),
                             load_settings(mode_env("single", copy)).primary)
     assert report.verified and report.outcome == "copied"
     assert [t.source.rows for t in report.tables if t.table == "reference.delivery_matrix"] == [1000]

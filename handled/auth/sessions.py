@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from handled import metrics  # issue 7: cache hits/misses, PRIMARY lookups
+from handled import metrics  # counts session-cache hits/misses and PRIMARY lookups
 from handled.auth import session_cache
 from handled.db import primary_db
 from handled.models import Session

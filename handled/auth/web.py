@@ -9,7 +9,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from handled.auth import session_cache, sessions
 from handled.auth.permissions import AnonymousUser, SignedInUser, guard_request, public
-from handled.context import app_settings
+from handled.context import app_settings, settings_of
 
 COOKIE_NAME = "handled_session"
 csrf = CSRFProtect()
@@ -20,7 +20,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 
 
 def init_auth(app: Flask) -> None:
-    settings = app.config["HANDLED_SETTINGS"]
+    settings = settings_of(app)
     app.config.update(SESSION_COOKIE_SECURE=settings.session_cookie_secure, SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Lax", WTF_CSRF_TIME_LIMIT=None)
     csrf.init_app(app)
@@ -40,7 +40,7 @@ def init_auth(app: Flask) -> None:
 
 def _user_from_cookie(app: Flask, req):
     token = req.cookies.get(COOKIE_NAME)
-    entry = sessions.authenticate(app.config["HANDLED_SETTINGS"], token)
+    entry = sessions.authenticate(settings_of(app), token)
     if entry is None:
         if token:
             g.clear_session_cookie = True

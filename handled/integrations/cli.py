@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import replace
 from datetime import timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import psycopg2
 from flask.cli import AppGroup
 
 from handled import runs as run_history
+from handled.context import cli_context
 from handled.integrations import history
 from handled.integrations.history import Actor
 from handled.integrations.registry import UnknownIntegration, all_integrations
@@ -178,8 +180,10 @@ def rebuild_command(integration_id, user_email):
         click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
                    err=not outcome.clean)
 
+    ctx = cli_context()
+    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
     try:
-        outcomes = rebuild_from_archive(integration_id, actor=Actor(email=user_email), on_file=report)
+        outcomes = rebuild_from_archive(ctx, integration_id, on_file=report)
     except (UnknownIntegration, ImportRequestError) as problem:
         raise click.ClickException(str(problem)) from None
     if not outcomes:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from handled import heartbeat
+from handled.context import Context
 from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
@@ -248,13 +249,13 @@ def runs_to_rebuild(integration: Integration) -> list:
     return sorted(last_by_sha.values(), key=lambda run: run.id)
 
 
-def rebuild_from_archive(integration_id: str, *, actor: Actor = SYSTEM, settings: Settings | None = None,
+def rebuild_from_archive(ctx: Context, integration_id: str, *,
                          on_file: Callable[[ImportOutcome], None] | None = None) -> list[ImportOutcome]:
     """Re-import the archived files of the runs that built the table (see docs/IMPORTS.md)."""
     from handled.integrations.archive import archived_path
 
     integration = get_integration(integration_id)
-    settings = settings or active_settings()
+    settings, actor = ctx.settings, Actor(id=ctx.actor.id, email=ctx.actor.email)
     plan = runs_to_rebuild(integration)
     missing = [r for r in plan if not archived_path(settings.import_archive_dir, r.file_sha256).is_file()]
     if missing:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from handled.context import Context
 from handled.db import direct_connection
 from handled.ops import OpsError
 from handled.ops.move import TableComparison, compare
@@ -79,7 +80,9 @@ def _schema_args(side: str) -> list[str]:
     return args
 
 
-def create_backup(settings: Settings, side: str, now: datetime | None = None) -> BackupResult:
+def create_backup(ctx: Context, side: str, now: datetime | None = None) -> BackupResult:
+    """Dump one side on one snapshot into BACKUP_DIR with its manifest, then apply retention."""
+    settings = ctx.settings
     config = side_config(settings, side)
     folder = Path(settings.backup_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -162,6 +165,7 @@ def dump_side(dump: Path) -> str:
 
 
 def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseConfig | None = None) -> RestoreResult:
+    """Restore a dump into a database without this side's schemas and compare every table."""
     dump = Path(dump)
     if not dump.is_file():
         raise OpsError(f"There is no backup file {dump}.")

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from handled.context import app_settings
-from handled.cli_support import HandledGroup
+from handled.cli_support import HandledGroup, echo_progress
+from handled.context import cli_context
 from handled.ops import backup, move, rebuild
 from handled.ops.leftovers import prune_leftovers
 from handled.schema.cli import db_cli
@@ -36,10 +37,6 @@ def _print_report(report: move.MoveReport) -> None:
         click.echo("  " + note)
 
 
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
 @db_cli.command("split")
 @click.option("--to-primary", "to_primary", required=True, metavar="URL",
               help="Direct URL of the new PRIMARY database (created and migrated if needed).")
@@ -49,7 +46,7 @@ def split_command(to_primary, dry_run, force):
     """Single → split: copy config + customer to a new PRIMARY, then verify every table."""
     target = move.target_config("--to-primary", to_primary)
     with report_failed_verification():
-        report = move.split(app_settings(), target, force=force, dry_run=dry_run, say=_say)
+        report = move.split(cli_context(echo_progress), target, force=force, dry_run=dry_run)
     _print_report(report)
     if not dry_run:
         click.echo(f"Next: set SPLIT_DB_MODE=true, PRIMARY_DATABASE_URL={target.display()} (or its pooler "
@@ -65,7 +62,7 @@ def unsplit_command(to, dry_run, force):
     """Split → single (rollback): copy PRIMARY (and DATA, if elsewhere) into one database, verified."""
     target = move.target_config("--to", to)
     with report_failed_verification():
-        reports = move.unsplit(app_settings(), target, force=force, dry_run=dry_run, say=_say)
+        reports = move.unsplit(cli_context(echo_progress), target, force=force, dry_run=dry_run)
     for report in reports:
         _print_report(report)
     if not dry_run:
@@ -77,7 +74,7 @@ def unsplit_command(to, dry_run, force):
 @click.option("--yes", is_flag=True, help="Really drop them (without it: only list them).")
 def prune_command(yes):
     """Split mode: drop the other side's schemas left in each database by a split."""
-    lines = prune_leftovers(app_settings(), dry_run=not yes)
+    lines = prune_leftovers(cli_context(), dry_run=not yes)
     for line in lines or ["no leftover schemas"]:
         click.echo(line)
     if lines and not yes:
@@ -92,7 +89,7 @@ backup_cli = HandledGroup("backup", help="pg_dump backups of PRIMARY or DATA, an
               help="Which side to back up (its schemas only, also in single mode).")
 def backup_create_command(target):
     """Dump one side (pg_dump custom format) into BACKUP_DIR with a JSON manifest; apply retention."""
-    result = backup.create_backup(app_settings(), target)
+    result = backup.create_backup(cli_context(), target)
     rows = sum(t.rows for t in result.tables.values())
     click.echo(f"wrote {result.path} ({result.path.stat().st_size} bytes, {len(result.tables)} tables, {rows} rows)")
     click.echo(f"manifest {result.manifest}")
@@ -122,11 +119,12 @@ def backup_restore_command(file, to, compare_with):
 @backup_cli.command("list")
 def backup_list_command():
     """The backups in BACKUP_DIR, newest first."""
-    found = backup.list_backups(Path(app_settings().backup_dir))
+    folder = cli_context().settings.backup_dir
+    found = backup.list_backups(Path(folder))
     for path, side, taken in found:
         click.echo(f"{taken:%Y-%m-%d %H:%M:%S} UTC  {side:<7}  {path.stat().st_size:>12}  {path}")
     if not found:
-        click.echo(f"no backups in {app_settings().backup_dir}")
+        click.echo(f"no backups in {folder}")
 
 
 data_cli = HandledGroup("data", help="The DATA database as a whole.")
@@ -138,7 +136,9 @@ data_cli = HandledGroup("data", help="The DATA database as a whole.")
 @click.option("--user-email", default=None, help="Record this email as who ran the imports and builds.")
 def data_rebuild_command(dry_run, force, user_email):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
-    report = rebuild.rebuild_data(app_settings(), force=force, dry_run=dry_run, user_email=user_email, say=_say)
+    ctx = cli_context(echo_progress)
+    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+    report = rebuild.rebuild_data(ctx, force=force, dry_run=dry_run)
     for migration_id in report.migrations:
         click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")
     for integration_id, files in report.plan.items():

@@ -15,6 +15,7 @@ import time
 
 from flask import current_app, g
 
+from handled.context import app_settings
 from handled.db import data_db, explain_connection_error, primary_db
 
 log = logging.getLogger("handled.ops")
@@ -45,7 +46,7 @@ def probe(proxy) -> str | None:
 
 def data_reason(max_age: float = STATUS_TTL) -> str | None:
     """Why DATA is unavailable (None when it answers, or in single mode)."""
-    settings = current_app.config["HANDLED_SETTINGS"]
+    settings = app_settings()
     if not settings.split_db_mode:
         return None  # one database: if it is down, PRIMARY's 503 page says so
     with _lock:
@@ -68,7 +69,7 @@ def forget_data_status() -> None:
 
 def outage_text(exc: Exception) -> tuple[str, str]:
     """Title and message of the 503 page for a database error raised by a request."""
-    settings = current_app.config["HANDLED_SETTINGS"]
+    settings = app_settings()
     _stop_sign_in_retry()
     primary_reason = probe(primary_db)
     if primary_reason is None and settings.split_db_mode:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
+from handled.context import Context
 from handled.db import direct_connection
 from handled.models import SCHEMAS
 from handled.ops import OpsError
@@ -31,10 +32,10 @@ def leftovers(settings: Settings) -> list[tuple[str, object, list[str]]]:
     return found
 
 
-def prune_leftovers(settings: Settings, dry_run: bool = True) -> list[str]:
+def prune_leftovers(ctx: Context, dry_run: bool = True) -> list[str]:
     """Drop the other side's schemas from each database; returns one line per schema."""
     done = []
-    for side, config, schemas in leftovers(settings):
+    for side, config, schemas in leftovers(ctx.settings):
         if schemas and not dry_run:
             with direct_connection(config, "prune-leftovers") as conn, conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(

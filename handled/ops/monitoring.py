@@ -14,9 +14,11 @@ import logging
 from datetime import datetime, timezone
 
 from prometheus_client.core import GaugeMetricFamily
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from handled.cache import redis_available
 from handled.db import data_db, primary_db
+from handled.jobs import get_queue
 from handled.ops.degraded import probe
 from handled.settings import Settings
 
@@ -59,15 +61,9 @@ def last_successes(kind: str) -> list[dict]:
             for name, finished in _rows(primary_db, LAST_SUCCESS_SQL[kind]) if finished is not None]
 
 
-def job_queue() -> dict | None:
-    """Jobs waiting, running and failed in the RQ queue (None when there is no job queue)."""
-    try:
-        from rq.registry import FailedJobRegistry, StartedJobRegistry
-
-        from handled import jobs
-    except ImportError:
-        return None
-    queue = jobs.get_queue()
+def job_queue() -> dict:
+    """Jobs waiting, running and failed in the RQ queue."""
+    queue = get_queue()
     return {"queue": queue.name, "queued": queue.count, "started": StartedJobRegistry(queue=queue).count,
             "failed": FailedJobRegistry(queue=queue).count}
 

@@ -29,6 +29,7 @@ from typing import Callable
 
 import psycopg2
 
+from handled.context import Context, Progress
 from handled.db import ConnectionProblem, direct_connection
 from handled.ops import OpsError
 from handled.ops.tables import Table, describe_table, prepare_session, row_counts, seeded_tables, tables_in_order
@@ -36,7 +37,7 @@ from handled.ops.transfer import (TableSum, checksums, restore_sequences, sequen
                                   truncate_tables)
 from handled.schema import migrations
 from handled.schema.catalog import create_database_if_missing
-from handled.settings import DatabaseConfig, Settings, SettingsError, parse_database_url
+from handled.settings import DatabaseConfig, SettingsError, parse_database_url
 
 MOVE_LOCK_KEY = 7_320_101  # one writer per target database at a time
 
@@ -154,21 +155,24 @@ def compare(source_sums: dict[str, TableSum], target_sums: dict[str, TableSum]) 
     return [TableComparison(name, total, target_sums.get(name)) for name, total in source_sums.items()]
 
 
-def move_side(side: str, source_config: DatabaseConfig, target: DatabaseConfig, *, force: bool = False,
-              dry_run: bool = False, say: Callable[[str], None] = lambda message: None) -> MoveReport:
-    """Copy one side's schemas from source to target, verified; see the module docstring."""
+def move_side(ctx: Context, side: str, source_config: DatabaseConfig, target: DatabaseConfig, *,
+              force: bool = False, dry_run: bool = False) -> MoveReport:
+    """Copy one side's schemas from source to target, verified; see the module docstring.
+
+    Progress phases: ``migrate`` (one report per migration), ``snapshot``, then ``copy``
+    (one report per table, counted)."""
     if source_config.identity == target.identity:
         raise OpsError(f"The source and the target are the same database ({target.display()}).")
     report = MoveReport(side, source_config.display(), target.display(), dry_run=dry_run)
     _check_source(side, source_config)
     exists = _prepare_target(side, target, report, dry_run)
     for migration_id in report.migrations:
-        say(f"target: {'would apply' if dry_run else 'applied'} {migration_id}")
+        ctx.progress("migrate", message=f"target: {'would apply' if dry_run else 'applied'} {migration_id}")
     with ExitStack() as connections:  # closes the target's connection, then the source's
         source = _open(connections, source_config, snapshot=True)
         try:
             tables = tables_in_order(source, side)
-            say(f"source snapshot taken; checksumming {len(tables)} tables")
+            ctx.progress("snapshot", message=f"source snapshot taken; checksumming {len(tables)} tables")
             source_sums = checksums(source, tables)
             positions = sequence_positions(source, tables)
             if not exists or (dry_run and report.migrations):
@@ -176,7 +180,7 @@ def move_side(side: str, source_config: DatabaseConfig, target: DatabaseConfig, 
                 report.tables = compare(source_sums, {})
                 return report
             _write_target(side, source, tables, source_sums, positions, _open(connections, target), report,
-                          force, say)
+                          force, ctx.progress)
         except psycopg2.Error as exc:
             raise OpsError(f"The copy into {report.target} stopped ({_first_line(exc)}); nothing was committed "
                            "there, so running the same command again starts clean.") from None
@@ -185,7 +189,7 @@ def move_side(side: str, source_config: DatabaseConfig, target: DatabaseConfig, 
     return report
 
 
-def _write_target(side, source, tables, source_sums, positions, target, report, force, say):
+def _write_target(side, source, tables, source_sums, positions, target, report, force, progress: Progress):
     """Copy into the target in one transaction; commit only when every checksum agrees."""
     with target.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (MOVE_LOCK_KEY,))
@@ -208,7 +212,7 @@ def _write_target(side, source, tables, source_sums, positions, target, report, 
     if report.dry_run:
         report.outcome, report.tables = "dry run", compare(source_sums, {})
         return
-    _copy_all(source, target, tables, target_tables, report, say)
+    _copy_all(source, target, tables, target_tables, progress)
     report.sequences = restore_sequences(target, target_tables, positions)
     report.tables = compare(source_sums, checksums(target, target_tables))
     if not report.verified:
@@ -221,11 +225,11 @@ def _write_target(side, source, tables, source_sums, positions, target, report, 
     report.outcome = "copied"
 
 
-def _copy_all(source, target, tables, target_tables, report, say) -> None:
+def _copy_all(source, target, tables, target_tables, progress: Progress) -> None:
     truncate_tables(target, target_tables)
-    for table in tables:
+    for done, table in enumerate(tables, 1):
         stream_table(source, target, table)
-        say(f"copied {table.qualified}")
+        progress("copy", done, len(tables), f"copied {table.qualified}")
         for hook in after_table_copied:
             hook(table, target)
 
@@ -252,22 +256,23 @@ class VerificationFailed(OpsError):
         self.report = report
 
 
-def split(settings: Settings, to_primary: DatabaseConfig, **options) -> MoveReport:
+def split(ctx: Context, to_primary: DatabaseConfig, **options) -> MoveReport:
     """Single → split: copy config + customer to a new PRIMARY database."""
-    if settings.split_db_mode:
+    if ctx.settings.split_db_mode:
         raise OpsError("handled is already in split mode (SPLIT_DB_MODE=true); split starts from one database.")
-    return move_side("primary", settings.direct_database("primary"), to_primary, **options)
+    return move_side(ctx, "primary", ctx.settings.direct_database("primary"), to_primary, **options)
 
 
-def unsplit(settings: Settings, to: DatabaseConfig, **options) -> list[MoveReport]:
+def unsplit(ctx: Context, to: DatabaseConfig, **options) -> list[MoveReport]:
     """Split → single: bring both sides into one database (the rollback of split)."""
+    settings = ctx.settings
     if not settings.split_db_mode:
         raise OpsError("handled is in single mode (SPLIT_DB_MODE=false); there is nothing to unsplit.")
     sources = {"primary": settings.direct_database("primary"), "data": settings.direct_database("data")}
     if sources["primary"].pgbouncer:
         raise OpsError("PRIMARY_DATABASE_URL goes through PgBouncer; set PRIMARY_MIGRATION_URL to a direct "
                        "address so the copy can read PRIMARY in one snapshot.")
-    return [move_side(side, source, to, **options)
+    return [move_side(ctx, side, source, to, **options)
             for side, source in sources.items() if source.identity != to.identity]
 
 

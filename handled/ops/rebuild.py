@@ -12,14 +12,15 @@ workspace by the transformations. So, into an empty (or lost) DATA database:
 3. run every transformation in dependency order.
 
 Nothing is started until every file the plan needs is found in the archive.
-The re-imports and builds are recorded as new runs, so the history shows the rebuild.
+The re-imports and builds are recorded as new runs of the context's actor, so the
+history shows the rebuild and who ran it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
+from handled.context import Context
 from handled.db import direct_connection
 from handled.ops import OpsError
 from handled.ops.tables import row_counts, tables_in_order
@@ -71,8 +72,11 @@ def _workspace_rows(settings: Settings) -> dict[str, int]:
         return {name: count for name, count in row_counts(conn, tables).items() if count}
 
 
-def rebuild_data(settings: Settings, *, force: bool = False, dry_run: bool = False,
-                 user_email: str | None = None, say: Callable[[str], None] = lambda message: None) -> RebuildReport:
+def rebuild_data(ctx: Context, *, force: bool = False, dry_run: bool = False) -> RebuildReport:
+    """Migrate DATA, re-import every archived file the history names, run every transformation.
+
+    Progress phases: ``reimport`` (one report per integration, counted), then ``transform``."""
+    settings = ctx.settings
     report = RebuildReport(dry_run=dry_run)
     target = _data_target(settings)
     report.migrations = [state.id for state in migrations.target_status(target).pending] if dry_run \
@@ -92,22 +96,22 @@ def rebuild_data(settings: Settings, *, force: bool = False, dry_run: bool = Fal
                        "rebuild into an empty DATA database, or use --force to re-import over them.")
     if dry_run:
         return report
-    _reimport(report, user_email, say)
-    _transform(settings, report, user_email, say)
+    _reimport(ctx, report)
+    _transform(ctx, report)
     with direct_connection(target.config, "rebuild") as conn:
         tables = [t for t in tables_in_order(conn, "data") if t.schema == "reference"]
         report.reference_rows = row_counts(conn, tables)
     return report
 
 
-def _reimport(report: RebuildReport, user_email: str | None, say) -> None:
-    from handled.integrations.history import Actor
+def _reimport(ctx: Context, report: RebuildReport) -> None:
     from handled.integrations.service import ImportRequestError, rebuild_from_archive
 
-    for integration_id in report.plan:
-        say(f"re-importing {integration_id} ({len(report.plan[integration_id])} file(s))")
+    for done, integration_id in enumerate(report.plan, 1):
+        ctx.progress("reimport", done, len(report.plan),
+                     f"re-importing {integration_id} ({len(report.plan[integration_id])} file(s))")
         try:
-            outcomes = rebuild_from_archive(integration_id, actor=Actor(email=user_email))
+            outcomes = rebuild_from_archive(ctx, integration_id)
         except ImportRequestError as exc:
             raise OpsError(str(exc)) from None
         report.imported += outcomes
@@ -117,15 +121,10 @@ def _reimport(report: RebuildReport, user_email: str | None, say) -> None:
                            f"(run {failed[0].run_id}); nothing after it was run.")
 
 
-def _transform(settings: Settings, report: RebuildReport, user_email: str | None, say) -> None:
-    from dataclasses import replace
-
-    from handled.context import system_context
+def _transform(ctx: Context, report: RebuildReport) -> None:
     from handled.transformations.service import TransformationFailed, run_transformations
 
-    say("running every transformation")
-    ctx = system_context(settings)
-    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+    ctx.progress("transform", message="running every transformation")
     try:
         report.transformed = run_transformations(ctx, [], run_all=True)
     except TransformationFailed as exc:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hmac
 import time
 
-from flask import Blueprint, Response, current_app, g, render_template, request
+from flask import Blueprint, Response, g, render_template, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
 
 from handled import metrics
 from handled.auth.permissions import permission_required
+from handled.context import app_settings, settings_of
 from handled.ops import degraded
 from handled.ops.chart import hour_chart
 from handled.ops.monitoring import LiveCollector, snapshot
@@ -62,13 +63,13 @@ def counter_totals(settings, top: int = 15) -> dict:
 @bp.get("/metrics")
 @permission_required("view_system")
 def metrics_page():
-    return Response(render_metrics(current_app.config["HANDLED_SETTINGS"]), mimetype=CONTENT_TYPE_LATEST)
+    return Response(render_metrics(app_settings()), mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/system")
 @permission_required("view_system")
 def index():
-    settings = current_app.config["HANDLED_SETTINGS"]
+    settings = app_settings()
     return render_template("ops/system.html", report=snapshot(settings), chart=hour_chart(metrics.last_hour()),
                            counters=counter_totals(settings), settings=settings)
 
@@ -83,7 +84,7 @@ class MetricsTokenMiddleware:
         header = environ.get("HTTP_AUTHORIZATION", "")
         if environ.get("PATH_INFO") != "/metrics" or not header.startswith("Bearer "):
             return self.wsgi_app(environ, start_response)
-        settings = self.app.config["HANDLED_SETTINGS"]
+        settings = settings_of(self.app)   # read per call: a test may swap the app's settings
         token = settings.metrics_token
         if not token or not hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode()):
             start_response("401 UNAUTHORIZED", [("Content-Type", "text/plain; charset=utf-8"),
