@@ -83,8 +83,9 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     worker = start_worker(settings, tmp_path)
     try:
         job_id = enqueue_transformation(queued_by(settings), "delivery-matrix")
-        wait_until(lambda: jobs.job_status(job_id)["phase"] == "insert", message="the insert phase")
-        run = history.running_run("delivery-matrix")
+        # the job builds the stale zip3-reference first: wait for delivery-matrix's own insert phase
+        run = wait_until(lambda: (r := history.running_run("delivery-matrix")) and r.phase == "insert" and r,
+                         message="delivery-matrix's insert phase")
         horse_pid = int(run.worker.rpartition(":")[2])
         assert horse_pid != worker.pid
         os.kill(worker.pid, signal.SIGKILL)
