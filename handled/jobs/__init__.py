@@ -9,12 +9,12 @@
 Importing this package imports neither Flask nor click: services may use it.
 """
 
-from handled.jobs.progress import current_job_id, progress_listener, report_progress
+from handled.jobs.progress import current_job_id
 from handled.jobs.queue import KIND_PERMISSIONS, JobNotFound, enqueue, get_queue, job_status
 from handled.jobs.worker import run_worker, sweep_dead_workers
 
 __all__ = ["KIND_PERMISSIONS", "JobNotFound", "current_job_id", "enqueue", "get_queue", "job_status",
-           "progress_listener", "report_progress", "run_worker", "sweep_dead_workers"]
+           "run_worker", "sweep_dead_workers"]
 
 
 def init_app(app) -> None:

@@ -5,18 +5,13 @@ could not find its job. Instead the worker binds a ``JobProgress`` to the job
 object when the job starts (``bound_job``); a work horse runs one job at a
 time, so the binding is process-wide and every thread reports through it.
 ``handled.context.job_context`` hands it to the services as ``ctx.progress``.
-
-``report_progress`` and ``progress_listener`` are the older way in, kept for
-the services that do not take a context yet: a report goes to the bound job
-(if any) and to the listeners of the calling thread (CLI output).
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Callable, Iterator
+from typing import Iterator
 
 from handled.context import NO_PROGRESS, Progress
 from handled.timeutil import utcnow
@@ -63,25 +58,3 @@ def current_job_progress() -> Progress:
 def current_job_id() -> str | None:
     """The id of the job this process is running, if any."""
     return _bound.job.id if _bound is not None and _bound.job is not None else None
-
-
-ProgressListener = Callable[[str, int | None, int | None, str | None], None]
-_listeners: ContextVar[tuple[ProgressListener, ...]] = ContextVar("handled_progress_listeners", default=())
-
-
-def report_progress(phase: str, done: int | None = None, total: int | None = None,
-                    message: str | None = None) -> None:
-    """Tell whoever watches (the job page, the CLI) what the current job is doing."""
-    current_job_progress()(phase, done, total, message)
-    for listener in _listeners.get():
-        listener(phase, done, total, message)
-
-
-@contextmanager
-def progress_listener(listener: ProgressListener):
-    """Call ``listener`` for every report_progress inside the block (CLI output)."""
-    token = _listeners.set(_listeners.get() + (listener,))
-    try:
-        yield
-    finally:
-        _listeners.reset(token)
