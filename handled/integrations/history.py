@@ -6,9 +6,13 @@ a load: in single-database mode both proxies share one connection.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from handled import runs
-from handled.context import Actor
 from handled.models import ImportRun
+
+if TYPE_CHECKING:
+    from handled.context import Actor
 
 
 def start_run(integration_id: str, file_name: str, sha256: str, size: int, partial: bool,
