@@ -212,16 +212,18 @@ def project_import(env: dict, integration: str, table: str, files: list[Path], t
 def child(spec: dict) -> None:
     """Runs in the child process: the project's import, then its own peak RSS."""
     from handled import create_app
+    from handled.context import system_context
     from handled.integrations import get_integration
     from handled.integrations.service import import_file
 
     app = create_app()
+    ctx = system_context(app.config["HANDLED_SETTINGS"])
     integration = get_integration(spec["integration"])
     if spec["key"]:
         integration = dataclasses.replace(integration, target=spec["table"], key=tuple(spec["key"]))
     with app.app_context():
         started = time.perf_counter()
-        outcomes = [import_file(integration, path, force=True) for path in spec["files"]]
+        outcomes = [import_file(ctx, integration, path, force=True) for path in spec["files"]]
         seconds = time.perf_counter() - started
     bad = [o for o in outcomes if o.status != "succeeded"]
     if bad:

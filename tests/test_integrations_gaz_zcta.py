@@ -14,25 +14,25 @@ def good_rows():
             gaz_row("99929", "36655478", "0", "14.15", "0", "56.41", "-132.32")]
 
 
-def test_happy_path_with_trailing_spaces_after_the_last_header(imp_app, files):
+def test_happy_path_with_trailing_spaces_after_the_last_header(imp_app, files, imp_ctx):
     path = write_gaz(files / NAME, good_rows(), header_tail="        ")
     assert path.read_text().splitlines()[0].endswith("INTPTLONG        ")
-    outcome = import_file("gaz-zcta", path)
+    outcome = import_file(imp_ctx, "gaz-zcta", path)
     assert outcome.status == "succeeded" and outcome.rows_written == 3
     rows = table_rows("gaz_zcta_national")
     assert rows[0] == ("00601", 166847909, 799292, 64.42, 0.309, 18.180555, -66.749961)
     assert [r[0] for r in rows] == ["00601", "00602", "99929"]
 
 
-def test_values_padded_with_spaces_and_a_header_without_trailing_spaces(imp_app, files):
+def test_values_padded_with_spaces_and_a_header_without_trailing_spaces(imp_app, files, imp_ctx):
     rows = [[c + "   " if i == 6 else c for i, c in enumerate(r)] for r in good_rows()]
-    outcome = import_file("gaz-zcta", write_gaz(files / NAME, rows, header_tail=""))
+    outcome = import_file(imp_ctx, "gaz-zcta", write_gaz(files / NAME, rows, header_tail=""))
     assert outcome.status == "succeeded"
     assert table_rows("gaz_zcta_national")[2][6] == -132.32
 
 
-def test_other_years_are_accepted_by_name(imp_app, files):
-    assert import_file("gaz-zcta", write_gaz(files / "2023_Gaz_zcta_national.txt", good_rows())).status == "succeeded"
+def test_other_years_are_accepted_by_name(imp_app, files, imp_ctx):
+    assert import_file(imp_ctx, "gaz-zcta", write_gaz(files / "2023_Gaz_zcta_national.txt", good_rows())).status == "succeeded"
 
 
 BAD = [
@@ -46,16 +46,16 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
-def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason):
-    import_file("gaz-zcta", write_gaz(files / NAME, good_rows()))
+def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
+    import_file(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows()))
     (files / "bad").mkdir()
-    run = assert_refused("gaz-zcta", write_gaz(files / "bad" / NAME, good_rows() + [row]),
+    run = assert_refused(imp_ctx, "gaz-zcta", write_gaz(files / "bad" / NAME, good_rows() + [row]),
                          "gaz_zcta_national", rejected=[(5, column)])
     assert run.rejected_rows[0]["reason"] == reason
 
 
-def test_duplicate_geoid_names_both_lines(imp_app, files):
-    run = assert_refused("gaz-zcta", write_gaz(files / NAME, good_rows() + [gaz_row("00602")]),
+def test_duplicate_geoid_names_both_lines(imp_app, files, imp_ctx):
+    run = assert_refused(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows() + [gaz_row("00602")]),
                          "gaz_zcta_national", rejected=[(3, "geoid"), (5, "geoid")])
     assert "also on line 5" in run.rejected_rows[0]["reason"]
 
@@ -72,14 +72,14 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
-def test_wrong_files_are_refused(imp_app, files, label, write, message):
-    import_file("gaz-zcta", write_gaz(files / NAME, good_rows()))
+def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
+    import_file(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / NAME
     write(path)
-    assert_refused("gaz-zcta", path, "gaz_zcta_national", message=message)
+    assert_refused(imp_ctx, "gaz-zcta", path, "gaz_zcta_national", message=message)
 
 
-def test_wrong_name_is_refused(imp_app, files):
-    assert_refused("gaz-zcta", write_gaz(files / "gazetteer.txt", good_rows()), "gaz_zcta_national",
+def test_wrong_name_is_refused(imp_app, files, imp_ctx):
+    assert_refused(imp_ctx, "gaz-zcta", write_gaz(files / "gazetteer.txt", good_rows()), "gaz_zcta_national",
                    message="expected a Gazetteer ZCTA file such as 2020_Gaz_zcta_national.txt")

@@ -8,7 +8,7 @@ from handled.integrations import all_integrations, get_integration
 from handled.integrations.archive import archived_path
 from handled.integrations.registry import UnknownIntegration
 from handled.integrations.service import ImportRequestError, import_file, import_paths
-from handled.integrations.history import Actor
+from handled.context import Actor, system_context
 from handled.models import ImportRun
 from tests.support.import_files import (USPS_NAME, ground_row, usps_row, uszip_row, write_ground, write_usps,
                                         write_uszips, write_zone_chart, zone_row)
@@ -27,9 +27,10 @@ def test_registry_lists_the_five_integrations_with_their_rules():
         get_integration("nope")
 
 
-def test_history_records_file_sha_size_counts_who_and_how_long(imp_app, files):
+def test_history_records_file_sha_size_counts_who_and_how_long(imp_app, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", [uszip_row("00501"), uszip_row("00502")])
-    outcome = import_file("us-zips", path, actor=Actor(email="ops@example.com"))
+    ops = imp_ctx.with_actor(Actor(id=None, email="ops@example.com", channel="cli", system=True))
+    outcome = import_file(ops, "us-zips", path)
     run = ImportRun.get_by_id(outcome.run_id)
     assert run.integration == "us-zips" and run.file_name == "uszips.csv"
     assert run.file_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -39,70 +40,70 @@ def test_history_records_file_sha_size_counts_who_and_how_long(imp_app, files):
     assert run.finished_at >= run.started_at and run.rejected_rows == []
 
 
-def test_same_content_is_skipped_unless_forced(imp_app, files):
+def test_same_content_is_skipped_unless_forced(imp_app, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
-    first = import_file("us-zips", path)
-    again = import_file("us-zips", path)
+    first = import_file(imp_ctx, "us-zips", path)
+    again = import_file(imp_ctx, "us-zips", path)
     assert again.status == "skipped" and f"run {first.run_id}" in again.message and "--force" in again.message
-    forced = import_file("us-zips", path, force=True)
+    forced = import_file(imp_ctx, "us-zips", path, force=True)
     assert forced.status == "succeeded" and forced.rows_written == 1
     statuses = [r.status for r in ImportRun.select().order_by(ImportRun.id)]
     assert statuses == ["succeeded", "skipped", "succeeded"]
 
 
-def test_a_failed_file_is_not_skipped_the_next_time(imp_app, files):
+def test_a_failed_file_is_not_skipped_the_next_time(imp_app, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", [uszip_row("0050")])
-    assert import_file("us-zips", path).status == "failed"
-    assert import_file("us-zips", path).status == "failed"
+    assert import_file(imp_ctx, "us-zips", path).status == "failed"
+    assert import_file(imp_ctx, "us-zips", path).status == "failed"
 
 
-def test_imported_files_are_archived_by_sha256(imp_app, imp_settings, files):
+def test_imported_files_are_archived_by_sha256(imp_app, imp_settings, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    import_file("us-zips", path)
+    import_file(imp_ctx, "us-zips", path)
     archived = archived_path(imp_settings.import_archive_dir, sha)
     assert archived.read_bytes() == path.read_bytes()
 
 
-def test_refused_files_are_not_archived(imp_app, imp_settings, files):
+def test_refused_files_are_not_archived(imp_app, imp_settings, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", [uszip_row("0050")])
-    import_file("us-zips", path)
+    import_file(imp_ctx, "us-zips", path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert not archived_path(imp_settings.import_archive_dir, sha).exists()
 
 
-def test_files_over_the_size_limit_are_refused_without_reading(imp_app, imp_settings, files):
+def test_files_over_the_size_limit_are_refused_without_reading(imp_app, imp_settings, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", [uszip_row("00501")] * 3)
     small = dataclasses.replace(imp_settings, import_max_bytes=100)
-    outcome = import_file("us-zips", path, settings=small)
+    outcome = import_file(system_context(small), "us-zips", path)
     run = ImportRun.get_by_id(outcome.run_id)
     assert outcome.status == "failed" and "over the import limit of 100 bytes (IMPORT_MAX_BYTES)" in run.message
     assert run.file_sha256 == "" and table_rows("us_zips") == []
 
 
-def test_rejected_rows_kept_are_capped_but_all_are_counted(imp_app, imp_settings, files):
+def test_rejected_rows_kept_are_capped_but_all_are_counted(imp_app, imp_settings, files, imp_ctx):
     rows = [uszip_row(f"{n:04d}") for n in range(30)]
     capped = dataclasses.replace(imp_settings, import_rejected_rows_kept=5)
-    outcome = import_file("us-zips", write_uszips(files / "uszips.csv", rows), settings=capped)
+    outcome = import_file(system_context(capped), "us-zips", write_uszips(files / "uszips.csv", rows))
     run = ImportRun.get_by_id(outcome.run_id)
     assert run.rows_rejected == 30 and len(run.rejected_rows) == 5
     assert [r["line"] for r in run.rejected_rows] == [2, 3, 4, 5, 6]
     assert "30 of 30 rows were rejected" in run.message
 
 
-def test_broken_quoting_deep_in_a_file_undoes_the_upsert(imp_app, files):
-    import_file("ups-ground-service", write_ground(files / "10001.csv", [ground_row(dest="00501", days="1")]))
+def test_broken_quoting_deep_in_a_file_undoes_the_upsert(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", [ground_row(dest="00501", days="1")]))
     before = table_digest("ups_ground_service_zip5")
     (files / "bad").mkdir()
     lines = [",".join(ground_row(dest=f"{n:05d}", days="3")) for n in range(500, 20500)]
     lines.append('10001,"99999"x,NY,1')
     (files / "bad" / "10001.csv").write_text("\n".join(lines) + "\n")
-    outcome = import_file("ups-ground-service", files / "bad" / "10001.csv")
+    outcome = import_file(imp_ctx, "ups-ground-service", files / "bad" / "10001.csv")
     assert outcome.status == "failed" and "is not valid CSV near line 20001" in outcome.message
     assert table_digest("ups_ground_service_zip5") == before
 
 
-def test_a_zip_of_files_imports_each_member(imp_app, files):
+def test_a_zip_of_files_imports_each_member(imp_app, files, imp_ctx):
     charts = [write_zone_chart(files / f"{o}.xlsx", [zone_row("004"), zone_row("005")]) for o in ("007", "010")]
     bundle = files / "charts.zip"
     with zipfile.ZipFile(bundle, "w") as archive:
@@ -110,16 +111,16 @@ def test_a_zip_of_files_imports_each_member(imp_app, files):
             archive.write(chart, f"zones/{chart.name}")
         archive.writestr("__MACOSX/zones/._007.xlsx", b"junk")
         archive.writestr("zones/", b"")
-    outcomes = import_paths("ups-zones", [bundle])
+    outcomes = import_paths(imp_ctx, "ups-zones", [bundle])
     assert [(o.file_name, o.status) for o in outcomes] == [("007.xlsx", "succeeded"), ("010.xlsx", "succeeded")]
     assert len(table_rows("ups_zones")) == 4
 
 
-def test_a_broken_zip_is_a_request_error(imp_app, files):
+def test_a_broken_zip_is_a_request_error(imp_app, files, imp_ctx):
     bundle = files / "charts.zip"
     bundle.write_bytes(b"not a zip")
     with pytest.raises(ImportRequestError, match="charts.zip is not a valid .zip archive"):
-        import_paths("ups-zones", [bundle])
+        import_paths(imp_ctx, "ups-zones", [bundle])
 
 
 def test_cli_list_import_history(imp_app, files):
@@ -203,15 +204,15 @@ def test_insert_mode_refuses_keys_already_in_the_table(imp_app, files):
     assert [r[1] for r in table_rows("ups_ground_service_zip5")] == ["00501", "00502"]
 
 
-def test_rebuild_from_archive_restores_the_tables(imp_app, files):
+def test_rebuild_from_archive_restores_the_tables(imp_app, files, imp_ctx):
     runner = imp_app.test_cli_runner()
-    import_file("ups-zones", write_zone_chart(files / "007.xlsx", [zone_row("004"), zone_row("005")]))
-    import_file("ups-zones", write_zone_chart(files / "010.xlsx", [zone_row("004")]))
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", [zone_row("004"), zone_row("005")]))
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "010.xlsx", [zone_row("004")]))
     (files / "v2").mkdir()
-    import_file("ups-zones", write_zone_chart(files / "v2" / "007.xlsx", [zone_row("005", *["003"] * 6)]))
-    import_file("us-zips", write_uszips(files / "uszips.csv", [uszip_row("00501")]))
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "v2" / "007.xlsx", [zone_row("005", *["003"] * 6)]))
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", [uszip_row("00501")]))
     (files / "v3").mkdir()
-    import_file("us-zips", write_uszips(files / "v3" / "uszips.csv", [uszip_row("00601")]))
+    import_file(imp_ctx, "us-zips", write_uszips(files / "v3" / "uszips.csv", [uszip_row("00601")]))
     zones, zips = table_digest("ups_zones"), table_digest("us_zips")
     from handled.db import data_db
     data_db.execute_sql("TRUNCATE workspace.ups_zones, workspace.us_zips")
@@ -224,22 +225,22 @@ def test_rebuild_from_archive_restores_the_tables(imp_app, files):
     assert again.output.count(": succeeded (run") == 3  # each content once, not once per rebuild
 
 
-def test_rebuild_names_a_file_missing_from_the_archive(imp_app, imp_settings, files):
+def test_rebuild_names_a_file_missing_from_the_archive(imp_app, imp_settings, files, imp_ctx):
     import shutil
 
-    import_file("us-zips", write_uszips(files / "uszips.csv", [uszip_row("00501")]))
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", [uszip_row("00501")]))
     shutil.rmtree(imp_settings.import_archive_dir)
     result = imp_app.test_cli_runner().invoke(args=["integrations", "rebuild", "us-zips"])
     assert result.exit_code == 1 and "The archive has no copy of uszips.csv (run 1" in result.output
 
 
-def test_a_run_whose_process_died_is_marked_failed(imp_app, files):
+def test_a_run_whose_process_died_is_marked_failed(imp_app, files, imp_ctx):
     from handled.integrations.history import start_run
     from handled.runs import sweep_dead_runs
 
-    dead = start_run("us-zips", "uszips.csv", "ab" * 32, 10, False, Actor())
+    dead = start_run("us-zips", "uszips.csv", "ab" * 32, 10, False, imp_ctx.actor)
     ImportRun.update(worker="some-host-that-is-gone:4242").where(ImportRun.id == dead.id).execute()
-    alive = start_run("us-zips", "uszips.csv", "cd" * 32, 10, False, Actor())
+    alive = start_run("us-zips", "uszips.csv", "cd" * 32, 10, False, imp_ctx.actor)
     from handled.heartbeat import Heartbeat
 
     with Heartbeat():
@@ -251,11 +252,16 @@ def test_a_run_whose_process_died_is_marked_failed(imp_app, files):
     assert f"#{dead.id} " in history.output and "nothing was written" in history.output
 
 
-def test_large_files_report_rows_read_while_loading(imp_app, files):
+def test_large_files_report_rows_read_while_loading(imp_app, files, imp_ctx):
     rows = [ground_row(dest=f"{n:05d}") for n in range(70_000)]
     heard = []
-    outcomes = import_paths("ups-ground-service", [write_ground(files / "10001.csv", rows)],
-                            on_rows=lambda name, count: heard.append((name, count)))
+
+    def rows_read(phase, done=None, total=None, message=None):
+        if phase == "importing":  # "<file>: <n> rows read" while a file loads
+            heard.append((message.split(":")[0], done))
+
+    outcomes = import_paths(imp_ctx.with_progress(rows_read), "ups-ground-service",
+                            [write_ground(files / "10001.csv", rows)])
     assert outcomes[0].rows_written == 70_000
     assert heard == [("10001.csv", 65_536)]
 

@@ -12,20 +12,20 @@ def good_rows(origin="10001"):
             ground_row(origin, "99950", "AK", "")]
 
 
-def test_happy_path_with_trailing_empty_column_and_outbound_name(imp_app, files):
+def test_happy_path_with_trailing_empty_column_and_outbound_name(imp_app, files, imp_ctx):
     path = write_ground(files / "10001_Outbound.csv", good_rows(), trailing_empty=True)
-    outcome = import_file("ups-ground-service", path)
+    outcome = import_file(imp_ctx, "ups-ground-service", path)
     assert outcome.status == "succeeded" and outcome.rows_written == 3
     assert table_rows("ups_ground_service_zip5") == [
         ("10001", "00501", "NY", 1), ("10001", "00601", "PR", 5), ("10001", "99950", "AK", None)]
 
 
-def test_upsert_updates_existing_pairs_and_keeps_other_origins(imp_app, files):
-    import_file("ups-ground-service", write_ground(files / "10001.csv", good_rows()))
-    import_file("ups-ground-service", write_ground(files / "00501.csv", good_rows("00501")))
+def test_upsert_updates_existing_pairs_and_keeps_other_origins(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
+    import_file(imp_ctx, "ups-ground-service", write_ground(files / "00501.csv", good_rows("00501")))
     (files / "again").mkdir()
     rows = [ground_row("10001", "00501", "NY", "2"), ground_row("10001", "02134", "MA", "1")]
-    outcome = import_file("ups-ground-service", write_ground(files / "again" / "10001.csv", rows))
+    outcome = import_file(imp_ctx, "ups-ground-service", write_ground(files / "again" / "10001.csv", rows))
     assert outcome.status == "succeeded" and outcome.rows_written == 2
     stored = {(r[0], r[1]): r[3] for r in table_rows("ups_ground_service_zip5")}
     assert stored[("10001", "00501")] == 2 and stored[("10001", "02134")] == 1
@@ -44,20 +44,20 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
-def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason):
-    import_file("ups-ground-service", write_ground(files / "10001.csv", good_rows()))
+def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
+    import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
     (files / "bad").mkdir()
     row = list(row)
     if label != "missing column":
         row[1] = row[1] if label in ("bad dest zip", "letters") else "02134"
-    run = assert_refused("ups-ground-service", write_ground(files / "bad" / "10001.csv", good_rows() + [row]),
+    run = assert_refused(imp_ctx, "ups-ground-service", write_ground(files / "bad" / "10001.csv", good_rows() + [row]),
                          "ups_ground_service_zip5", rejected=[(4, column)])
     assert run.rejected_rows[0]["reason"] == reason
 
 
-def test_duplicate_pair_names_both_lines(imp_app, files):
+def test_duplicate_pair_names_both_lines(imp_app, files, imp_ctx):
     rows = good_rows() + [ground_row(dest="00601", days="4")]
-    run = assert_refused("ups-ground-service", write_ground(files / "10001.csv", rows),
+    run = assert_refused(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", rows),
                          "ups_ground_service_zip5", rejected=[(2, "origin_zip, dest_zip"), (4, "origin_zip, dest_zip")])
     assert run.rejected_rows[1]["value"] == "10001, 00601"
     assert run.rejected_rows[1]["reason"] == "duplicate key: the same origin_zip, dest_zip is also on line 2"
@@ -73,15 +73,15 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
-def test_wrong_files_are_refused(imp_app, files, label, write, message):
-    import_file("ups-ground-service", write_ground(files / "10001.csv", good_rows()))
+def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
+    import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / "10001.csv"
     write(path)
-    assert_refused("ups-ground-service", path, "ups_ground_service_zip5", message=message)
+    assert_refused(imp_ctx, "ups-ground-service", path, "ups_ground_service_zip5", message=message)
 
 
 @pytest.mark.parametrize("name", ["1000.csv", "10001.txt", "10001_Inbound.csv", "ABCDE.csv"])
-def test_wrong_names_are_refused(imp_app, files, name):
-    assert_refused("ups-ground-service", write_ground(files / name, good_rows()), "ups_ground_service_zip5",
+def test_wrong_names_are_refused(imp_app, files, name, imp_ctx):
+    assert_refused(imp_ctx, "ups-ground-service", write_ground(files / name, good_rows()), "ups_ground_service_zip5",
                    message="expected NNNNN.csv or NNNNN_Outbound.csv")

@@ -17,8 +17,8 @@ def good_rows():
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_ranges_expand_dashes_are_null_titles_and_footnotes_skipped(imp_app, files, ext):
-    outcome = import_file("ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
+def test_ranges_expand_dashes_are_null_titles_and_footnotes_skipped(imp_app, files, ext, imp_ctx):
+    outcome = import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
     assert outcome.status == "succeeded", outcome.message
     assert outcome.rows_read == 3 and outcome.rows_written == 4
     assert table_rows("ups_zones") == [
@@ -29,27 +29,27 @@ def test_ranges_expand_dashes_are_null_titles_and_footnotes_skipped(imp_app, fil
     ]
 
 
-def test_upsert_keeps_other_origins_and_updates_pairs(imp_app, files):
-    import_file("ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
-    import_file("ups-zones", write_zone_chart(files / "010.xlsx", good_rows()))
+def test_upsert_keeps_other_origins_and_updates_pairs(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "010.xlsx", good_rows()))
     (files / "new").mkdir()
-    import_file("ups-zones", write_zone_chart(files / "new" / "007.xlsx", [zone_row("006", *["003"] * 6)]))
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "new" / "007.xlsx", [zone_row("006", *["003"] * 6)]))
     rows = {(r[0], r[1]): r[2] for r in table_rows("ups_zones")}
     assert len(rows) == 8 and rows[("007", "006")] == "003" and rows[("010", "006")] == "045"
 
 
-def test_footnotes_anywhere_after_the_header_are_not_data(imp_app, files):
+def test_footnotes_anywhere_after_the_header_are_not_data(imp_app, files, imp_ctx):
     rows = [zone_row("004"), ["Zones for Alaska follow"], zone_row("005")]
-    outcome = import_file("ups-zones", write_zone_chart(files / "007.xlsx", rows, footnotes=[
+    outcome = import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", rows, footnotes=[
         ["[1] Next Day Air Early is not available"], [], ["* see ups.com"]]))
     assert outcome.status == "succeeded" and outcome.rows_written == 2
 
 
-def test_many_charts_in_one_call(imp_app, files):
+def test_many_charts_in_one_call(imp_app, files, imp_ctx):
     from handled.integrations.service import import_paths
 
     paths = [write_zone_chart(files / f"{o:03d}.xlsx", good_rows()) for o in (7, 10, 11)]
-    outcomes = import_paths("ups-zones", paths)
+    outcomes = import_paths(imp_ctx, "ups-zones", paths)
     assert [o.status for o in outcomes] == ["succeeded"] * 3
     assert len(table_rows("ups_zones")) == 12
 
@@ -68,18 +68,18 @@ BAD = [
 
 @pytest.mark.parametrize("ext", FORMATS)
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
-def test_bad_rows_refuse_the_chart(imp_app, files, ext, label, row, column, reason):
-    import_file("ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
+def test_bad_rows_refuse_the_chart(imp_app, files, ext, label, row, column, reason, imp_ctx):
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
     (files / "bad").mkdir()
-    run = assert_refused("ups-zones", write_zone_chart(files / "bad" / f"007.{ext}", good_rows() + [row]),
+    run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "bad" / f"007.{ext}", good_rows() + [row]),
                          "ups_zones", rejected=[(13, column)])
     assert run.rejected_rows[0]["reason"] == reason
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_numbers_formatted_000_read_as_the_sheet_shows_them(imp_app, files, ext):
+def test_numbers_formatted_000_read_as_the_sheet_shows_them(imp_app, files, ext, imp_ctx):
     rows = [[6, 2, 302, "-", 242, 132, 102], ["008-009", 45, 302, 202, 242, 132, 102]]
-    outcome = import_file("ups-zones", write_zone_chart(files / f"007.{ext}", rows, number_format="000"))
+    outcome = import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", rows, number_format="000"))
     assert outcome.status == "succeeded", outcome.message
     assert table_rows("ups_zones") == [
         ("007", "006", "002", "302", None, "242", "132", "102"),
@@ -89,57 +89,57 @@ def test_numbers_formatted_000_read_as_the_sheet_shows_them(imp_app, files, ext)
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_numbers_without_a_padding_format_are_rejected_not_padded(imp_app, files, ext):
+def test_numbers_without_a_padding_format_are_rejected_not_padded(imp_app, files, ext, imp_ctx):
     rows = [[6, "002", "302", "202", "242", "132", "102"]]
-    run = assert_refused("ups-zones", write_zone_chart(files / f"007.{ext}", rows), "ups_zones",
+    run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", rows), "ups_zones",
                          rejected=[(10, "Dest. ZIP")])
     assert run.rejected_rows[0]["value"] == "6"
 
 
-def test_a_numeric_zip_cell_is_rejected_not_padded(imp_app, files):
-    run = assert_refused("ups-zones", write_zone_chart(files / "007.xlsx", good_rows() + [[9, "002"]]),
+def test_a_numeric_zip_cell_is_rejected_not_padded(imp_app, files, imp_ctx):
+    run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows() + [[9, "002"]]),
                          "ups_zones", rejected=[(13, "Dest. ZIP")])
     assert run.rejected_rows[0]["value"] == "9"
 
 
-def test_overlapping_range_and_prefix_name_both_lines(imp_app, files):
+def test_overlapping_range_and_prefix_name_both_lines(imp_app, files, imp_ctx):
     rows = good_rows() + [zone_row("005")]
-    run = assert_refused("ups-zones", write_zone_chart(files / "007.xlsx", rows), "ups_zones",
+    run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", rows), "ups_zones",
                          rejected=[(10, "origin_zip3, dest_zip3"), (13, "origin_zip3, dest_zip3")])
     assert run.rejected_rows[0]["value"] == "007, 005"
     assert run.rejected_rows[0]["reason"] == "duplicate key: the same origin_zip3, dest_zip3 is also on line 13"
 
 
-def test_partial_keeps_the_rest_of_an_overlapping_range(imp_app, files):
+def test_partial_keeps_the_rest_of_an_overlapping_range(imp_app, files, imp_ctx):
     rows = good_rows() + [zone_row("005"), zone_row("0X9")]
-    outcome = import_file("ups-zones", write_zone_chart(files / "007.xlsx", rows), partial=True)
+    outcome = import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", rows), partial=True)
     assert outcome.status == "succeeded" and outcome.rows_rejected == 3
     assert [r[1] for r in table_rows("ups_zones")] == ["004", "006", "008"]
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_chart_without_data_rows_is_refused(imp_app, files, ext):
-    import_file("ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
+def test_chart_without_data_rows_is_refused(imp_app, files, ext, imp_ctx):
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
     (files / "bad").mkdir()
-    assert_refused("ups-zones", write_zone_chart(files / "bad" / f"007.{ext}", []), "ups_zones",
+    assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "bad" / f"007.{ext}", []), "ups_zones",
                    message="has no data rows")
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_header_not_in_row_9_is_refused(imp_app, files, ext):
+def test_header_not_in_row_9_is_refused(imp_app, files, ext, imp_ctx):
     path = write_zone_chart(files / f"007.{ext}", good_rows(), title_rows=7)
-    assert_refused("ups-zones", path, "ups_zones", message="has the wrong header in row 9")
+    assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message="has the wrong header in row 9")
 
 
-def test_wrong_header_names_what_was_found(imp_app, files):
+def test_wrong_header_names_what_was_found(imp_app, files, imp_ctx):
     header = ZONE_HEADER[:1] + ["Ground Zone"] + ZONE_HEADER[2:]
-    run = assert_refused("ups-zones", write_zone_chart(files / "007.xlsx", good_rows(), header=header), "ups_zones")
+    run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows(), header=header), "ups_zones")
     assert "found Dest. ZIP, Ground Zone, 3 Day Select" in run.message
 
 
-def test_short_sheet_is_refused(imp_app, files):
+def test_short_sheet_is_refused(imp_app, files, imp_ctx):
     path = write_zone_chart(files / "007.xlsx", [], header=None, footnotes=[], title_rows=3)
-    assert_refused("ups-zones", path, "ups_zones", message="has no header: the first sheet ends before row 9")
+    assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message="has no header: the first sheet ends before row 9")
 
 
 WHOLE = [
@@ -152,19 +152,19 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,name,content,message", WHOLE, ids=[w[0] for w in WHOLE])
-def test_files_that_are_not_spreadsheets_are_refused(imp_app, files, label, name, content, message):
-    import_file("ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
+def test_files_that_are_not_spreadsheets_are_refused(imp_app, files, label, name, content, message, imp_ctx):
+    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / name
     path.write_bytes(content)
-    assert_refused("ups-zones", path, "ups_zones", message=message)
+    assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message=message)
 
 
 @pytest.mark.parametrize("name", ["7.xlsx", "0070.xls", "007.csv", "zones-007.xlsx"])
-def test_wrong_names_are_refused(imp_app, files, name):
+def test_wrong_names_are_refused(imp_app, files, name, imp_ctx):
     path = files / name
     write_zone_chart(files / "007.xlsx", good_rows()).rename(path)
-    assert_refused("ups-zones", path, "ups_zones", message="expected NNN.xls or NNN.xlsx")
+    assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message="expected NNN.xls or NNN.xlsx")
 
 
 # --- how a sheet is read: calamine for all-text sheets, openpyxl/xlrd where formats matter -----

@@ -21,9 +21,9 @@ def good_rows():
     ]
 
 
-def test_happy_path_keeps_leading_zeros_nulls_booleans_and_quotes(imp_app, files):
+def test_happy_path_keeps_leading_zeros_nulls_booleans_and_quotes(imp_app, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", good_rows())
-    outcome = import_file("us-zips", path)
+    outcome = import_file(imp_ctx, "us-zips", path)
     assert outcome.status == "succeeded" and outcome.rows_read == 3 and outcome.rows_written == 3
     rows = {r[0]: r for r in table_rows("us_zips")}
     assert list(rows) == ["00501", "00601", "99950"]
@@ -36,26 +36,26 @@ def test_happy_path_keeps_leading_zeros_nulls_booleans_and_quotes(imp_app, files
     assert rows["99950"][3] == 'Ketchikan, "Gateway"' and rows["99950"][16] is True
 
 
-def test_replace_mode_swaps_the_whole_table(imp_app, files):
-    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+def test_replace_mode_swaps_the_whole_table(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     second = files / "second"
     second.mkdir()
-    outcome = import_file("us-zips", write_uszips(second / "uszips.csv", [uszip_row("12345")]))
+    outcome = import_file(imp_ctx, "us-zips", write_uszips(second / "uszips.csv", [uszip_row("12345")]))
     assert outcome.status == "succeeded"
     assert [r[0] for r in table_rows("us_zips")] == ["12345"]
 
 
-def test_free_text_with_tabs_and_backslashes_survives_copy(imp_app, files):
+def test_free_text_with_tabs_and_backslashes_survives_copy(imp_app, files, imp_ctx):
     row = uszip_row("00501", city="Back\\slash\tTab", county_name="Line\nBreak", county_names_all="\\N")
-    import_file("us-zips", write_uszips(files / "uszips.csv", [row]))
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", [row]))
     stored = table_rows("us_zips")[0]
     assert stored[3] == "Back\\slash\tTab" and stored[11] == "Line\nBreak" and stored[13] == "\\N"
 
 
-def test_bom_at_the_start_is_accepted(imp_app, files):
+def test_bom_at_the_start_is_accepted(imp_app, files, imp_ctx):
     path = write_uszips(files / "uszips.csv", good_rows())
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    assert import_file("us-zips", path).status == "succeeded"
+    assert import_file(imp_ctx, "us-zips", path).status == "succeeded"
 
 
 BAD_ROWS = [
@@ -77,38 +77,38 @@ BAD_ROWS = [
 
 
 @pytest.mark.parametrize("label,change,column,reason", BAD_ROWS, ids=[b[0] for b in BAD_ROWS])
-def test_bad_row_refuses_the_file_and_names_line_column_value(imp_app, files, label, change, column, reason):
-    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+def test_bad_row_refuses_the_file_and_names_line_column_value(imp_app, files, label, change, column, reason, imp_ctx):
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     bad = files / "bad"
     bad.mkdir()
     change = dict(change)
     zip_code = change.pop("zip_code", "02134")
     rows = good_rows() + [uszip_row(zip_code, **change)]
-    run = assert_refused("us-zips", write_uszips(bad / "uszips.csv", rows), "us_zips",
+    run = assert_refused(imp_ctx, "us-zips", write_uszips(bad / "uszips.csv", rows), "us_zips",
                          message="Nothing was written", rejected=[(5, column)])
     assert run.rejected_rows[0]["reason"] == reason
     assert run.rows_read == 4
 
 
-def test_missing_column_in_a_row_is_rejected(imp_app, files):
+def test_missing_column_in_a_row_is_rejected(imp_app, files, imp_ctx):
     rows = good_rows() + [uszip_row("02134")[:-1]]
-    run = assert_refused("us-zips", write_uszips(files / "uszips.csv", rows), "us_zips",
+    run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", rows), "us_zips",
                          rejected=[(5, "timezone")])
     assert "expected 18 fields, found 17" in run.rejected_rows[0]["reason"]
 
 
-def test_duplicate_zip_names_both_lines(imp_app, files):
+def test_duplicate_zip_names_both_lines(imp_app, files, imp_ctx):
     rows = good_rows() + [uszip_row("00601")]
-    run = assert_refused("us-zips", write_uszips(files / "uszips.csv", rows), "us_zips",
+    run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", rows), "us_zips",
                          rejected=[(3, "zip"), (5, "zip")])
     assert run.rejected_rows[0]["reason"] == "duplicate key: the same zip is also on line 5"
     assert run.rejected_rows[1]["reason"] == "duplicate key: the same zip is also on line 3"
     assert run.rejected_rows[0]["value"] == "00601"
 
 
-def test_partial_loads_good_rows_and_records_every_bad_one(imp_app, files):
+def test_partial_loads_good_rows_and_records_every_bad_one(imp_app, files, imp_ctx):
     rows = good_rows() + [uszip_row("0250"), uszip_row("02135", lat="x"), uszip_row("00501")]
-    outcome = import_file("us-zips", write_uszips(files / "uszips.csv", rows), partial=True)
+    outcome = import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", rows), partial=True)
     assert outcome.status == "succeeded" and outcome.rows_rejected == 4
     assert [r[0] for r in table_rows("us_zips")] == ["00601", "99950"]
     run = ImportRun.get_by_id(outcome.run_id)
@@ -131,36 +131,36 @@ WHOLE_FILE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE_FILE, ids=[w[0] for w in WHOLE_FILE])
-def test_wrong_files_are_refused_before_anything_is_written(imp_app, files, label, write, message):
-    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+def test_wrong_files_are_refused_before_anything_is_written(imp_app, files, label, write, message, imp_ctx):
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     bad = files / "bad"
     bad.mkdir()
     path = bad / "uszips.csv"
     write(path)
-    run = assert_refused("us-zips", path, "us_zips", message=message)
+    run = assert_refused(imp_ctx, "us-zips", path, "us_zips", message=message)
     assert run.message.startswith("Refused: ") and run.rows_written == 0
 
 
-def test_wrong_file_name_is_refused(imp_app, files):
+def test_wrong_file_name_is_refused(imp_app, files, imp_ctx):
     path = write_uszips(files / "zips.csv", good_rows())
-    run = assert_refused("us-zips", path, "us_zips", message="'zips.csv' is not a SimpleMaps US ZIP database file name")
+    run = assert_refused(imp_ctx, "us-zips", path, "us_zips", message="'zips.csv' is not a SimpleMaps US ZIP database file name")
     assert run.file_sha256 and run.file_size == path.stat().st_size
 
 
-def test_partial_import_with_no_good_row_leaves_the_table_alone(imp_app, files):
-    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+def test_partial_import_with_no_good_row_leaves_the_table_alone(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     (files / "bad").mkdir()
     rows = [uszip_row("0250"), uszip_row("02135", lat="x")]
-    run = assert_refused("us-zips", write_uszips(files / "bad" / "uszips.csv", rows), "us_zips", partial=True,
+    run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "bad" / "uszips.csv", rows), "us_zips", partial=True,
                          message="Nothing was written", rejected=[(2, "zip"), (3, "lat")])
     assert "has no good row to load" in run.message
 
 
-def test_broken_quoting_deep_in_the_file_leaves_the_table_alone(imp_app, files):
-    import_file("us-zips", write_uszips(files / "uszips.csv", good_rows()))
+def test_broken_quoting_deep_in_the_file_leaves_the_table_alone(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     (files / "bad").mkdir()
     path = write_uszips(files / "bad" / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(3000)])
     with open(path, "a") as handle:
         handle.write('"09999","40.1"x,"-73"\n')
-    run = assert_refused("us-zips", path, "us_zips", message="is not valid CSV near line 3002")
+    run = assert_refused(imp_ctx, "us-zips", path, "us_zips", message="is not valid CSV near line 3002")
     assert run.message.startswith("Refused: ")

@@ -12,18 +12,18 @@ def good_rows():
             usps_row("006", "005", "2", "", "", "3", "3", "", "", "")]
 
 
-def test_happy_path_with_empty_days_as_null(imp_app, files):
-    outcome = import_file("usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
+def test_happy_path_with_empty_days_as_null(imp_app, files, imp_ctx):
+    outcome = import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     assert outcome.status == "succeeded" and outcome.rows_written == 3
     rows = table_rows("usps_3d_base_service")
     assert rows[0] == ("005", "005", 1, 2, 3, 2, 2, 2, 2, 2)
     assert rows[2] == ("006", "005", 2, None, None, 3, 3, None, None, None)
 
 
-def test_replace_mode_and_a_newer_directory_date(imp_app, files):
-    import_file("usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
+def test_replace_mode_and_a_newer_directory_date(imp_app, files, imp_ctx):
+    import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     newer = "3D_Base_Service_Standard_Directory_02012025.csv"
-    import_file("usps-3d-base", write_usps(files / newer, [usps_row("007", "008")]))
+    import_file(imp_ctx, "usps-3d-base", write_usps(files / newer, [usps_row("007", "008")]))
     assert [r[:2] for r in table_rows("usps_3d_base_service")] == [("007", "008")]
 
 
@@ -39,16 +39,16 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
-def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason):
-    import_file("usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
+def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
+    import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     (files / "bad").mkdir()
-    run = assert_refused("usps-3d-base", write_usps(files / "bad" / USPS_NAME, good_rows() + [row]),
+    run = assert_refused(imp_ctx, "usps-3d-base", write_usps(files / "bad" / USPS_NAME, good_rows() + [row]),
                          "usps_3d_base_service", rejected=[(5, column)])
     assert run.rejected_rows[0]["reason"] == reason
 
 
-def test_duplicate_pair_names_both_lines(imp_app, files):
-    run = assert_refused("usps-3d-base", write_usps(files / USPS_NAME, good_rows() + [usps_row("005", "006")]),
+def test_duplicate_pair_names_both_lines(imp_app, files, imp_ctx):
+    run = assert_refused(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows() + [usps_row("005", "006")]),
                          "usps_3d_base_service", rejected=[(3, "origin_zip3, dest_zip3"), (5, "origin_zip3, dest_zip3")])
     assert run.rejected_rows[0]["reason"].endswith("also on line 5")
 
@@ -65,14 +65,14 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
-def test_wrong_files_are_refused(imp_app, files, label, write, message):
-    import_file("usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
+def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
+    import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / USPS_NAME
     write(path)
-    assert_refused("usps-3d-base", path, "usps_3d_base_service", message=message)
+    assert_refused(imp_ctx, "usps-3d-base", path, "usps_3d_base_service", message=message)
 
 
-def test_wrong_name_is_refused(imp_app, files):
-    assert_refused("usps-3d-base", write_usps(files / "3D_Base_Service_Standard_Directory.csv", good_rows()),
+def test_wrong_name_is_refused(imp_app, files, imp_ctx):
+    assert_refused(imp_ctx, "usps-3d-base", write_usps(files / "3D_Base_Service_Standard_Directory.csv", good_rows()),
                    "usps_3d_base_service", message="expected 3D_Base_Service_Standard_Directory_MMDDYYYY.csv")

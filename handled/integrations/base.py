@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from handled.errors import HandledError
+
 MODES = ("insert", "upsert", "replace")
 FORMATS = ("csv", "tsv", "spreadsheet")
 
@@ -32,7 +34,7 @@ class RowError(Exception):
         self.reason = reason
 
 
-class FileRefused(Exception):
+class FileRefused(HandledError):
     """The file as a whole is wrong; the message is one sentence for the user."""
 
 

@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from dataclasses import replace
 from datetime import timezone
 from pathlib import Path
 
 import click
-import peewee
-import psycopg2
-from flask.cli import AppGroup
 
 from handled import runs as run_history
-from handled.context import cli_context
+from handled.cli_support import HandledGroup, echo_progress
+from handled.context import NO_PROGRESS, Context, Progress, cli_context
 from handled.integrations import history
-from handled.integrations.history import Actor
-from handled.integrations.registry import UnknownIntegration, all_integrations
-from handled.integrations.service import ImportRequestError, import_paths, rebuild_from_archive
+from handled.integrations.registry import all_integrations, get_integration
+from handled.integrations.service import import_paths, rebuild_from_archive
 from handled.integrations.status import table_row_counts
 
-integrations_cli = AppGroup("integrations", help="Import carrier and census files into the DATA database.")
-
-
-def database_errors(command):
-    """A database that does not answer is one line on stderr and exit 1, not a traceback."""
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(f"A database is not answering ({first}); see docs/OPS_RUNBOOK.md.") from None
-    return run
+integrations_cli = HandledGroup("integrations", help="Import carrier and census files into the DATA database.")
 
 
 @integrations_cli.command("list")
-@database_errors
 def list_command():
     """Each integration: id, accepted files, target table, rows, last successful import."""
     counts = table_row_counts()
@@ -50,6 +33,25 @@ def list_command():
         click.echo(f"{'':<20} files: {integration.file_hint}")
 
 
+def _import_context(user_email: str | None, progress: Progress) -> Context:
+    """The operator's context; ``--user-email`` is whom the run history records."""
+    ctx = cli_context(progress)
+    return ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+
+
+class RowsReadLabel:
+    """The CLI's progress sink on a terminal: the bar's label follows the rows read of the current file."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def __call__(self, phase: str, done: int | None = None, total: int | None = None,
+                 message: str | None = None) -> None:
+        if phase == "importing" and message:
+            self.bar.label = message
+            self.bar.update(0)
+
+
 @integrations_cli.command("import")
 @click.argument("integration_id", metavar="ID")
 @click.argument("files", nargs=-1, required=True,
@@ -58,49 +60,47 @@ def list_command():
               "(every rejected row is still recorded).")
 @click.option("--force", is_flag=True, help="Import a file even if the same content was imported before.")
 @click.option("--user-email", default=None, help="Record this email as who ran the import.")
-@database_errors
 def import_command(integration_id, files, partial, force, user_email):
     """Import FILE... (or .zip archives of them) with integration ID.
 
     Exits with status 1 when any file was refused or any row rejected.
     """
-    actor = Actor(email=user_email)
-    outcomes = []
-    show_bar = sys.stderr.isatty()
-    try:
-        if show_bar:
-            with click.progressbar(length=len(files), label=f"Importing {integration_id}",
-                                   file=sys.stderr) as bar:
-                outcomes = _run(integration_id, files, partial, force, actor, bar)
-        else:
-            outcomes = _run(integration_id, files, partial, force, actor, None)
-    except (UnknownIntegration, ImportRequestError) as problem:
-        raise click.ClickException(str(problem)) from None
+    get_integration(integration_id)  # an unknown id is one line, before any bar is drawn
+    if sys.stderr.isatty():
+        with click.progressbar(length=len(files), label=f"Importing {integration_id}",
+                               file=sys.stderr) as bar:
+            ctx = _import_context(user_email, RowsReadLabel(bar))
+            outcomes = _run(ctx, integration_id, files, partial, force, bar)
+    else:
+        outcomes = _run(_import_context(user_email, NO_PROGRESS), integration_id, files, partial, force, None)
     _print_summary(outcomes)
     if not all(o.clean for o in outcomes):
         raise SystemExit(1)
 
 
-def _run(integration_id, files, partial, force, actor, bar):
+def _run(ctx: Context, integration_id, files, partial, force, bar):
     """Import the files in order; the bar (if any) advances per file given (a .zip counts once)."""
-    def report(outcome):
-        start = "\n" if bar is not None else ""  # leave the bar's line before printing
-        click.echo(f"{start}{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
-                   err=not outcome.clean)
-        if outcome.rows_rejected:
-            _echo_rejected_rows(outcome)
-
-    def rows_read(name, rows):
-        bar.label = f"{name}: {rows:,} rows read"
-        bar.update(0)
-
     outcomes = []
     for path in files:
-        outcomes += import_paths(integration_id, [path], partial=partial, force=force, actor=actor,
-                                 on_file=report, on_rows=rows_read if bar is not None else None)
+        done = import_paths(ctx, integration_id, [path], partial=partial, force=force)
+        for outcome in done:
+            _echo_outcome(outcome, leave_bar=bar is not None)
+        outcomes += done
         if bar is not None:
             bar.update(1)
     return outcomes
+
+
+def _echo_outcome(outcome, leave_bar: bool = False) -> None:
+    """One line per file (stdout when clean, else stderr), then its rejected lines."""
+    start = "\n" if leave_bar else ""  # leave the bar's line before printing
+    click.echo(start + _outcome_line(outcome), err=not outcome.clean)
+    if outcome.rows_rejected:
+        _echo_rejected_rows(outcome)
+
+
+def _outcome_line(outcome) -> str:
+    return f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}"
 
 
 SHOWN_REJECTED_ROWS = 20
@@ -135,18 +135,13 @@ def _print_summary(outcomes) -> None:
 
 
 @integrations_cli.command("history")
-@database_errors
 @click.argument("integration_id", metavar="[ID]", required=False)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--rejected", "show_rejected", is_flag=True, help="Also print each run's kept rejected rows.")
 def history_command(integration_id, limit, show_rejected):
     """Recent import runs, newest first (of one integration if ID is given)."""
     if integration_id:
-        try:
-            from handled.integrations.registry import get_integration
-            get_integration(integration_id)
-        except UnknownIntegration as problem:
-            raise click.ClickException(str(problem)) from None
+        get_integration(integration_id)
     run_history.sweep_dead_runs("import")
     runs = history.recent_runs(integration_id, limit)
     if not runs:
@@ -167,7 +162,6 @@ def history_command(integration_id, limit, show_rejected):
 
 
 @integrations_cli.command("rebuild")
-@database_errors
 @click.argument("integration_id", metavar="ID")
 @click.option("--user-email", default=None, help="Record this email as who ran the imports.")
 def rebuild_command(integration_id, user_email):
@@ -176,16 +170,10 @@ def rebuild_command(integration_id, user_email):
     Replace mode: the latest successful file. Upsert mode: every file that
     succeeded, each content once at its last place in the order.
     """
-    def report(outcome):
-        click.echo(f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}",
-                   err=not outcome.clean)
-
-    ctx = cli_context()
-    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
-    try:
-        outcomes = rebuild_from_archive(ctx, integration_id, on_file=report)
-    except (UnknownIntegration, ImportRequestError) as problem:
-        raise click.ClickException(str(problem)) from None
+    progress = echo_progress if sys.stderr.isatty() else NO_PROGRESS
+    outcomes = rebuild_from_archive(_import_context(user_email, progress), integration_id)
+    for outcome in outcomes:
+        click.echo(_outcome_line(outcome), err=not outcome.clean)
     if not outcomes:
         click.echo(f"No successful import of {integration_id} to rebuild from.")
     _print_summary(outcomes)

@@ -6,25 +6,18 @@ a load: in single-database mode both proxies share one connection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from handled import runs
 from handled.models import ImportRun
 
-
-@dataclass(frozen=True)
-class Actor:
-    """Who started an import (None for the CLI unless given)."""
-
-    id: int | None = None
-    email: str | None = None
-
-
-SYSTEM = Actor()
+if TYPE_CHECKING:
+    from handled.context import Actor
 
 
 def start_run(integration_id: str, file_name: str, sha256: str, size: int, partial: bool,
               actor: Actor, status: str = "running") -> ImportRun:
+    """Record a new import run by ``actor`` (the history keeps its id and email)."""
     return runs.start_run("import", actor_id=actor.id, actor_email=actor.email, status=status,
                           integration=integration_id, file_name=file_name, file_sha256=sha256,
                           file_size=size, partial=partial)

@@ -1,10 +1,13 @@
 """Import service: one file (or a .zip of files) through checks, loader, archive, history.
 
 The CLI, the pages and background jobs all call ``import_file`` /
-``import_paths``; they return plain ``ImportOutcome`` values and never raise
-for a bad file (the outcome and the run history say why). ``ImportRequestError`` is
-raised only for a request that cannot run at all (a broken .zip), and
-``UnknownIntegration`` for an id no integration has.
+``import_paths`` with a ``Context``: its settings (limits, archive folder), its
+actor (whom the run history records) and its progress sink (rows read while a
+file loads, then one report per finished file with its outcome). They return
+plain ``ImportOutcome`` values and never raise for a bad file (the outcome and
+the run history say why). ``ImportRequestError`` is raised only for a request
+that cannot run at all (a broken .zip), and ``UnknownIntegration`` for an id no
+integration has.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import zipfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from handled import heartbeat
 from handled.context import Context
@@ -23,8 +26,7 @@ from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
 from handled.integrations.base import FileRefused, Integration
-from handled.integrations.history import SYSTEM, Actor
-from handled.integrations.loader import LoadFailed, Rejections, load_records
+from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
 from handled.integrations.registry import UnknownIntegration, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
 from handled.settings import Settings
@@ -50,50 +52,45 @@ class ImportOutcome:
         return self.status in ("succeeded", "skipped") and self.rows_rejected == 0
 
 
-def active_settings() -> Settings:
-    """The running app's settings inside an app context, else the process's."""
-    from flask import has_app_context
-
-    if has_app_context():
-        from handled.context import app_settings
-        return app_settings()
-    from handled.settings import get_settings
-    return get_settings()
-
-
-def import_file(integration_id: str | Integration, path: str | Path, *, file_name: str | None = None,
-                partial: bool = False, force: bool = False, actor: Actor = SYSTEM,
-                settings: Settings | None = None,
-                on_rows: Callable[[int], None] | None = None) -> ImportOutcome:
-    """Import one file; the returned outcome (and the run history) says what happened.
+def import_file(ctx: Context, integration_id: str | Integration, path: str | Path, *,
+                file_name: str | None = None, partial: bool = False, force: bool = False) -> ImportOutcome:
+    """Import one file as ``ctx.actor``; the returned outcome (and the run history) says what happened.
 
     ``integration_id`` may also be an Integration object (the benchmark's twins).
+    ``ctx.progress`` hears "importing" (rows read so far) while the file loads,
+    then "imported" with the file's outcome.
     """
     integration = (integration_id if isinstance(integration_id, Integration)
                    else get_integration(integration_id))
-    settings = settings or active_settings()
-    path = Path(path)
-    name = file_name or path.name
+    outcome = _import_one(ctx, integration, Path(path), file_name or Path(path).name, partial, force)
+    ctx.progress("imported", outcome.rows_read, None, f"{outcome.file_name}: {outcome.status}. {outcome.message}")
+    return outcome
+
+
+def _import_one(ctx: Context, integration: Integration, path: Path, name: str, partial: bool,
+                force: bool) -> ImportOutcome:
+    settings = ctx.settings
     try:
         context = integration.match_name(name)
         facts = inspect_file(path, name, integration, settings.import_max_bytes)
     except FileRefused as refusal:
-        return _refused_early(integration, path, name, partial, actor, settings, str(refusal))
+        return _refused_early(ctx, integration, path, name, partial, str(refusal))
     if not force:
         earlier = history.succeeded_before(integration.id, facts.sha256)
         if earlier is not None:
             message = (f"Skipped: the same file (sha256 {facts.sha256[:12]}…) was already imported "
                        f"successfully in run {earlier.id}; use --force to import it again.")
-            run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, actor,
+            run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, ctx.actor,
                                     status="skipped")
             history.finish_run(run, "skipped", message)
             return _outcome(run)
-    run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, actor)
-    return _load(integration, run, path, name, facts, context, partial, settings, on_rows)
+    run = history.start_run(integration.id, name, facts.sha256, facts.size, partial, ctx.actor)
+    return _load(ctx, integration, run, path, name, facts, context, partial)
 
 
-def _load(integration: Integration, run, path: Path, name: str, facts, context: dict,
-          partial: bool, settings: Settings, on_rows=None) -> ImportOutcome:
+def _load(ctx: Context, integration: Integration, run, path: Path, name: str, facts, context: dict,
+          partial: bool) -> ImportOutcome:
+    settings = ctx.settings
     rejections = Rejections(keep=settings.import_rejected_rows_kept)
     archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
     try:
@@ -113,7 +110,8 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
                     yield records
 
             result = load_records(integration, open_source, context, partial=partial,
-                                  rejections=rejections, before_commit=archive, on_rows=on_rows)
+                                  rejections=rejections, before_commit=archive,
+                                  rows_read=RowsRead(ctx.progress, name))
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
@@ -135,12 +133,12 @@ def _load(integration: Integration, run, path: Path, name: str, facts, context: 
     return _outcome(run)
 
 
-def _refused_early(integration: Integration, path: Path, name: str, partial: bool, actor: Actor,
-                   settings: Settings, message: str) -> ImportOutcome:
+def _refused_early(ctx: Context, integration: Integration, path: Path, name: str, partial: bool,
+                   message: str) -> ImportOutcome:
     """Record a whole-file refusal (nothing was written)."""
     size = path.stat().st_size
-    sha = file_sha256(path)[0] if size <= settings.import_max_bytes else ""
-    run = history.start_run(integration.id, name, sha, size, partial, actor, status="failed")
+    sha = file_sha256(path)[0] if size <= ctx.settings.import_max_bytes else ""
+    run = history.start_run(integration.id, name, sha, size, partial, ctx.actor, status="failed")
     history.finish_run(run, "failed", f"Refused: {message} Nothing was written.")
     return _outcome(run)
 
@@ -160,32 +158,23 @@ class SourceFile:
     name: str  # the name the file is judged by (a .zip member's own name)
 
 
-def import_paths(integration_id: str, paths: Iterable[str | Path], *, partial: bool = False,
-                 force: bool = False, actor: Actor = SYSTEM, settings: Settings | None = None,
-                 on_file: Callable[[ImportOutcome], None] | None = None,
-                 names: Iterable[str] | None = None,
-                 on_rows: Callable[[str, int], None] | None = None) -> list[ImportOutcome]:
+def import_paths(ctx: Context, integration_id: str, paths: Iterable[str | Path], *, partial: bool = False,
+                 force: bool = False, names: Iterable[str] | None = None) -> list[ImportOutcome]:
     """Import each file in turn; a .zip contributes each of its files.
 
     ``names`` optionally gives the original names of ``paths`` (uploads are
-    saved under temporary names). Each file is its own transaction and run.
-    ``on_rows(file_name, rows_read)`` hears how far a large file has got.
+    saved under temporary names). Each file is its own transaction and run,
+    and ``ctx.progress`` hears its outcome as soon as it is known.
     """
     get_integration(integration_id)  # fail fast on an unknown id
-    settings = settings or active_settings()
     names = list(names) if names is not None else None
     outcomes = []
     for index, path in enumerate(paths):
         path = Path(path)
         name = names[index] if names else path.name
-        for source in _expand(path, name, settings):
-            rows = (lambda n, name=source.name: on_rows(name, n)) if on_rows else None
-            outcome = import_file(integration_id, source.path, file_name=source.name,
-                                  partial=partial, force=force, actor=actor, settings=settings,
-                                  on_rows=rows)
-            outcomes.append(outcome)
-            if on_file is not None:
-                on_file(outcome)
+        for source in _expand(path, name, ctx.settings):
+            outcomes.append(import_file(ctx, integration_id, source.path, file_name=source.name,
+                                        partial=partial, force=force))
     return outcomes
 
 
@@ -232,7 +221,7 @@ class ImportRequestError(HandledError):
 
 
 __all__ = ["ImportOutcome", "ImportRequestError", "UnknownIntegration", "import_file",
-           "import_paths", "active_settings"]
+           "import_paths", "rebuild_from_archive"]
 
 
 # ---- rebuilding a workspace table from the archive
@@ -249,24 +238,17 @@ def runs_to_rebuild(integration: Integration) -> list:
     return sorted(last_by_sha.values(), key=lambda run: run.id)
 
 
-def rebuild_from_archive(ctx: Context, integration_id: str, *,
-                         on_file: Callable[[ImportOutcome], None] | None = None) -> list[ImportOutcome]:
+def rebuild_from_archive(ctx: Context, integration_id: str) -> list[ImportOutcome]:
     """Re-import the archived files of the runs that built the table (see docs/IMPORTS.md)."""
     from handled.integrations.archive import archived_path
 
     integration = get_integration(integration_id)
-    settings, actor = ctx.settings, Actor(id=ctx.actor.id, email=ctx.actor.email)
+    folder = ctx.settings.import_archive_dir
     plan = runs_to_rebuild(integration)
-    missing = [r for r in plan if not archived_path(settings.import_archive_dir, r.file_sha256).is_file()]
+    missing = [r for r in plan if not archived_path(folder, r.file_sha256).is_file()]
     if missing:
         raise ImportRequestError(f"The archive has no copy of {missing[0].file_name} (run {missing[0].id}, "
-                                 f"sha256 {missing[0].file_sha256[:12]}…) in {settings.import_archive_dir}.")
-    outcomes = []
-    for run in plan:
-        outcome = import_file(integration, archived_path(settings.import_archive_dir, run.file_sha256),
-                              file_name=run.file_name, partial=run.partial, force=True, actor=actor,
-                              settings=settings)
-        outcomes.append(outcome)
-        if on_file is not None:
-            on_file(outcome)
-    return outcomes
+                                 f"sha256 {missing[0].file_sha256[:12]}…) in {folder}.")
+    return [import_file(ctx, integration, archived_path(folder, run.file_sha256), file_name=run.file_name,
+                        partial=run.partial, force=True)
+            for run in plan]

@@ -19,7 +19,6 @@ from werkzeug.utils import secure_filename
 
 from handled import jobs
 from handled.context import Context
-from handled.integrations.history import Actor
 from handled.integrations.service import ImportOutcome, ImportRequestError, import_paths
 from handled.settings import Settings
 
@@ -66,31 +65,20 @@ def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[P
                                      "imported; try again in a minute, or use flask integrations import.") from None
         return Submission(job_id=job_id)
     try:
-        return Submission(outcomes=import_paths(integration_id, paths, names=names, partial=partial,
-                                                force=force, actor=import_actor(ctx), settings=settings))
+        return Submission(outcomes=import_paths(ctx, integration_id, paths, names=names, partial=partial,
+                                                force=force))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def import_actor(ctx: Context) -> Actor:
-    """Who the import history records: the context's actor."""
-    return Actor(ctx.actor.id, ctx.actor.email)
-
-
 def import_job(ctx: Context, integration_id: str, folder: str, paths: list[str], names: list[str],
                partial: bool, force: bool) -> dict:
-    """What a worker runs for a queued upload, as the user who uploaded it; reports progress per file."""
-    done = []
+    """What a worker runs for a queued upload, as the user who uploaded it.
 
-    def report(outcome: ImportOutcome) -> None:
-        done.append(outcome)
-        ctx.progress("importing", len(done), None, f"{outcome.file_name}: {outcome.status}. {outcome.message}")
-
+    The service reports rows read and each file's outcome through the job's ``ctx.progress``.
+    """
     try:
-        outcomes = import_paths(integration_id, paths, names=names, partial=partial, force=force,
-                                actor=import_actor(ctx), settings=ctx.settings, on_file=report,
-                                on_rows=lambda name, rows: ctx.progress(
-                                    "importing", len(done), None, f"{name}: {rows:,} rows read"))
+        outcomes = import_paths(ctx, integration_id, paths, names=names, partial=partial, force=force)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     ctx.progress("finished", len(outcomes), len(outcomes))

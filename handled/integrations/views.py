@@ -14,7 +14,7 @@ from handled.auth.permissions import permission_required
 from handled.context import web_context
 from handled.integrations import history
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
-from handled.integrations.service import ImportRequestError, active_settings
+from handled.integrations.service import ImportRequestError
 from handled.integrations.status import table_row_counts
 from handled.integrations.submit import save_uploads, submit_import
 
@@ -45,14 +45,15 @@ def integration_page(integration_id):
     runs.sweep_dead_runs("import")
     return render_template("integrations/integration.html", integration=integration,
                            runs=history.recent_runs(integration.id, limit=50),
-                           max_bytes=active_settings().import_max_bytes)
+                           max_bytes=web_context().settings.import_max_bytes)
 
 
 @bp.post("/<integration_id>/import")
 @permission_required(PERMISSION)
 def upload(integration_id):
     integration = _integration_or_404(integration_id)
-    limit = active_settings().import_max_bytes
+    ctx = web_context()
+    limit = ctx.settings.import_max_bytes
     if (request.content_length or 0) > limit:  # the whole upload may not exceed one file's limit
         abort(413, description=f"The upload is {request.content_length:,} bytes, over the import limit "
                                f"of {limit:,} bytes (IMPORT_MAX_BYTES).")
@@ -60,7 +61,6 @@ def upload(integration_id):
     if not files:
         flash("Choose one or more files (or a .zip of them) to import.", "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))
-    ctx = web_context()
     folder, paths, names = save_uploads(files, ctx.settings)
     result_url = url_for(".integration_page", integration_id=integration.id)
     try:
@@ -70,7 +70,7 @@ def upload(integration_id):
     except ImportRequestError as problem:
         flash(str(problem), "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))
-    _audit(integration.id, names, submission)
+    _audit(ctx, integration.id, names, submission)
     return _after_submission(integration.id, submission)
 
 
@@ -96,13 +96,12 @@ def _job_page_url(job_id: str) -> str | None:
     return url_for("jobs.job_page", job_id=job_id)
 
 
-def _audit(integration_id: str, names: list[str], submission) -> None:
+def _audit(ctx, integration_id: str, names: list[str], submission) -> None:
     from handled import audit
-    from handled.context import web_context
 
     details = {"files": names, "job_id": submission.job_id,
                "runs": [o.run_id for o in submission.outcomes]}
-    audit.record(web_context(), "integration.import", target_type="integration", target_id=integration_id,
+    audit.record(ctx, "integration.import", target_type="integration", target_id=integration_id,
                  target_label=integration_id, details=details)
 
 

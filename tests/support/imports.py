@@ -6,6 +6,7 @@ from pathlib import Path
 
 from psycopg2 import sql
 
+from handled.context import Context
 from handled.db import data_db
 from handled.integrations.service import import_file
 from handled.models import ImportRun
@@ -30,12 +31,12 @@ def last_run() -> ImportRun:
     return ImportRun.select().order_by(ImportRun.id.desc()).first()
 
 
-def assert_refused(integration_id: str, path: Path, target: str, *, message: str | None = None,
+def assert_refused(ctx: Context, integration_id: str, path: Path, target: str, *, message: str | None = None,
                    rejected: list[tuple[int, str]] | None = None, file_name: str | None = None,
                    partial: bool = False):
     """Import ``path`` expecting a refusal: table byte-for-byte unchanged, history says why."""
     before = table_digest(target)
-    outcome = import_file(integration_id, path, file_name=file_name, partial=partial)
+    outcome = import_file(ctx, integration_id, path, file_name=file_name, partial=partial)
     assert outcome.status == "failed", outcome
     assert table_digest(target) == before
     run = ImportRun.get_by_id(outcome.run_id)
