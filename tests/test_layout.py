@@ -101,3 +101,38 @@ def test_the_check_sees_every_way_of_importing_a_request_global():
     }
     for source, expected in samples.items():
         assert request_globals_used(ast.parse(source)) == expected, source
+
+
+EDGE_ONLY_PACKAGES = ("flask", "flask_login", "click", "werkzeug.local")
+ALLOWED_IN_SERVICES = {("flask", "Blueprint")}      # a package __init__ declares its blueprint
+
+
+def edge_imports(tree: ast.AST) -> set[str]:
+    """Every name a module takes from Flask, flask-login or click (not just the request globals)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in ("flask", "flask_login", "click") or node.module == "werkzeug.local":
+                found |= {f"{node.module}.{a.name}" for a in node.names if (node.module, a.name) not in ALLOWED_IN_SERVICES}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] in ("flask", "flask_login", "click")}
+    return found
+
+
+def test_service_modules_import_nothing_from_the_web_or_cli_frameworks():
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent).as_posix()
+        if not is_edge(relative):
+            used = edge_imports(ast.parse(path.read_text(), filename=relative))
+            if used:
+                offenders[relative] = sorted(used)
+    assert offenders == {}, f"service modules importing Flask/click (session, abort, url_for, ...): {offenders}"
+
+
+def test_services_take_settings_from_their_context():
+    """get_settings() reads the process environment: only create_app, the worker, db/cache fallbacks use it."""
+    allowed = {"handled/__init__.py", "handled/settings.py", "handled/context.py", "handled/db.py", "handled/cache.py"}
+    offenders = [path.relative_to(PACKAGE.parent).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
+                 if "get_settings(" in path.read_text() and path.relative_to(PACKAGE.parent).as_posix() not in allowed]
+    assert offenders == []
