@@ -103,7 +103,6 @@ def test_the_check_sees_every_way_of_importing_a_request_global():
         assert request_globals_used(ast.parse(source)) == expected, source
 
 
-EDGE_ONLY_PACKAGES = ("flask", "flask_login", "click", "werkzeug.local")
 ALLOWED_IN_SERVICES = {("flask", "Blueprint")}      # a package __init__ declares its blueprint
 
 
