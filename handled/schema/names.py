@@ -5,8 +5,8 @@ renames the live one to ``_old_<target>`` at the swap (transformations/build_pla
 Those two prefixes, and nothing else, are scratch: the drift check, the backups,
 the split/unsplit copies and the tests' cleanup skip or drop exactly the tables
 ``is_scratch`` names, so a cleanup can never touch a live table or a live
-partition (live partitions are named ``<target>__p<n>``, which no scratch prefix
-matches).
+partition (live partitions are named ``<target>__p<generation>_<slice>``, which no
+scratch prefix matches; a partition always counts as part of its parent table).
 """
 
 from __future__ import annotations
