@@ -12,7 +12,7 @@ Flask's request globals or click:
 
 - ``web_context()``: the signed-in user of the current request (channel ``web``);
 - ``cli_context()``: the command-line operator, a system actor (channel ``cli``);
-- ``job_context(actor_data)``: the user who queued the job (channel ``job``),
+- ``job_context(actor_data, progress)``: the user who queued the job (channel ``job``),
   reporting progress into the RQ job's meta for ``/jobs/<id>``.
 
 Progress is one protocol: ``progress(phase, done=None, total=None, message=None)``.
@@ -21,7 +21,6 @@ Progress is one protocol: ``progress(phase, done=None, total=None, message=None)
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -89,14 +88,6 @@ class Actor:
         return cls(id=None, email=None, permissions=frozenset(), address=address, channel="web")
 
 
-def os_user() -> str:
-    """The operating-system account running this process (for the audit trail of CLI commands)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 @dataclass(frozen=True)
 class Context:
     """Settings, actor and progress sink of one call into the services."""
@@ -150,13 +141,13 @@ def cli_context(progress: Progress = NO_PROGRESS) -> Context:
     return Context(app_settings(), Actor.cli_operator(), progress)
 
 
-def job_context(actor_data: dict | None, settings: Settings | None = None) -> Context:
-    """The context of a background job: the user who queued it, progress into the job's meta."""
+def job_context(actor_data: dict | None, progress: Progress, settings: Settings | None = None) -> Context:
+    """The context of a background job: the user who queued it; ``progress`` is the job's own
+    (handled/jobs/progress.py), which the worker binds when the job starts."""
     from flask import has_app_context
 
-    from handled.jobs.progress import current_job_progress
     from handled.settings import get_settings
 
     if settings is None:    # `flask jobs worker` runs its jobs inside the app's context
         settings = app_settings() if has_app_context() else get_settings()
-    return Context(settings, Actor.from_job(actor_data), current_job_progress())
+    return Context(settings, Actor.from_job(actor_data), progress)

@@ -4,7 +4,7 @@ RQ's ``get_current_job()`` is thread-local, so a build thread started by a job
 could not find its job. Instead the worker binds a ``JobProgress`` to the job
 object when the job starts (``bound_job``); a work horse runs one job at a
 time, so the binding is process-wide and every thread reports through it.
-``handled.context.job_context`` hands it to the services as ``ctx.progress``.
+The worker hands it to ``handled.context.job_context``, so services get it as ``ctx.progress``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from handled.context import NO_PROGRESS, Progress
 from handled.timeutil import utcnow
 
 
@@ -48,11 +47,6 @@ def bound_job(job) -> Iterator[JobProgress]:
         yield _bound
     finally:
         _bound = None
-
-
-def current_job_progress() -> Progress:
-    """The running job's Progress, or one that drops reports outside a job."""
-    return _bound if _bound is not None else NO_PROGRESS
 
 
 def current_job_id() -> str | None:

@@ -32,7 +32,7 @@ def run_job(target: str, actor_data: dict, args: tuple, kwargs: dict):
         progress.update(runner=heartbeat.runner_id(), phase="started")
         try:
             with heartbeat.Heartbeat():
-                return import_attribute(target)(job_context(actor_data), *args, **kwargs)
+                return import_attribute(target)(job_context(actor_data, progress), *args, **kwargs)
         except Exception as exc:
             progress.update(phase="failed", message=failure_sentence(exc))
             raise
