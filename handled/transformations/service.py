@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from handled import heartbeat, jobs
 from handled.context import Context
-from handled.errors import HandledError
+from handled.errors import HandledError, first_line
 from handled.transformations import history
 from handled.transformations.build_plan import PHASES, BuildFailed
 from handled.transformations.build_runner import build_and_swap, pg_code
@@ -68,8 +68,7 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
     if type(exc).__name__ == "JobTimeoutException":
         return f"{t.id} took longer than the job time limit and was stopped; {unchanged}"
     log.error("transformation %s failed", t.id, exc_info=exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{t.id} failed: {first}; {unchanged}"
+    return f"{t.id} failed: {first_line(exc)}; {unchanged}"
 
 
 def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
