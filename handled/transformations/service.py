@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from rq.timeouts import JobTimeoutException
+
 from handled import heartbeat, jobs
 from handled.context import Context
 from handled.errors import HandledError, first_line
@@ -51,10 +53,17 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
             if isinstance(exc, Exception):
-                raise TransformationFailed(message) from exc
+                raise _failed(message, exc) from exc
             raise
     history.finish_run(run.id, "succeeded", rows=result.rows, timings=result.timings)
     return RunOutcome(t.id, run.id, result.rows, result.timings)
+
+
+def _failed(message: str, exc: Exception) -> TransformationFailed:
+    """The run's sentence as the error to raise; a HandledError's status and exit code stay (a busy build: 409)."""
+    if isinstance(exc, HandledError):
+        return TransformationFailed(message, hint=exc.hint, status=exc.status, exit_code=exc.exit_code)
+    return TransformationFailed(message)
 
 
 def _failure_message(t: Transformation, exc: BaseException) -> str:
@@ -65,9 +74,10 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
         return f"{t.id} was cancelled; {unchanged}"
     if pg_code(exc) == "23505":
         return f"{t.id} produced duplicate keys for {t.qualified_target}; {unchanged}"
-    if type(exc).__name__ == "JobTimeoutException":
+    if isinstance(exc, JobTimeoutException):
         return f"{t.id} took longer than the job time limit and was stopped; {unchanged}"
-    log.error("transformation %s failed", t.id, exc_info=exc)
+    if not isinstance(exc, HandledError):   # a bug: its traceback goes to the log
+        log.error("transformation %s failed", t.id, exc_info=exc)
     return f"{t.id} failed: {first_line(exc)}; {unchanged}"
 
 
