@@ -122,16 +122,33 @@ def describe_transformations() -> list[dict]:
     return rows
 
 
+def enqueue_transformations(ctx: Context, ids: list[str], *, run_all: bool = False,
+                            result_url: str | None = None) -> tuple[str, list[str]]:
+    """Queue a run of ``ids`` (or all) for a worker, as ``ctx.actor``; return the job id and the plan.
+
+    Refuses early when any transformation of the plan (the asked ones and their stale
+    dependencies) is already running. The worker plans again when it starts, so a
+    dependency that became fresh while the job waited is not rebuilt.
+    """
+    asked = list(TRANSFORMATIONS) if run_all else list(ids)
+    plan = plan_runs(asked)
+    for tid in plan:
+        history.sweep_dead_runs(tid)
+        going = history.running_run(tid)
+        if going is not None:
+            raise history.AlreadyRunning(going)
+    noun = "transformation" if len(asked) == 1 else "transformations"
+    job_id = jobs.enqueue("transformation", transformation_job, asked, ctx=ctx,
+                          description=f"Run {noun} {', '.join(asked)}", result_url=result_url)
+    return job_id, plan
+
+
 def enqueue_transformation(ctx: Context, transformation_id: str, *, result_url: str | None = None) -> str:
-    """Queue a run for a worker (run as ``ctx.actor``), refusing early when one is already going."""
-    t = get_transformation(transformation_id)
-    history.sweep_dead_runs(t.id)
-    going = history.running_run(t.id)
-    if going is not None:
-        raise history.AlreadyRunning(going)
-    return jobs.enqueue("transformation", transformation_job, [t.id], ctx=ctx,
-                        description=f"Run transformation {t.id}", result_url=result_url)
+    """Queue a run of one transformation (and its stale dependencies); return the job id."""
+    job_id, _ = enqueue_transformations(ctx, [transformation_id], result_url=result_url)
+    return job_id
 
 
 __all__ = ["PHASES", "RunOutcome", "TransformationFailed", "run_transformation", "run_transformations",
-           "plan_runs", "describe_transformations", "enqueue_transformation", "transformation_job"]
+           "plan_runs", "describe_transformations", "enqueue_transformation", "enqueue_transformations",
+           "transformation_job"]
