@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timezone
 
 import click
@@ -29,8 +28,7 @@ def run_command(ids, run_all, background, user_email):
     if not ids and not run_all:
         # a HandledError, not a click.UsageError: the sentence and exit code 1 stay what they were
         raise HandledError("Name at least one transformation (see `flask transformations list`) or use --all.")
-    ctx = cli_context(echo_progress)
-    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+    ctx = cli_context(echo_progress, user_email=user_email)
     if background:
         job_id, plan = service.enqueue_transformations(ctx, list(ids), run_all=run_all)
         click.echo(f"queued job {job_id}: {', '.join(plan)} (follow it with `flask jobs status {job_id} --follow`)")
