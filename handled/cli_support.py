@@ -17,11 +17,10 @@ import logging
 import sys
 
 import click
-import peewee
-import psycopg2
 from flask.cli import AppGroup
 
-from handled.errors import HandledError
+from handled.db import NOT_ANSWERING
+from handled.errors import HandledError, first_line
 
 log = logging.getLogger("handled.cli")
 
@@ -49,9 +48,8 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except HandledError as exc:
             fail(exc.full_text(), exc.exit_code)
-        except (peewee.OperationalError, peewee.InterfaceError, psycopg2.OperationalError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            fail(f"A database is not answering ({first}); see docs/OPS_RUNBOOK.md.", 1)
+        except NOT_ANSWERING as exc:
+            fail(f"A database is not answering ({first_line(exc)}); see docs/OPS_RUNBOOK.md.", 1)
     return run
 
 

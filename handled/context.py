@@ -136,9 +136,14 @@ def system_context(settings: Settings, progress: Progress = NO_PROGRESS) -> Cont
     return Context(settings, Actor.cli_operator(), progress)
 
 
-def cli_context(progress: Progress = NO_PROGRESS) -> Context:
-    """The context of a ``flask`` command: the operator at the terminal."""
-    return Context(app_settings(), Actor.cli_operator(), progress)
+def cli_context(progress: Progress = NO_PROGRESS, *, user_email: str | None = None) -> Context:
+    """The context of a ``flask`` command: the operator at the terminal.
+
+    ``user_email`` (a command's ``--user-email``) is who the run history and audit
+    log record as having acted; the operator keeps every permission.
+    """
+    actor = Actor.cli_operator()
+    return Context(app_settings(), replace(actor, email=user_email) if user_email else actor, progress)
 
 
 def job_context(actor_data: dict | None, progress: Progress, settings: Settings | None = None) -> Context:

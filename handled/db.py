@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import psycopg2
-from peewee import DatabaseProxy, DateTimeField, Model
+from peewee import DatabaseProxy, DateTimeField, InterfaceError, Model, OperationalError
 from playhouse.pool import PooledPostgresqlDatabase
 
-from handled.errors import Unavailable
+from handled.errors import Unavailable, first_line
 from handled.settings import DatabaseConfig, Settings, get_settings
 
 log = logging.getLogger("handled.db")
@@ -36,6 +36,10 @@ _current_label: ContextVar[str | None] = ContextVar("handled_db_label", default=
 _quiet: ContextVar[bool] = ContextVar("handled_db_quiet", default=False)
 _init_lock = threading.Lock()
 DIRECT_CONNECT_TIMEOUT = 5
+
+# A pooled database (or a raw COPY on it) stopped answering: not a bug, and the
+# edges (cli_support, error_pages) turn it into "a database is not answering".
+NOT_ANSWERING = (OperationalError, InterfaceError, psycopg2.OperationalError)
 
 
 class TimestampTzField(DateTimeField):
@@ -247,5 +251,4 @@ def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
             or "could not translate host name" in lowered:
         return (f"Cannot reach PostgreSQL at {where} ({var}): the server is not running "
                 "or the host/port is wrong.")
-    first_line = text.splitlines()[0] if text else type(error).__name__
-    return f"Cannot connect to {config.display()} ({var}): {first_line}"
+    return f"Cannot connect to {config.display()} ({var}): {first_line(error)}"

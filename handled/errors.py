@@ -66,3 +66,13 @@ class Unavailable(HandledError):
     """A component the request needs (a database, Redis) is not answering."""
 
     status = 503
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``str(exc)``, or the exception's type name when it has no text.
+
+    Driver errors (psycopg2, redis) carry several lines of detail; a sentence for a
+    person or a log line quotes only the first.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

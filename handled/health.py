@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 from handled.context import app_settings
 from handled.cache import get_redis
 from handled.db import data_db, explain_connection_error, primary_db
+from handled.errors import first_line
 
 bp = Blueprint("health", __name__)
 
@@ -25,10 +26,9 @@ def probe_database(proxy) -> dict:
 
 def _explain(proxy, exc: Exception) -> str:
     """What to do about it, then the driver's own words."""
-    raw = str(exc).strip()
-    first_line = raw.splitlines()[0] if raw else type(exc).__name__
+    words = first_line(exc)
     sentence = explain_connection_error(proxy.obj.config, exc)
-    return sentence if first_line in sentence else f"{sentence} ({first_line})"
+    return sentence if words in sentence else f"{sentence} ({words})"
 
 
 def _discard_connection(proxy) -> None:

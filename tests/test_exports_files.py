@@ -9,7 +9,8 @@ import json
 import pytest
 
 from handled.db import data_db
-from handled.exports import service
+from handled.errors import Unavailable
+from handled.exports import builders, service
 from handled.models import ExportRun
 from handled.context import system_context
 from handled.transformations.service import run_transformation
@@ -101,3 +102,39 @@ def test_interrupted_stream_stops_the_copy_and_is_recorded(app, settings):
     assert active == 0
     whole = b"".join(service.stream_export(system_context(settings), "delivery_matrix.csv"))   # the pool still serves
     assert whole.count(b"\n") == rows + 1
+
+
+def last_export_run():
+    return ExportRun.select().order_by(ExportRun.id.desc()).first()
+
+
+@pytest.mark.parametrize("write", [
+    lambda ctx: service.write_export(ctx, "delivery_matrix.csv", io.BytesIO()),
+    lambda ctx: b"".join(service.stream_export(ctx, "delivery_matrix.csv")),
+], ids=["file", "stream"])
+def test_a_handled_error_keeps_its_sentence_and_status(app, settings, monkeypatch, write):
+    def unavailable(export, fileobj):
+        raise Unavailable("The DATA database is resting.")
+    monkeypatch.setattr(builders, "copy_csv_to", unavailable)
+    with pytest.raises(Unavailable) as caught:
+        write(system_context(settings))
+    assert caught.value.status == 503
+    run = last_export_run()
+    assert (run.status, run.message) == ("failed", "The DATA database is resting.")
+
+
+@pytest.mark.parametrize("write", [
+    lambda ctx: service.write_export(ctx, "delivery_matrix.csv", io.BytesIO()),
+    lambda ctx: b"".join(service.stream_export(ctx, "delivery_matrix.csv")),
+], ids=["file", "stream"])
+def test_a_bug_is_logged_and_summarised_the_same_for_files_and_streams(app, settings, monkeypatch, caplog, write):
+    def bug(export, fileobj):
+        raise ValueError("secret internals\nmore")
+    monkeypatch.setattr(builders, "copy_csv_to", bug)
+    with pytest.raises(service.ExportFailed) as caught:
+        write(system_context(settings))
+    sentence = "Export delivery_matrix.csv failed unexpectedly; the error was logged."
+    assert str(caught.value) == sentence
+    assert (last_export_run().status, last_export_run().message) == ("failed", sentence)
+    logged = [r for r in caplog.records if r.name == "handled.exports" and r.exc_info]
+    assert logged and logged[-1].exc_info[0] is ValueError

@@ -78,6 +78,21 @@ def test_failed_job_shows_the_reason(data, settings, tmp_path):
     history.finish_run(going.id, "failed", message="test over")
 
 
+def test_cli_background_run_refuses_when_part_of_its_plan_is_running(data, runner):
+    with heartbeat.Heartbeat():
+        going = history.start_run("zip3-reference")    # a stale dependency of delivery-matrix
+        refused = runner.invoke(args=["transformations", "run", "delivery-matrix", "--background"])
+        history.finish_run(going.id, "failed", message="test over")
+    assert refused.exit_code == 1 and f"run #{going.id}" in refused.output, refused.output
+    assert jobs.get_queue().count == 0
+    try:
+        queued = runner.invoke(args=["transformations", "run", "delivery-matrix", "--background"])
+        assert queued.exit_code == 0 and "zip3-reference, delivery-matrix" in queued.output, queued.output
+        assert jobs.get_queue().count == 1
+    finally:
+        jobs.get_queue().empty()
+
+
 def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, settings, tmp_path):
     blocker = lock_source(settings)
     worker = start_worker(settings, tmp_path)

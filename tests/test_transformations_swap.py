@@ -217,6 +217,23 @@ def test_build_in_the_data_database_is_exclusive(app, settings):
         holder.close()
 
 
+def test_a_busy_build_fails_the_run_with_the_conflict_status(app, settings):
+    load_delivery_sources()
+    holder = connect(settings.data)
+    holder.autocommit = False
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext('handled.transformation'), hashtext('delivery-matrix'))")
+    try:
+        with pytest.raises(TransformationFailed, match="already building reference.delivery_matrix") as caught:
+            run_transformation(system_context(settings), "delivery-matrix")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (caught.value.status, caught.value.exit_code) == (409, BuildBusy.exit_code)
+    last = history.last_run("delivery-matrix")
+    assert last.status == "failed" and str(caught.value) == last.message
+
+
 def test_runs_of_dead_workers_are_marked_failed(app, redis_client):
     dead_local = TransformationRun.create(transformation="zip3-reference", status="running",
                                           worker=f"{__import__('socket').gethostname()}:999999999")

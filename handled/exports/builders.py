@@ -76,10 +76,14 @@ class _QueueSink:
 
     def flush(self) -> None:
         if self.buffer:
-            self._put(bytes(self.buffer))
+            self.put(bytes(self.buffer))
             self.buffer.clear()
 
-    def _put(self, item) -> None:
+    def put(self, item) -> None:
+        """Hand the reader one item (a chunk, the end or the COPY's error); wait while the queue is full.
+
+        Raises ``_Cancelled`` once the reader has gone away (the download was closed).
+        """
         while True:
             if self.cancelled.is_set():
                 raise _Cancelled()
@@ -103,13 +107,13 @@ def stream_csv(export: Export, progress: Progress) -> Iterator[bytes]:
         try:
             rows = copy_csv_to(export, sink)
             sink.flush()
-            sink._put(_Finished(rows))
+            sink.put(_Finished(rows))
         except _Cancelled:
             _discard_connection()
         except BaseException as exc:
             _discard_connection()
             try:
-                sink._put(exc)
+                sink.put(exc)
             except _Cancelled:
                 pass
         finally:

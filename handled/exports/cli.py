@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from datetime import timezone
 
 import click
@@ -34,8 +33,7 @@ def list_command():
 def write_command(export_id, output, user_email):
     """Write export EXPORT_ID (see `flask exports list`) to a file or stdout."""
     # no progress sink: the one report (rows written) is the summary line printed below
-    ctx = cli_context()
-    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+    ctx = cli_context(user_email=user_email)
     if output == "-":
         result = service.write_export(ctx, export_id, sys.stdout.buffer)
     else:

@@ -22,7 +22,8 @@ import redis
 from handled import runs
 from handled.cache import get_redis
 from handled.context import Context, Progress
-from handled.errors import HandledError
+from handled.db import NOT_ANSWERING
+from handled.errors import HandledError, first_line
 from handled.exports import builders
 from handled.exports.registry import EXPORTS, Export, get_export
 from handled.models import ExportRun
@@ -98,11 +99,11 @@ def stream_export(ctx: Context, export_id: str, *, version: ExportVersion | None
         runs.fail_run("export", run_id, "The download was interrupted.", rows_written=tally.rows,
                       bytes_written=size)
         raise
+    except (HandledError, *NOT_ANSWERING) as exc:   # not bugs: the edges say why, with the right code
+        runs.fail_run("export", run_id, first_line(exc), rows_written=tally.rows, bytes_written=size)
+        raise
     except Exception as exc:
-        log.exception("export %s failed", export.id)
-        runs.fail_run("export", run_id, f"The export failed: {exc}".strip(), rows_written=tally.rows,
-                      bytes_written=size)
-        raise ExportFailed(f"Export {export.id} failed; the error was logged.") from exc
+        raise _bug(export, run_id, exc, rows_written=tally.rows, bytes_written=size) from exc
     runs.finish_run("export", run_id, "succeeded", rows_written=tally.rows, bytes_written=size)
 
 
@@ -131,9 +132,11 @@ def write_export(ctx: Context, export_id: str, fileobj) -> dict:
             fileobj.write(body)
             size = len(body)
         fileobj.flush()
+    except (HandledError, *NOT_ANSWERING) as exc:   # not bugs: the edges say why, with the right code
+        runs.fail_run("export", run_id, first_line(exc))
+        raise
     except Exception as exc:
-        runs.fail_run("export", run_id, f"The export failed: {exc}".strip())
-        raise ExportFailed(f"Export {export.id} failed: {_first_line(exc)}") from exc
+        raise _bug(export, run_id, exc) from exc
     runs.finish_run("export", run_id, "succeeded", rows_written=rows, bytes_written=size)
     builders.report_rows(ctx.progress, export, rows)
     return {"export": export.id, "rows": rows, "bytes": size, "run_id": run_id}
@@ -143,9 +146,15 @@ def _start_run(ctx: Context, export: Export) -> int:
     return runs.start_run("export", actor_id=ctx.actor.id, actor_email=ctx.actor.email, export=export.id).id
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _bug(export: Export, run_id: int, exc: Exception, **written) -> ExportFailed:
+    """An unexpected error (a bug): log its traceback, fail the run, return the sentence to raise.
+
+    The same for streams and files; neither the run nor the user sees the bug's own text.
+    """
+    log.error("export %s failed unexpectedly", export.id, exc_info=exc)
+    sentence = f"Export {export.id} failed unexpectedly; the error was logged."
+    runs.fail_run("export", run_id, sentence, **written)
+    return ExportFailed(sentence)
 
 
 class _RowTally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from datetime import timezone
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import click
 
 from handled import runs as run_history
 from handled.cli_support import HandledGroup, echo_progress
-from handled.context import NO_PROGRESS, Context, Progress, cli_context
+from handled.context import NO_PROGRESS, Context, cli_context
 from handled.integrations import history
 from handled.integrations.registry import all_integrations, get_integration
 from handled.integrations.service import import_paths, rebuild_from_archive
@@ -31,12 +30,6 @@ def list_command():
         click.echo(f"{integration.id:<20} {integration.table:<36} {counts.get(integration.id, 0):>10,} rows  "
                    f"{integration.mode:<8} {when}")
         click.echo(f"{'':<20} files: {integration.file_hint}")
-
-
-def _import_context(user_email: str | None, progress: Progress) -> Context:
-    """The operator's context; ``--user-email`` is whom the run history records."""
-    ctx = cli_context(progress)
-    return ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
 
 
 class RowsReadLabel:
@@ -69,10 +62,10 @@ def import_command(integration_id, files, partial, force, user_email):
     if sys.stderr.isatty():
         with click.progressbar(length=len(files), label=f"Importing {integration_id}",
                                file=sys.stderr) as bar:
-            ctx = _import_context(user_email, RowsReadLabel(bar))
+            ctx = cli_context(RowsReadLabel(bar), user_email=user_email)
             outcomes = _run(ctx, integration_id, files, partial, force, bar)
     else:
-        outcomes = _run(_import_context(user_email, NO_PROGRESS), integration_id, files, partial, force, None)
+        outcomes = _run(cli_context(user_email=user_email), integration_id, files, partial, force, None)
     _print_summary(outcomes)
     if not all(o.clean for o in outcomes):
         raise SystemExit(1)
@@ -171,7 +164,7 @@ def rebuild_command(integration_id, user_email):
     succeeded, each content once at its last place in the order.
     """
     progress = echo_progress if sys.stderr.isatty() else NO_PROGRESS
-    outcomes = rebuild_from_archive(_import_context(user_email, progress), integration_id)
+    outcomes = rebuild_from_archive(cli_context(progress, user_email=user_email), integration_id)
     for outcome in outcomes:
         click.echo(_outcome_line(outcome), err=not outcome.clean)
     if not outcomes:

@@ -54,6 +54,16 @@ class RestoreResult:
     def verified(self) -> bool:
         return bool(self.tables) and all(t.ok for t in self.tables)
 
+    def check_verified(self) -> None:
+        """Raise the error a restore that differs from its backup ends with.
+
+        Not raised by ``restore_backup`` itself, so the caller can first show the
+        per-table comparison that says where the difference is.
+        """
+        if not self.verified:
+            bad = ", ".join(t.table for t in self.tables if not t.ok)
+            raise OpsError(f"The restored database differs from the backup in {bad}.")
+
 
 def side_config(settings: Settings, side: str) -> DatabaseConfig:
     """The direct connection for a side (pg_dump cannot run through a transaction pooler)."""

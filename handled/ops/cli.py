@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -110,9 +109,7 @@ def backup_restore_command(file, to, compare_with):
     click.echo(f"restored {file} into {result.target}; compared with {result.compared_with}:")
     for line in move.format_comparison(result.tables, left="backup", right="restored"):
         click.echo("  " + line)
-    if not result.verified:
-        bad = ", ".join(t.table for t in result.tables if not t.ok)
-        raise click.ClickException(f"The restored database differs from the backup in {bad}.")
+    result.check_verified()
     click.echo("every table matches")
 
 
@@ -136,8 +133,7 @@ data_cli = HandledGroup("data", help="The DATA database as a whole.")
 @click.option("--user-email", default=None, help="Record this email as who ran the imports and builds.")
 def data_rebuild_command(dry_run, force, user_email):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
-    ctx = cli_context(echo_progress)
-    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+    ctx = cli_context(echo_progress, user_email=user_email)
     report = rebuild.rebuild_data(ctx, force=force, dry_run=dry_run)
     for migration_id in report.migrations:
         click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")

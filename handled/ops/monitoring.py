@@ -18,6 +18,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from handled.cache import redis_available
 from handled.db import data_db, primary_db
+from handled.errors import first_line
 from handled.jobs import get_queue
 from handled.ops.degraded import probe
 from handled.settings import Settings
@@ -72,7 +73,7 @@ def _safely(what: str, fn, default):
     try:
         return fn()
     except Exception as exc:  # a part that cannot be read must not hide the others
-        log.warning("monitoring: %s unavailable: %s", what, str(exc).strip().splitlines()[0] if str(exc) else exc)
+        log.warning("monitoring: %s unavailable: %s", what, first_line(exc))
         return default
 
 

@@ -31,6 +31,7 @@ import psycopg2
 
 from handled.context import Context, Progress
 from handled.db import ConnectionProblem, direct_connection
+from handled.errors import first_line
 from handled.ops import OpsError
 from handled.ops.tables import Table, describe_table, prepare_session, row_counts, seeded_tables, tables_in_order
 from handled.ops.transfer import (TableSum, checksums, restore_sequences, sequence_positions, stream_table,
@@ -182,7 +183,7 @@ def move_side(ctx: Context, side: str, source_config: DatabaseConfig, target: Da
             _write_target(side, source, tables, source_sums, positions, _open(connections, target), report,
                           force, ctx.progress)
         except psycopg2.Error as exc:
-            raise OpsError(f"The copy into {report.target} stopped ({_first_line(exc)}); nothing was committed "
+            raise OpsError(f"The copy into {report.target} stopped ({first_line(exc)}); nothing was committed "
                            "there, so running the same command again starts clean.") from None
     if report.outcome == "copied":
         _warn_if_source_moved(side, source_config, tables, source_sums, report)
@@ -243,11 +244,6 @@ def _warn_if_source_moved(side, source_config, tables, source_sums, report) -> N
     if moved:
         report.notes.append(f"WARNING: the source changed during the copy ({', '.join(moved)}); stop the app "
                             "and rerun with --force so those rows are not lost.")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class VerificationFailed(OpsError):

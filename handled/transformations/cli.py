@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timezone
 
 import click
 
-from handled import jobs
 from handled.cli_support import HandledGroup, echo_progress
 from handled.context import cli_context
+from handled.errors import HandledError
 from handled.transformations import service
 
 transformations_cli = HandledGroup("transformations", help="Build the reference tables from the workspace.")
@@ -27,13 +26,11 @@ def when(value) -> str:
 def run_command(ids, run_all, background, user_email):
     """Run transformations ID... (plus their stale dependencies), or --all."""
     if not ids and not run_all:
-        raise click.ClickException("Name at least one transformation (see `flask transformations list`) or use --all.")
-    ctx = cli_context(echo_progress)
-    ctx = ctx.with_actor(replace(ctx.actor, email=user_email)) if user_email else ctx
+        # a HandledError, not a click.UsageError: the sentence and exit code 1 stay what they were
+        raise HandledError("Name at least one transformation (see `flask transformations list`) or use --all.")
+    ctx = cli_context(echo_progress, user_email=user_email)
     if background:
-        plan = service.plan_runs(list(ids), run_all=run_all)
-        job_id = jobs.enqueue("transformation", service.transformation_job, plan, ctx=ctx,
-                              description=f"Run transformations {', '.join(plan)}")
+        job_id, plan = service.enqueue_transformations(ctx, list(ids), run_all=run_all)
         click.echo(f"queued job {job_id}: {', '.join(plan)} (follow it with `flask jobs status {job_id} --follow`)")
         return
     outcomes = service.run_transformations(ctx, list(ids), run_all=run_all)

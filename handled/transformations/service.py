@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from rq.timeouts import JobTimeoutException
+
 from handled import heartbeat, jobs
 from handled.context import Context
-from handled.errors import HandledError
+from handled.errors import HandledError, first_line
 from handled.transformations import history
 from handled.transformations.build_plan import PHASES, BuildFailed
 from handled.transformations.build_runner import build_and_swap, pg_code
@@ -51,10 +53,17 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
             if isinstance(exc, Exception):
-                raise TransformationFailed(message) from exc
+                raise _failed(message, exc) from exc
             raise
     history.finish_run(run.id, "succeeded", rows=result.rows, timings=result.timings)
     return RunOutcome(t.id, run.id, result.rows, result.timings)
+
+
+def _failed(message: str, exc: Exception) -> TransformationFailed:
+    """The run's sentence as the error to raise; a HandledError's status and exit code stay (a busy build: 409)."""
+    if isinstance(exc, HandledError):
+        return TransformationFailed(message, hint=exc.hint, status=exc.status, exit_code=exc.exit_code)
+    return TransformationFailed(message)
 
 
 def _failure_message(t: Transformation, exc: BaseException) -> str:
@@ -65,11 +74,11 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
         return f"{t.id} was cancelled; {unchanged}"
     if pg_code(exc) == "23505":
         return f"{t.id} produced duplicate keys for {t.qualified_target}; {unchanged}"
-    if type(exc).__name__ == "JobTimeoutException":
+    if isinstance(exc, JobTimeoutException):
         return f"{t.id} took longer than the job time limit and was stopped; {unchanged}"
-    log.error("transformation %s failed", t.id, exc_info=exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{t.id} failed: {first}; {unchanged}"
+    if not isinstance(exc, HandledError):   # a bug: its traceback goes to the log
+        log.error("transformation %s failed", t.id, exc_info=exc)
+    return f"{t.id} failed: {first_line(exc)}; {unchanged}"
 
 
 def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
@@ -113,16 +122,33 @@ def describe_transformations() -> list[dict]:
     return rows
 
 
+def enqueue_transformations(ctx: Context, ids: list[str], *, run_all: bool = False,
+                            result_url: str | None = None) -> tuple[str, list[str]]:
+    """Queue a run of ``ids`` (or all) for a worker, as ``ctx.actor``; return the job id and the plan.
+
+    Refuses early when any transformation of the plan (the asked ones and their stale
+    dependencies) is already running. The worker plans again when it starts, so a
+    dependency that became fresh while the job waited is not rebuilt.
+    """
+    asked = list(TRANSFORMATIONS) if run_all else list(ids)
+    plan = plan_runs(asked)
+    for tid in plan:
+        history.sweep_dead_runs(tid)
+        going = history.running_run(tid)
+        if going is not None:
+            raise history.AlreadyRunning(going)
+    noun = "transformation" if len(asked) == 1 else "transformations"
+    job_id = jobs.enqueue("transformation", transformation_job, asked, ctx=ctx,
+                          description=f"Run {noun} {', '.join(asked)}", result_url=result_url)
+    return job_id, plan
+
+
 def enqueue_transformation(ctx: Context, transformation_id: str, *, result_url: str | None = None) -> str:
-    """Queue a run for a worker (run as ``ctx.actor``), refusing early when one is already going."""
-    t = get_transformation(transformation_id)
-    history.sweep_dead_runs(t.id)
-    going = history.running_run(t.id)
-    if going is not None:
-        raise history.AlreadyRunning(going)
-    return jobs.enqueue("transformation", transformation_job, [t.id], ctx=ctx,
-                        description=f"Run transformation {t.id}", result_url=result_url)
+    """Queue a run of one transformation (and its stale dependencies); return the job id."""
+    job_id, _ = enqueue_transformations(ctx, [transformation_id], result_url=result_url)
+    return job_id
 
 
 __all__ = ["PHASES", "RunOutcome", "TransformationFailed", "run_transformation", "run_transformations",
-           "plan_runs", "describe_transformations", "enqueue_transformation", "transformation_job"]
+           "plan_runs", "describe_transformations", "enqueue_transformation", "enqueue_transformations",
+           "transformation_job"]
