@@ -50,6 +50,11 @@ def handle_errors(fn):
             fail(exc.full_text(), exc.exit_code)
         except NOT_ANSWERING as exc:
             fail(f"A database is not answering ({first_line(exc)}); see docs/OPS_RUNBOOK.md.", 1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise   # click's own usage errors, --help, Ctrl-C at a prompt: click prints them
+        except Exception:   # a bug: its traceback goes to the log, the operator gets one line
+            log.exception("flask %s failed unexpectedly", fn.__name__)
+            fail(f"The command failed unexpectedly ({fn.__name__}); the error was logged above.", 1)
     return run
 
 

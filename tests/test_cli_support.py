@@ -1,0 +1,71 @@
+"""The one CLI wrapper: every command of a HandledGroup ends in one line and an exit code."""
+
+from __future__ import annotations
+
+import click
+import psycopg2
+from click.testing import CliRunner
+
+from handled.cli_support import HandledGroup
+from handled.errors import Conflict, HandledError
+
+group = HandledGroup("sample", help="Commands that fail in each way a command can.")
+# with_appcontext=False: these commands need no app, the wrapper is what is tested
+
+
+@group.command("refuse", with_appcontext=False)
+def refuse_command():
+    raise HandledError("The facility DAL1 is inactive.", hint="Activate it first.", exit_code=3)
+
+
+@group.command("clash", with_appcontext=False)
+def clash_command():
+    raise Conflict("Another build is running.")
+
+
+@group.command("database", with_appcontext=False)
+def database_command():
+    raise psycopg2.OperationalError("connection to server at \"127.0.0.1\" failed\nsecond line")
+
+
+@group.command("bug", with_appcontext=False)
+def bug_command():
+    raise ValueError("an internal detail")
+
+
+@group.command("usage", with_appcontext=False)
+@click.argument("count", type=int)
+def usage_command(count):
+    click.echo(count)
+
+
+def run(*args):
+    return CliRunner().invoke(group, list(args))
+
+
+def test_a_handled_error_is_its_sentence_hint_and_exit_code():
+    result = run("refuse")
+    assert result.exit_code == 3
+    assert result.output == "Error: The facility DAL1 is inactive. Activate it first.\n"
+    assert run("clash").exit_code == 1 and run("clash").output == "Error: Another build is running.\n"
+
+
+def test_a_database_that_does_not_answer_is_one_line():
+    result = run("database")
+    assert result.exit_code == 1
+    assert result.output == ('Error: A database is not answering (connection to server at "127.0.0.1" failed); '
+                             "see docs/OPS_RUNBOOK.md.\n")
+
+
+def test_a_bug_is_logged_and_summarised(caplog):
+    result = run("bug")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: The command failed unexpectedly (bug_command); the error was logged above.")
+    assert "an internal detail" not in result.output
+    assert any("an internal detail" in str(record.exc_info[1]) for record in caplog.records if record.exc_info)
+
+
+def test_click_usage_errors_are_left_to_click():
+    result = run("usage", "many")
+    assert result.exit_code == 2 and "'many' is not a valid integer" in result.output
