@@ -199,19 +199,16 @@ class ConnectionProblem(Unavailable):
 
 
 @contextmanager
-def direct_connection(config_or_side: DatabaseConfig | str, purpose: str, *, settings: Settings | None = None,
-                      autocommit: bool = True):
+def direct_connection(config: DatabaseConfig, purpose: str, *, autocommit: bool = True):
     """A psycopg2 connection of its own (not from a pool), closed on exit.
 
-    ``config_or_side`` is a ``DatabaseConfig`` or a side name ('primary', 'data'),
-    which resolves through ``Settings.direct_database`` (PRIMARY_MIGRATION_URL for
-    PRIMARY when set, so tools bypass a transaction pooler). ``purpose`` names the
-    connection ``handled-<purpose>`` in pg_stat_activity unless the URL names it.
+    ``config`` comes from the caller's ``Settings.direct_database(side)``
+    (PRIMARY_MIGRATION_URL for PRIMARY when set, so tools bypass a transaction
+    pooler) or is a URL the caller was given (a split target, a restore target):
+    never from process settings read here. ``purpose`` names the connection
+    ``handled-<purpose>`` in pg_stat_activity unless the URL names it.
     A failure to connect raises ``ConnectionProblem`` with a sentence to act on.
     """
-    config = config_or_side
-    if isinstance(config_or_side, str):
-        config = (settings or get_settings()).direct_database(config_or_side)
     kwargs = config.connect_kwargs()
     kwargs.setdefault("connect_timeout", DIRECT_CONNECT_TIMEOUT)
     kwargs.setdefault("application_name", f"handled-{purpose}")
