@@ -1,8 +1,8 @@
 """``flask db``: migrations and checks of the PRIMARY and DATA databases.
 
 Thin: parse arguments, call a service in handled.schema, print. The operations
-tools add ``split``, ``unsplit`` and ``prune-leftovers`` to this same group
-(handled/ops/cli.py).
+tools' init_app adds ``split``, ``unsplit`` and ``prune-leftovers`` to this same
+group (handled/ops/__init__.py, commands in handled/ops/cli.py).
 """
 
 from __future__ import annotations
