@@ -1,4 +1,4 @@
-"""The two database proxies, their pools, base models and the query log, and the
+"""The two database proxies, their pools, base models, the query log and the SELECT 1 probe, and the
 one way to a direct connection.
 
 ``primary_db`` serves the ``config`` and ``customer`` schemas, ``data_db`` the
@@ -190,6 +190,28 @@ def quiet_queries():
         yield
     finally:
         _quiet.reset(token)
+
+
+def probe(proxy, *, driver_words: bool = False) -> str | None:
+    """None when the database behind ``proxy`` answers ``SELECT 1``; else a sentence saying why not.
+
+    The failed connection is closed, so the pool never hands it to the next request.
+    ``driver_words`` appends the driver's own first line when the sentence lacks it
+    (/healthz, read by operators who may need the exact words).
+    """
+    try:
+        proxy.execute_sql("SELECT 1").fetchone()
+        return None
+    except Exception as exc:  # any driver or pool failure means "not answering"
+        error = exc
+    try:
+        proxy.manual_close()
+    except Exception:  # already closed or never opened
+        pass
+    sentence = explain_connection_error(proxy.obj.config, error)
+    raw = str(error).strip()
+    first_line = raw.splitlines()[0] if raw else type(error).__name__
+    return sentence if not driver_words or first_line in sentence else f"{sentence} ({first_line})"
 
 
 # --- direct connections -------------------------------------------------------
