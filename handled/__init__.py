@@ -16,10 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Every feature, in the order its init_app runs: each registers its own blueprint(s),
 # `flask` command group(s) and request hooks. The sign-in guard (auth) is registered
-# before the pages it guards; the operations hooks time the guard too.
+# before the pages it guards; the operations hooks time the guard too; schema registers
+# `flask db` before ops adds split/unsplit/prune-leftovers to it.
 FEATURES = ("handled.health", "handled.home", "handled.auth", "handled.admin", "handled.customers",
-            "handled.ops", "handled.integrations", "handled.transformations", "handled.exports",
-            "handled.jobs", "handled.schema", "handled.error_pages")
+            "handled.schema", "handled.ops", "handled.integrations", "handled.transformations",
+            "handled.exports", "handled.jobs", "handled.error_pages")
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -1,4 +1,4 @@
-"""The two database proxies, their pools, base models and the query log, and the
+"""The two database proxies, their pools, base models, the query log and the SELECT 1 probe, and the
 one way to a direct connection.
 
 ``primary_db`` serves the ``config`` and ``customer`` schemas, ``data_db`` the
@@ -196,6 +196,27 @@ def quiet_queries():
         _quiet.reset(token)
 
 
+def probe(proxy, *, driver_words: bool = False) -> str | None:
+    """None when the database behind ``proxy`` answers ``SELECT 1``; else a sentence saying why not.
+
+    The failed connection is closed, so the pool never hands it to the next request.
+    ``driver_words`` appends the driver's own first line when the sentence lacks it
+    (/healthz, read by operators who may need the exact words).
+    """
+    try:
+        proxy.execute_sql("SELECT 1").fetchone()
+        return None
+    except Exception as exc:  # any driver or pool failure means "not answering"
+        error = exc
+    try:
+        proxy.manual_close()
+    except Exception:  # already closed or never opened
+        pass
+    sentence = explain_connection_error(proxy.obj.config, error)
+    words = first_line(error)
+    return sentence if not driver_words or words in sentence else f"{sentence} ({words})"
+
+
 # --- direct connections -------------------------------------------------------
 
 class ConnectionProblem(Unavailable):
@@ -203,19 +224,16 @@ class ConnectionProblem(Unavailable):
 
 
 @contextmanager
-def direct_connection(config_or_side: DatabaseConfig | str, purpose: str, *, settings: Settings | None = None,
-                      autocommit: bool = True):
+def direct_connection(config: DatabaseConfig, purpose: str, *, autocommit: bool = True):
     """A psycopg2 connection of its own (not from a pool), closed on exit.
 
-    ``config_or_side`` is a ``DatabaseConfig`` or a side name ('primary', 'data'),
-    which resolves through ``Settings.direct_database`` (PRIMARY_MIGRATION_URL for
-    PRIMARY when set, so tools bypass a transaction pooler). ``purpose`` names the
-    connection ``handled-<purpose>`` in pg_stat_activity unless the URL names it.
+    ``config`` comes from the caller's ``Settings.direct_database(side)``
+    (PRIMARY_MIGRATION_URL for PRIMARY when set, so tools bypass a transaction
+    pooler) or is a URL the caller was given (a split target, a restore target):
+    never from process settings read here. ``purpose`` names the connection
+    ``handled-<purpose>`` in pg_stat_activity unless the URL names it.
     A failure to connect raises ``ConnectionProblem`` with a sentence to act on.
     """
-    config = config_or_side
-    if isinstance(config_or_side, str):
-        config = (settings or get_settings()).direct_database(config_or_side)
     kwargs = config.connect_kwargs()
     kwargs.setdefault("connect_timeout", DIRECT_CONNECT_TIMEOUT)
     kwargs.setdefault("application_name", f"handled-{purpose}")

@@ -8,34 +8,17 @@ from flask import Blueprint, jsonify
 
 from handled.context import app_settings
 from handled.cache import get_redis
-from handled.db import data_db, explain_connection_error, primary_db
-from handled.errors import first_line
+from handled.db import data_db, primary_db, probe
 
 bp = Blueprint("health", __name__)
 
 
 def probe_database(proxy) -> dict:
     started = time.perf_counter()
-    try:
-        proxy.execute_sql("SELECT 1").fetchone()
-    except Exception as exc:  # any driver or pool failure means "not reachable"
-        _discard_connection(proxy)
-        return {"ok": False, "error": _explain(proxy, exc)}
+    reason = probe(proxy, driver_words=True)   # what to do about it, then the driver's own words
+    if reason is not None:
+        return {"ok": False, "error": reason}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
-
-
-def _explain(proxy, exc: Exception) -> str:
-    """What to do about it, then the driver's own words."""
-    words = first_line(exc)
-    sentence = explain_connection_error(proxy.obj.config, exc)
-    return sentence if words in sentence else f"{sentence} ({words})"
-
-
-def _discard_connection(proxy) -> None:
-    try:
-        proxy.manual_close()
-    except Exception:  # already closed or never opened
-        pass
 
 
 def probe_redis() -> dict:

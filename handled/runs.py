@@ -5,8 +5,9 @@ config.transformation_runs, config.export_runs) with the columns of
 ``RunRecord``: status, message, who started it, when, and ``worker``, the
 ``<host>:<pid>`` of the process running it (handled/heartbeat.py). A feature
 starts a run with ``start_run``, may record its phase, and ends it with
-``finish_run`` (or ``fail_run``); its own history module keeps only the
-queries that are its own (last success, staleness, ...).
+``finish_run`` (or ``fail_run``), and reads it back with ``last_success`` and
+``recent_runs``; its own history module keeps only the queries that are its own
+(staleness, the run going now, ...).
 
 A process can die mid-run (killed, host restarted) and leave its row
 'running' forever. ``sweep_dead_runs`` marks failed the running rows whose
@@ -34,22 +35,27 @@ from handled.timeutil import utcnow
 
 @dataclass(frozen=True)
 class RunKind:
-    """One kind of run: its table and what its runs say when their worker died."""
+    """One kind of run: its table, the column naming what ran, and what its runs say when their worker died."""
 
     name: str
     model: type[RunRecord]
+    subject: str                        # integration, transformation or export
     dead_worker_message: str | None     # with {runner}; None: never swept (see RUN_KINDS)
+    # Which success is the last: a transformation's is the build that finished last (the
+    # live table's); the others', the one started last.
+    last_success_by: str = "id"
 
 
 RUN_KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
-    RunKind("import", ImportRun,
+    RunKind("import", ImportRun, "integration",
             "The process running this import ({runner}) stopped before it finished; "
             "its transaction was rolled back and nothing was written."),
-    RunKind("transformation", TransformationRun,
-            "The worker running it ({runner}) stopped before it finished; the live table was left as it was."),
+    RunKind("transformation", TransformationRun, "transformation",
+            "The worker running it ({runner}) stopped before it finished; the live table was left as it was.",
+            last_success_by="finished_at"),
     # An export streams inside a web request, which keeps no heartbeat: a live
     # download cannot be told from a dead one, so export runs are never swept.
-    RunKind("export", ExportRun, None),
+    RunKind("export", ExportRun, "export", None),
 )}
 
 
@@ -80,6 +86,25 @@ def finish_run(kind: str, run_id: int, status: str, *, message: str | None = Non
 
 def fail_run(kind: str, run_id: int, message: str, **fields) -> None:
     finish_run(kind, run_id, "failed", message=message, **fields)
+
+
+def last_success(kind: str, subject: str) -> RunRecord | None:
+    """The last succeeded run of ``subject`` (an integration, transformation or export id)."""
+    run_kind = RUN_KINDS[kind]
+    model = run_kind.model
+    return (model.select()
+            .where((getattr(model, run_kind.subject) == subject) & (model.status == "succeeded"))
+            .order_by(getattr(model, run_kind.last_success_by).desc()).first())
+
+
+def recent_runs(kind: str, subject: str | None = None, limit: int = 50) -> list[RunRecord]:
+    """The latest runs of ``kind`` (of one ``subject`` when given), newest first."""
+    run_kind = RUN_KINDS[kind]
+    model = run_kind.model
+    query = model.select().order_by(model.id.desc()).limit(limit)
+    if subject:
+        query = query.where(getattr(model, run_kind.subject) == subject)
+    return list(query)
 
 
 def sweep_dead_runs(kind: str | None = None, **where) -> list[int]:

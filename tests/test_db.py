@@ -94,7 +94,7 @@ def test_sslmode_is_handed_to_libpq(settings):
 
 def test_a_direct_connection_to_a_side_is_its_own_and_named_for_its_purpose(settings):
     for side in ("primary", "data"):
-        with direct_connection(side, "check", settings=settings) as conn, conn.cursor() as cur:
+        with direct_connection(settings.direct_database(side), "check") as conn, conn.cursor() as cur:
             cur.execute("SELECT current_database(), current_setting('application_name')")
             assert cur.fetchone() == (settings.direct_database(side).dbname, "handled-check")
             assert conn.autocommit

@@ -157,10 +157,10 @@ def test_swap_waits_for_a_long_reader_then_gives_up_keeping_old_rows(app, settin
         cur.execute("SELECT count(*) FROM reference.delivery_matrix")
     try:
         with pytest.raises(BuildFailed, match="old table is still serving"):
-            build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism, swap_patience=0.5)
+            build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=settings.transform_parallelism, swap_patience=0.5)
         assert matrix_count() == old and scratch_tables() == []
         threading.Timer(0.4, reader.rollback).start()   # the reader finishes soon: the retry succeeds
-        result = build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism, swap_patience=10)
+        result = build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=settings.transform_parallelism, swap_patience=10)
         assert result.rows == old + 1 == matrix_count()
     finally:
         reader.close()
@@ -176,7 +176,7 @@ def test_duplicate_keys_and_empty_result_are_refused(app, settings):
     duplicated.__dict__["select_sql"] = (
         "SELECT '999', 1, 1, 'NY', 'X', 0.0, 0.0, 0.0, 0.0, 0.0, 0.0 FROM workspace.us_zips")
     with pytest.raises(Exception) as caught:
-        build_and_swap(duplicated, parallelism=settings.transform_parallelism)
+        build_and_swap(duplicated, settings, parallelism=settings.transform_parallelism)
     assert "23505" == getattr(caught.value.args[0], "pgcode", None) or "duplicate" in str(caught.value)
     empty = Transformation(
         id="empty", name="empty", target="zip3_reference", source_tables=("workspace.us_zips",),
@@ -184,7 +184,7 @@ def test_duplicate_keys_and_empty_result_are_refused(app, settings):
     empty.__dict__["select_sql"] = (
         "SELECT zip, 1, 1, 'NY', 'X', 0.0, 0.0, 0.0, 0.0, 0.0, 0.0 FROM workspace.us_zips WHERE false")
     with pytest.raises(BuildFailed, match="0 rows although its sources have rows"):
-        build_and_swap(empty, parallelism=settings.transform_parallelism)
+        build_and_swap(empty, settings, parallelism=settings.transform_parallelism)
     assert data_db.execute_sql("SELECT count(*) FROM reference.zip3_reference").fetchone()[0] == before
     assert scratch_tables() == []
 
@@ -211,7 +211,7 @@ def test_build_in_the_data_database_is_exclusive(app, settings):
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('handled.transformation'), hashtext('delivery-matrix'))")
     try:
         with pytest.raises(BuildBusy, match="already building reference.delivery_matrix"):
-            build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism)
+            build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=settings.transform_parallelism)
     finally:
         holder.rollback()
         holder.close()
@@ -366,7 +366,7 @@ def test_a_failing_slice_stops_the_others_and_leaves_the_old_rows(app, settings)
           AND (%(split_to)s::text IS NULL OR origin_zip3 < %(split_to)s)"""
     started = time.monotonic()
     with pytest.raises(psycopg2.errors.UniqueViolation):
-        build_and_swap(broken, parallelism=3)
+        build_and_swap(broken, settings, parallelism=3)
     assert time.monotonic() - started < 30          # the sleeping slice was cancelled, not waited for
     assert matrix_count() == old and scratch_tables() == []
     assert build_backends() == 0                    # no build connection left behind
@@ -387,7 +387,7 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
 
     def run():
         try:
-            build_and_swap(get_transformation("delivery-matrix"), parallelism=3, control=control)
+            build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=3, control=control)
         except BuildFailed as exc:
             errors.append(exc)
 
@@ -420,12 +420,12 @@ def test_old_table_still_read_after_the_swap_is_dropped_by_the_next_build(app, s
         cur.execute(f"SELECT count(*) FROM reference.{old_partition}")
     monkeypatch.setattr("handled.transformations.build_runner.DROP_PATIENCE_SECONDS", 0.5)
     try:
-        result = build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism)   # swaps: the parent is free
+        result = build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=settings.transform_parallelism)   # swaps: the parent is free
         assert matrix_count() == result.rows                           # the new rows serve at once
         assert sorted(scratch_tables()) == sorted(["_old_delivery_matrix", old_partition])
         assert "_old_delivery_matrix is still in use by a reader" in caplog.text
     finally:
         reader.rollback()
         reader.close()
-    build_and_swap(get_transformation("delivery-matrix"), parallelism=settings.transform_parallelism)
+    build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=settings.transform_parallelism)
     assert scratch_tables() == []

@@ -26,7 +26,6 @@ from handled.db import NOT_ANSWERING
 from handled.errors import HandledError, first_line
 from handled.exports import builders
 from handled.exports.registry import EXPORTS, Export, get_export
-from handled.models import ExportRun
 from handled.transformations import history
 
 log = logging.getLogger("handled.exports")
@@ -59,9 +58,8 @@ def export_version(export: Export) -> ExportVersion:
 def describe_exports() -> list[dict]:
     rows = []
     for export in EXPORTS.values():
-        last = (ExportRun.select().where(ExportRun.export == export.id)
-                .order_by(ExportRun.id.desc()).first())
-        rows.append({"export": export, "version": export_version(export), "last_run": last})
+        last = runs.recent_runs("export", export.id, limit=1)
+        rows.append({"export": export, "version": export_version(export), "last_run": last[0] if last else None})
     return rows
 
 

@@ -43,16 +43,11 @@ def succeeded_before(integration_id: str, sha256: str) -> ImportRun | None:
 
 
 def last_success(integration_id: str) -> ImportRun | None:
-    return (ImportRun.select()
-            .where((ImportRun.integration == integration_id) & (ImportRun.status == "succeeded"))
-            .order_by(ImportRun.id.desc()).first())
+    return runs.last_success("import", integration_id)
 
 
 def recent_runs(integration_id: str | None = None, limit: int = 50) -> list[ImportRun]:
-    query = ImportRun.select().order_by(ImportRun.id.desc()).limit(limit)
-    if integration_id:
-        query = query.where(ImportRun.integration == integration_id)
-    return list(query)
+    return runs.recent_runs("import", integration_id, limit)
 
 
 def get_run(run_id: int) -> ImportRun | None:

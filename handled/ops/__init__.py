@@ -12,9 +12,16 @@ class OpsError(HandledError):
 
 
 def init_app(app) -> None:
-    """Register the DATA banner, the System page, /metrics and `flask backup|data` (and `flask db split|unsplit|prune-leftovers`)."""
+    """Register the DATA banner, the System page, /metrics, `flask backup|data`, and add
+    `split|unsplit|prune-leftovers` to `flask db`."""
     from handled.ops import cli, web
 
     web.init_app(app)
     app.cli.add_command(cli.backup_cli)
     app.cli.add_command(cli.data_cli)
+    # The moves act on the databases `flask db` migrates, so they sit in its group. ops adds them,
+    # not schema: ops builds on schema (migrations, catalog), and schema must not know about ops.
+    if "db" not in app.cli.commands:
+        raise RuntimeError("handled.schema must come before handled.ops in FEATURES: ops adds to its `flask db`.")
+    for command in cli.db_commands.commands.values():
+        app.cli.commands["db"].add_command(command)

@@ -1,6 +1,6 @@
-"""CLI of the operations tools: ``flask db split|unsplit|prune-leftovers`` (on the
-``flask db`` group of handled.schema.cli), ``flask backup create|restore|list`` and
-``flask data rebuild``. Thin: parse, call, print; HandledGroup turns errors into one line."""
+"""CLI of the operations tools: ``flask db split|unsplit|prune-leftovers`` (added to the
+``flask db`` group of handled.schema.cli by handled.ops.init_app), ``flask backup create|restore|list``
+and ``flask data rebuild``. Thin: parse, call, print; HandledGroup turns errors into one line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from handled.cli_support import HandledGroup, echo_progress
 from handled.context import cli_context
 from handled.ops import backup, move, rebuild
 from handled.ops.leftovers import prune_leftovers
-from handled.schema.cli import db_cli
+
+# split, unsplit and prune-leftovers belong on `flask db`, schema's group. They are gathered here,
+# attached to nothing, and handled.ops.init_app adds them to it; this group is never registered itself.
+db_commands = HandledGroup("db", help="The operations commands of `flask db`.")
 
 
 @contextmanager
@@ -36,7 +39,7 @@ def _print_report(report: move.MoveReport) -> None:
         click.echo("  " + note)
 
 
-@db_cli.command("split")
+@db_commands.command("split")
 @click.option("--to-primary", "to_primary", required=True, metavar="URL",
               help="Direct URL of the new PRIMARY database (created and migrated if needed).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
@@ -52,7 +55,7 @@ def split_command(to_primary, dry_run, force):
                    f"address), DATA_DATABASE_URL=<this database>; restart; then 'flask db prune-leftovers'.")
 
 
-@db_cli.command("unsplit")
+@db_commands.command("unsplit")
 @click.option("--to", "to", required=True, metavar="URL",
               help="Direct URL of the database that will hold all four schemas (usually DATA's).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
@@ -69,7 +72,7 @@ def unsplit_command(to, dry_run, force):
                    "unset DATA_DATABASE_URL; restart.")
 
 
-@db_cli.command("prune-leftovers")
+@db_commands.command("prune-leftovers")
 @click.option("--yes", is_flag=True, help="Really drop them (without it: only list them).")
 def prune_command(yes):
     """Split mode: drop the other side's schemas left in each database by a split."""

@@ -16,7 +16,7 @@ import time
 from flask import current_app, g
 
 from handled.context import app_settings
-from handled.db import data_db, explain_connection_error, primary_db
+from handled.db import data_db, primary_db, probe
 
 log = logging.getLogger("handled.ops")
 
@@ -29,19 +29,6 @@ _data_status: dict = {"checked_at": -1e9, "ok": True, "reason": None}
 
 DATA_BANNER = ("The DATA database is not answering: imports, transformations, exports and coverage are "
                "paused until it is back. Sign-in, users, roles and customers keep working.")
-
-
-def probe(proxy) -> str | None:
-    """None when the database answers ``SELECT 1``; else a sentence saying why not."""
-    try:
-        proxy.execute_sql("SELECT 1").fetchone()
-        return None
-    except Exception as exc:  # any driver or pool error means "not answering"
-        try:
-            proxy.manual_close()  # never hand the broken connection to the next request
-        except Exception:
-            pass
-        return explain_connection_error(proxy.obj.config, exc)
 
 
 def data_reason(max_age: float = STATUS_TTL) -> str | None:

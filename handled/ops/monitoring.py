@@ -17,10 +17,9 @@ from prometheus_client.core import GaugeMetricFamily
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from handled.cache import redis_available
-from handled.db import data_db, primary_db
+from handled.db import data_db, primary_db, probe
 from handled.errors import first_line
 from handled.jobs import get_queue
-from handled.ops.degraded import probe
 from handled.settings import Settings
 
 log = logging.getLogger("handled.ops")

@@ -2,7 +2,7 @@
 
 
 def init_app(app) -> None:
-    """Register `flask db` (migrations, checks; the operations add split/unsplit to it)."""
+    """Register `flask db` (migrations, checks; handled.ops.init_app adds split/unsplit/prune-leftovers)."""
     from handled.schema.cli import db_cli
 
     app.cli.add_command(db_cli)

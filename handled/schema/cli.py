@@ -1,8 +1,8 @@
 """``flask db``: migrations and checks of the PRIMARY and DATA databases.
 
 Thin: parse arguments, call a service in handled.schema, print. The operations
-tools add ``split``, ``unsplit`` and ``prune-leftovers`` to this same group
-(handled/ops/cli.py).
+tools' init_app adds ``split``, ``unsplit`` and ``prune-leftovers`` to this same
+group (handled/ops/__init__.py, commands in handled/ops/cli.py).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def migrate_command(target, lock_timeout, dry_run, repair):
 def create_command():
     """Create the database(s) the URLs name, if they do not exist yet."""
     settings = app_settings()
-    configs = [settings.primary] + ([settings.data] if settings.split_db_mode else [])
-    for config in configs:
+    sides = ["primary", "data"] if settings.split_db_mode else ["primary"]
+    for config in [settings.direct_database(side) for side in sides]:   # CREATE DATABASE bypasses a pooler
         created = create_database_if_missing(config)
         click.echo(f"{config.display()}: {'created' if created else 'exists'}")
 

@@ -31,9 +31,9 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from handled.db import direct_connection
 from handled.context import NO_PROGRESS, Progress
-from handled.db import data_db, release_connections
+from handled.db import direct_connection, release_connections
+from handled.settings import DatabaseConfig, Settings
 from handled.transformations.build_plan import (INDEX_SQL, PHASES, SCHEMA, BuildBusy, BuildCancelled, BuildFailed,
                                                 BuildPlan, LiveIndex, Slice, Statement, parse_index)
 from handled.transformations.registry import Transformation
@@ -107,10 +107,11 @@ def pg_code(exc: BaseException) -> str | None:
     return None
 
 
-def build_and_swap(t: Transformation, *, parallelism: int, progress: Progress = NO_PROGRESS,
+def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, progress: Progress = NO_PROGRESS,
                    lock_timeout_ms: int = LOCK_TIMEOUT_MS, swap_patience: float = SWAP_PATIENCE_SECONDS,
                    control: BuildControl | None = None) -> BuildResult:
-    """Rebuild ``t.target`` from its SELECT in up to ``parallelism`` slices and swap it in.
+    """Rebuild ``t.target`` from its SELECT in up to ``parallelism`` slices and swap it in,
+    over direct connections to ``settings``' DATA database.
 
     The build runs in a thread; this thread waits, and anything that interrupts it
     (Ctrl-C, a job timeout) cancels the build before it propagates."""
@@ -119,7 +120,7 @@ def build_and_swap(t: Transformation, *, parallelism: int, progress: Progress = 
 
     def build() -> None:
         try:
-            outcome["result"] = _Build(t, control, progress).run(parallelism, lock_timeout_ms, swap_patience)
+            outcome["result"] = _Build(t, settings.direct_database("data"), control, progress).run(parallelism, lock_timeout_ms, swap_patience)
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
         finally:
@@ -160,8 +161,8 @@ class _Timer:
 class _Build:
     """One build of one transformation: runs its plan's statements on connections of its own."""
 
-    def __init__(self, t: Transformation, control: BuildControl, progress: Progress):
-        self.t, self.control, self.progress = t, control, progress
+    def __init__(self, t: Transformation, data: DatabaseConfig, control: BuildControl, progress: Progress):
+        self.t, self.data, self.control, self.progress = t, data, control, progress
         self.plan = BuildPlan(t)
         self.timings: dict[str, float] = {}
 
@@ -207,10 +208,10 @@ class _Build:
     def connection(self, autocommit: bool = True):
         """A DATA connection of the build's own (not from the pool, which the build would
         drain for minutes), cancellable through the build's control."""
-        with direct_connection(data_db.config, f"build-{self.t.id}") as conn:
+        with direct_connection(self.data, f"build-{self.t.id}") as conn:
             # PostgreSQL 14+: a killed worker's statements stop within a second instead of
             # running on (a session setting: not through a transaction pooler)
-            if conn.server_version >= 140000 and not data_db.config.pgbouncer:
+            if conn.server_version >= 140000 and not self.data.pgbouncer:
                 with conn.cursor() as cur:
                     cur.execute("SET client_connection_check_interval = '1s'")
             conn.autocommit = autocommit

@@ -77,17 +77,11 @@ def last_run(transformation_id: str) -> TransformationRun | None:
 
 
 def last_success(transformation_id: str) -> TransformationRun | None:
-    return (TransformationRun.select()
-            .where((TransformationRun.transformation == transformation_id)
-                   & (TransformationRun.status == "succeeded"))
-            .order_by(TransformationRun.finished_at.desc()).first())
+    return runs.last_success("transformation", transformation_id)
 
 
 def recent_runs(transformation_id: str | None = None, limit: int = 20) -> list[TransformationRun]:
-    query = TransformationRun.select().order_by(TransformationRun.id.desc()).limit(limit)
-    if transformation_id:
-        query = query.where(TransformationRun.transformation == transformation_id)
-    return list(query)
+    return runs.recent_runs("transformation", transformation_id, limit)
 
 
 def source_freshness(t: Transformation) -> dict[str, object]:
