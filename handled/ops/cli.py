@@ -39,37 +39,41 @@ def _print_report(report: move.MoveReport) -> None:
         click.echo("  " + note)
 
 
+DRY_RUN_OPTION = click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
+
+
 @db_commands.command("split")
 @click.option("--to-primary", "to_primary", required=True, metavar="URL",
               help="Direct URL of the new PRIMARY database (created and migrated if needed).")
-@click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
+@DRY_RUN_OPTION
 @click.option("--force", is_flag=True, help="Replace rows the target already holds.")
 def split_command(to_primary, dry_run, force):
     """Single → split: copy config + customer to a new PRIMARY, then verify every table."""
-    target = move.target_config("--to-primary", to_primary)
-    with report_failed_verification():
-        report = move.split(cli_context(echo_progress), target, force=force, dry_run=dry_run)
-    _print_report(report)
-    if not dry_run:
-        click.echo(f"Next: set SPLIT_DB_MODE=true, PRIMARY_DATABASE_URL={target.display()} (or its pooler "
-                   f"address), DATA_DATABASE_URL=<this database>; restart; then 'flask db prune-leftovers'.")
+    _move("--to-primary", to_primary, move.split, dry_run=dry_run, force=force, next_step=lambda target: (
+        f"Next: set SPLIT_DB_MODE=true, PRIMARY_DATABASE_URL={target.display()} (or its pooler "
+        f"address), DATA_DATABASE_URL=<this database>; restart; then 'flask db prune-leftovers'."))
 
 
 @db_commands.command("unsplit")
 @click.option("--to", "to", required=True, metavar="URL",
               help="Direct URL of the database that will hold all four schemas (usually DATA's).")
-@click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
+@DRY_RUN_OPTION
 @click.option("--force", is_flag=True, help="Replace rows the target already holds (e.g. the copy a split left).")
 def unsplit_command(to, dry_run, force):
     """Split → single (rollback): copy PRIMARY (and DATA, if elsewhere) into one database, verified."""
-    target = move.target_config("--to", to)
+    _move("--to", to, move.unsplit, dry_run=dry_run, force=force, next_step=lambda target: (
+        f"Next: set SPLIT_DB_MODE=false, PRIMARY_DATABASE_URL={target.display()}, unset DATA_DATABASE_URL; restart."))
+
+
+def _move(option: str, url: str, run, *, dry_run: bool, force: bool, next_step) -> None:
+    """Split or unsplit: the copy, its per-table report (also when verification fails), the next step."""
+    target = move.target_config(option, url)
     with report_failed_verification():
-        reports = move.unsplit(cli_context(echo_progress), target, force=force, dry_run=dry_run)
-    for report in reports:
+        reports = run(cli_context(echo_progress), target, force=force, dry_run=dry_run)
+    for report in reports if isinstance(reports, list) else [reports]:
         _print_report(report)
     if not dry_run:
-        click.echo(f"Next: set SPLIT_DB_MODE=false, PRIMARY_DATABASE_URL={target.display()}, "
-                   "unset DATA_DATABASE_URL; restart.")
+        click.echo(next_step(target))
 
 
 @db_commands.command("prune-leftovers")
