@@ -203,12 +203,18 @@ def test_second_run_is_refused_naming_the_run_that_is_going(app, settings):
     history.finish_run(going.id, "failed", message="test")
 
 
-def test_build_in_the_data_database_is_exclusive(app, settings):
-    load_delivery_sources()
+def hold_the_build_lock(settings):
+    """Another process's build of delivery-matrix, as far as the advisory lock can tell."""
     holder = connect(settings.data)
     holder.autocommit = False
     with holder.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('handled.transformation'), hashtext('delivery-matrix'))")
+    return holder
+
+
+def test_build_in_the_data_database_is_exclusive(app, settings):
+    load_delivery_sources()
+    holder = hold_the_build_lock(settings)
     try:
         with pytest.raises(BuildBusy, match="already building reference.delivery_matrix"):
             build_and_swap(get_transformation("delivery-matrix"), settings, parallelism=settings.transform_parallelism)
@@ -219,10 +225,7 @@ def test_build_in_the_data_database_is_exclusive(app, settings):
 
 def test_a_busy_build_fails_the_run_with_the_conflict_status(app, settings):
     load_delivery_sources()
-    holder = connect(settings.data)
-    holder.autocommit = False
-    with holder.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('handled.transformation'), hashtext('delivery-matrix'))")
+    holder = hold_the_build_lock(settings)
     try:
         with pytest.raises(TransformationFailed, match="already building reference.delivery_matrix") as caught:
             run_transformation(system_context(settings), "delivery-matrix")
