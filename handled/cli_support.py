@@ -1,4 +1,4 @@
-"""The CLI edge: one command-group class for every ``flask`` group, and the CLI progress bar.
+"""The CLI edge: one command-group class for every ``flask`` group, and the CLI progress sink.
 
 ``HandledGroup`` wraps every command it holds so that
 

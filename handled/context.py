@@ -8,7 +8,7 @@ the same rule holds whether a page, a CLI command or a background job called it
 (``tests/test_layout.py`` fails when a service module imports them).
 
 Three adapters build a context, and they are the only code here that touches
-Flask's request globals or click:
+Flask's request globals:
 
 - ``web_context()``: the signed-in user of the current request (channel ``web``);
 - ``cli_context()``: the command-line operator, a system actor (channel ``cli``);

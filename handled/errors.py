@@ -4,8 +4,8 @@ A service that cannot do what it was asked raises a ``HandledError`` (or a
 subclass) whose message is one sentence the user can act on. The edges turn it
 into what the user sees, each in exactly one place:
 
-- the CLI (``handled.cli_support.handled_command``): the sentence (and hint) on
-  stderr, exit code ``error.exit_code``;
+- the CLI (``handled.cli_support.HandledGroup``, the group class of every ``flask``
+  command group): the sentence (and hint) on stderr, exit code ``error.exit_code``;
 - the web (``handled.error_pages``): a flash message or an error page with
   ``error.status``;
 - a background job (``handled.jobs.worker``): the run and the job fail with
