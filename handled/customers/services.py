@@ -159,11 +159,17 @@ def set_facility_active(ctx: Context, facility_id: int, active: bool) -> Facilit
     return _set_active(ctx, "facility", get_facility, facility_id, active, {"active": active})
 
 
+ACTIVATION_EVENTS = {  # spelled out so every audit event name can be found in the code
+    ("organization", True): "organization.activate", ("organization", False): "organization.deactivate",
+    ("facility", True): "facility.activate", ("facility", False): "facility.deactivate",
+}
+
+
 def _set_active(ctx: Context, kind: str, get, record_id: int, active: bool, values: dict):
     """Write ``values`` (how the row says active), audit ``<kind>.activate``/``deactivate``; return the row."""
     record = get(record_id)
     model = type(record)
     with primary_db.atomic():
         model.update(**values, updated_at=utcnow()).where(model.id == record_id).execute()
-        audit.record(ctx, f"{kind}.{'activate' if active else 'deactivate'}", kind, record_id, record.code)
+        audit.record(ctx, ACTIVATION_EVENTS[kind, active], kind, record_id, record.code)
     return get(record_id)
