@@ -18,9 +18,15 @@ def test_create_edit_and_deactivate_an_organization(app, login_client):
     assert client.post("/customers/organizations/new", data={"code": "acme", "name": "Acme Corp",
                                                              "contact_email": "ops@acme.test"}).status_code == 302
     oid = org_id(app, "ACME")
-    client.post(f"/customers/organizations/{oid}", data={"code": "ACME", "name": "Acme Corporation"})
+    with app.app_context():
+        assert Organization.get_by_id(oid).contact_email == "ops@acme.test"
+    client.post(f"/customers/organizations/{oid}", data={"code": "ACME", "name": "Acme Corporation",
+                                                         "contact_email": "billing@acme.test"})
+    with app.app_context():
+        edited = Organization.get_by_id(oid)
+        assert (edited.name, edited.contact_email) == ("Acme Corporation", "billing@acme.test")
     page = client.get("/customers/organizations").get_data(as_text=True)
-    assert "Acme Corporation" in page and "ops@acme.test" not in page.split("Acme Corporation")[0]
+    assert "Acme Corporation" in page and "billing@acme.test" in page and "ops@acme.test" not in page
     client.post(f"/customers/organizations/{oid}/active", data={"active": "false"})
     with app.app_context():
         assert Organization.get_by_id(oid).status == "inactive"
