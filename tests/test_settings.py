@@ -11,6 +11,7 @@ import pytest
 from handled.errors import HandledError
 from handled.settings import (SECTIONS, Settings, SettingsError, load_settings, read_environment,
                               render_env_example)
+from tests.support.databases import db_url
 from tests.support.processes import run_flask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,11 +138,11 @@ def test_start_up_with_a_bad_setting_prints_one_sentence_and_no_traceback(tmp_pa
 def test_flask_finds_the_app_from_the_repo_root_without_flask_app(migrated_settings):
     settings = migrated_settings
     env = _clean_env(
-        PRIMARY_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{settings.primary.dbname}",
+        PRIMARY_DATABASE_URL=db_url(settings.primary.dbname),
         REDIS_URL=settings.redis_url, SECRET_KEY="y" * 32,
         SPLIT_DB_MODE=str(settings.split_db_mode).lower())
     if settings.split_db_mode:
-        env["DATA_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{settings.data.dbname}"
+        env["DATA_DATABASE_URL"] = db_url(settings.data.dbname)
     result = run_flask("db", "status", env=env, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "applied         0001_config_customer_schemas" in result.stdout
