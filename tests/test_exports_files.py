@@ -138,3 +138,20 @@ def test_a_bug_is_logged_and_summarised_the_same_for_files_and_streams(app, sett
     assert (last_export_run().status, last_export_run().message) == ("failed", sentence)
     logged = [r for r in caplog.records if r.name == "handled.exports" and r.exc_info]
     assert logged and logged[-1].exc_info[0] is ValueError
+
+
+def test_a_zip3_where_no_zip_has_a_population_exports_null_not_zero(app, settings):
+    """DATASETS.md: a missing population counts as 0 in a sum, but a group in which no ZIP has
+    a population is unknown: NULL in zip3_reference, null in zip3-reference.json."""
+    from tests.support.reference_data import add_zip, load_zip_sources
+
+    load_zip_sources()                                   # 200: one ZIP with 0, one missing -> 0
+    add_zip("50001", 10.0, 20.0, "Nope", "KS", None)
+    add_zip("50002", 12.0, 22.0, "Nada", "KS", None)     # 500: nobody's population is known
+    run_transformation(system_context(settings), "zip3-reference")
+    totals = dict(data_db.execute_sql("SELECT zip3, total_population FROM reference.zip3_reference").fetchall())
+    assert totals["500"] is None and totals["200"] == 0 and totals["100"] == 400
+    data = export_json(settings, "zip3-reference.json")
+    assert data["500"] == {"lat": pytest.approx(11.0), "lng": pytest.approx(21.0), "city": "Nope",
+                           "state": "KS", "population": None}
+    assert data["200"]["population"] == 0
