@@ -155,3 +155,36 @@ def test_a_zip3_where_no_zip_has_a_population_exports_null_not_zero(app, setting
     assert data["500"] == {"lat": pytest.approx(11.0), "lng": pytest.approx(21.0), "city": "Nope",
                            "state": "KS", "population": None}
     assert data["200"]["population"] == 0
+
+
+def exports_page_rows(client) -> dict[str, list[str]]:
+    """File name -> the text of its row's cells on /exports/."""
+    import re
+
+    html = client.get("/exports/").get_data(as_text=True)
+    rows = {}
+    for row in html.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr>")[1:]:
+        cells = [cell.split(">", 1)[1] for cell in row.split("<td")[1:]]
+        texts = [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in cells]
+        rows[texts[0]] = texts
+    return rows
+
+
+def test_the_exports_page_shows_real_counts_sizes_and_build_times(built, settings, app, login_client):
+    client = login_client(permissions=["download_exports"])
+    before = exports_page_rows(client)
+    assert before["zone-matrix.json"][3] == "not written since the last build"
+    assert before["carriers.csv"][3] == "2 rows" and before["services.csv"][3] == "14 rows"
+    assert "about" not in client.get("/exports/").get_data(as_text=True)
+    matrix_rows = data_db.execute_sql("SELECT count(*) FROM reference.delivery_matrix").fetchone()[0]
+    assert before["delivery_matrix.csv"][3] == f"{matrix_rows:,} rows"
+    assert "UTC, in" in before["delivery_matrix.csv"][2] and f"({matrix_rows:,} rows)" in before["delivery_matrix.csv"][2]
+
+    body = client.get("/exports/zone-matrix.json").get_data()
+    matrix = json.loads(body)
+    after = exports_page_rows(client)
+    cells = len(matrix["origins"]) * len(matrix["destinations"])
+    assert after["zone-matrix.json"][3] == f"{cells:,} cells"
+    assert after["zone-matrix.json"][4] == f"{len(body)} bytes"
+    zip3 = client.get("/exports/zip3-reference.json").get_data()
+    assert exports_page_rows(client)["zip3-reference.json"][3] == f"{len(json.loads(zip3))} ZIP3s"

@@ -37,6 +37,16 @@ def report_rows(progress: Progress, export: Export, rows: int) -> None:
     progress(WRITE_PHASE, rows, rows, f"{export.id}: {rows} rows written")
 
 
+def count_rows(table: str) -> int:
+    """count(*) of a (small) reference table."""
+    from psycopg2 import sql
+
+    with quiet_queries():
+        cursor = data_db.cursor()
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("reference", table)))
+        return cursor.fetchone()[0]
+
+
 def copy_sql(export: Export) -> str:
     order = f" ORDER BY {', '.join(export.key)}" if export.key else ""
     return f"COPY (SELECT * FROM reference.{export.table}{order}) TO STDOUT WITH (FORMAT csv, HEADER)"

@@ -24,6 +24,11 @@ class Export:
     services: tuple[tuple[str, str], ...] = ()
 
     @property
+    def unit(self) -> str:
+        """What the export's count counts: a matrix's cells, the ZIP3s of the JSON, a CSV's rows."""
+        return {"zone-matrix": "cells", "zip3-json": "ZIP3s"}.get(self.kind, "rows")
+
+    @property
     def content_type(self) -> str:
         return "text/csv; charset=utf-8" if self.kind == "csv" else "application/json"
 
@@ -41,7 +46,7 @@ EXPORTS: dict[str, Export] = {e.id: e for e in (
     Export("services.csv", "reference.services", "csv", (), "services", ("carrier_code", "code")),
     Export("zip3_reference.csv", "reference.zip3_reference", "csv", ("zip3-reference",),
            "zip3_reference", ("zip3",)),
-    Export("delivery_matrix.csv", "reference.delivery_matrix (about 11M rows)", "csv",
+    Export("delivery_matrix.csv", "reference.delivery_matrix", "csv",
            ("delivery-matrix",), "delivery_matrix"),
 )}
 
