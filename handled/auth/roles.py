@@ -18,6 +18,9 @@ from handled.models import Permission, Role, RolePermission, UserRole
 CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 FULL_ACCESS_ROLE = "admin"  # always holds every permission, so nobody can lock everyone out
 
+# Test seam: called with the role id inside update_role's transaction, just before it commits.
+before_role_commit: list = []
+
 
 def all_permissions() -> list[Permission]:
     return list(Permission.select().order_by(Permission.category, Permission.code))
@@ -91,6 +94,8 @@ def update_role(ctx: Context, role_id: int, name: str, description: str, permiss
         holders = [ur.user_id for ur in UserRole.select(UserRole.user).where(UserRole.role == role_id)]
         audit.record(ctx, "role.update", "role", role_id, role.code,
                      {"added": sorted(new_codes - before), "removed": sorted(before - new_codes)})
+        for hook in before_role_commit:
+            hook(role_id)
     if before != new_codes:
         session_cache.invalidate(user_ids=holders)
     return get_role(role_id)
