@@ -1,4 +1,7 @@
-"""Users: list, create, edit, roles, reset password, disable/enable, delete, sessions."""
+"""Users: list, create, edit, roles, reset password, disable/enable, delete, sessions.
+
+The user page offers no change of an account holding permissions the actor lacks;
+``handled.auth.users`` decides (and audits the refusal) whatever the page offered."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import functools
 from flask import flash, redirect, render_template, request, url_for
 
 from handled.admin import bp
-from handled.auth import sessions, users
+from handled.auth import access, sessions, users
 from handled.auth.permissions import permission_required
 from handled.context import web_context
 from handled.errors import HandledError, NotFound
@@ -75,9 +78,11 @@ def user_new():
 @flash_errors("admin.users")
 def user_edit(user_id):
     user = users.get_user(user_id)
+    ctx = web_context()
     return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
                            held=set(users.role_codes_of(user_id)),
-                           sessions=sessions.active_sessions(web_context().settings, user_id))
+                           sessions=sessions.active_sessions(ctx.settings, user_id),
+                           refusal=access.why_not_act_on(ctx.actor, user))
 
 
 @bp.post("/users/<int:user_id>")
