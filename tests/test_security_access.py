@@ -82,6 +82,9 @@ def test_superuser_cannot_act_on_an_administrator_through_the_pages(app, setting
                     f"/sessions/{session_hash}/revoke"):
         assert offered not in page, offered
 
+    confirm = superuser.get(f"/admin/users/{uid}/delete", follow_redirects=True).get_data(as_text=True)
+    assert "You cannot delete" in confirm and "confirm_email" not in confirm
+
     attempts = [(f"/admin/users/{uid}", {"email": "taken@example.test", "name": "Taken"}),
                 (f"/admin/users/{uid}/roles", {"roles": ["salesperson"]}),
                 (f"/admin/users/{uid}/reset-password", {}),

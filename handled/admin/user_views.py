@@ -135,7 +135,12 @@ def _set_disabled(user_id: int, disabled: bool, done_text: str):
 @permission_required("manage_users")
 @flash_errors("admin.users")
 def user_delete_confirm(user_id):
-    return render_template("admin/user_delete.html", user=users.get_user(user_id))
+    user = users.get_user(user_id)
+    refusal = access.why_not_act_on(web_context().actor, user, "delete")
+    if refusal:
+        flash(refusal, "error")
+        return redirect(url_for("admin.user_edit", user_id=user_id))
+    return render_template("admin/user_delete.html", user=user)
 
 
 @bp.post("/users/<int:user_id>/delete")

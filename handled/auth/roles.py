@@ -169,9 +169,9 @@ def update_role(ctx: Context, role_id: int, name: str, description: str, permiss
     with primary_db.atomic():
         role = _lock_role(role_id)
         before = role_permission_codes(role_id)
+        _refuse_unless_allowed(ctx, role, before, new_codes, "change", "role.update.refused", role.code)
         if role.code == FULL_ACCESS_ROLE and new_codes != {p.code for p in all_permissions()}:
             raise HandledError("The admin role always holds every permission; create another role for less.")
-        _refuse_unless_allowed(ctx, role, before, new_codes, "change", "role.update.refused", role.code)
         _refuse_last_grant(role, before - new_codes, "role.update.refused")
         Role.update(name=name.strip(), description=(description or "").strip()).where(Role.id == role_id).execute()
         RolePermission.delete().where(RolePermission.role == role_id).execute()
