@@ -160,6 +160,22 @@ def test_superuser_resets_a_less_powerful_user_through_the_page(app, login_clien
     assert me(clerk)[0] == 401
 
 
+def test_the_pages_offer_only_roles_the_actor_may_grant(app, login_client):
+    superuser = login_client(role="superuser")
+    clerk = make_user(app, role="salesperson")
+    for url in (f"/admin/users/{clerk.id}", "/admin/users/new"):
+        page = superuser.get(url).get_data(as_text=True)
+        assert re.search(r'value="admin"[^>]*disabled', page), url
+        assert not re.search(r'value="warehouse_lead"[^>]*disabled', page), url
+    refused = superuser.post("/admin/users/new", data={"email": "sneaky@example.test", "name": "S",
+                                                       "roles": ["admin"]})
+    assert refused.status_code == 403
+    with app.app_context():
+        assert User.get_or_none(User.email == "sneaky@example.test") is None
+        row = AuditLog.get(AuditLog.action == "user.create.refused")
+        assert row.target_label == "sneaky@example.test" and row.details["missing"] == ["manage_roles"]
+
+
 def test_an_administrator_may_act_on_another_administrator(app, login_client):
     admin = login_client(role="admin")
     other = login_client(role="admin")

@@ -58,15 +58,16 @@ def users_list():
 @permission_required("manage_users")
 def user_new():
     all_roles = list(Role.select().order_by(Role.code))
+    grantable = access.grantable_role_codes(web_context().actor)
     if request.method == "GET":
-        return render_template("admin/user_new.html", roles=all_roles, form={})
+        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form={})
     form = request.form
     try:
         user, generated = users.create_user(web_context(), form.get("email", ""), form.get("name", ""),
                                             form.getlist("roles"), password=form.get("password") or None)
-    except HandledError as exc:
-        flash(str(exc), "error")
-        return render_template("admin/user_new.html", roles=all_roles, form=form), 400
+    except HandledError as error:
+        flash(str(error), "error")
+        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form=form), error.status
     if generated:
         return render_template("admin/temporary_password.html", user=user, password=generated)
     flash(f"Created {user.email}.", "info")
@@ -82,7 +83,8 @@ def user_edit(user_id):
     return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
                            held=set(users.role_codes_of(user_id)),
                            sessions=sessions.active_sessions(ctx.settings, user_id),
-                           refusal=access.why_not_act_on(ctx.actor, user))
+                           refusal=access.why_not_act_on(ctx.actor, user),
+                           grantable=access.grantable_role_codes(ctx.actor))
 
 
 @bp.post("/users/<int:user_id>")

@@ -23,7 +23,7 @@ from handled import audit
 from handled.context import Actor
 from handled.db import primary_db
 from handled.errors import Forbidden, HandledError, NotFound
-from handled.models import Permission, RolePermission, User, UserRole
+from handled.models import Permission, Role, RolePermission, User, UserRole
 
 _LOCK_USER_SQL = "SELECT id FROM config.users WHERE id = %s FOR UPDATE"
 _LOCK_ROLES_SQL = "SELECT id FROM config.roles WHERE id = ANY(%s) ORDER BY id FOR SHARE"
@@ -77,6 +77,15 @@ def why_not_act_on(actor: Actor, user: User, verb: str = "change") -> str | None
     """For the pages: the sentence a refusal would give, or None when the actor may act."""
     missing = missing_to_act_on(actor, user.id)
     return refusal_sentence(verb, user.email, missing) if missing else None
+
+
+def grantable_role_codes(actor: Actor) -> set[str]:
+    """For the pages: the roles ``actor`` may grant (every permission of the role is one it holds)."""
+    granted: dict[str, set[str]] = {r.code: set() for r in Role.select(Role.code)}
+    for code, permission in (RolePermission.select(Role.code, Permission.code).join(Role)
+                             .switch(RolePermission).join(Permission).tuples()):
+        granted[code].add(permission)
+    return {code for code, held in granted.items() if all(actor.can(p) for p in held)}
 
 
 def lock_roles(role_ids) -> None:
