@@ -11,7 +11,7 @@ import logging
 
 from flask import jsonify, render_template, request
 from peewee import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from handled.errors import HandledError
 
@@ -36,6 +36,12 @@ def init_app(app) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return render_error(exc.code or 500, exc.name, exc.description or "")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        from handled.request_limits import too_large_message
+
+        return render_error(413, "Too large", too_large_message())
 
     @app.errorhandler(HandledError)
     def handled_error(exc: HandledError):
