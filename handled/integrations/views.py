@@ -12,6 +12,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
 from handled import runs
 from handled.auth.permissions import permission_required
 from handled.context import web_context
+from handled.formula_cells import neutralise
 from handled.integrations import history
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 from handled.integrations.service import ImportRequestError
@@ -119,23 +120,10 @@ def rejected_csv(run_id):
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["line", "column", "value", "reason"])
     for row in run.rejected_rows:
-        writer.writerow([row["line"], row["column"], _csv_safe(row["value"]), row["reason"]])
+        writer.writerow([row["line"], row["column"], neutralise(row["value"]), neutralise(row["reason"])])
     name = f"import-run-{run.id}-rejected.csv"
     return Response(buffer.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
-
-
-def _csv_safe(value: str) -> str:
-    """Keep a spreadsheet from running a rejected value as a formula."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") and not _is_number(value) else value
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _integration_or_404(integration_id: str):
