@@ -63,5 +63,6 @@ def init_app(app) -> None:
 
 
 def _title(status: int) -> str:
-    return {403: "Not allowed", 404: "Not found", 409: "Conflict", 503: "Service unavailable"}.get(
+    return {403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Too many at once",
+            503: "Service unavailable"}.get(
         status, "Cannot do that")

@@ -141,7 +141,7 @@ SECTIONS: tuple[Section, ...] = (
                  f"Slices of delivery-matrix built side by side, one DATA connection each (1-"
                  f"{MAX_TRANSFORM_PARALLELISM}). Default: the number of CPU cores here, at most 8.", COUNT),
     )),
-    Section("Exports", "/exports and flask exports ...; see docs/EXPORTS.md.", (
+    Section("Exports", "/exports and flask exports ...; see docs/TRANSFORMATIONS.md.", (
         Variable("EXPORT_STREAMS_PER_USER", whole(), 2,
                  "Downloads one user may have running at once (each holds a DATA connection while it "
                  "streams); counted in Redis.", COUNT),
