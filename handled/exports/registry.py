@@ -22,6 +22,10 @@ class Export:
     table: str | None = None      # csv: reference table
     key: tuple[str, ...] = ()     # csv: ORDER BY for small tables (big ones stream in physical order)
     services: tuple[tuple[str, str], ...] = ()
+    # csv: text columns that hold only validated codes (ZIP digits, seeded carrier/service codes, zone
+    # codes, the build's own source names), never free text from a file: written without the formula
+    # check (handled/formula_cells.py), so the 11M-row matrix streams at COPY's full speed
+    code_columns: tuple[str, ...] = ()
 
     @property
     def unit(self) -> str:
@@ -47,7 +51,8 @@ EXPORTS: dict[str, Export] = {e.id: e for e in (
     Export("zip3_reference.csv", "reference.zip3_reference", "csv", ("zip3-reference",),
            "zip3_reference", ("zip3",)),
     Export("delivery_matrix.csv", "reference.delivery_matrix", "csv",
-           ("delivery-matrix",), "delivery_matrix"),
+           ("delivery-matrix",), "delivery_matrix",
+           code_columns=("origin_zip3", "dest_zip3", "carrier", "service", "zone", "source")),
 )}
 
 

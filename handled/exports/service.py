@@ -24,7 +24,7 @@ from handled.cache import get_redis
 from handled.context import Context, Progress
 from handled.db import NOT_ANSWERING
 from handled.errors import HandledError, first_line
-from handled.exports import builders
+from handled.exports import builders, streams
 from handled.exports.registry import EXPORTS, Export, get_export
 from handled.transformations import history
 
@@ -105,9 +105,19 @@ def json_bytes(export: Export, version: ExportVersion) -> tuple[bytes, int]:
 
 
 def stream_export(ctx: Context, export_id: str, *, version: ExportVersion | None = None) -> Iterator[bytes]:
-    """The export's bytes in chunks, recorded in config.export_runs as ``ctx.actor`` when the stream ends."""
+    """The export's bytes in chunks, recorded in config.export_runs as ``ctx.actor`` when the stream ends.
+
+    Takes one of the actor's download slots now (streams.py: EXPORT_STREAMS_PER_USER), so a user
+    over the limit hears TooManyDownloads (429) before any response starts; the slot is given back
+    when the stream ends or is closed.
+    """
     export = get_export(export_id)
     version = version or export_version(export)
+    slot = streams.take_slot(ctx.actor, ctx.settings.export_streams_per_user)
+    return streams.Holding(_stream(ctx, export, version), slot)
+
+
+def _stream(ctx: Context, export: Export, version: ExportVersion) -> Iterator[bytes]:
     run_id = _start_run(ctx, export)
     tally, size = _RowTally(ctx.progress), 0
     try:
