@@ -172,8 +172,8 @@ class Settings:
     primary_migration: DatabaseConfig | None
     log_db_queries: bool
     # Redis
-    redis_url: str
-    jobs_redis_url: str | None
+    redis_url: str = field(repr=False)  # may hold a password: shown only through cache.display_url
+    jobs_redis_url: str | None = field(repr=False)
     # sessions and accounts
     secret_key: str = field(repr=False)
     session_cache_ttl: int

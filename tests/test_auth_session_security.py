@@ -131,6 +131,9 @@ def test_redis_urls_are_redacted_in_settings_errors(settings):
     with pytest.raises(SettingsError) as refused:
         load_settings(env)
     assert "sekrit-pw" not in str(refused.value)
+    kept = load_settings(mode_env("single", settings.primary.dbname, REDIS_URL="rediss://handled:sekrit-pw@host:6380/2"))
+    assert kept.redis_url == "rediss://handled:sekrit-pw@host:6380/2"  # whole, for redis-py
+    assert "sekrit-pw" not in repr(kept)
 
 
 def test_rediss_tls_url_reaches_a_tls_redis(settings, tmp_path):

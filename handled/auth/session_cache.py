@@ -196,8 +196,16 @@ def _replay_pending(client: redis.Redis) -> None:
     if not rows:
         return
     _apply(client, _rows_to_keys(rows))  # a Redis error propagates: the rows stay for the next try
-    PendingInvalidation.delete().where(PendingInvalidation.id.in_([r.id for r in rows])).execute()
+    _forget_rows([r.id for r in rows])
     log.info("replayed %d pending session invalidation(s)", len(rows))
+
+
+def _forget_rows(ids) -> None:
+    """Delete applied pending rows; if PRIMARY refuses, they are replayed again later (harmless)."""
+    try:
+        PendingInvalidation.delete().where(PendingInvalidation.id.in_(list(ids))).execute()
+    except Exception as exc:  # never fail a request over bookkeeping
+        log.warning("could not delete applied session invalidations from PRIMARY: %s", str(exc).splitlines()[0])
 
 
 def record_pending(user_ids=(), token_hashes=(), everything=False) -> list[int]:
@@ -337,7 +345,7 @@ def invalidate(user_ids=(), token_hashes=(), everything: bool = False, pending_i
         _notices.pending = getattr(_notices, "pending", 0) + 1
         return False
     if pending_ids:
-        PendingInvalidation.delete().where(PendingInvalidation.id.in_(list(pending_ids))).execute()
+        _forget_rows(pending_ids)
     return True
 
 

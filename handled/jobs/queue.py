@@ -1,4 +1,4 @@
-"""The job queue: RQ on the one Redis client of handled/cache.py.
+"""The job queue: RQ on the jobs Redis client of handled/cache.py (JOBS_REDIS_URL, default REDIS_URL).
 
 ``enqueue`` puts a call on the queue with the actor of the context that queued
 it: the worker (worker.py) runs the call as that user. ``job_status`` is what
