@@ -245,3 +245,18 @@ def test_sessions_end_user_ends_only_that_users_sessions(app, runner):
     assert result.exit_code != 0 and "--all or --user" in result.output
     result = runner.invoke(args=["sessions", "end", "--user", "nobody@example.test"])
     assert result.exit_code == 1 and "nobody@example.test" in result.output
+
+
+def test_sessions_end_all_without_redis_is_pending_then_applied_by_the_web_instance(settings, tmp_path):
+    web = create_app(settings)
+    signed_in = [client_with_token(web, new_session(web, make_user(web, role="salesperson"))) for _ in range(2)]
+    assert all(me(c)[0] == 200 for c in signed_in)  # cached
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = run_flask("sessions", "end", "--all", env=_env_for(settings, REDIS_URL=dead), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ended 2 session(s) of every user" in result.stdout and "pending" in result.stdout
+    assert _pending_rows(web) == 1
+    wait_until(lambda: all(me(c)[0] == 401 for c in signed_in), timeout=2.0,
+               message="the web instance to refuse every ended session")
+    wait_until(lambda: _pending_rows(web) == 0, timeout=2.0, message="the pending invalidation to be cleared")
+    assert not list(open_test_redis().scan_iter("sess:*"))
