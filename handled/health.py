@@ -7,7 +7,7 @@ import time
 from flask import Blueprint, jsonify
 
 from handled.context import app_settings
-from handled.cache import get_redis
+from handled.cache import describe_error, get_redis
 from handled.db import data_db, primary_db, probe
 
 bp = Blueprint("health", __name__)
@@ -26,7 +26,7 @@ def probe_redis() -> dict:
     try:
         get_redis().ping()
     except Exception as exc:
-        return {"ok": False, "error": str(exc) or type(exc).__name__}
+        return {"ok": False, "error": describe_error(exc)}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from handled.errors import HandledError
 
@@ -136,10 +136,28 @@ def email(raw: str, var: Variable) -> str:
 
 
 def redis_url(raw: str, var: Variable) -> str:
+    """A Redis URL, kept whole (user, password and TLS query parameters reach redis-py)."""
     value = raw.strip()
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{var.name} must start with redis://, rediss:// or unix:// (got {value!r}).")
+        raise SettingsError(f"{var.name} must start with redis://, rediss:// or unix:// "
+                            f"(got {redact_url(value)!r}).")
     return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by *** (redis://user:***@host/0), for every place it is shown."""
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
+    if query:
+        query = "&".join(f"{k}=***" if k.lower() in ("password", "pass") else f"{k}={v}"
+                         for k, v in parse_qsl(query, keep_blank_values=True))
+    shown = urlunsplit(parts._replace(netloc=netloc, query=query))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # unix:///path keeps its slashes
+        shown = f"{parts.scheme}://{shown[len(parts.scheme) + 1:]}"
+    return shown
 
 
 def existing_folder(why: str):

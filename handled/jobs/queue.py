@@ -1,4 +1,4 @@
-"""The job queue: RQ on the one Redis client of handled/cache.py.
+"""The job queue: RQ on the jobs Redis client of handled/cache.py (JOBS_REDIS_URL, default REDIS_URL).
 
 ``enqueue`` puts a call on the queue with the actor of the context that queued
 it: the worker (worker.py) runs the call as that user. ``job_status`` is what
@@ -12,7 +12,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from handled import heartbeat
-from handled.cache import get_redis
+from handled.cache import get_jobs_redis
 from handled.context import Context
 from handled.errors import NotFound
 from handled.timeutil import utcnow
@@ -33,7 +33,7 @@ class JobNotFound(NotFound):
 
 
 def get_queue() -> Queue:
-    return Queue(QUEUE_NAME, connection=get_redis())
+    return Queue(QUEUE_NAME, connection=get_jobs_redis())
 
 
 def enqueue(kind: str, func, *args, ctx: Context, description: str, result_url: str | None = None,
@@ -54,7 +54,7 @@ def enqueue(kind: str, func, *args, ctx: Context, description: str, result_url: 
 
 def fetch_job(job_id: str) -> Job:
     try:
-        return Job.fetch(job_id, connection=get_redis())
+        return Job.fetch(job_id, connection=get_jobs_redis())
     except NoSuchJobError:
         raise JobNotFound(f"There is no job {job_id!r}; it may have finished more than a week ago.") from None
 

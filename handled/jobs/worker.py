@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 from rq.utils import import_attribute
 
 from handled import db, heartbeat, runs
-from handled.cache import get_redis
+from handled.cache import get_jobs_redis
 from handled.context import job_context
 from handled.errors import HandledError
 from handled.jobs.progress import bound_job
@@ -56,7 +56,7 @@ def sweep_dead_workers() -> dict:
     for job_id in registry.get_job_ids(cleanup=False):
         job_id = job_id.split(":", 1)[0]
         try:
-            job = Job.fetch(job_id, connection=get_redis())
+            job = Job.fetch(job_id, connection=get_jobs_redis())
         except NoSuchJobError:
             continue
         runner = job.meta.get("runner")
@@ -81,7 +81,7 @@ def run_worker(*, burst: bool = False, name: str | None = None, max_jobs: int | 
     swept = sweep_dead_workers()
     if swept["runs"] or swept["jobs"]:
         log.warning("marked failed after their worker died: runs %s, jobs %s", swept["runs"], swept["jobs"])
-    connection = get_redis()
+    connection = get_jobs_redis()
     worker = HandledWorker([get_queue()], connection=connection, name=name)
     connection.connection_pool.disconnect()  # RQ raised the socket timeout; reconnect with it
     db.close_databases()
