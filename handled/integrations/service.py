@@ -29,6 +29,7 @@ from handled.integrations.base import FileRefused, Integration
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
 from handled.integrations.registry import UnknownIntegration, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
+from handled.jobs.progress import JobCancelled
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -45,6 +46,22 @@ class ImportOutcome:
     rows_written: int
     rows_rejected: int
     message: str
+
+    @property
+    def outcome(self) -> str:
+        """What became of the file, in words: imported, imported with rejected rows,
+        skipped as a duplicate, rejected (bad rows, nothing written) or failed."""
+        if self.status == "succeeded":
+            return "imported with rejected rows" if self.rows_rejected else "imported"
+        if self.status == "skipped":
+            return "skipped as a duplicate"
+        return "rejected" if self.rows_rejected else "failed"
+
+    def as_dict(self) -> dict:
+        """Plain values (a job's record, a page)."""
+        return {"run_id": self.run_id, "integration": self.integration, "file_name": self.file_name,
+                "status": self.status, "outcome": self.outcome, "rows_read": self.rows_read,
+                "rows_written": self.rows_written, "rows_rejected": self.rows_rejected, "message": self.message}
 
     @property
     def clean(self) -> bool:
@@ -100,18 +117,22 @@ def _load(ctx: Context, integration: Integration, run, path: Path, name: str, fa
             # refused here, before the transaction starts. The loader's first
             # pass reuses this opening (a spreadsheet is parsed once).
             opened = [stack.enter_context(open_records(path, name, integration, facts.kind))]
+            rows_read = RowsRead(ctx.progress, name, facts.size)
+            rows_read.start()
 
             @contextmanager
             def open_source():
                 if opened:
-                    yield opened.pop()
+                    records = opened.pop()
+                    rows_read.position = getattr(records, "position", None)
+                    yield records
                     return
                 with open_records(path, name, integration, facts.kind) as records:
+                    rows_read.position = getattr(records, "position", None)
                     yield records
 
             result = load_records(integration, open_source, context, partial=partial,
-                                  rejections=rejections, before_commit=archive,
-                                  rows_read=RowsRead(ctx.progress, name))
+                                  rejections=rejections, before_commit=archive, rows_read=rows_read)
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
@@ -120,6 +141,11 @@ def _load(ctx: Context, integration: Integration, run, path: Path, name: str, fa
         history.finish_run(run, "failed", f"{problem} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
         return _outcome(run)
+    except JobCancelled as cancel:
+        history.finish_run(run, "failed", f"Cancelled by {cancel.by or 'someone'} while it was being "
+                           "imported; its transaction was rolled back and nothing was written.",
+                           rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
+        raise
     except BaseException:
         log.exception("import run %s of %s failed unexpectedly", run.id, name)
         history.finish_run(run, "failed", "The import stopped on an unexpected error; it has been "

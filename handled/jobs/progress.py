@@ -16,6 +16,21 @@ from typing import Iterator
 from handled.timeutil import utcnow
 
 
+class JobCancelled(BaseException):
+    """Raised in a running job's thread when someone cancelled it (handled/jobs/worker.py).
+
+    A BaseException, like KeyboardInterrupt: code that catches ``Exception`` to
+    report a failure lets it through, and what was half-done is rolled back.
+    """
+
+    def __init__(self, by: str | None = None):
+        super().__init__(by)
+        self.by = by
+
+    def sentence(self) -> str:
+        return f"Cancelled by {self.by or 'someone'} while it ran; what it had started was rolled back."
+
+
 class JobProgress:
     """The Progress of one RQ job: each report updates its meta in Redis."""
 
