@@ -73,7 +73,8 @@
     document.getElementById("job-phase").textContent = job.phase || "";
     document.getElementById("job-message").textContent = job.message || "";
     if (job.status !== "queued") {
-      document.getElementById("job-waiting").hidden = true;
+      var waiting = document.getElementById("job-waiting");
+      if (waiting) waiting.remove();
       document.querySelectorAll(".flash-info").forEach(function (f) { f.hidden = true; });
     }
     var bar = document.getElementById("job-progress");

@@ -74,13 +74,13 @@ def import_file(ctx: Context, integration_id: str | Integration, path: str | Pat
     """Import one file as ``ctx.actor``; the returned outcome (and the run history) says what happened.
 
     ``integration_id`` may also be an Integration object (the benchmark's twins).
-    ``ctx.progress`` hears "importing" (rows read so far) while the file loads,
-    then "imported" with the file's outcome.
+    ``ctx.progress`` hears "importing" (bytes read of the file, or rows read of a
+    spreadsheet) while the file loads, then "imported" (1 of 1) with the file's outcome.
     """
     integration = (integration_id if isinstance(integration_id, Integration)
                    else get_integration(integration_id))
     outcome = _import_one(ctx, integration, Path(path), file_name or Path(path).name, partial, force)
-    ctx.progress("imported", outcome.rows_read, None, f"{outcome.file_name}: {outcome.status}. {outcome.message}")
+    ctx.progress("imported", 1, 1, f"{outcome.file_name}: {outcome.status}. {outcome.message}")   # the file is done
     return outcome
 
 
