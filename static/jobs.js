@@ -19,7 +19,8 @@
     dd.appendChild(t);
   }
   function duration(seconds) {
-    seconds = Math.max(0, Math.floor(seconds));
+    if (seconds < 1) return "under a second";
+    seconds = Math.floor(seconds);
     if (seconds < 60) return seconds + " s";
     var m = Math.floor(seconds / 60), s = seconds % 60;
     if (m < 60) return m + " min " + (s < 10 ? "0" : "") + s + " s";
@@ -59,7 +60,7 @@
       cell(tr, f.rows_rejected.toLocaleString(), "num");
       var link = document.createElement("a");
       link.href = f.run_url; link.textContent = "run #" + f.run_id;
-      cell(tr, "").appendChild(link);
+      cell(tr, "", "nowrap").appendChild(link);
       cell(tr, f.message);
       body.appendChild(tr);
     });

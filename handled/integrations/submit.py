@@ -56,7 +56,7 @@ def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[P
         try:
             job_id = jobs.enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths],
                                   names, partial, force, ctx=ctx,
-                                  description=f"Import {len(paths)} file(s) with {integration_id}",
+                                  description=_description(integration_id, names),
                                   result_url=result_url)
         except RedisError:
             shutil.rmtree(folder, ignore_errors=True)
@@ -69,6 +69,12 @@ def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[P
                                                 force=force))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _description(integration_id: str, names: list[str]) -> str:
+    """What the job pages call an import job: its files by name (up to three), and the integration."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"Import {shown} ({integration_id})"
 
 
 def import_job(ctx: Context, integration_id: str, folder: str, paths: list[str], names: list[str],

@@ -51,6 +51,8 @@ def readable_time(iso: str | None) -> str:
 def readable_seconds(seconds: float | None) -> str:
     if seconds is None:
         return ""
+    if seconds < 1:
+        return "under a second"
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds} s"
