@@ -155,6 +155,28 @@ def test_cancel_by_the_owner_stops_a_rebuild_and_leaves_the_live_table(app, sett
     assert service.queued_job("delivery-matrix") is None     # the next run may start
 
 
+def test_cancel_by_the_owner_rolls_back_an_import_waiting_on_a_lock(app, settings, tmp_path, files):
+    lead = user(app, ["run_imports"], "lead@example.test")
+    blocker = lock_source(settings, "workspace.us_zips")    # the import waits on it, inside its transaction
+    try:
+        job_id = upload(lead, write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(1, 500)]))
+        start_worker(settings, tmp_path)
+        wait_until(lambda: ImportRun.select().where(ImportRun.status == "running").exists(),
+                   message="the import to start")
+        assert post(lead, f"/jobs/{job_id}/cancel").status_code == 302
+        status = wait_until(lambda: (s := jobs.job_status(job_id))["finished"] and s, message="the cancel")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert status["status"] == "cancelled" and "Cancelled by lead@example.test" in status["message"]
+    run = ImportRun.get()
+    assert run.status == "failed" and run.rows_written == 0
+    assert run.message.startswith("Cancelled by lead@example.test") and "nothing was written" in run.message
+    with connect(settings.data) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM workspace.us_zips")
+        assert cur.fetchone()[0] == 0
+
+
 def test_a_queued_job_cancelled_never_runs(app, settings, tmp_path, files):
     lead = user(app, ["run_imports"], "lead@example.test")
     admin = sign_in_client(app, make_user(app, role="admin", email="admin@example.test"))

@@ -22,6 +22,7 @@ from typing import Iterable
 
 from handled import heartbeat
 from handled.context import Context
+from handled.db import data_db
 from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
@@ -29,7 +30,7 @@ from handled.integrations.base import FileRefused, Integration
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
 from handled.integrations.registry import UnknownIntegration, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
-from handled.jobs.progress import JobCancelled
+from handled.jobs.progress import JobCancelled, on_cancel
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -113,6 +114,8 @@ def _load(ctx: Context, integration: Integration, run, path: Path, name: str, fa
     try:
         with ExitStack() as stack:
             stack.enter_context(heartbeat.Heartbeat())  # lets a sweep tell this process is alive
+            # a cancelled job whose statement waits on a lock: cancel the statement (its job then ends)
+            stack.enter_context(on_cancel(data_db.connection().cancel))
             # Opening reads the header and the first data row: a wrong file is
             # refused here, before the transaction starts. The loader's first
             # pass reuses this opening (a spreadsheet is parsed once).

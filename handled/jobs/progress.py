@@ -9,11 +9,14 @@ The worker hands it to ``handled.context.job_context``, so services get it as ``
 
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from handled.timeutil import utcnow
+
+log = logging.getLogger("handled.jobs")
 
 
 class JobCancelled(BaseException):
@@ -67,3 +70,27 @@ def bound_job(job) -> Iterator[JobProgress]:
 def current_job_id() -> str | None:
     """The id of the job this process is running, if any."""
     return _bound.job.id if _bound is not None and _bound.job is not None else None
+
+
+# What a cancel also does when the job's thread does not notice it (a statement blocked on a
+# lock only returns to Python when it ends): e.g. the import's DATA connection's cancel().
+_cancel_hooks: list[Callable[[], None]] = []
+
+
+@contextmanager
+def on_cancel(hook: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, a cancel of this process's job that the job's thread has not
+    acted on within a second calls ``hook`` from the watcher thread. Outside a job: nothing."""
+    _cancel_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _cancel_hooks.remove(hook)
+
+
+def run_cancel_hooks() -> None:
+    for hook in list(_cancel_hooks):
+        try:
+            hook()
+        except Exception as exc:    # already closed, not busy: the cancel goes on without it
+            log.debug("a cancel hook failed: %s", exc)

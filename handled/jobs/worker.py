@@ -22,12 +22,13 @@ from handled import db, heartbeat, runs
 from handled.cache import get_redis
 from handled.context import job_context
 from handled.errors import HandledError
-from handled.jobs.progress import JobCancelled, bound_job
+from handled.jobs.progress import JobCancelled, bound_job, run_cancel_hooks
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, cancel_requested, get_queue, release_exclusive
 from handled.timeutil import utcnow
 
 log = logging.getLogger("handled.jobs")
 CANCEL_POLL_SECONDS = 0.3
+HOOK_AFTER_SECONDS = 1.0     # a cancel not acted on by then runs the job's cancel hooks
 
 
 def run_job(target: str, actor_data: dict, args: tuple, kwargs: dict):
@@ -97,6 +98,8 @@ class _cancellable:
             if by:
                 self.by = by
                 signal.pthread_kill(main, signal.SIGUSR1)
+                if not self.stop.wait(HOOK_AFTER_SECONDS):   # still going: stuck in a statement
+                    run_cancel_hooks()
                 return
 
     def __exit__(self, *exc):
