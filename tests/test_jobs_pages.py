@@ -254,3 +254,25 @@ def test_the_list_shows_the_jobs_a_user_may_see_with_readable_times(app, setting
         assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">\d{1,2} [A-Z][a-z]{2} \d{4} '
                          r'\d\d:\d\d UTC</time>', html)
     assert re.search(r'id="job-elapsed"[^>]*>(\d+ s|under a second)<', page)
+
+
+def test_a_rebuild_reports_progress_through_its_phases_and_slices(app, settings):
+    """Not "insert 20%" for most of the run: the position moves with each slice inserted and
+    indexed, and a plan of two builds moves through both once."""
+    load_zip_sources()
+    load_delivery_sources()
+    heard = []
+    ctx = _system(settings).with_progress(lambda phase, done=None, total=None, message=None:
+                                          heard.append((phase, done, total, message)))
+    service.run_transformations(ctx, ["delivery-matrix"])     # zip3-reference (stale) first, then it
+    points = [done for _, done, total, _ in heard if total]
+    assert {total for _, _, total, _ in heard if total} == {2000}
+    assert points == sorted(points) and points[0] == 0 and points[-1] == 2000
+    assert 1000 in points                                      # the first build ends half way
+    matrix = [(phase, done - 1000, message) for phase, done, total, message in heard
+              if total and message and message.startswith("delivery-matrix")]
+    inserts = [(done, message) for phase, done, message in matrix if phase == "insert"]
+    assert inserts[0] == (40, "delivery-matrix: insert (0 of 2 slices) (build 2 of 2)")
+    assert all(40 <= done < 600 for done, _ in inserts)          # each slice inserted moves it
+    indexes = [done for phase, done, _ in matrix if phase == "index"]
+    assert indexes and all(600 <= done <= 870 for done in indexes) and indexes[-1] == 870
