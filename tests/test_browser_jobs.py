@@ -104,3 +104,7 @@ def test_an_upload_with_bad_lines_ends_failed_on_its_job_page(import_server, bro
     screenshot(page, artifacts_dir / "job-failed.png")
     row.locator("a").click()
     assert "/integrations/runs/" in page.url and "rejected" in page.content()
+    page.goto(f"{base}/jobs/")
+    listed = page.locator("table.jobs tbody tr").first.inner_text()
+    assert "uszips.csv" in listed and "failed" in listed and "lead@example.test" in listed
+    screenshot(page, artifacts_dir / "job-list.png")
