@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from handled import create_app, jobs
-from handled.context import web_context
+from handled.context import system_context
 from handled.models import ImportRun, TransformationRun
 from handled.schema.names import is_scratch
 from handled.transformations import service
@@ -125,7 +125,7 @@ def delivery_matrix_rows(settings):
 def test_cancel_by_the_owner_stops_a_rebuild_and_leaves_the_live_table(app, settings, tmp_path):
     load_zip_sources()
     load_delivery_sources()
-    service.run_transformations(dataclasses.replace(_system(settings)), ["delivery-matrix"])
+    service.run_transformations(system_context(settings), ["delivery-matrix"])
     before = delivery_matrix_rows(settings)
     owner = user(app, ["run_transformations"], "owner@example.test")
     other = user(app, ["run_transformations"], "other@example.test")
@@ -204,11 +204,6 @@ def test_a_second_run_of_a_queued_transformation_is_refused_with_a_link(app, set
     assert jobs.get_queue().count == 1
 
 
-def _system(settings):
-    from handled.context import system_context
-    return system_context(settings)
-
-
 def test_simultaneous_requests_queue_one_job(app, settings):
     load_zip_sources()
     barrier, queued, refused = threading.Barrier(6), [], []
@@ -217,7 +212,7 @@ def test_simultaneous_requests_queue_one_job(app, settings):
         with app.app_context():
             barrier.wait()
             try:
-                queued.append(service.enqueue_transformation(_system(settings), "zip3-reference"))
+                queued.append(service.enqueue_transformation(system_context(settings), "zip3-reference"))
             except jobs.JobAlreadyQueued as exc:
                 refused.append(exc.job_id)
 
@@ -262,7 +257,7 @@ def test_a_rebuild_reports_progress_through_its_phases_and_slices(app, settings)
     load_zip_sources()
     load_delivery_sources()
     heard = []
-    ctx = _system(settings).with_progress(lambda phase, done=None, total=None, message=None:
+    ctx = system_context(settings).with_progress(lambda phase, done=None, total=None, message=None:
                                           heard.append((phase, done, total, message)))
     service.run_transformations(ctx, ["delivery-matrix"])     # zip3-reference (stale) first, then it
     points = [done for _, done, total, _ in heard if total]

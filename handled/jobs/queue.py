@@ -35,6 +35,7 @@ JOB_TIMEOUT = 4 * 3600          # seconds; an 11M-row rebuild takes minutes, not
 RESULT_TTL = 7 * 24 * 3600      # keep finished jobs' status for a week
 FAILURE_TTL = 30 * 24 * 3600
 EXCLUSIVE_TTL = JOB_TIMEOUT + 3600   # an exclusive key outlives its job by at most this
+CLAIM_GRACE_SECONDS = 60            # a claimed key whose job is not queued yet still holds this long
 CANCEL_TTL = 24 * 3600
 DEAD_WORKER_MESSAGE = "The worker running this job ({runner}) stopped before it finished."
 
@@ -80,33 +81,37 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 
 def holder(name: str) -> str | None:
     """The id of the job holding the exclusive key ``name`` while it is queued or running, else None."""
-    value = get_redis().get(_exclusive_key(name))
+    key = _exclusive_key(name)
+    value = get_redis().get(key)
     if value is None:
         return None
     job_id = value.decode() if isinstance(value, bytes) else value
-    if _ended_or_gone(job_id):
+    if _ended_or_gone(key, job_id):
         return None
     return job_id
 
 
-def _ended_or_gone(job_id: str) -> bool:
+def _ended_or_gone(key: str, job_id: str) -> bool:
+    """Whether the job holding ``key`` has ended. A holder with no job record yet was claimed a
+    moment ago and is being queued now (enqueue claims first): it holds, unless the claim is
+    older than CLAIM_GRACE_SECONDS (its job record expired, or enqueue died in between)."""
     try:
         return job_status(job_id)["finished"]
     except JobNotFound:
-        return True
+        return get_redis().ttl(key) < EXCLUSIVE_TTL - CLAIM_GRACE_SECONDS
 
 
 def _claim(names: list[str], job_id: str, what: str) -> None:
     """Take every exclusive key or none; refuse naming the job that holds one."""
     redis = get_redis()
     taken = []
-    for name in names:
+    for name in sorted(names):     # one order for every request: two overlapping ones cannot both lose
         key = _exclusive_key(name)
         if not redis.set(key, job_id, nx=True, ex=EXCLUSIVE_TTL):
             current = redis.get(key)
             current = current.decode() if isinstance(current, bytes) else current
             # a holder that ended without giving the key back (killed worker): take it over
-            if current is None or _ended_or_gone(current):
+            if current is None or _ended_or_gone(key, current):
                 redis.eval(_RELEASE, 1, key, current or "")
                 if redis.set(key, job_id, nx=True, ex=EXCLUSIVE_TTL):
                     taken.append(name)
@@ -228,21 +233,22 @@ def may_see(actor, status: dict) -> bool:
     return actor.can(KIND_PERMISSIONS.get(status["kind"], "view_system"))
 
 
-def may_cancel(actor, status: dict) -> bool:
-    """The user who queued it, or one who may cancel any job, while it has not ended."""
-    if status["finished"] or not may_see(actor, status):
-        return False
+def _owner_or_canceller(actor, status: dict) -> bool:
+    """The user who queued it, or one who may cancel any job (and sees jobs of its kind)."""
     own = actor.id is not None and actor.id == status.get("actor_id")
-    return own or actor.can(CANCEL_ANY_PERMISSION)
+    return may_see(actor, status) and (own or actor.can(CANCEL_ANY_PERMISSION))
+
+
+def may_cancel(actor, status: dict) -> bool:
+    """Whether the page offers ``actor`` a Cancel button: allowed, and the job has not ended."""
+    return not status["finished"] and _owner_or_canceller(actor, status)
 
 
 def cancel_job(ctx: Context, job_id: str) -> dict:
     """Cancel a queued job now, or ask a started one to stop; return its status."""
     job = fetch_job(job_id)
     status = _status(job)
-    if not may_see(ctx.actor, status) or not (
-            (ctx.actor.id is not None and ctx.actor.id == status.get("actor_id"))
-            or ctx.actor.can(CANCEL_ANY_PERMISSION)):
+    if not _owner_or_canceller(ctx.actor, status):
         raise Forbidden("Only the user who started this job, or an administrator, may cancel it.")
     if status["finished"]:
         raise Conflict(f"This job has already ended ({status['label']}); there is nothing to cancel.")
