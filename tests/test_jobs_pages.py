@@ -58,7 +58,8 @@ def uszips_with_bad_lines(path, good=200, bad=5):
     return write_uszips(path, rows)
 
 
-def test_an_import_with_bad_lines_ends_failed_and_lists_the_file_and_its_run(app, settings, tmp_path, files):
+def test_an_import_with_bad_lines_ends_failed_and_lists_the_file_and_its_run(app, settings, tmp_path, files,
+                                                                            runner):
     lead = user(app, ["run_imports"], "lead@example.test")
     job_id = upload(lead, uszips_with_bad_lines(files / "uszips.csv"))
     worker = start_worker(settings, tmp_path, "--burst")
@@ -76,6 +77,8 @@ def test_an_import_with_bad_lines_ends_failed_and_lists_the_file_and_its_run(app
     assert re.search(r'<td class="num">205</td><td class="num">0</td>\s*<td class="num">5</td>', page)
     assert "no worker is running" not in page     # the hint is for queued jobs only
     assert lead.get(f"/jobs/{job_id}.json").get_json()["status"] == "failed"
+    shown = runner.invoke(args=["jobs", "status", job_id])
+    assert shown.exit_code == 1 and f"{job_id} [failed]" in shown.output and "5 of 205 rows" in shown.output
 
 
 def test_a_partial_import_with_rejected_rows_ends_finished_with_problems(app, settings, tmp_path, files):
