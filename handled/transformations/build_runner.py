@@ -134,6 +134,9 @@ def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, p
     except BaseException:
         control.cancel()   # every connection of the build stops; its tables are dropped
         _wait_for(worker, control)
+        if "result" in outcome:   # the swap had committed before the cancel: the new table is live
+            log.warning("%s: interrupted after its swap had committed; the new table stays", t.id)
+            return outcome["result"]
         raise
     if "error" in outcome:
         raise outcome["error"]

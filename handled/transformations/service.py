@@ -112,7 +112,13 @@ def run_transformations(ctx: Context, ids: list[str], *, run_all: bool = False,
                         job_id: str | None = None) -> list[RunOutcome]:
     """Run ``ids`` (or all) with their stale dependencies first; stop at the first failure."""
     plan = plan_runs(ids, run_all=run_all)
-    return [run_transformation(ctx, tid, job_id=job_id, part=(i, len(plan))) for i, tid in enumerate(plan)]
+    outcomes = []
+    for i, tid in enumerate(plan):
+        by = jobs.queue.cancel_requested(job_id) if job_id and i else None
+        if by:   # a cancel that came as the previous build swapped in: the rest is not started
+            raise JobCancelled(by)
+        outcomes.append(run_transformation(ctx, tid, job_id=job_id, part=(i, len(plan))))
+    return outcomes
 
 
 def transformation_job(ctx: Context, ids: list[str]) -> dict:
