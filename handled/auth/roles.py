@@ -28,9 +28,9 @@ from handled import audit
 from handled.auth import session_cache
 from handled.auth.access import audited_refusals, refusal
 from handled.context import Actor, Context
-from handled.db import primary_db
+from handled.db import is_serial_id, primary_db
 from handled.errors import Conflict, Forbidden, HandledError, NotFound
-from handled.models import Permission, Role, RolePermission, UserRole
+from handled.models import Permission, Role, RolePermission, User, UserRole
 
 CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 FULL_ACCESS_ROLE = "admin"  # always holds every permission, so nobody can lock everyone out
@@ -57,10 +57,25 @@ def list_roles() -> list[dict]:
 
 
 def get_role(role_id: int) -> Role:
-    role = Role.get_or_none(Role.id == role_id)
+    role = Role.get_or_none(Role.id == role_id) if is_serial_id(role_id) else None
     if role is None:
-        raise NotFound(f"Role {role_id} does not exist (it may have been deleted).")
+        raise NotFound(f"There is no role with the id {role_id}; it may have been deleted.",
+                       hint="The list of roles shows every role.")
     return role
+
+
+def role_holders(role_id: int, limit: int = 10) -> tuple[int, list[User]]:
+    """How many users hold the role, and the first ``limit`` of them by name (for a confirmation page)."""
+    holders = User.select().join(UserRole).where(UserRole.role == role_id)
+    return holders.count(), list(holders.order_by(fn.lower(User.name), User.id).limit(limit))
+
+
+def why_not_delete(actor: Actor, role: Role) -> str | None:
+    """For the pages: the sentence refusing ``actor`` the deletion of ``role``, or None when it is offered
+    (the last-grant rule is decided by ``delete_role`` under its lock)."""
+    if role.is_system:
+        return f"{role.name} is a system role and cannot be deleted."
+    return why_not_change(actor, role, role_permission_codes(role.id), set(), "delete")
 
 
 def role_permission_codes(role_id: int) -> set[str]:
@@ -81,7 +96,7 @@ def _lock_role(role_id: int) -> Role:
     grants and changes committed before it."""
     primary_db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (GRANTS_LOCK_KEY,))
     if primary_db.execute_sql("SELECT id FROM config.roles WHERE id = %s FOR UPDATE", (role_id,)).fetchone() is None:
-        raise NotFound(f"Role {role_id} does not exist (it may have been deleted).")
+        raise NotFound(f"There is no role with the id {role_id}; it may have been deleted.")
     return get_role(role_id)
 
 
