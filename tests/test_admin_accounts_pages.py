@@ -7,7 +7,8 @@
 - deleting a role shows how many users hold it (and who) before the POST;
 - the users list filters by role and state, searches ``%``, ``_`` and ``\\`` literally,
   and a page past the end shows the last page;
-- an unknown user is a 404 page with a sentence;
+- an unknown user is a 404 page with a sentence (a POST about one: the list, with that sentence);
+- with Redis not answering, no password is reset or generated that could not be shown;
 - the user forms show every refused field's sentence next to it, at once.
 """
 
@@ -255,6 +256,9 @@ def test_an_unknown_user_is_a_404_page_with_a_sentence(login_client, user_id):
         assert f"There is no user with the id {user_id}" in text, url
         assert "Something went wrong" not in text and "9223372036854775807" not in text, url
         assert 'href="/admin/users"' in text, url
+    for url in (f"/admin/users/{user_id}", f"/admin/users/{user_id}/reset-password", f"/admin/users/{user_id}/disable"):
+        text = admin.post(url, data={"email": "x@example.test", "name": "X"}, follow_redirects=True).get_data(as_text=True)
+        assert f"There is no user with the id {user_id}" in text and "Something went wrong" not in text, url
 
 
 @pytest.mark.parametrize("role_id", ["987654", "99999999999999999999999"])
@@ -324,3 +328,28 @@ def test_users_signed_in_with_the_old_password_after_a_reset_are_refused(app, lo
     response = client.post("/login", data={"email": clerk.email, "password": TEST_PASSWORD,
                                            "csrf_token": csrf_token(client)})
     assert response.status_code == 401
+
+
+def test_with_redis_not_answering_a_reset_or_generated_password_changes_nothing(settings):
+    """The temporary password could not be kept to be shown: refused before anything changes."""
+    from dataclasses import replace
+
+    from handled import create_app
+    from tests.support.accounts import sign_in_client
+    from tests.support.processes import free_port
+
+    app = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens
+    admin = sign_in_client(app, make_user(app, role="admin"))
+    clerk = make_user(app, role="salesperson")
+    before = password_hash(app, clerk.id)
+
+    refused = admin.post(f"/admin/users/{clerk.id}/reset-password", follow_redirects=True)
+    text = refused.get_data(as_text=True)
+    assert "Redis is not answering" in text and "nothing was changed" in text
+    assert not PASSWORD_SHOWN.search(text)
+    assert password_hash(app, clerk.id) == before and audit_count(app, "user.reset_password") == 0
+
+    created = admin.post("/admin/users/new", data={"email": "later@warehouse.test", "name": "Later"})
+    assert created.status_code == 503 and "nothing was changed" in created.get_data(as_text=True)
+    with app.app_context():
+        assert User.get_or_none(User.email == "later@warehouse.test") is None
