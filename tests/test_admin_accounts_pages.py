@@ -257,7 +257,8 @@ def test_an_unknown_user_is_a_404_page_with_a_sentence(login_client, user_id):
         assert "Something went wrong" not in text and "9223372036854775807" not in text, url
         assert 'href="/admin/users"' in text, url
     for url in (f"/admin/users/{user_id}", f"/admin/users/{user_id}/reset-password", f"/admin/users/{user_id}/disable"):
-        text = admin.post(url, data={"email": "x@example.test", "name": "X"}, follow_redirects=True).get_data(as_text=True)
+        posted = admin.post(url, data={"email": "x@example.test", "name": "X"}, follow_redirects=True)
+        text = posted.get_data(as_text=True)
         assert f"There is no user with the id {user_id}" in text and "Something went wrong" not in text, url
 
 
@@ -353,3 +354,19 @@ def test_with_redis_not_answering_a_reset_or_generated_password_changes_nothing(
     assert created.status_code == 503 and "nothing was changed" in created.get_data(as_text=True)
     with app.app_context():
         assert User.get_or_none(User.email == "later@warehouse.test") is None
+
+
+def test_role_form_shows_every_field_error_at_once(app, login_client):
+    admin = login_client(role="admin")
+    page = admin.post("/admin/roles/new", data={"code": "Bad Code!", "name": " ", "permissions": ["run_imports"]})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 400
+    assert field_error(text, "code") == ("A role code is 2-41 lowercase letters, digits or underscores, "
+                                         "starting with a letter.")
+    assert field_error(text, "name") == "Name is required."
+    assert 'value="Bad Code!"' in text and re.search(r'value="run_imports"\s+checked', text)
+
+    admin.post("/admin/roles/new", data={"code": "packers", "name": "Packers", "permissions": ["run_imports"]})
+    rid = role_id(app, "packers")
+    page = admin.post(f"/admin/roles/{rid}", data={"name": "", "permissions": ["run_imports"]})
+    assert page.status_code == 400 and field_error(page.get_data(as_text=True), "name") == "Name is required."

@@ -13,7 +13,7 @@ from handled.admin import bp
 from handled.auth import roles
 from handled.auth.permissions import permission_required
 from handled.context import web_context
-from handled.errors import HandledError
+from handled.errors import HandledError, InvalidFields
 
 
 @bp.get("/roles", endpoint="roles")
@@ -96,15 +96,17 @@ def role_delete(role_id):
     return redirect(url_for("admin.roles"))
 
 
-def _form(role, permissions, held, form, refusal=None):
+def _form(role, permissions, held, form, refusal=None, errors=None):
     """The role form; boxes of permissions the actor does not hold cannot be ticked."""
     actor = web_context().actor
     grantable = {p.code for p in permissions if actor.can(p.code)}
     return render_template("admin/role_form.html", role=role, permissions=permissions, held=held, form=form,
-                           grantable=grantable, refusal=refusal)
+                           grantable=grantable, refusal=refusal, errors=errors or {})
 
 
 def _refused_form(exc: HandledError, role, permissions):
-    """The role form again with what was posted and why it was refused (the error's status)."""
-    flash(str(exc), "error")
-    return _form(role, permissions, set(request.form.getlist("permissions")), request.form), exc.status
+    """The role form again with what was posted and why it was refused (the error's status); refused
+    fields each with their sentence next to them."""
+    fields = exc.fields if isinstance(exc, InvalidFields) else {}
+    flash("Some fields need correcting; see the notes next to them." if len(fields) > 1 else str(exc), "error")
+    return _form(role, permissions, set(request.form.getlist("permissions")), request.form, errors=fields), exc.status
