@@ -120,7 +120,8 @@ class TableRow:
 class FailedRun:
     kind: str
     run_id: int
-    subject: str
+    subject: str                 # integration, transformation or export id
+    subject_name: str            # what a person calls it
     file_name: str | None
     message: str
     finished_at: datetime | None
@@ -223,7 +224,9 @@ def failed_runs(kinds: list[str], now: datetime) -> list[FailedRun]:
     sql = " UNION ALL ".join(FAILED_SQL[kind] for kind in kinds)
     sql = f"SELECT * FROM ({sql}) AS failed ORDER BY 6 DESC NULLS FIRST, 2 DESC LIMIT {FAILED_RUNS_LIMIT}"
     rows = primary_db.execute_sql(sql, [since] * len(kinds)).fetchall()
-    return [FailedRun(kind, run_id, subject, file_name, message or "No reason was recorded.", finished_at,
+    names = {("import", i.id): i.name for i in all_integrations()}
+    names.update({("transformation", t.id): t.name for t in TRANSFORMATIONS.values()})
+    return [FailedRun(kind, run_id, subject, names.get((kind, subject), subject), file_name, message or "No reason was recorded.", finished_at,
                       ago(finished_at, now), by, job_id, bool(resolved))
             for kind, run_id, subject, file_name, message, finished_at, by, job_id, resolved in rows]
 
