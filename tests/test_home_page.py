@@ -175,3 +175,16 @@ def test_the_page_costs_the_same_statements_with_many_runs_and_facilities(login_
 def test_ages_read_as_a_person_says_them(seconds, text):
     now = utcnow()
     assert ago(now - timedelta(seconds=seconds), now) == text
+
+
+def test_a_per_origin_source_is_as_fresh_as_its_oldest_origin(login_client, imports, files):
+    from tests.support.import_files import ground_row, write_ground
+
+    old = imports("ups-ground-service", write_ground(files / "10001.csv", [ground_row("10001", "00501")]))
+    new = imports("ups-ground-service", write_ground(files / "20001.csv", [ground_row("20001", "00501", "DC")]))
+    assert (old.status, new.status) == ("succeeded", "succeeded")
+    ImportRun.update(finished_at=utcnow() - timedelta(days=45)).where(ImportRun.id == old.run_id).execute()
+    home = page(login_client(role="warehouse_lead"))
+    row = home[home.index("UPS ground transit times"):home.index("UPS zone charts")]
+    assert "20001.csv" in row and "2 files" in row and "just now" in row  # the latest import ...
+    assert "badge-warn\">due" in row and "oldest file" in row             # ... but origin 10001 is 45 days old
