@@ -41,6 +41,8 @@ FAILED_RUNS_DAYS = 14
 FAILED_RUNS_LIMIT = 10
 COVERAGE_UNAVAILABLE = ("Facility coverage cannot be checked while the DATA database is not answering; "
                         "it shows again when DATA is back.")
+COVERAGE_FAILED = ("Facility coverage could not be read from the delivery matrix just now; "
+                   "the coverage page shows each facility in full.")
 
 # Per integration: its latest successful import, and over the file names it has
 # succeeded with, the oldest one's latest success (a per-origin file kind is only
@@ -184,9 +186,9 @@ def home_dashboard(ctx: Context, *, data_available: bool = True) -> Dashboard:
         elif facilities:
             try:
                 missing = uncovered_zip3s({f.zip3 for f in facilities})
-            except Exception as exc:  # DATA went away since the banner's probe: say so, keep the page
+            except Exception as exc:  # DATA went away since the banner's probe, ...: say so, keep the page
                 log.warning("home: coverage check failed: %s", first_line(exc))
-                board.coverage_problem = COVERAGE_UNAVAILABLE
+                board.coverage_problem = COVERAGE_FAILED
             else:
                 board.uncovered = [f for f in facilities if f.zip3 in missing]
     return board

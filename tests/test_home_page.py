@@ -188,3 +188,16 @@ def test_a_per_origin_source_is_as_fresh_as_its_oldest_origin(login_client, impo
     row = home[home.index("UPS ground transit times"):home.index("UPS zone charts")]
     assert "20001.csv" in row and "2 files" in row and "just now" in row  # the latest import ...
     assert "badge-warn\">due" in row and "oldest file" in row             # ... but origin 10001 is 45 days old
+
+
+def test_a_coverage_query_that_fails_leaves_the_page_and_the_connection_working(login_client, monkeypatch):
+    from handled import dashboard
+
+    add_facility("ANC", "99501")
+    client = login_client(role="admin")
+    monkeypatch.setattr(dashboard, "UNCOVERED_SQL", "SELECT zip3 FROM reference.no_such_table WHERE zip3 = ANY(%s)")
+    home = page(client)
+    assert dashboard.COVERAGE_FAILED in home and "Source files" in home
+    monkeypatch.undo()
+    assert "ANC · Warehouse ANC" in page(client)   # the next request's connection is fine
+    assert page(client, "/admin/users")
