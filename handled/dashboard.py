@@ -120,6 +120,7 @@ class TableRow:
     age: str | None
     rows: int | None
     stale: str | None
+    building: bool = False        # a run of it is going now
 
 
 @dataclass
@@ -216,12 +217,15 @@ def sources(facts: dict[str, tuple], now: datetime) -> list[SourceRow]:
 def reference_tables(imports: dict[str, datetime], now: datetime) -> list[TableRow]:
     """One row per transformation; ``imports``: each integration's last successful import's end."""
     builds = last_builds()
+    building = {tid for (tid,) in primary_db.execute_sql(
+        "SELECT DISTINCT transformation FROM config.transformation_runs WHERE status = 'running'").fetchall()}
     rows = []
     for t in TRANSFORMATIONS.values():
         done = builds.get(t.id)
         rows.append(TableRow(t.id, t.name, t.qualified_target, done.finished_at if done else None,
                              ago(done.finished_at, now) if done else None,
-                             done.rows_written if done else None, stale_reason(t, builds, imports)))
+                             done.rows_written if done else None, stale_reason(t, builds, imports),
+                             t.id in building))
     return rows
 
 

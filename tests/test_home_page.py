@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from handled import runs
+from handled import heartbeat, runs
 from handled.context import system_context
 from handled.dashboard import COVERAGE_UNAVAILABLE, ago, home_dashboard
 from handled.integrations.registry import REFRESH_EVERY, all_integrations
@@ -73,6 +73,10 @@ def test_an_import_after_the_last_build_marks_the_table_stale(settings, login_cl
     assert "STALE" in after and "us-zips was imported since the last build" in after
     assert after.count("up to date") == 1  # the delivery matrix reads no us-zips and zip3 was not rebuilt
     assert "uszips.csv" in after and "just now" in after
+    assert "building now" not in after
+    heartbeat.beat()                     # this process runs it, and is alive
+    builds.start_run("zip3-reference")   # a rebuild going now
+    assert page(client).count("building now") == 1
     assert f'href="/integrations/runs/{outcome.run_id}"' in after
 
 
