@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 from handled import create_app
-from handled.auth import login, passwords, session_cache, sessions, users
+from handled.auth import login, passwords, session_cache, sessions, throttle, users
 from handled.auth.web import COOKIE_NAME
 from handled.context import Actor, Context
 from handled.db import release_connections
@@ -119,7 +119,7 @@ def test_failures_from_many_addresses_slow_the_account_with_a_growing_capped_del
     settings = replace(settings, login_account_delay_after=3, login_account_delay_max=4)
     user = make_user(app, role="salesperson")
     clock = [1_000_000.0]
-    monkeypatch.setattr(login, "now", lambda: clock[0])
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
     addresses = (f"192.0.2.{n}" for n in range(1, 100))
     for _ in range(3):  # up to the threshold: no delay at all
         assert attempt(settings, user.email, WRONG, next(addresses)) == login.BAD_CREDENTIALS

@@ -1,18 +1,20 @@
 """Signing in and out, login throttling, and the first administrator.
 
 The context's actor is the visitor at the sign-in form: its address is what the
-throttle counts and the audit trail records. Sign-in events name the account
-being signed in to, not the (anonymous) visitor.
+throttle (handled/auth/throttle.py) counts and the audit trail records. A successful
+sign-in is recorded as done by the account signed in to; a failed or throttled one
+by the anonymous visitor (its address), naming the account only when it exists.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import redis
 
 from handled import audit
-from handled.auth import passwords, sessions
+from handled.auth import passwords, sessions, throttle
 from handled.auth.users import ADMIN_ROLE, active_admin_ids, create_user, find_user_by_email
 from handled.cache import get_redis
 from handled.context import Actor, Context
@@ -35,80 +37,74 @@ class LoginRefused(HandledError):
     status = 401
 
 
-def _throttle_keys(email: str, ip: str | None) -> tuple[str, str]:
-    return f"throttle:account:{email.strip().lower()}", f"throttle:ip:{ip or 'unknown'}"
-
-
-def throttled(settings: Settings, email: str, ip: str | None) -> str | None:
-    """A message if this account or this address failed too often recently, else None."""
-    account_key, ip_key = _throttle_keys(email, ip)
-    try:
-        account_failures, ip_failures = (int(v or 0) for v in get_redis().mget(account_key, ip_key))
-    except redis.RedisError as exc:
-        log.warning("login throttling unavailable (Redis): %s", exc)
-        return None
-    minutes = max(1, settings.login_throttle_window // 60)
-    if account_failures >= settings.login_max_failures_per_account:
-        return (f"Too many failed sign-ins for this account. Wait {minutes} minutes and try again, "
-                "or ask an administrator to reset your password.")
-    if ip_failures >= settings.login_max_failures_per_ip:
-        return f"Too many failed sign-ins from your network address. Wait {minutes} minutes and try again."
-    return None
-
-
-def _count_failure(settings: Settings, email: str, ip: str | None) -> None:
-    try:
-        pipe = get_redis().pipeline()
-        for key in _throttle_keys(email, ip):
-            pipe.incr(key)
-            pipe.expire(key, settings.login_throttle_window, nx=True)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("could not count a failed sign-in (Redis): %s", exc)
-
-
-def _clear_account_failures(email: str, ip: str | None) -> None:
-    try:
-        get_redis().delete(_throttle_keys(email, ip)[0])
-    except redis.RedisError:
-        pass
-
-
-def _as_claimant(ctx: Context, email: str) -> Context:
-    """The context whose actor is the account a sign-in claims (by email), from the visitor's address."""
-    if not email:
-        return ctx
-    return ctx.with_actor(Actor(id=None, email=email, address=ctx.actor.address, channel=ctx.actor.channel))
-
-
 def _as_user(ctx: Context, user: User) -> Context:
     return ctx.with_actor(Actor(id=user.id, email=user.email, address=ctx.actor.address, channel=ctx.actor.channel))
 
 
+def _refused_run_key(email: str, address: str | None) -> str:
+    """Names the run of throttled attempts on one account from one address in the audit log."""
+    return hashlib.sha256(throttle.Keys.of(email, address).pair.encode()).hexdigest()[:16]
+
+
+def _record_throttled(ctx: Context, email: str, verdict: throttle.Verdict) -> None:
+    """One audit row per (account, address) and window, whose count rises with each attempt."""
+    count = throttle.count_refused(ctx.settings, email, ctx.actor.address)
+    user = find_user_by_email(email) if email and count <= 1 else None
+    audit.record_repeated(ctx, "auth.sign_in_throttled", _refused_run_key(email, ctx.actor.address), count,
+                          "user", user.id if user else None, user.email if user else None,
+                          {"limit": verdict.limit})
+
+
+def _record_failure(ctx: Context, user: User | None, reason: str) -> None:
+    """A failed sign-in: the actor is the anonymous visitor (its address); the target is
+    the account when it exists. The email typed for an unknown account is not kept."""
+    audit.record(ctx, "auth.sign_in_failed", "user", user.id if user else None, user.email if user else None,
+                 {"reason": reason})
+
+
+def _start_session(settings: Settings, user: User, verified_hash: str, new_hash: str | None,
+                   ip: str | None, user_agent: str | None) -> str | None:
+    """The session for ``user``, unless their password changed (or they were disabled)
+    since ``verified_hash`` was checked: the row is locked and read again first."""
+    current = (User.select(User.password_hash, User.disabled, User.password_changed_at)
+               .where(User.id == user.id).for_update().first())
+    if current is None or current.disabled or current.password_hash != verified_hash:
+        return None
+    changes = {"last_login_at": utcnow()}
+    if new_hash:
+        changes["password_hash"] = new_hash
+    # Never over a newer password's hash, whatever happened meanwhile:
+    User.update(**changes).where((User.id == user.id) & (User.password_hash == verified_hash)).execute()
+    return sessions.create_session(settings, user.id, ip, user_agent, not_before=current.password_changed_at)
+
+
 def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
     """Check credentials and start a session: returns (user, token). The same answer
-    for an unknown email, a wrong password and a disabled account."""
+    for an unknown email, a wrong password and a disabled account.
+
+    The attempt is counted as a failure before the password is checked (so parallel
+    guesses cannot overshoot a limit) and given back when it succeeds."""
     settings, ip = ctx.settings, ctx.actor.address
     email = (email or "").strip()
-    message = throttled(settings, email, ip)
-    if message:
-        audit.record(_as_claimant(ctx, email), "auth.sign_in_throttled", "user", None, email)
-        raise LoginRefused(message)
+    verdict = throttle.reserve(settings, email, ip)
+    if verdict.limit:
+        _record_throttled(ctx, email, verdict)
+        raise LoginRefused(verdict.message(settings))
     user = find_user_by_email(email) if email else None
-    ok, new_hash = passwords.verify_password(settings, user.password_hash if user else None, password or "")
+    verified_hash = user.password_hash if user else None
+    ok, new_hash = passwords.verify_password(settings, verified_hash, password or "")
     if not ok or user.disabled:
-        _count_failure(settings, email, ip)
-        audit.record(_as_claimant(ctx, email), "auth.sign_in_failed", "user", user.id if user else None, email,
-                     {"reason": "disabled" if ok else "bad credentials"})
+        _record_failure(ctx, user, "disabled" if ok else "unknown account" if user is None else "wrong password")
         raise LoginRefused(BAD_CREDENTIALS)
     with primary_db.atomic():
-        changes = {"last_login_at": utcnow()}
-        if new_hash:
-            changes["password_hash"] = new_hash
-        User.update(**changes).where(User.id == user.id).execute()
-        token = sessions.create_session(settings, user.id, ip, user_agent)
-        audit.record(_as_user(ctx, user), "auth.sign_in", "user", user.id, user.email, {"rehashed": bool(new_hash)})
-    _clear_account_failures(email, ip)
+        token = _start_session(settings, user, verified_hash, new_hash, ip, user_agent)
+        if token:
+            audit.record(_as_user(ctx, user), "auth.sign_in", "user", user.id, user.email,
+                         {"rehashed": bool(new_hash)})
+    if token is None:
+        _record_failure(ctx, user, "password changed during sign-in")
+        raise LoginRefused(BAD_CREDENTIALS)
+    throttle.succeeded(settings, email, ip, verdict)
     purge_now_and_then(settings)
     return user, token
 

@@ -1,7 +1,7 @@
 """PRIMARY database, schema ``config``: accounts, sessions, permissions, audit, run history."""
 
 from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey,
-                    ForeignKeyField, TextField)
+                    ForeignKeyField, IntegerField, TextField)
 from playhouse.postgres_ext import BinaryJSONField
 
 from handled.db import PrimaryModel, TimestampTzField
@@ -79,6 +79,20 @@ class UserRole(ConfigModel):
     class Meta:
         table_name = "user_roles"
         primary_key = CompositeKey("user", "role")
+
+
+class LoginThrottle(ConfigModel):
+    """A sign-in throttle counter kept in PRIMARY while Redis is down (handled/auth/throttle.py)."""
+
+    kind = TextField()
+    key = TextField()
+    count = IntegerField(default=0)
+    window_start = TimestampTzField(default=utcnow)
+    last_at = TimestampTzField(null=True)
+
+    class Meta:
+        table_name = "login_throttle"
+        primary_key = CompositeKey("kind", "key")
 
 
 class AuditLog(ConfigModel):

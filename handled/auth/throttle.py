@@ -1,0 +1,245 @@
+"""The sign-in throttle: strangers can slow a guess down, never lock the owner out.
+
+Three counters, each within ``LOGIN_THROTTLE_WINDOW`` from its first failure:
+
+- per account *and* address: ``LOGIN_MAX_FAILURES_PER_ACCOUNT`` failures, then that
+  address is refused for that account (another address is not affected);
+- per address: ``LOGIN_MAX_FAILURES_PER_IP`` failures, then that address is refused;
+- per account from any address: after ``LOGIN_ACCOUNT_DELAY_AFTER`` failures every
+  further attempt must come at least 1, 2, 4, ... seconds (at most
+  ``LOGIN_ACCOUNT_DELAY_MAX``) after the account's last one. A delay, never a lock.
+
+An attempt is *reserved* (counted as a failure) before the password is checked,
+in one atomic step with the check, so parallel requests cannot overshoot a limit;
+a successful sign-in then gives its reservation back (``succeeded``). The counters
+live in Redis; while Redis is unreachable they live in PRIMARY
+(``config.login_throttle``), never nowhere. Keys hold a hash of the typed email,
+never the typed text (people type passwords into the email box).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import redis
+
+from handled.cache import get_redis
+from handled.db import primary_db
+from handled.settings import Settings
+
+log = logging.getLogger("handled.auth")
+
+PREFIX = "throttle:"
+PAIR, ADDRESS, ACCOUNT, REFUSED = "pair", "address", "account", "refused"
+
+
+def now() -> float:
+    """The clock the per-account delay is measured with (a test seam)."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Keys:
+    account: str     # hash of the normalised email
+    address: str
+    pair: str        # account|address
+
+    @classmethod
+    def of(cls, email: str, address: str | None) -> Keys:
+        account = account_key(email)
+        address = address or "unknown"
+        return cls(account, address, f"{account}|{address}")
+
+
+def account_key(email: str) -> str:
+    return hashlib.sha256((email or "").strip().lower().encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to "may this attempt go on?": ``limit`` is None when it may."""
+
+    limit: str | None = None          # PAIR, ADDRESS or ACCOUNT (the delay)
+    wait: float = 0.0                 # seconds, for ACCOUNT
+    backend: str = "redis"            # where the reservation was counted ("redis" / "primary")
+
+    def message(self, settings: Settings) -> str | None:
+        minutes = max(1, settings.login_throttle_window // 60)
+        if self.limit == PAIR:
+            return (f"Too many failed sign-ins for this account from your network address. Wait {minutes} "
+                    "minutes and try again, or ask an administrator to reset your password.")
+        if self.limit == ADDRESS:
+            return f"Too many failed sign-ins from your network address. Wait {minutes} minutes and try again."
+        if self.limit == ACCOUNT:
+            seconds = max(1, math.ceil(self.wait))
+            return (f"Too many failed sign-ins for this account recently. Wait {seconds} "
+                    f"second{'s' if seconds != 1 else ''} and try again.")
+        return None
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+# KEYS: pair, address, account (a hash: n, last). ARGV: pair limit, address limit,
+# delay after, delay max, window, now. Checks every limit, then counts the attempt.
+_RESERVE = """
+local function count(key) return tonumber(redis.call('GET', key) or '0') end
+if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'pair', '0'} end
+if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'address', '0'} end
+local n = tonumber(redis.call('HGET', KEYS[3], 'n') or '0')
+local after = tonumber(ARGV[3])
+if n >= after then
+  local delay = math.min(2 ^ (n - after), tonumber(ARGV[4]))
+  local wait = tonumber(redis.call('HGET', KEYS[3], 'last') or '0') + delay - tonumber(ARGV[6])
+  if wait > 0 then return {'account', tostring(wait)} end
+end
+for i = 1, 2 do
+  redis.call('INCR', KEYS[i])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+end
+redis.call('HINCRBY', KEYS[3], 'n', 1)
+redis.call('HSET', KEYS[3], 'last', ARGV[6])
+if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[5]) end
+return {'ok', '0'}
+"""
+
+# KEYS: pair, address, account. A successful sign-in: not a failure after all.
+_GIVE_BACK = """
+redis.call('DEL', KEYS[1], KEYS[3])
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+return 1
+"""
+
+# KEYS: the counter. ARGV: window. Counts one more and returns the count in this window.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+def _redis_keys(keys: Keys) -> list[str]:
+    return [f"{PREFIX}{PAIR}:{keys.pair}", f"{PREFIX}{ADDRESS}:{keys.address}", f"{PREFIX}{ACCOUNT}:{keys.account}"]
+
+
+# --- PRIMARY (while Redis is down) ----------------------------------------------------------------
+
+# Locks the three rows in a fixed order (pair, address, account), starting a new
+# window for a row whose window has passed.
+_PRIMARY_LOCK = """
+INSERT INTO config.login_throttle AS t (kind, key, count, window_start, last_at)
+VALUES ('pair', %(pair)s, 0, to_timestamp(%(now)s), NULL),
+       ('address', %(address)s, 0, to_timestamp(%(now)s), NULL),
+       ('account', %(account)s, 0, to_timestamp(%(now)s), NULL)
+ON CONFLICT (kind, key) DO UPDATE
+   SET count = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s) THEN 0 ELSE t.count END,
+       last_at = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s) THEN NULL ELSE t.last_at END,
+       window_start = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s)
+                           THEN to_timestamp(%(now)s) ELSE t.window_start END
+RETURNING t.kind, t.count, extract(epoch FROM t.last_at)::float8
+"""
+
+_PRIMARY_COUNT = """
+UPDATE config.login_throttle
+   SET count = count + 1, last_at = to_timestamp(%(now)s)
+ WHERE (kind, key) IN (('pair', %(pair)s), ('address', %(address)s), ('account', %(account)s))
+"""
+
+_PRIMARY_GIVE_BACK = """
+DELETE FROM config.login_throttle WHERE (kind, key) IN (('pair', %(pair)s), ('account', %(account)s));
+UPDATE config.login_throttle SET count = greatest(count - 1, 0) WHERE kind = 'address' AND key = %(address)s;
+"""
+
+_PRIMARY_REFUSED = """
+INSERT INTO config.login_throttle AS t (kind, key, count, window_start)
+VALUES ('refused', %(pair)s, 1, to_timestamp(%(now)s))
+ON CONFLICT (kind, key) DO UPDATE
+   SET count = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s) THEN 1 ELSE t.count + 1 END,
+       window_start = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s)
+                           THEN to_timestamp(%(now)s) ELSE t.window_start END
+RETURNING t.count
+"""
+
+
+def _params(settings: Settings, keys: Keys) -> dict:
+    return {"pair": keys.pair, "address": keys.address, "account": keys.account, "now": now(),
+            "window": settings.login_throttle_window}
+
+
+def _reserve_in_primary(settings: Settings, keys: Keys) -> Verdict:
+    params = _params(settings, keys)
+    with primary_db.atomic():
+        rows = {kind: (count, last) for kind, count, last in primary_db.execute_sql(_PRIMARY_LOCK, params)}
+        if rows[PAIR][0] >= settings.login_max_failures_per_account:
+            return Verdict(PAIR, backend="primary")
+        if rows[ADDRESS][0] >= settings.login_max_failures_per_ip:
+            return Verdict(ADDRESS, backend="primary")
+        failures, last = rows[ACCOUNT]
+        if failures >= settings.login_account_delay_after:
+            delay = min(2 ** (failures - settings.login_account_delay_after), settings.login_account_delay_max)
+            wait = (last or 0) + delay - params["now"]
+            if wait > 0:
+                return Verdict(ACCOUNT, wait, backend="primary")
+        primary_db.execute_sql(_PRIMARY_COUNT, params)
+    return Verdict(backend="primary")
+
+
+# --- the service ---------------------------------------------------------------------------------
+
+def reserve(settings: Settings, email: str, address: str | None) -> Verdict:
+    """Check every limit and, if none is reached, count this attempt as a failure (before the
+    password is checked). Redis first; PRIMARY while Redis is unreachable."""
+    keys = Keys.of(email, address)
+    try:
+        limit, wait = get_redis().eval(
+            _RESERVE, 3, *_redis_keys(keys), settings.login_max_failures_per_account,
+            settings.login_max_failures_per_ip, settings.login_account_delay_after,
+            settings.login_account_delay_max, settings.login_throttle_window, repr(now()))
+    except redis.RedisError as exc:
+        log.warning("sign-in throttle counts in PRIMARY (Redis: %s)", exc)
+        return _reserve_in_primary(settings, keys)
+    limit = limit.decode()
+    return Verdict(None if limit == "ok" else limit, float(wait), backend="redis")
+
+
+def succeeded(settings: Settings, email: str, address: str | None, verdict: Verdict) -> None:
+    """A sign-in succeeded: give its reservation back and clear the account's counters."""
+    keys = Keys.of(email, address)
+    if verdict.backend == "redis":
+        try:
+            get_redis().eval(_GIVE_BACK, 3, *_redis_keys(keys))
+            return
+        except redis.RedisError as exc:
+            log.warning("could not clear the sign-in throttle in Redis: %s", exc)
+    primary_db.execute_sql(_PRIMARY_GIVE_BACK, _params(settings, keys))
+
+
+def count_refused(settings: Settings, email: str, address: str | None) -> int:
+    """Count one throttled attempt of this account from this address; returns how many
+    there were in the current window (1 for the first)."""
+    keys = Keys.of(email, address)
+    try:
+        return int(get_redis().eval(_COUNT, 1, f"{PREFIX}{REFUSED}:{keys.pair}", settings.login_throttle_window))
+    except redis.RedisError:
+        with primary_db.atomic():
+            return primary_db.execute_sql(_PRIMARY_REFUSED, _params(settings, keys)).fetchone()[0]
+
+
+def clear(settings: Settings, email: str) -> None:
+    """Forget an account's failures from every address (an administrator reset its password)."""
+    account = account_key(email)
+    try:
+        client = get_redis()
+        names = [f"{PREFIX}{ACCOUNT}:{account}"]
+        for kind in (PAIR, REFUSED):
+            names += list(client.scan_iter(match=f"{PREFIX}{kind}:{account}|*", count=1000))
+        client.delete(*names)
+    except redis.RedisError as exc:
+        log.warning("could not clear the sign-in throttle in Redis: %s", exc)
+    primary_db.execute_sql(
+        "DELETE FROM config.login_throttle WHERE (kind = 'account' AND key = %(account)s) "
+        "OR (kind IN ('pair', 'refused') AND left(key, %(length)s) = %(prefix)s)",
+        {"account": account, "length": len(account) + 1, "prefix": account + "|"})
