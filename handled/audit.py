@@ -9,7 +9,6 @@ visitor by nothing but the address.
 from __future__ import annotations
 
 from handled.context import Actor, Context
-from handled.db import primary_db
 from handled.models import AuditLog
 
 
@@ -27,17 +26,3 @@ def record(ctx: Context, action: str, target_type: str | None = None, target_id=
         target_id=None if target_id is None else str(target_id), target_label=target_label,
         ip=actor.address, details=details or {})
 
-
-def record_repeated(ctx: Context, action: str, key: str, count: int, target_type: str | None = None,
-                    target_id=None, target_label: str | None = None, details: dict | None = None) -> None:
-    """One row for a run of the same event (``key`` names the run, ``count`` is how many so far,
-    from a counter the caller keeps): the first writes the row, later ones only raise its count.
-    Used for throttled sign-ins, so a flood of them is one row, not one per attempt."""
-    if count <= 1:
-        record(ctx, action, target_type, target_id, target_label, {**(details or {}), "count": 1, "run": key})
-        return
-    primary_db.execute_sql(
-        "UPDATE config.audit_log SET details = jsonb_set(details, '{count}', "
-        "to_jsonb(greatest((details->>'count')::int, %s))) "
-        "WHERE id = (SELECT id FROM config.audit_log WHERE action = %s AND details->>'run' = %s "
-        "ORDER BY id DESC LIMIT 1)", (count, action, key))

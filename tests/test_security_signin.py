@@ -24,6 +24,7 @@ from handled.db import release_connections
 from handled.models import AuditLog, Session, User
 from handled.timeutil import utcnow
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_context
+from tests.support.databases import connect
 from tests.support.servers import PrivateRedis
 
 WRONG = "not the password at all"
@@ -54,6 +55,21 @@ def attempt(settings, email, password, address):
 def audit_rows(app, action):
     with app.app_context():
         return list(AuditLog.select().where(AuditLog.action == action).order_by(AuditLog.id))
+
+
+@pytest.fixture
+def append_only_audit_log(settings):
+    """config.audit_log refuses UPDATE and DELETE for the test, as the least-privilege roles make it."""
+    conn = connect(settings.primary)
+    with conn.cursor() as cur:
+        cur.execute("CREATE FUNCTION config.test_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'config.audit_log is append-only'; END $$; "
+                    "CREATE TRIGGER test_append_only BEFORE UPDATE OR DELETE ON config.audit_log "
+                    "FOR EACH ROW EXECUTE FUNCTION config.test_refuse_change()")
+    yield
+    with conn.cursor() as cur:
+        cur.execute("DROP TRIGGER test_append_only ON config.audit_log; DROP FUNCTION config.test_refuse_change()")
+    conn.close()
 
 
 @pytest.fixture
@@ -317,14 +333,27 @@ def test_a_failure_for_an_unknown_account_does_not_record_the_typed_email(app, s
     assert "secret" not in (row.target_label or "") and "secret" not in str(row.details)
 
 
-def test_throttled_attempts_make_one_audit_row_with_their_count(app, settings):
+def test_throttled_attempts_make_one_audit_row_then_one_with_their_count(app, settings, monkeypatch,
+                                                                        append_only_audit_log):
+    """The audit log stays append-only: a row at the first throttled attempt, none for the
+    49 after it, and one with the total once the window has passed."""
     settings = replace(settings, login_max_failures_per_account=3)
+    clock = [2_000_000.0]
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
     user = make_user(app, role="salesperson")
     for _ in range(3):
         attempt(settings, user.email, WRONG, "192.0.2.50")
     for _ in range(50):
         assert THROTTLED_ACCOUNT in attempt(settings, user.email, WRONG, "192.0.2.50")
-    rows = audit_rows(app, "auth.sign_in_throttled")
-    assert len(rows) == 1
-    assert rows[0].details["count"] == 50 and rows[0].ip == "192.0.2.50" and rows[0].actor_email is None
+        clock[0] += 1
+    (first,) = audit_rows(app, "auth.sign_in_throttled")
+    assert (first.ip, first.actor_email, first.target_label) == ("192.0.2.50", None, user.email)
     assert len(audit_rows(app, "auth.sign_in_failed")) == 3
+    assert audit_rows(app, "auth.sign_in_throttled_total") == []
+
+    clock[0] += settings.login_throttle_window
+    attempt(settings, "someone.else@example.test", WRONG, "198.51.100.1")  # any later sign-in writes it
+    (total,) = audit_rows(app, "auth.sign_in_throttled_total")
+    assert total.details["count"] == 50 and total.details["first"] == first.id
+    assert (total.ip, total.actor_email, total.target_label) == ("192.0.2.50", None, user.email)
+    assert len(audit_rows(app, "auth.sign_in_throttled")) == 1

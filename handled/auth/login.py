@@ -8,7 +8,6 @@ by the anonymous visitor (its address), naming the account only when it exists.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import redis
@@ -20,7 +19,7 @@ from handled.cache import get_redis
 from handled.context import Actor, Context
 from handled.db import primary_db
 from handled.errors import HandledError
-from handled.models import User
+from handled.models import AuditLog, User
 from handled.settings import Settings
 from handled.timeutil import utcnow
 
@@ -41,18 +40,30 @@ def _as_user(ctx: Context, user: User) -> Context:
     return ctx.with_actor(Actor(id=user.id, email=user.email, address=ctx.actor.address, channel=ctx.actor.channel))
 
 
-def _refused_run_key(email: str, address: str | None) -> str:
-    """Names the run of throttled attempts on one account from one address in the audit log."""
-    return hashlib.sha256(throttle.Keys.of(email, address).pair.encode()).hexdigest()[:16]
-
-
 def _record_throttled(ctx: Context, email: str, verdict: throttle.Verdict) -> None:
-    """One audit row per (account, address) and window, whose count rises with each attempt."""
-    count = throttle.count_refused(ctx.settings, email, ctx.actor.address)
-    user = find_user_by_email(email) if email and count <= 1 else None
-    audit.record_repeated(ctx, "auth.sign_in_throttled", _refused_run_key(email, ctx.actor.address), count,
-                          "user", user.id if user else None, user.email if user else None,
-                          {"limit": verdict.limit})
+    """Throttled attempts are not each recorded: the first of a run (one account, one
+    address, one window) gets a row, the rest are counted (see _record_ended_runs)."""
+    with primary_db.atomic():
+        if throttle.count_refused(ctx.settings, email, ctx.actor.address) == 1:
+            user = find_user_by_email(email) if email else None
+            row = audit.record(ctx, "auth.sign_in_throttled", "user", user.id if user else None,
+                               user.email if user else None, {"limit": verdict.limit})
+            throttle.note_first_refusal(ctx.settings, email, ctx.actor.address, row.id)
+
+
+def _record_ended_runs(ctx: Context) -> None:
+    """One `auth.sign_in_throttled_total` row per run of throttled attempts whose window has
+    passed, with their count, written by the next sign-in attempt (anyone's). The audit
+    log stays append-only: the run's first row is never changed."""
+    with primary_db.atomic():
+        for run in throttle.ended_refusal_runs(ctx.settings):
+            first = AuditLog.get_or_none(AuditLog.id == run.first_audit_id) if run.first_audit_id else None
+            if run.count <= 1 or first is None:
+                continue
+            audit.record(ctx.with_actor(Actor.anonymous(first.ip)), "auth.sign_in_throttled_total",
+                         first.target_type, first.target_id, first.target_label,
+                         {"count": run.count, "first": first.id, "from": run.started.isoformat(),
+                          "to": run.last.isoformat()})
 
 
 def _record_failure(ctx: Context, user: User | None, reason: str) -> None:
@@ -86,6 +97,7 @@ def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
     guesses cannot overshoot a limit) and given back when it succeeds."""
     settings, ip = ctx.settings, ctx.actor.address
     email = (email or "").strip()
+    _record_ended_runs(ctx)
     verdict = throttle.reserve(settings, email, ip)
     if verdict.limit:
         _record_throttled(ctx, email, verdict)

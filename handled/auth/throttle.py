@@ -13,7 +13,9 @@ An attempt is *reserved* (counted as a failure) before the password is checked,
 in one atomic step with the check, so parallel requests cannot overshoot a limit;
 a successful sign-in then gives its reservation back (``succeeded``). The counters
 live in Redis; while Redis is unreachable they live in PRIMARY
-(``config.login_throttle``), never nowhere. Keys hold a hash of the typed email,
+(``config.login_throttle``), never nowhere. Throttled attempts themselves are counted
+in PRIMARY in runs (one account, one address, one window) for the audit log: one row
+at a run's first attempt, one with its total once its window has passed. Keys hold a hash of the typed email,
 never the typed text (people type passwords into the email box).
 """
 
@@ -24,6 +26,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 
@@ -34,7 +37,7 @@ from handled.settings import Settings
 log = logging.getLogger("handled.auth")
 
 PREFIX = "throttle:"
-PAIR, ADDRESS, ACCOUNT, REFUSED = "pair", "address", "account", "refused"
+PAIR, ADDRESS, ACCOUNT = "pair", "address", "account"
 
 
 def now() -> float:
@@ -113,14 +116,6 @@ if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[
 return 1
 """
 
-# KEYS: the counter. ARGV: window. Counts one more and returns the count in this window.
-_COUNT = """
-local n = redis.call('INCR', KEYS[1])
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
-
 def _redis_keys(keys: Keys) -> list[str]:
     return [f"{PREFIX}{PAIR}:{keys.pair}", f"{PREFIX}{ADDRESS}:{keys.address}", f"{PREFIX}{ACCOUNT}:{keys.account}"]
 
@@ -153,14 +148,19 @@ DELETE FROM config.login_throttle WHERE (kind, key) IN (('pair', %(pair)s), ('ac
 UPDATE config.login_throttle SET count = greatest(count - 1, 0) WHERE kind = 'address' AND key = %(address)s;
 """
 
-_PRIMARY_REFUSED = """
-INSERT INTO config.login_throttle AS t (kind, key, count, window_start)
-VALUES ('refused', %(pair)s, 1, to_timestamp(%(now)s))
-ON CONFLICT (kind, key) DO UPDATE
-   SET count = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s) THEN 1 ELSE t.count + 1 END,
-       window_start = CASE WHEN t.window_start <= to_timestamp(%(now)s - %(window)s)
-                           THEN to_timestamp(%(now)s) ELSE t.window_start END
+# Throttled attempts are counted in PRIMARY whether Redis is up or not: they feed the
+# audit log, which is there too (one row at a run's first attempt, one with its total).
+_REFUSED = """
+INSERT INTO config.login_throttle AS t (kind, key, count, window_start, last_at)
+VALUES ('refused', %(pair)s, 1, to_timestamp(%(now)s), to_timestamp(%(now)s))
+ON CONFLICT (kind, key) DO UPDATE SET count = t.count + 1, last_at = to_timestamp(%(now)s)
 RETURNING t.count
+"""
+
+_ENDED_RUNS = """
+DELETE FROM config.login_throttle
+ WHERE kind = 'refused' AND window_start <= to_timestamp(%(now)s - %(window)s)
+RETURNING count, audit_id, window_start, last_at
 """
 
 
@@ -217,15 +217,33 @@ def succeeded(settings: Settings, email: str, address: str | None, verdict: Verd
     primary_db.execute_sql(_PRIMARY_GIVE_BACK, _params(settings, keys))
 
 
+@dataclass(frozen=True)
+class RefusalRun:
+    """Throttled attempts of one account from one address within one window."""
+
+    count: int
+    first_audit_id: int | None
+    started: datetime
+    last: datetime
+
+
 def count_refused(settings: Settings, email: str, address: str | None) -> int:
-    """Count one throttled attempt of this account from this address; returns how many
-    there were in the current window (1 for the first)."""
-    keys = Keys.of(email, address)
-    try:
-        return int(get_redis().eval(_COUNT, 1, f"{PREFIX}{REFUSED}:{keys.pair}", settings.login_throttle_window))
-    except redis.RedisError:
-        with primary_db.atomic():
-            return primary_db.execute_sql(_PRIMARY_REFUSED, _params(settings, keys)).fetchone()[0]
+    """Count one throttled attempt of this account from this address (in PRIMARY, inside
+    the caller's transaction); returns how many there were in this run (1 for the first)."""
+    return primary_db.execute_sql(_REFUSED, _params(settings, Keys.of(email, address))).fetchone()[0]
+
+
+def note_first_refusal(settings: Settings, email: str, address: str | None, audit_id: int) -> None:
+    """Remember the audit row of a run's first throttled attempt (its total refers to it)."""
+    primary_db.execute_sql("UPDATE config.login_throttle SET audit_id = %(audit_id)s "
+                           "WHERE kind = 'refused' AND key = %(pair)s",
+                           {**_params(settings, Keys.of(email, address)), "audit_id": audit_id})
+
+
+def ended_refusal_runs(settings: Settings) -> list[RefusalRun]:
+    """Take the runs of throttled attempts whose window has passed (each is taken once)."""
+    rows = primary_db.execute_sql(_ENDED_RUNS, {"now": now(), "window": settings.login_throttle_window})
+    return [RefusalRun(*row) for row in rows]
 
 
 def clear(settings: Settings, email: str) -> None:
@@ -234,12 +252,11 @@ def clear(settings: Settings, email: str) -> None:
     try:
         client = get_redis()
         names = [f"{PREFIX}{ACCOUNT}:{account}"]
-        for kind in (PAIR, REFUSED):
-            names += list(client.scan_iter(match=f"{PREFIX}{kind}:{account}|*", count=1000))
+        names += list(client.scan_iter(match=f"{PREFIX}{PAIR}:{account}|*", count=1000))
         client.delete(*names)
     except redis.RedisError as exc:
         log.warning("could not clear the sign-in throttle in Redis: %s", exc)
     primary_db.execute_sql(
         "DELETE FROM config.login_throttle WHERE (kind = 'account' AND key = %(account)s) "
-        "OR (kind IN ('pair', 'refused') AND left(key, %(length)s) = %(prefix)s)",
+        "OR (kind = 'pair' AND left(key, %(length)s) = %(prefix)s)",
         {"account": account, "length": len(account) + 1, "prefix": account + "|"})

@@ -89,6 +89,7 @@ class LoginThrottle(ConfigModel):
     count = IntegerField(default=0)
     window_start = TimestampTzField(default=utcnow)
     last_at = TimestampTzField(null=True)
+    audit_id = BigIntegerField(null=True)  # 'refused' rows: the audit row of the run's first attempt
 
     class Meta:
         table_name = "login_throttle"
