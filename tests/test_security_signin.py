@@ -62,6 +62,12 @@ def append_only_audit_log(settings):
     """config.audit_log refuses UPDATE and DELETE for the test, as the least-privilege roles make it."""
     conn = connect(settings.primary)
     with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'config.audit_log'::regclass "
+                    "AND NOT tgisinternal")
+        if cur.fetchone()[0]:  # a migration made it append-only already
+            conn.close()
+            yield
+            return
         cur.execute("CREATE FUNCTION config.test_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
                     "$$ BEGIN RAISE EXCEPTION 'config.audit_log is append-only'; END $$; "
                     "CREATE TRIGGER test_append_only BEFORE UPDATE OR DELETE ON config.audit_log "
@@ -329,7 +335,9 @@ def test_changing_ones_own_password_keeps_the_session_it_was_changed_in(app, set
 def test_a_failure_for_an_unknown_account_does_not_record_the_typed_email(app, settings):
     attempt(settings, "my secret password typed in the email box", WRONG, "192.0.2.9")
     (row,) = audit_rows(app, "auth.sign_in_failed")
-    assert row.actor_email is None and row.actor_id is None and row.ip == "192.0.2.9"
+    assert row.actor_email is None and row.ip == "192.0.2.9"
+    with app.app_context():
+        assert AuditLog.select().where(AuditLog.id == row.id, AuditLog.actor.is_null()).count() == 1
     assert "secret" not in (row.target_label or "") and "secret" not in str(row.details)
 
 

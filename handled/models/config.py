@@ -1,7 +1,7 @@
 """PRIMARY database, schema ``config``: accounts, sessions, permissions, audit, run history."""
 
-from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey,
-                    ForeignKeyField, IntegerField, TextField)
+from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey, IntegerField,
+                    ForeignKeyField, TextField)
 from playhouse.postgres_ext import BinaryJSONField
 
 from handled.db import PrimaryModel, TimestampTzField
