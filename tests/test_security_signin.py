@@ -156,8 +156,23 @@ def test_failures_from_many_addresses_slow_the_account_with_a_growing_capped_del
         assert answer == login.BAD_CREDENTIALS
         delays.append(waited)
     assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]  # doubles, capped at LOGIN_ACCOUNT_DELAY_MAX
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20")
     clock[0] += 4
-    token = attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20")  # the owner waits 4 s at most
+    token = attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20")  # a new place waits 4 s at most
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+def test_the_account_delay_does_not_hold_back_an_address_the_owner_is_signed_in_from(app, settings, monkeypatch):
+    """A stranger guessing as often as the delay lets them cannot keep the owner out: the
+    owner's machine (a live session from its address) is not delayed."""
+    settings = replace(settings, login_account_delay_after=3, login_account_delay_max=60)
+    user = make_user(app, role="salesperson")
+    assert sessions.authenticate(settings, attempt(settings, user.email, TEST_PASSWORD, "198.51.100.40"))
+    monkeypatch.setattr(throttle, "now", lambda: 3_000_000.0)
+    for n in range(3):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, WRONG, "192.0.2.9")
+    token = attempt(settings, user.email, TEST_PASSWORD, "198.51.100.40")  # no wait
     assert sessions.authenticate(settings, token)["user_id"] == user.id
 
 

@@ -19,7 +19,7 @@ from handled.cache import get_redis
 from handled.context import Actor, Context
 from handled.db import primary_db
 from handled.errors import HandledError
-from handled.models import AuditLog, User
+from handled.models import AuditLog, Session, User
 from handled.settings import Settings
 from handled.timeutil import utcnow
 
@@ -73,6 +73,12 @@ def _record_failure(ctx: Context, user: User | None, reason: str) -> None:
                  {"reason": reason})
 
 
+def _has_session_from(user: User, ip: str | None) -> bool:
+    """Does ``user`` hold a live session started from ``ip`` (the owner's own machine)?"""
+    return bool(ip) and Session.select().where((Session.user == user.id) & (Session.ip == ip)
+                                               & (Session.expires_at > utcnow())).exists()
+
+
 def _start_session(settings: Settings, user: User, verified_hash: str, new_hash: str | None,
                    ip: str | None, user_agent: str | None) -> str | None:
     """The session for ``user``, unless their password changed (or they were disabled)
@@ -98,11 +104,11 @@ def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
     settings, ip = ctx.settings, ctx.actor.address
     email = (email or "").strip()
     _record_ended_runs(ctx)
-    verdict = throttle.reserve(settings, email, ip)
+    user = find_user_by_email(email) if email else None
+    verdict = throttle.reserve(settings, email, ip, known_address=bool(user) and _has_session_from(user, ip))
     if verdict.limit:
         _record_throttled(ctx, email, verdict)
         raise LoginRefused(verdict.message(settings))
-    user = find_user_by_email(email) if email else None
     verified_hash = user.password_hash if user else None
     ok, new_hash = passwords.verify_password(settings, verified_hash, password or "")
     if not ok or user.disabled:
@@ -114,7 +120,7 @@ def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
             audit.record(_as_user(ctx, user), "auth.sign_in", "user", user.id, user.email,
                          {"rehashed": bool(new_hash)})
     if token is None:
-        _record_failure(ctx, user, "password changed during sign-in")
+        _record_failure(ctx, user, "account changed during sign-in")
         raise LoginRefused(BAD_CREDENTIALS)
     throttle.succeeded(settings, email, ip, verdict)
     purge_now_and_then(settings)

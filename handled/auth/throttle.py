@@ -7,7 +7,9 @@ Three counters, each within ``LOGIN_THROTTLE_WINDOW`` from its first failure:
 - per address: ``LOGIN_MAX_FAILURES_PER_IP`` failures, then that address is refused;
 - per account from any address: after ``LOGIN_ACCOUNT_DELAY_AFTER`` failures every
   further attempt must come at least 1, 2, 4, ... seconds (at most
-  ``LOGIN_ACCOUNT_DELAY_MAX``) after the account's last one. A delay, never a lock.
+  ``LOGIN_ACCOUNT_DELAY_MAX``) after the account's last one. A delay, never a lock,
+  and none for an address the account holds a live session from (the owner's own
+  machine), so a stranger guessing once a minute cannot keep the owner out.
 
 An attempt is *reserved* (counted as a failure) before the password is checked,
 in one atomic step with the check, so parallel requests cannot overshoot a limit;
@@ -87,14 +89,15 @@ class Verdict:
 # --- Redis ---------------------------------------------------------------------------------------
 
 # KEYS: pair, address, account (a hash: n, last). ARGV: pair limit, address limit,
-# delay after, delay max, window, now. Checks every limit, then counts the attempt.
+# delay after, delay max, window, now, 1 when the address is exempt from the account's
+# delay. Checks every limit, then counts the attempt.
 _RESERVE = """
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
 if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'pair', '0'} end
 if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'address', '0'} end
 local n = tonumber(redis.call('HGET', KEYS[3], 'n') or '0')
 local after = tonumber(ARGV[3])
-if n >= after then
+if n >= after and ARGV[7] ~= '1' then
   local delay = math.min(2 ^ (n - after), tonumber(ARGV[4]))
   local wait = tonumber(redis.call('HGET', KEYS[3], 'last') or '0') + delay - tonumber(ARGV[6])
   if wait > 0 then return {'account', tostring(wait)} end
@@ -169,7 +172,7 @@ def _params(settings: Settings, keys: Keys) -> dict:
             "window": settings.login_throttle_window}
 
 
-def _reserve_in_primary(settings: Settings, keys: Keys) -> Verdict:
+def _reserve_in_primary(settings: Settings, keys: Keys, known_address: bool) -> Verdict:
     params = _params(settings, keys)
     with primary_db.atomic():
         rows = {kind: (count, last) for kind, count, last in primary_db.execute_sql(_PRIMARY_LOCK, params)}
@@ -178,7 +181,7 @@ def _reserve_in_primary(settings: Settings, keys: Keys) -> Verdict:
         if rows[ADDRESS][0] >= settings.login_max_failures_per_ip:
             return Verdict(ADDRESS, backend="primary")
         failures, last = rows[ACCOUNT]
-        if failures >= settings.login_account_delay_after:
+        if failures >= settings.login_account_delay_after and not known_address:
             delay = min(2 ** (failures - settings.login_account_delay_after), settings.login_account_delay_max)
             wait = (last or 0) + delay - params["now"]
             if wait > 0:
@@ -189,18 +192,21 @@ def _reserve_in_primary(settings: Settings, keys: Keys) -> Verdict:
 
 # --- the service ---------------------------------------------------------------------------------
 
-def reserve(settings: Settings, email: str, address: str | None) -> Verdict:
+def reserve(settings: Settings, email: str, address: str | None, known_address: bool = False) -> Verdict:
     """Check every limit and, if none is reached, count this attempt as a failure (before the
-    password is checked). Redis first; PRIMARY while Redis is unreachable."""
+    password is checked). ``known_address``: the account has a live session from this
+    address, so the account's delay does not apply. Redis first; PRIMARY while Redis is
+    unreachable."""
     keys = Keys.of(email, address)
     try:
         limit, wait = get_redis().eval(
             _RESERVE, 3, *_redis_keys(keys), settings.login_max_failures_per_account,
             settings.login_max_failures_per_ip, settings.login_account_delay_after,
-            settings.login_account_delay_max, settings.login_throttle_window, repr(now()))
+            settings.login_account_delay_max, settings.login_throttle_window, repr(now()),
+            "1" if known_address else "0")
     except redis.RedisError as exc:
         log.warning("sign-in throttle counts in PRIMARY (Redis: %s)", exc)
-        return _reserve_in_primary(settings, keys)
+        return _reserve_in_primary(settings, keys, known_address)
     limit = limit.decode()
     return Verdict(None if limit == "ok" else limit, float(wait), backend="redis")
 
