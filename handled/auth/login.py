@@ -74,7 +74,9 @@ def _record_failure(ctx: Context, user: User | None, reason: str) -> None:
 
 
 def _has_session_from(user: User, ip: str | None) -> bool:
-    """Does ``user`` hold a live session started from ``ip`` (the owner's own machine)?"""
+    """Does ``user`` hold a live session started from ``ip`` (the owner's own machine)?
+    Redis also remembers the addresses of successful sign-ins (throttle.KNOWN_ADDRESS_DAYS);
+    this check is what is left of that while Redis is down."""
     return bool(ip) and Session.select().where((Session.user == user.id) & (Session.ip == ip)
                                                & (Session.expires_at > utcnow())).exists()
 

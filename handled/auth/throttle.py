@@ -8,8 +8,9 @@ Three counters, each within ``LOGIN_THROTTLE_WINDOW`` from its first failure:
 - per account from any address: after ``LOGIN_ACCOUNT_DELAY_AFTER`` failures every
   further attempt must come at least 1, 2, 4, ... seconds (at most
   ``LOGIN_ACCOUNT_DELAY_MAX``) after the account's last one. A delay, never a lock,
-  and none for an address the account holds a live session from (the owner's own
-  machine), so a stranger guessing once a minute cannot keep the owner out.
+  and none for an address the account signed in from successfully in the last
+  ``KNOWN_ADDRESS_DAYS`` days (or holds a live session from): the owner's own machine,
+  so a stranger guessing each time the delay allows cannot keep the owner out.
 
 An attempt is *reserved* (counted as a failure) before the password is checked,
 in one atomic step with the check, so parallel requests cannot overshoot a limit;
@@ -39,7 +40,8 @@ from handled.settings import Settings
 log = logging.getLogger("handled.auth")
 
 PREFIX = "throttle:"
-PAIR, ADDRESS, ACCOUNT = "pair", "address", "account"
+PAIR, ADDRESS, ACCOUNT, KNOWN = "pair", "address", "account", "known"
+KNOWN_ADDRESS_DAYS = 30
 
 
 def now() -> float:
@@ -88,16 +90,18 @@ class Verdict:
 
 # --- Redis ---------------------------------------------------------------------------------------
 
-# KEYS: pair, address, account (a hash: n, last). ARGV: pair limit, address limit,
-# delay after, delay max, window, now, 1 when the address is exempt from the account's
-# delay. Checks every limit, then counts the attempt.
+# KEYS: pair, address, account (a hash: n, last), known (the account's addresses of
+# successful sign-ins). ARGV: pair limit, address limit, delay after, delay max, window,
+# now, 1 when the address is exempt from the account's delay anyway, the address.
+# Checks every limit, then counts the attempt.
 _RESERVE = """
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
 if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'pair', '0'} end
 if count(KEYS[2]) >= tonumber(ARGV[2]) then return {'address', '0'} end
 local n = tonumber(redis.call('HGET', KEYS[3], 'n') or '0')
 local after = tonumber(ARGV[3])
-if n >= after and ARGV[7] ~= '1' then
+local exempt = ARGV[7] == '1' or redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 1
+if n >= after and not exempt then
   local delay = math.min(2 ^ (n - after), tonumber(ARGV[4]))
   local wait = tonumber(redis.call('HGET', KEYS[3], 'last') or '0') + delay - tonumber(ARGV[6])
   if wait > 0 then return {'account', tostring(wait)} end
@@ -112,15 +116,19 @@ if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[5]) en
 return {'ok', '0'}
 """
 
-# KEYS: pair, address, account. A successful sign-in: not a failure after all.
+# KEYS: pair, address, account, known. ARGV: the address, how long it stays known.
+# A successful sign-in: not a failure after all, and the address is the owner's.
 _GIVE_BACK = """
 redis.call('DEL', KEYS[1], KEYS[3])
 if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[2])
 return 1
 """
 
 def _redis_keys(keys: Keys) -> list[str]:
-    return [f"{PREFIX}{PAIR}:{keys.pair}", f"{PREFIX}{ADDRESS}:{keys.address}", f"{PREFIX}{ACCOUNT}:{keys.account}"]
+    return [f"{PREFIX}{PAIR}:{keys.pair}", f"{PREFIX}{ADDRESS}:{keys.address}", f"{PREFIX}{ACCOUNT}:{keys.account}",
+            f"{PREFIX}{KNOWN}:{keys.account}"]
 
 
 # --- PRIMARY (while Redis is down) ----------------------------------------------------------------
@@ -200,10 +208,10 @@ def reserve(settings: Settings, email: str, address: str | None, known_address: 
     keys = Keys.of(email, address)
     try:
         limit, wait = get_redis().eval(
-            _RESERVE, 3, *_redis_keys(keys), settings.login_max_failures_per_account,
+            _RESERVE, 4, *_redis_keys(keys), settings.login_max_failures_per_account,
             settings.login_max_failures_per_ip, settings.login_account_delay_after,
             settings.login_account_delay_max, settings.login_throttle_window, repr(now()),
-            "1" if known_address else "0")
+            "1" if known_address else "0", keys.address)
     except redis.RedisError as exc:
         log.warning("sign-in throttle counts in PRIMARY (Redis: %s)", exc)
         return _reserve_in_primary(settings, keys, known_address)
@@ -216,7 +224,7 @@ def succeeded(settings: Settings, email: str, address: str | None, verdict: Verd
     keys = Keys.of(email, address)
     if verdict.backend == "redis":
         try:
-            get_redis().eval(_GIVE_BACK, 3, *_redis_keys(keys))
+            get_redis().eval(_GIVE_BACK, 4, *_redis_keys(keys), keys.address, KNOWN_ADDRESS_DAYS * 86400)
             return
         except redis.RedisError as exc:
             log.warning("could not clear the sign-in throttle in Redis: %s", exc)
@@ -253,11 +261,12 @@ def ended_refusal_runs(settings: Settings) -> list[RefusalRun]:
 
 
 def clear(settings: Settings, email: str) -> None:
-    """Forget an account's failures from every address (an administrator reset its password)."""
+    """Forget an account's failures from every address, and the addresses it signed in from
+    (an administrator reset its password: they may have been an intruder's)."""
     account = account_key(email)
     try:
         client = get_redis()
-        names = [f"{PREFIX}{ACCOUNT}:{account}"]
+        names = [f"{PREFIX}{ACCOUNT}:{account}", f"{PREFIX}{KNOWN}:{account}"]
         names += list(client.scan_iter(match=f"{PREFIX}{PAIR}:{account}|*", count=1000))
         client.delete(*names)
     except redis.RedisError as exc:
