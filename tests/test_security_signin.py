@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from handled.auth import login, passwords, session_cache, sessions, throttle, us
 from handled.auth.web import COOKIE_NAME
 from handled.context import Actor, Context
 from handled.db import release_connections
-from handled.models import AuditLog, Session, User
+from handled.models import AuditLog, LoginThrottle, Session, User
 from handled.timeutil import utcnow
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_context
 from tests.support.databases import connect
@@ -243,6 +244,22 @@ def test_with_redis_down_the_throttle_counts_in_primary(settings, private_redis)
     with app.test_request_context():
         temporary = users.reset_password(setup_context(settings), user.id)
     assert sessions.authenticate(settings, attempt(settings, user.email, temporary, "192.0.2.66"))
+
+
+def test_counters_left_in_primary_are_purged_once_their_window_has_passed(settings, private_redis, monkeypatch):
+    settings = replace(settings, redis_url=private_redis.url)
+    app = create_app(settings)
+    user = make_user(app, role="salesperson")
+    private_redis.stop()
+    for n in range(5):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    with app.app_context():
+        assert LoginThrottle.select().count() == 5 + 5 + 1  # per account and address, per address, per account
+    monkeypatch.setattr(throttle, "now", lambda: time.time() + settings.login_throttle_window + 1)
+    private_redis.start()  # the purge runs once an hour, when Redis grants its lock
+    assert sessions.authenticate(settings, attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20"))
+    with app.app_context():
+        assert LoginThrottle.select().count() == 0
 
 
 # --- 7. sign-in racing a password change ---------------------------------------------------------

@@ -136,12 +136,14 @@ def sign_out(ctx: Context, token_hash: str) -> None:
 
 
 def purge_now_and_then(settings: Settings) -> int | None:
-    """Purge expired sessions at most once an hour across all workers (piggybacks on sign-ins)."""
+    """Purge expired sessions (and the throttle's expired PRIMARY counters) at most once an
+    hour across all workers (piggybacks on sign-ins)."""
     try:
         if not get_redis().set(PURGE_LOCK_KEY, "1", nx=True, ex=PURGE_INTERVAL):
             return None
     except redis.RedisError:
         return None
+    throttle.purge_expired(settings)
     return sessions.purge_expired(settings)
 
 

@@ -260,6 +260,15 @@ def ended_refusal_runs(settings: Settings) -> list[RefusalRun]:
     return [RefusalRun(*row) for row in rows]
 
 
+def purge_expired(settings: Settings) -> int:
+    """Delete PRIMARY counters whose window has passed (they pile up only while Redis is
+    down; runs of throttled attempts are left to ended_refusal_runs, which audits them)."""
+    return primary_db.execute_sql(
+        "DELETE FROM config.login_throttle WHERE kind <> 'refused' "
+        "AND window_start <= to_timestamp(%(now)s - %(window)s)",
+        {"now": now(), "window": settings.login_throttle_window}).rowcount
+
+
 def clear(settings: Settings, email: str) -> None:
     """Forget an account's failures from every address, and the addresses it signed in from
     (an administrator reset its password: they may have been an intruder's)."""
