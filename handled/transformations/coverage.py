@@ -98,7 +98,9 @@ class CoverageQuery:
 
 def parse_facility_id(raw: str | None) -> int:
     """A facility id from a request: a whole number, or NotFound naming what was given."""
-    if raw is None or not raw.strip().isdigit() or len(raw.strip()) > 12:
+    if raw is None:
+        raise NotFound("The request names no facility: choose one on the coverage page.")
+    if not raw.strip().isdigit() or len(raw.strip()) > 12:
         raise NotFound(f"There is no facility {raw!r}: a facility is chosen by its number.")
     return int(raw.strip())
 
