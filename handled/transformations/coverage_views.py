@@ -42,7 +42,7 @@ def _columns(table: coverage.CoverageTable, query: coverage.CoverageQuery) -> li
     args = request.args.to_dict(flat=False)
     columns = [{"key": key, "label": label} for key, label in
                (("zip3", "ZIP3"), ("city", "City"), ("state", "State"), ("population", "Population"))]
-    columns += [{"key": coverage.service_key(s), "label": f"{s[0]} {s[1]}"} for s in table.services]
+    columns += [{"key": coverage.service_key(s), "label": s[1], "carrier": s[0]} for s in table.services]
     for column in columns:
         current = query.sort == column["key"]
         flip = "desc" if current and not query.descending else "asc"
