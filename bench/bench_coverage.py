@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=7, help="requests per measurement (the best is kept)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one page request")
     parser.add_argument("--only-page", action="store_true", help="time the plain page only")
+    parser.add_argument("--browser", action="store_true",
+                        help="also time the page loaded in Debian's chromium (served, parsed, laid out)")
     parser.add_argument("--keep", action="store_true", help="keep the bench database afterwards")
     args = parser.parse_args()
     if not args.database.startswith("handled_bench_"):
@@ -173,6 +175,8 @@ def run(args) -> None:
         verdict = " (target < 200 ms)" if label.startswith("page, all") else ""
         print(f"{label}: {seconds * 1000:.1f} ms, {sizes[url] / 1000:.0f} kB; "
               f"ratio to the bare query {seconds / baseline:.1f}x{verdict}")
+    if args.browser:
+        browser_load(app, viewer, f"/coverage/?facility={first}", args.requests)
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -180,6 +184,45 @@ def run(args) -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     conn.close()
+
+
+def browser_load(app, viewer, path: str, count: int) -> None:
+    """The page in chromium through a loopback werkzeug server: navigation start to the load event."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+    from werkzeug.serving import make_server
+
+    from handled.auth.web import COOKIE_NAME
+    from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    token = viewer.get_cookie(COOKIE_NAME).value
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+            context.add_cookies([{"name": COOKIE_NAME, "value": token, "url": base}])
+            page = context.new_page()
+            loads = []
+            for _ in range(count):
+                page.goto(base + path, wait_until="load")
+                loads.append(page.evaluate("() => { const t = performance.getEntriesByType('navigation')[0];"
+                                           " return [t.responseStart - t.requestStart, t.responseEnd - t.requestStart,"
+                                           " t.loadEventEnd - t.requestStart]; }"))
+            chromium.close()
+    finally:
+        server.shutdown()
+        thread.join(10)
+    first_byte, last_byte, loaded = (min(values) for values in zip(*loads))
+    print(f"page in chromium (werkzeug, loopback): first byte {first_byte:.0f} ms, last byte {last_byte:.0f} ms, "
+          f"load event {loaded:.0f} ms")
 
 
 if __name__ == "__main__":

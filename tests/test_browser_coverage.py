@@ -4,37 +4,50 @@ page goes to docs/screenshots/coverage.png for the README."""
 
 from __future__ import annotations
 
+import json
+
 from handled.db import data_db
 from handled.models import Facility
 from tests.support.accounts import TEST_PASSWORD, make_user
 from tests.support.browser import screenshot, sign_in
 from tests.support.environment import ROOT
 
-CITIES = ["New York NY", "Albany NY", "Boston MA", "Providence RI", "Hartford CT", "Newark NJ", "Trenton NJ",
-          "Philadelphia PA", "Pittsburgh PA", "Baltimore MD", "Richmond VA", "Charlotte NC", "Atlanta GA",
-          "Miami FL", "Orlando FL", "Nashville TN", "Columbus OH", "Detroit MI", "Chicago IL", "Milwaukee WI",
-          "Minneapolis MN", "Des Moines IA", "St. Louis MO", "Omaha NE", "Dallas TX", "Houston TX", "Denver CO",
-          "Phoenix AZ", "Salt Lake City UT", "Las Vegas NV", "Los Angeles CA", "San Francisco CA",
-          "Portland OR", "Seattle WA", "Boise ID", "Anchorage AK"]
+# (city, state, lat, lng) in rough ZIP3 order, east to west: 918 ZIP3s are spread over them with
+# a jitter, so the map draws something like the country; Anchorage falls outside the lower 48.
+CITIES = [("New York", "NY", 40.7, -74.0), ("Albany", "NY", 42.7, -73.8), ("Boston", "MA", 42.4, -71.1),
+          ("Providence", "RI", 41.8, -71.4), ("Hartford", "CT", 41.8, -72.7), ("Newark", "NJ", 40.7, -74.2),
+          ("Philadelphia", "PA", 40.0, -75.2), ("Pittsburgh", "PA", 40.4, -80.0), ("Baltimore", "MD", 39.3, -76.6),
+          ("Richmond", "VA", 37.5, -77.4), ("Charlotte", "NC", 35.2, -80.8), ("Atlanta", "GA", 33.7, -84.4),
+          ("Orlando", "FL", 28.5, -81.4), ("Miami", "FL", 25.8, -80.2), ("Nashville", "TN", 36.2, -86.8),
+          ("Columbus", "OH", 40.0, -83.0), ("Detroit", "MI", 42.3, -83.0), ("Chicago", "IL", 41.9, -87.6),
+          ("Milwaukee", "WI", 43.0, -87.9), ("Minneapolis", "MN", 45.0, -93.3), ("Des Moines", "IA", 41.6, -93.6),
+          ("St. Louis", "MO", 38.6, -90.2), ("Omaha", "NE", 41.3, -96.0), ("Dallas", "TX", 32.8, -96.8),
+          ("Houston", "TX", 29.8, -95.4), ("Denver", "CO", 39.7, -105.0), ("Phoenix", "AZ", 33.4, -112.1),
+          ("Salt Lake City", "UT", 40.8, -111.9), ("Las Vegas", "NV", 36.2, -115.1),
+          ("Los Angeles", "CA", 34.1, -118.2), ("San Francisco", "CA", 37.8, -122.4), ("Portland", "OR", 45.5, -122.7),
+          ("Seattle", "WA", 47.6, -122.3), ("Boise", "ID", 43.6, -116.2), ("Billings", "MT", 45.8, -108.5),
+          ("Anchorage", "AK", 61.2, -149.9)]
 
-# 918 destination ZIP3s, each with a city and state; days from origin 100 grow with the distance
-# between ZIP3 prefixes (a rough stand-in for geography), express services faster, a few gaps.
+# 918 destination ZIP3s, each with a city, state and centre; days from origin 100 (New York) grow
+# with the distance, express services are faster, and a few services are missing here and there.
 FILL = """
-INSERT INTO reference.zip3_reference (zip3, primary_city, primary_state, total_population)
-  SELECT lpad((5 + s)::text, 3, '0'), left(c, -3) || CASE WHEN s %% 7 = 0 THEN '' ELSE ' ' || (s %% 7) END,
-         right(c, 2), ((s * 7919) %% 900000) + 1000
+INSERT INTO reference.zip3_reference (zip3, primary_city, primary_state, total_population, pop_lat, pop_lng)
+  SELECT lpad((5 + s)::text, 3, '0'), c.city || CASE WHEN s %% 7 = 0 THEN '' ELSE ' ' || (s %% 7) END, c.state,
+         ((s * 7919) %% 900000) + 1000, c.lat + 2.4 * (((s * 37) %% 100) / 100.0 - 0.5),
+         c.lng + 3.2 * (((s * 61) %% 100) / 100.0 - 0.5)
   FROM generate_series(0, 917) s,
-       LATERAL (SELECT (%(cities)s::text[])[1 + (s * 36 / 918)] AS c) city;
+       LATERAL (SELECT * FROM jsonb_to_record(%(cities)s::jsonb -> (s * 36 / 918))
+                AS c(city text, state text, lat float, lng float)) c;
 INSERT INTO reference.delivery_matrix
   SELECT '100', z.zip3, v.carrier_code, v.code, d.days, NULL,
          CASE WHEN d.days <= 1 THEN 100 WHEN d.days = 2 THEN 95 WHEN d.days = 3 THEN 60
               WHEN d.days = 4 THEN 20 ELSE 0 END, 'test'
   FROM reference.zip3_reference z
   CROSS JOIN reference.services v
-  CROSS JOIN LATERAL (SELECT greatest(1, 1 + abs(z.zip3::int - 60) / 130
+  CROSS JOIN LATERAL (SELECT greatest(1, 1 + (sqrt((z.pop_lat - 40.7) ^ 2 + ((z.pop_lng + 74) * 0.76) ^ 2) / 7)::int
                       - CASE WHEN v.code IN ('NDA', 'NDS', '2AM') THEN 3 WHEN v.code IN ('2DA', 'PRI') THEN 2
                              WHEN v.code IN ('3DS', 'FCM') THEN 1 ELSE 0 END
-                      + (z.zip3::int %% 3 = 0)::int + (z.zip3::int %% 5 = 0 AND v.carrier_code = 'USPS')::int) AS days) d
+                      + (z.zip3::int %% 5 = 0 AND v.carrier_code = 'USPS')::int) AS days) d
   WHERE (z.zip3::int * 7 + ascii(v.code) + ascii(right(v.code, 1))) %% 53 <> 0;
 """
 
@@ -42,7 +55,8 @@ INSERT INTO reference.delivery_matrix
 def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, browser):
     app, base = live_server
     with app.app_context():
-        data_db.execute_sql(FILL, {"cities": CITIES})
+        data_db.execute_sql(FILL, {"cities": json.dumps([dict(zip(("city", "state", "lat", "lng"), c))
+                                                         for c in CITIES])})
         Facility.create(code="EWR1", name="Newark", zip="10001", timezone="America/New_York")
         Facility.create(code="RNO1", name="Reno", zip="89501", timezone="America/Los_Angeles", active=False)
     viewer = make_user(app, permissions=["view_customers"], email="lead@example.test", name="Lead")
@@ -52,6 +66,9 @@ def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, brow
     page.goto(f"{base}/coverage/")             # nothing pressed: the first active facility is shown
     assert page.locator("h2").inner_text() == "From Newark, origin ZIP3 100"
     assert page.locator("table.coverage tbody tr").count() == 918
+    # the map draws every ZIP3 of the lower 48 (Anchorage's 25 are counted, not drawn)
+    assert page.locator("svg.coverage-map circle").count() == 918 - 25
+    assert "25 ZIP3s outside the lower 48" in page.locator("figure figcaption").nth(1).inner_text()
     scroller = page.locator(".coverage-scroll")
     header = page.locator("table.coverage thead th").nth(12)   # a service column, right of the sticky ZIP3
     first_row = page.locator("table.coverage tbody th").first

@@ -141,6 +141,27 @@ def test_summary_shares_of_zip3s_and_population_per_service(facilities, login_cl
     assert summary_cell(page, "UPS-GND", "population", "2") == "100.0 %"
 
 
+def test_map_draws_lower_48_destinations_coloured_by_the_sorted_service(facilities, login_client):
+    newark, _ = facilities
+    data_db.execute_sql("UPDATE reference.zip3_reference SET pop_lat = 42.65, pop_lng = -73.75 WHERE zip3 = '200'")
+    data_db.execute_sql("UPDATE reference.zip3_reference SET geo_lat = 42.36, geo_lng = -71.06 WHERE zip3 = '300'")
+    data_db.execute_sql("UPDATE reference.zip3_reference SET pop_lat = 61.2, pop_lng = -149.9 WHERE zip3 = '500'")
+    viewer = login_client(permissions=["view_customers"])
+    page = viewer.get(f"/coverage/?facility={newark.id}").get_data(as_text=True)
+    assert "<h3>Map: UPS GND days</h3>" in page
+    dots = re.findall(r'<g fill="([^"]+)"[^>]*>((?:<circle .*?</circle>)+)</g>', page)
+    titles = {t: fill for fill, circles in dots for t in re.findall(r"<title>([^<]*)</title>", circles)}
+    # 200 by its population centre, 300 by its land-area centre; 500 is in Alaska: counted, not drawn
+    assert titles == {"200 Albany, NY: 2 days": "#91cf60", "300 Boston, MA: 5 days": "#d73027"}
+    assert "1 ZIP3s outside the lower 48" in page
+    page = viewer.get(f"/coverage/?facility={newark.id}&sort=USPS-PRI").get_data(as_text=True)
+    assert "<h3>Map: USPS PRI days</h3>" in page and "<title>200 Albany, NY: 1 day</title>" in page
+    # Boston lies east of Albany and a little south: the projection keeps that
+    x200, y200 = map(float, re.search(r'cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+"><title>200 ', page).groups())
+    x300, y300 = map(float, re.search(r'cx="([\d.]+)" cy="([\d.]+)" r="[\d.]+"><title>300 ', page).groups())
+    assert x300 > x200 and y300 > y200 - 5
+
+
 def test_csv_of_the_coverage_neutralises_formulas(facilities, login_client):
     newark, _ = facilities
     viewer = login_client(permissions=["view_customers"])

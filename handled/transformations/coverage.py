@@ -29,12 +29,13 @@ SERVICES_SQL = "SELECT carrier_code, code FROM reference.services ORDER BY carri
 
 COVERAGE_SQL = """
 SELECT m.dest_zip3, z.primary_city, z.primary_state, z.total_population,
+       coalesce(z.pop_lat, z.geo_lat), coalesce(z.pop_lng, z.geo_lng),
        array_agg(m.carrier), array_agg(m.service), array_agg(m.transit_days), array_agg(m.delivery_score),
        array_agg(m.origin_zip3)
 FROM reference.delivery_matrix m
 LEFT JOIN reference.zip3_reference z ON z.zip3 = m.dest_zip3
 WHERE m.origin_zip3 = ANY(%(origins)s) {state_filter}
-GROUP BY m.dest_zip3, z.primary_city, z.primary_state, z.total_population
+GROUP BY m.dest_zip3, z.zip3
 ORDER BY m.dest_zip3
 """
 
@@ -72,6 +73,8 @@ class Row:
     state: str | None
     population: int | None
     cells: tuple[Cell | None, ...]  # one per shown service, None where there is no service
+    lat: float | None = None        # the population-weighted centre (else the land-area one), for the map
+    lng: float | None = None
 
 
 @dataclass
@@ -154,7 +157,7 @@ def coverage_table(facilities: list[Facility], query: CoverageQuery = CoverageQu
     column = {service: i for i, service in enumerate(services)}
     rows = []
     cursor = data_db.execute_sql(COVERAGE_SQL.format(state_filter=state_filter), params)
-    for dest, city, state, population, carriers, codes, days, scores, from_origins in cursor:
+    for dest, city, state, population, lat, lng, carriers, codes, days, scores, from_origins in cursor:
         cells: list[Cell | None] = [None] * len(services)
         for carrier, code, day, score, origin in zip(carriers, codes, days, scores, from_origins):
             i = column.get((carrier, code))
@@ -166,7 +169,7 @@ def coverage_table(facilities: list[Facility], query: CoverageQuery = CoverageQu
                 cells[i] = Cell(day, score, by)
             elif day == current.days and by is not None and by != current.by:
                 cells[i] = Cell(day, score, 2)
-        rows.append(Row(dest, city, state, population, tuple(cells)))
+        rows.append(Row(dest, city, state, population, tuple(cells), lat, lng))
     rows = sort_rows(rows, query.sort, query.descending, services)
     states = [r[0] for r in data_db.execute_sql(STATES_SQL, {"origins": list(origins)})]
     table = CoverageTable(origins, all_services, services, rows, states)

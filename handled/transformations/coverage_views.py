@@ -21,7 +21,7 @@ from handled.context import web_context
 from handled.customers.services import get_facility, list_facilities
 from handled.errors import HandledError
 from handled.transformations import coverage
-from handled.transformations.coverage_chart import summary_chart
+from handled.transformations.coverage_chart import dot_map, summary_chart
 
 bp = Blueprint("coverage", __name__, url_prefix="/coverage")
 PERMISSION = "view_customers"
@@ -76,6 +76,16 @@ def _cells_html(rows: list[coverage.Row]) -> list[Markup]:
     return html
 
 
+def _map(table: coverage.CoverageTable, query: coverage.CoverageQuery) -> dict | None:
+    """The map shows the service the table is sorted by, else UPS ground if shown, else the first shown."""
+    if not table.services:
+        return None
+    keys = [coverage.service_key(s) for s in table.services]
+    index = keys.index(query.sort) if query.sort in keys else keys.index("UPS-GND") if "UPS-GND" in keys else 0
+    carrier, code = table.services[index]
+    return dot_map(table.rows, index, f"{carrier} {code}")
+
+
 def _render(facilities, chosen, other=None):
     query = _query()
     compared = [chosen] + ([other] if other is not None else [])
@@ -85,7 +95,7 @@ def _render(facilities, chosen, other=None):
     return render_template("transformations/coverage.html", facilities=facilities, chosen=chosen, other=other,
                            table=table, query=query, columns=_columns(table, query),
                            rows=zip(table.rows, _cells_html(table.rows)),
-                           chart=summary_chart(table.summary),
+                           chart=summary_chart(table.summary), map=_map(table, query),
                            csv_url=url_for("coverage.coverage_csv", facility_id=chosen.id, **csv_args))
 
 
