@@ -102,6 +102,17 @@ def _render(facilities, chosen, other=None):
 @bp.get("/")
 @permission_required(PERMISSION)
 def coverage_page():
+    return _page()
+
+
+@bp.get("/compare")
+@permission_required(PERMISSION)
+def coverage_compare():
+    """Two facilities side by side; without both named it is the plain page, where the picker chooses."""
+    return _page()
+
+
+def _page():
     ctx = web_context()
     facilities = list_facilities()
     raw = request.args.get("facility")
@@ -113,17 +124,8 @@ def coverage_page():
         chosen = get_facility(coverage.parse_facility_id(raw))
         coverage.remember_facility(ctx, chosen)
     other = None
-    if request.args.get("other"):      # the picker's "Compare with": the same page as /coverage/compare
+    if request.args.get("other"):      # the picker's "Compare with" (an empty choice: no comparison)
         other = get_facility(coverage.parse_facility_id(request.args.get("other")))
-    return _render(facilities, chosen, other)
-
-
-@bp.get("/compare")
-@permission_required(PERMISSION)
-def coverage_compare():
-    facilities = list_facilities()
-    chosen = get_facility(coverage.parse_facility_id(request.args.get("facility")))
-    other = get_facility(coverage.parse_facility_id(request.args.get("other")))
     return _render(facilities, chosen, other)
 
 
