@@ -229,6 +229,8 @@ def test_unknown_or_malformed_facility_is_a_404_page_with_a_sentence(facilities,
     for url, sentence in ((f"/coverage/?facility=99999", "Facility 99999 does not exist."),
                           ("/coverage/?facility=abc", "There is no facility &#39;abc&#39;"),
                           ("/coverage/?facility=1%27%20OR%201=1", "There is no facility"),
+                          ("/coverage/?facility=99999999999", "There is no facility &#39;99999999999&#39;"),
+                          ("/coverage/?facility=%D9%A3", "There is no facility"),     # an Arabic-Indic 3
                           (f"/coverage/compare?facility={newark.id}&other=99999", "Facility 99999 does not exist."),
                           ("/coverage/facility/99999.csv", "Facility 99999 does not exist."),
                           (f"/coverage/facility/{newark.id}.csv?other=x", "There is no facility &#39;x&#39;")):
@@ -236,6 +238,7 @@ def test_unknown_or_malformed_facility_is_a_404_page_with_a_sentence(facilities,
         assert response.status_code == 404, url
         assert sentence in response.get_data(as_text=True), url
     assert viewer.get("/coverage/facility/abc.csv").status_code == 404
+    assert viewer.get("/coverage/facility/99999999999.csv").status_code == 404
     # compare without a second facility is the plain page, where the picker offers one
     alone = viewer.get(f"/coverage/compare?facility={newark.id}")
     assert alone.status_code == 200 and "From Newark, origin ZIP3 100" in alone.get_data(as_text=True)

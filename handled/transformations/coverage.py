@@ -99,13 +99,17 @@ class CoverageQuery:
     descending: bool = False
 
 
+MAX_ID = 2**31 - 1                  # facilities.id is a PostgreSQL integer
+
+
 def parse_facility_id(raw: str | None) -> int:
     """A facility id from a request: a whole number, or NotFound naming what was given."""
     if raw is None:
         raise NotFound("The request names no facility: choose one on the coverage page.")
-    if not raw.strip().isdigit() or len(raw.strip()) > 12:
-        raise NotFound(f"There is no facility {raw!r}: a facility is chosen by its number.")
-    return int(raw.strip())
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
+        raise NotFound(f"There is no facility {raw[:40]!r}: a facility is chosen by its number.")
+    return int(text)
 
 
 LAST_FACILITY_KEY = "handled:coverage:last-facility:{user}"
