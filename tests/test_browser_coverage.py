@@ -52,7 +52,7 @@ INSERT INTO reference.delivery_matrix
 """
 
 
-def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, browser):
+def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, browser, artifacts_dir):
     app, base = live_server
     with app.app_context():
         data_db.execute_sql(FILL, {"cities": json.dumps([dict(zip(("city", "state", "lat", "lng"), c))
@@ -95,3 +95,14 @@ def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, brow
     folder = ROOT / "docs" / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     screenshot(page, folder / "coverage.png", full_page=True)
+
+    # Reno's rows (its days from Reno instead of New York), then the two compared
+    with app.app_context():
+        data_db.execute_sql(FILL.split("INSERT INTO reference.delivery_matrix", 1)[1]
+                            .replace("'100'", "'895'").replace("40.7", "39.5").replace("+ 74", "+ 119.8")
+                            .join(["INSERT INTO reference.delivery_matrix", ""]), {})
+    page.select_option("select[name=other]", label="RNO1 · Reno (89501) · inactive")
+    page.click("form.coverage-filters button[type=submit]")
+    assert page.locator("h2").inner_text() == "Best of EWR1 (origin 100) and RNO1 (origin 895)"
+    assert page.locator("table.coverage tbody sup", has_text="B").count() > 100
+    screenshot(page, artifacts_dir / "compare.png", full_page=True)

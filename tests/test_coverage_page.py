@@ -89,7 +89,8 @@ def test_filter_by_state_and_by_service(facilities, login_client):
     headers = re.findall(r'<th scope="col"[^>]*><a [^>]*>(.*?)</a>', page)
     assert [re.sub("<[^>]+>", " ", h).strip(" ▲▼") for h in headers] == ["ZIP3", "City", "State", "Population",
                                                                           "UPS GND"]
-    assert '<th scope="row">500</th><td>Camden</td><td>NJ</td><td class="num">6,000</td><td class="n">–</td></tr>' in page
+    assert ('<th scope="row">500</th><td>Camden</td><td>NJ</td><td class="num">6,000</td>'
+            '<td class="n">–</td></tr>') in page
     response = viewer.get(f"/coverage/?facility={newark.id}&service=UPS-XYZ")
     assert response.status_code == 400 and "There is no service &#39;UPS-XYZ&#39;" in response.get_data(as_text=True)
 
