@@ -103,6 +103,8 @@ def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, brow
                             .join(["INSERT INTO reference.delivery_matrix", ""]), {})
     page.select_option("select[name=other]", label="RNO1 · Reno (89501) · inactive")
     page.click("form.coverage-filters button[type=submit]")
+    page.wait_for_load_state("load")       # the whole table parsed, not only its top
     assert page.locator("h2").inner_text() == "Best of EWR1 (origin 100) and RNO1 (origin 895)"
+    assert page.locator("table.coverage tbody tr").count() == 918
     assert page.locator("table.coverage tbody sup", has_text="B").count() > 100
     screenshot(page, artifacts_dir / "compare.png", full_page=True)
