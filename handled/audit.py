@@ -1,6 +1,8 @@
 """The audit trail: who did what to whom, when and from where (config.audit_log).
 
-The actor is kept as text as well as a reference, so deleting a user keeps the trail.
+The actor is kept by id and as text (no foreign key), so deleting a user keeps the trail
+unchanged; the table is append-only (migration 0006: a trigger refuses UPDATE, DELETE
+and TRUNCATE, and the runtime role has neither right).
 Who acted and from which address come from the context's actor: a signed-in user
 is recorded by id and email, the CLI operator by its label ("cli"), an anonymous
 visitor by nothing but the address.

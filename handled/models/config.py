@@ -1,6 +1,6 @@
 """PRIMARY database, schema ``config``: accounts, sessions, permissions, audit, run history."""
 
-from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey,
+from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey, IntegerField,
                     ForeignKeyField, TextField)
 from playhouse.postgres_ext import BinaryJSONField
 
@@ -84,7 +84,9 @@ class UserRole(ConfigModel):
 class AuditLog(ConfigModel):
     id = BigAutoField()
     occurred_at = TimestampTzField(default=utcnow, index=True)
-    actor = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    # the actor's id as it was, not a foreign key: the trail outlives a deleted account
+    # (and an ON DELETE action would rewrite rows of an append-only table)
+    actor = IntegerField(null=True, column_name="actor_id")
     actor_email = TextField(null=True, index=True)
     action = TextField(index=True)
     target_type = TextField(null=True)

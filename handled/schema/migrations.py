@@ -179,7 +179,18 @@ def migrate(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> 
         todo = backend.to_apply(load_migrations(target))
         if not dry_run:
             backend.apply_migrations(todo)
+            keep_grants(target)
         return [m.id for m in todo]
+
+
+def keep_grants(target: Target) -> None:
+    """Where ``flask db create-roles`` made roles, hand what the migrations created to them
+    (reference tables to the builder, rights to the runtime role): handled/schema/roles.py."""
+    from handled.schema.roles import after_migrate
+
+    with direct_connection(target.config, "migrate", autocommit=False) as conn:
+        after_migrate(conn, target.name)
+        conn.commit()
 
 
 def rollback(target: Target, count: int = 1, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:
