@@ -12,7 +12,7 @@ from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
-from tests.support.databases import connect, database_names, drop_database, mode_env
+from tests.support.databases import connect, database_names, drop_database, mode_env, superuser_config
 from tests.support.environment import ROOT
 from tests.support.processes import start_flask
 
@@ -23,7 +23,8 @@ DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "
 
 
 def sql(config, statement, params=None):
-    conn = connect(config)
+    """``statement`` as the server's superuser: these tests break the schema as someone at psql would."""
+    conn = connect(superuser_config(config))
     with conn.cursor() as cur:
         cur.execute(statement, params)
         rows = cur.fetchall() if cur.description else None

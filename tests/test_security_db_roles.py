@@ -182,3 +182,16 @@ def test_the_builder_builds_and_swaps_but_cannot_touch_other_tables(settings):
             assert "permission denied for schema config" in refused(conn, "DROP TABLE config.users")
             assert "permission denied" in refused(conn, "SELECT * FROM config.users")
             assert "permission denied" in refused(conn, "CREATE TABLE config.intruder (x int)")
+
+
+def test_create_roles_never_prints_or_sends_a_password_it_was_given(settings):
+    chosen = "a-runtime-password-chosen-by-ops"
+    app = create_app(replace(settings, db_runtime_password=chosen))
+    result = app.test_cli_runner().invoke(args=["db", "create-roles"])
+    assert result.exit_code == 0, result.output
+    assert chosen not in result.output and "${DB_RUNTIME_PASSWORD}" in result.output
+    conn = connect(db_url("postgres"))
+    with closing(conn), conn.cursor() as cur:   # hashed before it left: SCRAM, never the clear text
+        cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (settings.primary.user,))
+        stored = cur.fetchone()[0]
+    assert stored.startswith("SCRAM-SHA-256$") and chosen not in stored

@@ -86,7 +86,7 @@ class AuditLog(ConfigModel):
     occurred_at = TimestampTzField(default=utcnow, index=True)
     # the actor's id as it was, not a foreign key: the trail outlives a deleted account
     # (and an ON DELETE action would rewrite rows of an append-only table)
-    actor = IntegerField(null=True, column_name="actor_id")
+    actor_id = IntegerField(null=True)
     actor_email = TextField(null=True, index=True)
     action = TextField(index=True)
     target_type = TextField(null=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import quote, urlencode
 
 from psycopg2 import sql
+from psycopg2.extensions import encrypt_password
 
 from handled.db import direct_connection
 from handled.errors import HandledError
@@ -116,8 +117,8 @@ def create_roles(settings: Settings) -> list[DatabaseRoles]:
                         _ensure_role(cur, plan, name, wanted[kind])
                 if plan.names.builder:
                     cur.execute(sql.SQL("GRANT {} TO {}").format(*map(sql.Identifier, (plan.names.builder, plan.names.owner))))
-                _database_rights(cur, plan)
-                _take_ownership(cur, plan)
+                _database_rights(cur, plan)   # a fresh database's schemas: the owner's first migrate makes them
+                _take_ownership(cur, plan)    # what an earlier migration made as another role
             ensure_privileges(conn, plan.names, plan.sides)
             conn.commit()
         plan.urls = _urls(settings, plan, wanted)
@@ -137,13 +138,20 @@ def _ensure_role(cur, plan: DatabaseRoles, name: str, password: str | None) -> N
     role = sql.Identifier(name)
     if not exists:
         password = password or secrets.token_urlsafe(24)
-        cur.execute(sql.SQL("CREATE ROLE {} " + ROLE_ATTRIBUTES + " PASSWORD %s").format(role), (password,))
+        cur.execute(sql.SQL("CREATE ROLE {} " + ROLE_ATTRIBUTES + " PASSWORD %s").format(role),
+                    (_hashed(cur, name, password),))
         plan.created.append(name)
         plan.passwords[name] = password
         return
     cur.execute(sql.SQL("ALTER ROLE {} " + ROLE_ATTRIBUTES).format(role))
     if password:
-        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(role), (password,))
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(role), (_hashed(cur, name, password),))
+
+
+def _hashed(cur, name: str, password: str) -> str:
+    """The password hashed here (SCRAM, as the server's password_encryption says), so the clear
+    text never reaches the server, its statement log or pg_stat_activity."""
+    return encrypt_password(password, name, cur.connection, None)
 
 
 def _database_rights(cur, plan: DatabaseRoles) -> None:
@@ -154,12 +162,6 @@ def _database_rights(cur, plan: DatabaseRoles) -> None:
         if role:
             cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(database, sql.Identifier(role)))
             cur.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM {}").format(database, sql.Identifier(role)))
-    # schemas an earlier migration made (as another role) become the owner's; a fresh database gets
-    # them from the owner's first `flask db migrate` (CREATE on the database, above)
-    cur.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) AND pg_get_userbyid(nspowner) <> %s",
-                (_schemas(plan.sides), names.owner))
-    for (schema,) in cur.fetchall():
-        cur.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), sql.Identifier(names.owner)))
 
 
 OBJECTS_TO_OWN = """
@@ -177,6 +179,11 @@ KIND_WORDS = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m"
 def _take_ownership(cur, plan: DatabaseRoles) -> None:
     """What an earlier superuser migration created becomes the owner's (reference: the builder's,
     in ``ensure_privileges``)."""
+    names = plan.names
+    cur.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) AND pg_get_userbyid(nspowner) <> %s",
+                (_schemas(plan.sides), names.owner))
+    for (schema,) in cur.fetchall():
+        cur.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), sql.Identifier(names.owner)))
     owner = sql.Identifier(plan.names.owner)
     cur.execute(OBJECTS_TO_OWN, {"schemas": _schemas(plan.sides), "owner": plan.names.owner,
                                  "builder": plan.names.builder or ""})
@@ -252,6 +259,9 @@ def after_migrate(conn, side: str) -> bool:
         return False
     if names.builder not in found:
         names = replace(names, builder=None)
+    if superuser:   # a superuser migrated: what it created becomes the owner's, as create-roles does
+        with conn.cursor() as cur:
+            _take_ownership(cur, DatabaseRoles(conn.info.dbname, (side,), names))
     ensure_privileges(conn, names, (side,))
     return True
 
