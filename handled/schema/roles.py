@@ -269,7 +269,13 @@ def after_migrate(conn, side: str) -> bool:
 # --- the URLs to set -------------------------------------------------------------------------
 
 def _url(config: DatabaseConfig, user: str, password: str | None) -> str:
-    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else ":PASSWORD") + "@"
+    if password is None:
+        shown = "PASSWORD"
+    elif password.startswith("${"):   # a placeholder for a password the operator set (never shown)
+        shown = password
+    else:
+        shown = quote(password, safe="")
+    auth = quote(user, safe="") + ":" + shown + "@"
     host = config.host or "localhost"
     port = f":{config.port}" if config.port else ""
     params = dict(config.libpq_params)
