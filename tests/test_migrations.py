@@ -124,16 +124,17 @@ def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
 def test_running_imports_move_their_worker_out_of_the_message_and_back(scratch):
     migrate_all(scratch)
     primary = resolve_targets(scratch, "primary")[0]
-    assert migrations.rollback(primary) == [PRIMARY_IDS[2]]
+    later = PRIMARY_IDS[:2:-1]   # the migrations after 0003, newest first, roll back before it
+    assert migrations.rollback(primary, count=len(later) + 1) == [*later, PRIMARY_IDS[2]]
     insert = ("INSERT INTO config.import_runs (integration, file_name, file_sha256, file_size, status, message) "
               "VALUES ('us-zips', 'a.csv', 'ab', 1, %s, %s)")
     sql(scratch.primary, insert, ("running", "Running in process host-a:42."))
     sql(scratch.primary, insert, ("failed", "Refused: wrong header. Nothing was written."))
     runs = "SELECT status, worker, message FROM config.import_runs ORDER BY id"
-    assert migrations.migrate(primary) == [PRIMARY_IDS[2]]
+    assert migrations.migrate(primary) == PRIMARY_IDS[2:]
     assert sql(scratch.primary, runs) == [("running", "host-a:42", None),
                                           ("failed", None, "Refused: wrong header. Nothing was written.")]
-    assert migrations.rollback(primary) == [PRIMARY_IDS[2]]
+    assert migrations.rollback(primary, count=len(later) + 1) == [*later, PRIMARY_IDS[2]]
     assert sql(scratch.primary, "SELECT status, message FROM config.import_runs ORDER BY id") == [
         ("running", "Running in process host-a:42."), ("failed", "Refused: wrong header. Nothing was written.")]
     assert cli(scratch, "db", "migrate").exit_code == 0
