@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from handled import heartbeat
+from handled import audit, heartbeat
 from handled.context import Context
 from handled.errors import HandledError
 from handled.integrations import history
@@ -63,6 +63,9 @@ def import_file(ctx: Context, integration_id: str | Integration, path: str | Pat
     integration = (integration_id if isinstance(integration_id, Integration)
                    else get_integration(integration_id))
     outcome = _import_one(ctx, integration, Path(path), file_name or Path(path).name, partial, force)
+    audit.record(ctx, "integration.import", "integration", integration.id, integration.id,
+                 {"file": outcome.file_name, "run_id": outcome.run_id, "status": outcome.status,
+                  "rows_written": outcome.rows_written, "rows_rejected": outcome.rows_rejected})
     ctx.progress("imported", outcome.rows_read, None, f"{outcome.file_name}: {outcome.status}. {outcome.message}")
     return outcome
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from handled import audit
 from handled.context import Context
 from handled.db import direct_connection
 from handled.ops import OpsError
@@ -117,6 +118,9 @@ def create_backup(ctx: Context, side: str, now: datetime | None = None) -> Backu
     partial.rename(path)
     manifest = write_manifest(path, side, config, now, sums)
     deleted = apply_retention(folder, side, settings.backup_keep, settings.backup_max_age_days, keep=path)
+    audit.record(ctx, "backup.create", "database", side, config.display(), {
+        "file": path.name, "bytes": path.stat().st_size, "tables": len(sums),
+        "rows": sum(s.rows for s in sums.values()), "retention_deleted": [p.name for p in deleted]})
     return BackupResult(path, manifest, sums, deleted)
 
 
@@ -174,8 +178,12 @@ def dump_side(dump: Path) -> str:
     raise OpsError(f"{dump.name} is not named like a handled backup and has no manifest; cannot tell its side.")
 
 
-def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseConfig | None = None) -> RestoreResult:
-    """Restore a dump into a database without this side's schemas and compare every table."""
+def restore_backup(ctx: Context, dump: Path, target: DatabaseConfig,
+                   compare_with: DatabaseConfig | None = None) -> RestoreResult:
+    """Restore a dump into a database without this side's schemas and compare every table.
+
+    The audit row goes to the running PRIMARY after pg_restore succeeded (skipped, with a
+    log line, while that PRIMARY is down or has no audit log: a restore is often done then)."""
     dump = Path(dump)
     if not dump.is_file():
         raise OpsError(f"There is no backup file {dump}.")
@@ -201,7 +209,10 @@ def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseCon
         source = f"the manifest {manifest_path(dump).name}"
     else:
         expected, source = _checksums_of(compare_with, side), compare_with.display()
-    return RestoreResult(target.display(), source, compare(expected, restored))
+    result = RestoreResult(target.display(), source, compare(expected, restored))
+    audit.record_in(ctx.settings.direct_database("primary"), ctx, "backup.restore", "database", side,
+                    target.display(), {"file": dump.name, "compared_with": source, "verified": result.verified})
+    return result
 
 
 def _checksums_of(config: DatabaseConfig, side: str) -> dict[str, TableSum]:

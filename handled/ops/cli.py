@@ -112,7 +112,7 @@ def backup_restore_command(file, to, compare_with):
     """pg_restore a backup into an empty database, then compare every table's rows and checksum."""
     target = move.target_config("--to", to)
     other = move.target_config("--compare-with", compare_with) if compare_with else None
-    result = backup.restore_backup(file, target, other)
+    result = backup.restore_backup(cli_context(), file, target, other)
     click.echo(f"restored {file} into {result.target}; compared with {result.compared_with}:")
     for line in move.format_comparison(result.tables, left="backup", right="restored"):
         click.echo("  " + line)
@@ -137,10 +137,9 @@ data_cli = HandledGroup("data", help="The DATA database as a whole.")
 @data_cli.command("rebuild")
 @click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing.")
 @click.option("--force", is_flag=True, help="Re-import even though DATA's workspace tables hold rows.")
-@click.option("--user-email", default=None, help="Record this email as who ran the imports and builds.")
-def data_rebuild_command(dry_run, force, user_email):
+def data_rebuild_command(dry_run, force):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
-    ctx = cli_context(echo_progress, user_email=user_email)
+    ctx = cli_context(echo_progress)
     report = rebuild.rebuild_data(ctx, force=force, dry_run=dry_run)
     for migration_id in report.migrations:
         click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")
