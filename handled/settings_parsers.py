@@ -9,6 +9,8 @@ variable in the words of its unit. This module reads no environment itself.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -132,7 +134,7 @@ def email(raw: str, var: Variable) -> str:
 def redis_url(raw: str, var: Variable) -> str:
     value = raw.strip()
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{var.name} must start with redis://, rediss:// or unix:// (got {value!r}).")
+        raise SettingsError(f"{var.name} must start with redis://, rediss:// or unix:// (got {redact_url(value)!r}).")
     return value
 
 
@@ -188,18 +190,29 @@ class DatabaseConfig:
         return kwargs
 
     def display(self) -> str:
-        """The URL without its password, for messages and pages."""
-        who = f"{self.user}@" if self.user else ""
+        """The URL with its password redacted (``postgresql://user:***@host/db``), for messages and pages."""
+        who = f"{self.user}{':***' if self.password is not None else ''}@" if self.user else ""
         where = self.host or "localhost"
         port = f":{self.port}" if self.port else ""
         return f"postgresql://{who}{where}{port}/{self.dbname}"
 
-    def dsn(self) -> str:
-        """A libpq key=value string (used by psql, pg_dump and yoyo)."""
+    def dsn(self, *, password: bool = True) -> str:
+        """A libpq key=value string (used by psql, pg_dump and yoyo); ``password=False`` leaves the
+        password out, for a command line (the tool then reads PGPASSWORD)."""
         parts = [f"dbname={_dsn_quote(self.dbname)}"]
         for key, value in self.connect_kwargs().items():
-            parts.append(f"{key}={_dsn_quote(str(value))}")
+            if key != "password" or password:
+                parts.append(f"{key}={_dsn_quote(str(value))}")
         return " ".join(parts)
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>\S*)@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (postgresql://user:***@host/db,
+    redis://:***@host): the one way to quote a URL (or a message holding one) to a person or a log."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def _dsn_quote(value: str) -> str:
@@ -213,7 +226,10 @@ def parse_database_url(variable: str, url: str) -> DatabaseConfig:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise SettingsError(f"{variable} is not a valid URL ({exc}).") from None
+        # the parser's own words may quote part of the password (a "/" in it ends the host): never shown
+        why = "its port is not a number" if "port" in str(exc).lower() else "it cannot be parsed"
+        raise SettingsError(f"{variable} is not a valid URL ({why}); percent-encode any / ? # @ : in the "
+                            "user name or password.") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise SettingsError(
             f"{variable} must start with postgresql:// (got {parts.scheme or 'no scheme'!r})."
