@@ -19,6 +19,8 @@ This module imports nothing from Flask or click, so every service may use it.
 
 from __future__ import annotations
 
+import re
+
 
 class HandledError(Exception):
     """Something a person asked for cannot be done; ``str()`` says why in one sentence."""
@@ -74,5 +76,15 @@ def first_line(exc: BaseException) -> str:
     Driver errors (psycopg2, redis) carry several lines of detail; a sentence for a
     person or a log line quotes only the first.
     """
-    text = str(exc).strip()
+    text = redact_url(str(exc).strip())
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>\S*)@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (postgresql://user:***@host/db,
+    redis://:***@host): the one way to quote a URL (or a message holding one) to a person or a log."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+

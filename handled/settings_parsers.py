@@ -9,14 +9,12 @@ variable in the words of its unit. This module reads no environment itself.
 
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from handled.errors import HandledError
+from handled.errors import HandledError, redact_url  # noqa: F401 (settings re-exports it)
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -204,15 +202,6 @@ class DatabaseConfig:
             if key != "password" or password:
                 parts.append(f"{key}={_dsn_quote(str(value))}")
         return " ".join(parts)
-
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>\S*)@")
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (postgresql://user:***@host/db,
-    redis://:***@host): the one way to quote a URL (or a message holding one) to a person or a log."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def _dsn_quote(value: str) -> str:

@@ -19,7 +19,7 @@ from rq.utils import import_attribute
 from handled import db, heartbeat, runs
 from handled.cache import get_redis
 from handled.context import job_context
-from handled.errors import HandledError
+from handled.errors import HandledError, redact_url
 from handled.jobs.progress import bound_job
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, get_queue
 
@@ -43,7 +43,7 @@ def run_job(target: str, actor_data: dict, args: tuple, kwargs: dict):
 def failure_sentence(exc: Exception) -> str:
     """A HandledError's own sentence; anything else is a bug, logged and summarised."""
     if isinstance(exc, HandledError):
-        return str(exc)
+        return redact_url(str(exc))
     log.error("background job failed", exc_info=exc)
     return f"The job failed unexpectedly ({type(exc).__name__}); the error was logged."
 
