@@ -10,6 +10,13 @@ the two sides are still backed up (and restored) separately.
 ``restore_backup`` runs pg_restore into a database that does not yet hold the
 side's schemas, then checksums every restored table and compares it with the
 manifest (or with a live database given by the operator when there is none).
+
+At rest: BACKUP_DIR is kept 0700 and every backup and manifest 0600, whatever the
+umask. With BACKUP_ENCRYPTION_PASSPHRASE set, pg_dump's output goes through
+``gpg --symmetric`` (AES256) before it touches the disk, and a restore pipes it
+back through ``gpg --decrypt``; the passphrase reaches gpg through a pipe, and
+the database password reaches pg_dump/pg_restore through PGPASSWORD: neither is
+ever on a command line.
 """
 
 from __future__ import annotations
@@ -268,17 +275,17 @@ def restore_backup(ctx: Context, dump: Path, target: DatabaseConfig,
     if manifest is None and compare_with is None:
         raise OpsError(f"{manifest_path(dump).name} (the manifest written with the backup) is missing; give "
                        "--compare-with URL of the database the backup came from to verify against it.")
+    encrypted = _is_encrypted(dump)
+    passphrase = ctx.settings.backup_encryption_passphrase
+    if encrypted and not passphrase:
+        raise OpsError(f"{dump.name} is encrypted (it is not a pg_dump file); set BACKUP_ENCRYPTION_PASSPHRASE "
+                       "to the passphrase it was made with to restore it.")
     create_database_if_missing(target)
     with direct_connection(target, "restore") as conn:
         present = sorted(existing_schemas(conn) & {*side_schemas(side), migrations.TRACKING_SCHEMAS[side]})
     if present:
         raise OpsError(f"{target.display()} already holds {', '.join(present)}; restore into an empty database "
                        "(or one without this side's schemas).")
-    encrypted = _is_encrypted(dump)
-    passphrase = ctx.settings.backup_encryption_passphrase
-    if encrypted and not passphrase:
-        raise OpsError(f"{dump.name} is encrypted (it is not a pg_dump file); set BACKUP_ENCRYPTION_PASSPHRASE "
-                       "to the passphrase it was made with to restore it.")
     dsn, env = libpq_command_args(target)
     restore = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", dsn]
     if not encrypted:
