@@ -17,10 +17,11 @@ if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs t
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every feature, in the order its init_app runs: each registers its own blueprint(s),
-# `flask` command group(s) and request hooks. The sign-in guard (auth) is registered
+# `flask` command group(s) and request hooks. request_limits comes first: every request's
+# body limit is in force before any hook reads a body. The sign-in guard (auth) is registered
 # before the pages it guards; the operations hooks time the guard too; schema registers
 # `flask db` before ops adds split/unsplit/prune-leftovers to it.
-FEATURES = ("handled.health", "handled.home", "handled.auth", "handled.admin", "handled.customers",
+FEATURES = ("handled.request_limits", "handled.health", "handled.home", "handled.auth", "handled.admin", "handled.customers",
             "handled.schema", "handled.ops", "handled.integrations", "handled.transformations",
             "handled.exports", "handled.jobs", "handled.error_pages")
 

@@ -19,7 +19,7 @@ import sys
 import click
 from flask.cli import AppGroup
 
-from handled.db import NOT_ANSWERING
+from handled.db import NOT_ANSWERING, data_db, primary_db, probe
 from handled.errors import HandledError, first_line, redact_url
 
 log = logging.getLogger("handled.cli")
@@ -49,13 +49,27 @@ def handle_errors(fn):
         except HandledError as exc:
             fail(exc.full_text(), exc.exit_code)
         except NOT_ANSWERING as exc:
-            fail(f"A database is not answering ({first_line(exc)}); see docs/OPS_RUNBOOK.md.", 1)
+            fail(database_failure(exc), 1)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise   # click's own usage errors, --help, Ctrl-C at a prompt: click prints them
         except Exception:   # a bug: its traceback goes to the log, the operator gets one line
             log.exception("flask %s failed unexpectedly", fn.__name__)
             fail(f"The command failed unexpectedly ({fn.__name__}); the error was logged above.", 1)
     return run
+
+
+def database_failure(exc: Exception) -> str:
+    """The sentence for a query that failed because a database did not answer: the probe of
+    each side says which one and why (missing database, unknown role, wrong password, server
+    down), so the operator is not left with the driver's words."""
+    for proxy in (primary_db, data_db):
+        try:
+            sentence = probe(proxy)
+        except Exception:   # the proxies are not set up (no app): fall back to the driver's line
+            sentence = None
+        if sentence:
+            return f"{sentence} See docs/OPS_RUNBOOK.md."
+    return f"A database is not answering ({first_line(exc)}); see docs/OPS_RUNBOOK.md."
 
 
 def fail(message: str, exit_code: int = 1):

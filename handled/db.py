@@ -75,6 +75,9 @@ class HandledDatabase(PooledPostgresqlDatabase):
     def _log_query_event(self, event) -> None:
         label = _current_label.get() or self.label
         if event.exception is not None:
+            if _could_not_connect(event.exception):   # not about this SQL: the edges say which database and why
+                log.debug("[%s] could not connect: %s", label, first_line(event.exception))
+                return
             log.warning("[%s] %.1f ms failed (%s): %s", label, event.duration * 1000,
                         str(event.exception).strip(), event.sql)
         elif self.log_queries and not _quiet.get():
@@ -84,6 +87,12 @@ class HandledDatabase(PooledPostgresqlDatabase):
         """In-use and idle connection counts of this process's pool."""
         return {"in_use": len(self._in_use), "idle": len(self._connections),
                 "max": self._max_connections}
+
+
+def _could_not_connect(error: Exception) -> bool:
+    """True when the statement never reached a server (the connection could not be opened)."""
+    text = str(error).lstrip().lower()
+    return text.startswith(("connection to server", "could not connect", "could not translate host name"))
 
 
 class LazyDatabaseProxy(DatabaseProxy):

@@ -11,7 +11,7 @@ import logging
 
 from flask import jsonify, render_template, request
 from peewee import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from handled.errors import HandledError
 
@@ -37,6 +37,12 @@ def init_app(app) -> None:
     def http_error(exc: HTTPException):
         return render_error(exc.code or 500, exc.name, exc.description or "")
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge):
+        from handled.request_limits import too_large_message
+
+        return render_error(413, "Too large", too_large_message())
+
     @app.errorhandler(HandledError)
     def handled_error(exc: HandledError):
         return render_error(exc.status, _title(exc.status), exc.full_text())
@@ -57,5 +63,6 @@ def init_app(app) -> None:
 
 
 def _title(status: int) -> str:
-    return {403: "Not allowed", 404: "Not found", 409: "Conflict", 503: "Service unavailable"}.get(
+    return {403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Too many at once",
+            503: "Service unavailable"}.get(
         status, "Cannot do that")

@@ -70,6 +70,39 @@ class Unavailable(HandledError):
     status = 503
 
 
+class InvalidFields(HandledError):
+    """A form with one or more fields a person must correct: ``fields`` maps each field's name
+    to its sentence (shown next to the field, all at once); ``str()`` sums them up for a flash
+    message or a terminal."""
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = dict(fields)
+        count = len(self.fields)
+        summary = " ".join(self.fields.values()) if count == 1 else \
+            f"{count} fields need correcting: " + " ".join(self.fields.values())
+        super().__init__(summary)
+
+
+class FieldChecker:
+    """Collects the sentence for each bad field of a form, so every problem is reported at once:
+    ``check.value("zip", parse_zip, raw)`` returns the parsed value (None when it was refused);
+    ``check.done()`` raises ``InvalidFields`` when any field was refused."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def value(self, field: str, parse, *args):
+        try:
+            return parse(*args)
+        except HandledError as exc:
+            self.errors.setdefault(field, str(exc))
+            return None
+
+    def done(self) -> None:
+        if self.errors:
+            raise InvalidFields(self.errors)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of ``str(exc)``, or the exception's type name when it has no text.
 

@@ -123,11 +123,28 @@ SECTIONS: tuple[Section, ...] = (
         Variable("IMPORT_BACKGROUND_BYTES", whole(), 5 << 20,
                  "Uploads larger than this run in the background job queue; smaller ones run in the "
                  "request.", "bytes"),
+        Variable("IMPORT_SHEET_MAX_CELLS", whole(), 200_000,
+                 "A spreadsheet whose sheet declares or reaches more cells than this (rows x columns from "
+                 "A1) is refused before it is read: a UPS zone chart has about 7,000.", COUNT),
+        Variable("IMPORT_ZIP_MAX_FILES", whole(), 2000,
+                 "A .zip upload (or .xlsx container) holding more files than this is refused.", COUNT),
+        Variable("IMPORT_ZIP_MAX_BYTES", whole(), 4 << 30,
+                 "A .zip upload (or .xlsx container) expanding to more than this in total is refused "
+                 "(4 GiB); so is one expanding more than 100 times its size.", "bytes"),
+        Variable("MAX_UPLOAD_MB", whole(), 128,
+                 "Largest request body the upload page accepts (the largest real source file, the USPS "
+                 "directory, is about 40 MB); every other page accepts 64 KiB. Larger files: flask "
+                 "integrations import on the server.", "MB"),
     )),
     Section("Transformations", "flask transformations ..., docs/TRANSFORMATIONS.md.", (
         Variable("TRANSFORM_PARALLELISM", whole(1, MAX_TRANSFORM_PARALLELISM), default_transform_parallelism,
                  f"Slices of delivery-matrix built side by side, one DATA connection each (1-"
                  f"{MAX_TRANSFORM_PARALLELISM}). Default: the number of CPU cores here, at most 8.", COUNT),
+    )),
+    Section("Exports", "/exports and flask exports ...; see docs/TRANSFORMATIONS.md.", (
+        Variable("EXPORT_STREAMS_PER_USER", whole(), 2,
+                 "Downloads one user may have running at once (each holds a DATA connection while it "
+                 "streams); counted in Redis.", COUNT),
     )),
     Section("Backups", "flask backup ...; see docs/OPS_RUNBOOK.md.", (
         Variable("BACKUP_DIR", text, "var/backups",
@@ -192,8 +209,14 @@ class Settings:
     import_upload_dir: str
     import_rejected_rows_kept: int
     import_background_bytes: int
+    import_sheet_max_cells: int
+    import_zip_max_files: int
+    import_zip_max_bytes: int
+    max_upload_mb: int
     # transformations
     transform_parallelism: int
+    # exports
+    export_streams_per_user: int
     # backups
     backup_dir: str
     backup_keep: int

@@ -111,6 +111,9 @@ def whole(minimum: int = 1, maximum: int | None = None, zero_means: str | None =
     return parse
 
 
+PLACEHOLDER_PREFIX = "change-me"   # .env.example's secrets start so; a value still saying so is refused
+
+
 def secret(min_length: int):
     """A random string of at least ``min_length`` characters."""
     def parse(raw: str, var: Variable) -> str:
@@ -118,6 +121,9 @@ def secret(min_length: int):
         if len(value) < min_length:
             unset = "" if var.required else " (or leave it unset)"
             raise SettingsError(f"{var.name} is too short; use at least {min_length} random characters{unset}.")
+        if value.lower().startswith(PLACEHOLDER_PREFIX):
+            raise SettingsError(f"{var.name} is still the placeholder from .env.example; "
+                                "set a long random string of your own.")
         return value
     return parse
 

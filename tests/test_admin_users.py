@@ -55,7 +55,7 @@ def test_create_refuses_duplicates_and_bad_input_with_a_message(app, login_clien
     admin = login_client(role="admin")
     existing = make_user(app, role="salesperson")
     page = admin.post("/admin/users/new", data={"email": existing.email.upper(), "name": "Dup"})
-    assert page.status_code == 400 and "already exists" in page.get_data(as_text=True)
+    assert page.status_code == 409 and "already exists" in page.get_data(as_text=True)
     page = admin.post("/admin/users/new", data={"email": "not-an-email", "name": "X"})
     assert "is not a valid email address" in page.get_data(as_text=True)
     page = admin.post("/admin/users/new", data={"email": "short@example.test", "name": "X", "password": "short"})

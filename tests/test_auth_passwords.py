@@ -45,3 +45,33 @@ def test_password_rules_have_clear_messages(settings, password, message):
     with pytest.raises(HandledError, match=message):
         passwords.check_new_password(settings, password, "jane.doe@example.test")
     passwords.check_new_password(settings, "a perfectly fine passphrase", "jane.doe@example.test")
+
+
+@pytest.mark.parametrize("password, message", [
+    ("", "cannot be blank or only spaces"),
+    (" " * 20, "cannot be blank or only spaces"),
+    ("\t\n " * 6, "cannot be blank or only spaces"),
+    ("1qaz2wsx3edc", "one of the 10,000 most common passwords"),
+    ("  QWERTY123456 ", "one of the 10,000 most common passwords"),   # case and spaces do not help
+])
+def test_blank_and_common_passwords_are_refused(password, message):
+    settings = type("Policy", (), {"password_min_length": 12})()
+    with pytest.raises(HandledError, match=message):
+        passwords.check_new_password(settings, password, "jane.doe@example.test")
+
+
+def test_the_common_password_list_is_the_top_ten_thousand():
+    common = passwords.common_passwords()
+    assert len(common) == 10_000
+    assert {"password", "123456", "qwerty", "baseball"} <= common
+    assert "a perfectly fine passphrase" not in common
+
+
+def test_a_common_password_is_refused_on_the_change_password_page(app, login_client):
+    client = login_client(role="salesperson")
+    page = client.post("/account/password", data={"current_password": TEST_PASSWORD,
+                                                  "new_password": "qwerty123456"})
+    assert "one of the 10,000 most common passwords" in page.get_data(as_text=True)
+    with app.app_context():
+        assert passwords.verify_password(app.config["HANDLED_SETTINGS"], User.get_by_id(client.user.id).password_hash,
+                                         TEST_PASSWORD)[0]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import click
 import psycopg2
+import pytest
 from click.testing import CliRunner
 
+from handled import create_app
 from handled.cli_support import HandledGroup
 from handled.errors import Conflict, HandledError
+from handled.settings import load_settings
+from tests.support.databases import mode_env
+from tests.support.environment import PG_SERVER, PREFIX
+
+PG_HOST_PORT = urlsplit(PG_SERVER).netloc.rsplit("@", 1)[-1]
 
 group = HandledGroup("sample", help="Commands that fail in each way a command can.")
 # with_appcontext=False: these commands need no app, the wrapper is what is tested
@@ -50,7 +59,8 @@ def test_a_handled_error_is_its_sentence_hint_and_exit_code():
     assert run("clash").exit_code == 1 and run("clash").output == "Error: Another build is running.\n"
 
 
-def test_a_database_that_does_not_answer_is_one_line():
+def test_a_database_that_does_not_answer_is_one_line(monkeypatch):
+    monkeypatch.setattr("handled.cli_support.probe", lambda proxy: None)   # both sides answer again
     result = run("database")
     assert result.exit_code == 1
     assert result.output == ('Error: A database is not answering (connection to server at "127.0.0.1" failed); '
@@ -69,6 +79,39 @@ def test_a_bug_is_logged_and_summarised(caplog):
 def test_click_usage_errors_are_left_to_click():
     result = run("usage", "many")
     assert result.exit_code == 2 and "'many' is not a valid integer" in result.output
+
+
+# -- every command group, against databases that are not there --------------------------------
+
+MISSING_PRIMARY = [
+    ["users", "list"], ["roles", "list"], ["sessions", "purge"], ["integrations", "list"],
+    ["integrations", "history"], ["transformations", "list"], ["exports", "list"],
+    ["db", "status"], ["db", "migrate"], ["backup", "create", "--target", "primary"],
+]
+
+
+@pytest.fixture(scope="module")
+def app_on_missing_databases():
+    """Split mode with a PRIMARY database that does not exist and a DATA role that does not exist."""
+    settings = load_settings(mode_env("split", f"{PREFIX}_never_created_primary", "unused",
+                                      DATA_DATABASE_URL=f"postgresql://{PREFIX}_no_such_role@{PG_HOST_PORT}/x"))
+    return create_app(settings)
+
+
+@pytest.mark.parametrize("words", MISSING_PRIMARY, ids=" ".join)
+def test_each_command_group_says_which_database_is_missing_in_one_line(app_on_missing_databases, words):
+    result = app_on_missing_databases.test_cli_runner().invoke(args=words)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: The database ") and "PRIMARY_DATABASE_URL does not exist" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_data_role_is_named(app_on_missing_databases):
+    result = app_on_missing_databases.test_cli_runner().invoke(args=["db", "check"])
+    assert result.exit_code == 1
+    assert f"The role '{PREFIX}_no_such_role' in DATA_DATABASE_URL does not exist" in result.output
 
 
 @group.command("leak", with_appcontext=False)

@@ -18,9 +18,15 @@ def test_create_edit_and_deactivate_an_organization(app, login_client):
     assert client.post("/customers/organizations/new", data={"code": "acme", "name": "Acme Corp",
                                                              "contact_email": "ops@acme.test"}).status_code == 302
     oid = org_id(app, "ACME")
-    client.post(f"/customers/organizations/{oid}", data={"code": "ACME", "name": "Acme Corporation"})
+    with app.app_context():
+        assert Organization.get_by_id(oid).contact_email == "ops@acme.test"
+    client.post(f"/customers/organizations/{oid}", data={"code": "ACME", "name": "Acme Corporation",
+                                                         "contact_email": "billing@acme.test"})
+    with app.app_context():
+        edited = Organization.get_by_id(oid)
+        assert (edited.name, edited.contact_email) == ("Acme Corporation", "billing@acme.test")
     page = client.get("/customers/organizations").get_data(as_text=True)
-    assert "Acme Corporation" in page and "ops@acme.test" not in page.split("Acme Corporation")[0]
+    assert "Acme Corporation" in page and "billing@acme.test" in page and "ops@acme.test" not in page
     client.post(f"/customers/organizations/{oid}/active", data={"active": "false"})
     with app.app_context():
         assert Organization.get_by_id(oid).status == "inactive"
@@ -34,14 +40,16 @@ def test_organization_codes_are_unique_and_validated(app, login_client):
     bad = client.post("/customers/organizations/new", data={"code": "no spaces!", "name": "X"})
     assert "A code is 1-32 letters" in bad.get_data(as_text=True)
     mail = client.post("/customers/organizations/new", data={"code": "B", "name": "B", "contact_email": "nope"})
-    assert "not a valid contact email" in mail.get_data(as_text=True)
+    assert "is not an email address; write it as name@example.com" in mail.get_data(as_text=True)
 
 
 def test_facility_validation_zip_timezone_and_unique_code(app, login_client):
     client = login_client(permissions=["view_customers", "manage_customers"])
     for field, value, message in [("zip", "7001", "must be exactly 5 digits"), ("zip", "07001-1234", "must be exactly 5 digits"),
-                                  ("timezone", "Mars/Olympus", "is not a known timezone"),
-                                  ("state", "New Jersey", "2-letter code")]:
+                                  ("zip", "00000", "ZIP 00000 is not a ZIP code"),
+                                  ("timezone", "Mars/Olympus", "is not a timezone; choose one from the list"),
+                                  ("state", "New Jersey", "is not a USPS state or territory code"),
+                                  ("state", "XX", "is not a USPS state or territory code")]:
         page = client.post("/customers/facilities/new", data={**FACILITY, field: value})
         assert page.status_code == 400 and message in page.get_data(as_text=True), field
     assert client.post("/customers/facilities/new", data=FACILITY).status_code == 302
@@ -78,3 +86,59 @@ def test_viewers_see_but_cannot_change(app, login_client):
     assert "Acme" in page and "Deactivate" not in page
     assert viewer.post("/customers/organizations/new", data={"code": "X", "name": "X"}).status_code == 403
     assert viewer.post(f"/customers/organizations/{org_id(app, 'ACME')}/active", data={"active": "false"}).status_code == 403
+
+
+def test_every_bad_field_is_shown_next_to_it_at_once(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    page = client.post("/customers/facilities/new", data={**FACILITY, "code": "no spaces!", "zip": "00000",
+                                                          "state": "ZZ", "timezone": ""})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 400
+    assert "Some fields need correcting; see the notes next to them." in html
+    for field, sentence in [("code", "A code is 1-32 letters"), ("zip", "ZIP 00000 is not a ZIP code"),
+                            ("state", "is not a USPS state or territory code"),
+                            ("timezone", "Timezone is required; choose one from the list.")]:
+        assert f'<span class="field-error" id="{field}-error">' in html, field
+        error = html.split(f'id="{field}-error">', 1)[1].split("</span>", 1)[0]
+        assert sentence in error, (field, error)
+    assert 'name="name" value="East warehouse"' in html          # what was typed stays
+    assert 'aria-describedby="zip-error"' in html
+    with app.app_context():
+        assert Facility.select().count() == 0
+
+
+def test_the_facility_form_offers_usps_states_and_a_timezone_list(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    html = client.get("/customers/facilities/new").get_data(as_text=True)
+    state_select = html.split('<select name="state"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="NJ">New Jersey (NJ)</option>' in state_select
+    assert '<option value="PR">Puerto Rico (PR)</option>' in state_select
+    assert state_select.count("<option") == 1 + 59          # "(none)" and the USPS codes
+    zone_select = html.split('<select name="timezone"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="America/New_York" selected>' in zone_select
+    assert zone_select.index("America/Chicago") < zone_select.index("Africa/Abidjan")   # US zones first
+
+
+def test_facilities_filter_by_organization_state_and_status(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    for code in ("ACME", "GLOBEX"):
+        client.post("/customers/organizations/new", data={"code": code, "name": code.title()})
+    acme, globex = org_id(app, "ACME"), org_id(app, "GLOBEX")
+    for code, state, zip_code, orgs in [("NJ-1", "NJ", "07001", [acme]), ("TX-1", "TX", "75001", [acme, globex]),
+                                        ("TX-2", "TX", "75002", [globex])]:
+        assert client.post("/customers/facilities/new", data={**FACILITY, "code": code, "state": state, "zip": zip_code,
+                                                              "organizations": [str(i) for i in orgs]}).status_code == 302
+    with app.app_context():
+        client.post(f"/customers/facilities/{Facility.get(Facility.code == 'TX-2').id}/active", data={"active": "false"})
+
+    def listed(query):
+        html = client.get(f"/customers/facilities?{query}").get_data(as_text=True)
+        return [code for code in ("NJ-1", "TX-1", "TX-2") if f"<code>{code}</code>" in html]
+
+    assert listed("") == ["NJ-1", "TX-1", "TX-2"]
+    assert listed(f"organization={acme}") == ["NJ-1", "TX-1"]
+    assert listed("state=TX") == ["TX-1", "TX-2"]
+    assert listed(f"organization={globex}&state=tx&status=active") == ["TX-1"]
+    assert listed("status=inactive") == ["TX-2"]
+    assert "No facility matches these filters." in client.get("/customers/facilities?state=AK").get_data(as_text=True)
+    assert listed("state=nonsense&organization=abc") == ["NJ-1", "TX-1", "TX-2"]   # unknown values filter nothing

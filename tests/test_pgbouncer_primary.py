@@ -90,4 +90,4 @@ def test_migrations_refuse_the_pooler_and_ask_for_a_direct_url(settings, tmp_pat
     env["PRIMARY_MIGRATION_URL"] = db_url(settings.primary.dbname)
     direct = run_flask_cleanly(tmp_path, env, "db", "migrate")
     assert direct.returncode == 0, direct.stderr
-    assert "primary (postgresql://postgres@127.0.0.1:5432/" in direct.stdout and "up to date" in direct.stdout
+    assert f"primary ({db_url(settings.primary.dbname)})" in direct.stdout and "up to date" in direct.stdout

@@ -11,6 +11,7 @@ import pytest
 from handled.errors import HandledError
 from handled.settings import (SECTIONS, Settings, SettingsError, load_settings, read_environment, redact_url,
                               render_env_example)
+from tests.support.databases import db_url
 from tests.support.processes import run_flask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,11 +138,11 @@ def test_start_up_with_a_bad_setting_prints_one_sentence_and_no_traceback(tmp_pa
 def test_flask_finds_the_app_from_the_repo_root_without_flask_app(migrated_settings):
     settings = migrated_settings
     env = _clean_env(
-        PRIMARY_DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{settings.primary.dbname}",
+        PRIMARY_DATABASE_URL=db_url(settings.primary.dbname),
         REDIS_URL=settings.redis_url, SECRET_KEY="y" * 32,
         SPLIT_DB_MODE=str(settings.split_db_mode).lower())
     if settings.split_db_mode:
-        env["DATA_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{settings.data.dbname}"
+        env["DATA_DATABASE_URL"] = db_url(settings.data.dbname)
     result = run_flask("db", "status", env=env, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "applied         0001_config_customer_schemas" in result.stdout
@@ -193,6 +194,32 @@ def test_python_m_handled_settings_prints_the_env_example():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout == render_env_example()
+
+
+def test_env_example_loads_once_its_placeholders_are_replaced(migrated_settings, tmp_path):
+    """A new developer copies .env.example to .env: the app reads it, refuses the placeholder
+    secret in one sentence, and runs once the databases and secret are their own."""
+    settings = migrated_settings
+    example = (ROOT / ".env.example").read_text()
+    assert "SECRET_KEY=change-me" in example
+    ours = {"PRIMARY_DATABASE_URL": db_url(settings.primary.dbname), "REDIS_URL": settings.redis_url,
+            "SPLIT_DB_MODE": str(settings.split_db_mode).lower()}
+    if settings.split_db_mode:
+        ours["DATA_DATABASE_URL"] = db_url(settings.data.dbname)
+    lines = [line for line in example.splitlines() if line.split("=", 1)[0].lstrip("# ") not in ours]
+    (tmp_path / ".env").write_text("\n".join(lines + [f"{k}={v}" for k, v in ours.items()]) + "\n")
+    env = _clean_env()
+
+    refused = run_flask("--app", str(ROOT / "app.py"), "db", "status", env=env, cwd=tmp_path, timeout=60)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "SECRET_KEY is still the placeholder from .env.example" in refused.stderr + refused.stdout
+
+    text = (tmp_path / ".env").read_text().replace("SECRET_KEY=change-me-to-a-long-random-string",
+                                                   "SECRET_KEY=" + "k" * 40)
+    (tmp_path / ".env").write_text(text)
+    status = run_flask("--app", str(ROOT / "app.py"), "db", "status", env=env, cwd=tmp_path, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "applied         0001_config_customer_schemas" in status.stdout
 
 
 def test_urls_in_settings_errors_and_messages_never_show_the_password():

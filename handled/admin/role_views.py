@@ -1,4 +1,7 @@
-"""Roles: list, create, edit the permission matrix, delete (not system roles)."""
+"""Roles: list, create, edit the permission matrix, delete (not system roles).
+
+The pages offer only what the actor may do (permissions they hold, roles they may
+change); ``handled.auth.roles`` decides and audits every refusal."""
 
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ from handled.errors import HandledError, NotFound
 @bp.get("/roles", endpoint="roles")
 @permission_required("manage_roles")
 def roles_list():
-    return render_template("admin/roles.html", rows=roles.list_roles(), permissions=roles.all_permissions())
+    actor = web_context().actor
+    rows = roles.list_roles()
+    deletable = {row["role"].id for row in rows if roles.may_delete(actor, row["role"], set(row["permissions"]))}
+    return render_template("admin/roles.html", rows=rows, permissions=roles.all_permissions(), deletable=deletable)
 
 
 @bp.route("/roles/new", methods=["GET", "POST"])
@@ -22,7 +28,7 @@ def roles_list():
 def role_new():
     permissions = roles.all_permissions()
     if request.method == "GET":
-        return render_template("admin/role_form.html", role=None, permissions=permissions, held=set(), form={})
+        return _form(None, permissions, set(), {})
     form = request.form
     try:
         role = roles.create_role(web_context(), form.get("code", ""), form.get("name", ""),
@@ -43,8 +49,9 @@ def role_edit(role_id):
         return redirect(url_for("admin.roles"))
     permissions = roles.all_permissions()
     if request.method == "GET":
-        return render_template("admin/role_form.html", role=role, permissions=permissions,
-                               held=roles.role_permission_codes(role_id), form=role.__data__)
+        held = roles.role_permission_codes(role_id)
+        return _form(role, permissions, held, role.__data__,
+                     refusal=roles.why_not_change(web_context().actor, role, held, held, "change"))
     form = request.form
     try:
         roles.update_role(web_context(), role_id, form.get("name", ""), form.get("description", ""),
@@ -67,8 +74,15 @@ def role_delete(role_id):
     return redirect(url_for("admin.roles"))
 
 
+def _form(role, permissions, held, form, refusal=None):
+    """The role form; boxes of permissions the actor does not hold cannot be ticked."""
+    actor = web_context().actor
+    grantable = {p.code for p in permissions if actor.can(p.code)}
+    return render_template("admin/role_form.html", role=role, permissions=permissions, held=held, form=form,
+                           grantable=grantable, refusal=refusal)
+
+
 def _refused_form(exc: HandledError, role, permissions):
-    """The role form again with what was posted and why it was refused (400)."""
+    """The role form again with what was posted and why it was refused (the error's status)."""
     flash(str(exc), "error")
-    return render_template("admin/role_form.html", role=role, permissions=permissions,
-                           held=set(request.form.getlist("permissions")), form=request.form), 400
+    return _form(role, permissions, set(request.form.getlist("permissions")), request.form), exc.status

@@ -1,4 +1,7 @@
-"""Users: list, create, edit, roles, reset password, disable/enable, delete, sessions."""
+"""Users: list, create, edit, roles, reset password, disable/enable, delete, sessions.
+
+The user page offers no change of an account holding permissions the actor lacks;
+``handled.auth.users`` decides (and audits the refusal) whatever the page offered."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import functools
 from flask import flash, redirect, render_template, request, url_for
 
 from handled.admin import bp
-from handled.auth import sessions, users
+from handled.auth import access, sessions, users
 from handled.auth.permissions import permission_required
 from handled.context import web_context
 from handled.errors import HandledError, NotFound
@@ -55,15 +58,16 @@ def users_list():
 @permission_required("manage_users")
 def user_new():
     all_roles = list(Role.select().order_by(Role.code))
+    grantable = access.grantable_role_codes(web_context().actor)
     if request.method == "GET":
-        return render_template("admin/user_new.html", roles=all_roles, form={})
+        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form={})
     form = request.form
     try:
         user, generated = users.create_user(web_context(), form.get("email", ""), form.get("name", ""),
                                             form.getlist("roles"), password=form.get("password") or None)
-    except HandledError as exc:
-        flash(str(exc), "error")
-        return render_template("admin/user_new.html", roles=all_roles, form=form), 400
+    except HandledError as error:
+        flash(str(error), "error")
+        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form=form), error.status
     if generated:
         return render_template("admin/temporary_password.html", user=user, password=generated)
     flash(f"Created {user.email}.", "info")
@@ -75,9 +79,12 @@ def user_new():
 @flash_errors("admin.users")
 def user_edit(user_id):
     user = users.get_user(user_id)
+    ctx = web_context()
     return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
                            held=set(users.role_codes_of(user_id)),
-                           sessions=sessions.active_sessions(web_context().settings, user_id))
+                           sessions=sessions.active_sessions(ctx.settings, user_id),
+                           refusal=access.why_not_act_on(ctx.actor, user),
+                           grantable=access.grantable_role_codes(ctx.actor))
 
 
 @bp.post("/users/<int:user_id>")
@@ -130,7 +137,12 @@ def _set_disabled(user_id: int, disabled: bool, done_text: str):
 @permission_required("manage_users")
 @flash_errors("admin.users")
 def user_delete_confirm(user_id):
-    return render_template("admin/user_delete.html", user=users.get_user(user_id))
+    user = users.get_user(user_id)
+    refusal = access.why_not_act_on(web_context().actor, user, "delete")
+    if refusal:
+        flash(refusal, "error")
+        return redirect(url_for("admin.user_edit", user_id=user_id))
+    return render_template("admin/user_delete.html", user=user)
 
 
 @bp.post("/users/<int:user_id>/delete")

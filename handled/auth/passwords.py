@@ -1,8 +1,17 @@
-"""Password hashing (argon2id) and the rules a new password must follow."""
+"""Password hashing (argon2id) and the rules a new password must follow.
+
+A new password is refused when it is blank or only spaces, shorter than
+PASSWORD_MIN_LENGTH, the user's email (or contains its name part), or one of the
+10,000 most common passwords (``common_passwords.txt``: the head of the frequency-ranked
+password list that the zxcvbn project publishes under the MIT licence), compared
+case-insensitively and without surrounding spaces.
+"""
 
 from __future__ import annotations
 
 import secrets
+from functools import lru_cache
+from pathlib import Path
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -44,14 +53,27 @@ def verify_password(settings: Settings, password_hash: str | None, password: str
     return True, ph.hash(password) if ph.check_needs_rehash(password_hash) else None
 
 
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    return frozenset(line.strip().lower() for line in COMMON_PASSWORDS_FILE.read_text().splitlines() if line.strip())
+
+
 def check_new_password(settings: Settings, password: str, email: str) -> None:
     """Raise HandledError with the rule broken, if any."""
+    if not password.strip():
+        raise HandledError("The password cannot be blank or only spaces.")
     if len(password) < settings.password_min_length:
         raise HandledError(f"The password must be at least {settings.password_min_length} characters long.")
     lowered = password.strip().lower()
     local_part = email.split("@")[0].lower()
     if lowered == email.strip().lower() or (len(local_part) >= 4 and local_part in lowered):
         raise HandledError("The password must not be your email address or contain its name part.")
+    if lowered in common_passwords():
+        raise HandledError("That password is one of the 10,000 most common passwords, the first ones an "
+                           "attacker tries; choose another (a few unrelated words work well).")
 
 
 def generate_password() -> str:

@@ -107,9 +107,15 @@ def end_session(token_hash: str) -> None:
 
 def revoke_session(user_id: int, token_hash: str) -> bool:
     """End one of ``user_id``'s sessions (admin or the user themself)."""
-    deleted = Session.delete().where((Session.id == token_hash) & (Session.user == user_id)).execute()
+    deleted = delete_session(user_id, token_hash)
     session_cache.invalidate(token_hashes=[token_hash])
-    return bool(deleted)
+    return deleted
+
+
+def delete_session(user_id: int, token_hash: str) -> bool:
+    """Remove one of ``user_id``'s sessions in PRIMARY (inside the caller's transaction; the
+    caller invalidates the cached entry once it has committed)."""
+    return bool(Session.delete().where((Session.id == token_hash) & (Session.user == user_id)).execute())
 
 
 def delete_user_sessions(user_id: int, keep_hash: str | None = None) -> int:

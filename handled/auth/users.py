@@ -7,6 +7,10 @@ Every change that must end sessions or change permissions commits its PRIMARY
 change together with the removal of the sessions (one transaction) and only then
 invalidates the shared cache (see session_cache), so once the function returns no
 worker accepts the old session or the old permissions.
+
+Acting on another user is allowed only when that user holds no permission the actor
+lacks (``access.lock_target``: checked under the target's row and role locks, refusals
+audited as ``<action>.refused``); the CLI operator may act on anyone.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from peewee import IntegrityError, fn
 
 from handled import audit
 from handled.auth import passwords, session_cache
-from handled.auth.sessions import delete_user_sessions, revoke_session
+from handled.auth.access import audited_refusals, lock_roles, lock_target, refusal
+from handled.auth.sessions import delete_session, delete_user_sessions, revoke_session
 from handled.context import Context
 from handled.db import primary_db
 from handled.errors import Conflict, Forbidden, HandledError, NotFound
@@ -51,27 +56,29 @@ def role_codes_of(user_id: int) -> list[str]:
     return [r.code for r in Role.select().join(UserRole).where(UserRole.user == user_id).order_by(Role.code)]
 
 
-def _roles_by_code(ctx: Context, codes) -> list[Role]:
+def _roles_by_code(codes) -> list[Role]:
     codes = sorted(set(codes or []))
     roles = list(Role.select().where(Role.code.in_(codes))) if codes else []
     unknown = set(codes) - {r.code for r in roles}
     if unknown:
         raise HandledError(f"Unknown role(s): {', '.join(sorted(unknown))}; see `flask roles list`.")
-    _refuse_escalation(ctx, roles)
     return roles
 
 
-def _refuse_escalation(ctx: Context, roles: list[Role]) -> None:
-    """An actor may only grant roles whose permissions it holds itself (so
-    manage_users alone cannot hand out admin); the CLI operator holds them all."""
+def _grant_roles(ctx: Context, roles: list[Role], action: str, user_id, email: str) -> None:
+    """Inside the granting transaction: hold the roles (FOR SHARE, so a concurrent change of
+    their permissions waits for this grant or this grant for it), then refuse (audited) roles
+    with permissions the actor does not hold itself, so manage_users alone cannot hand out
+    admin; the CLI operator holds them all."""
+    lock_roles(r.id for r in roles)
     if not roles or ctx.actor.system:
         return
     granted = {p.code for p in Permission.select().join(RolePermission)
                .where(RolePermission.role.in_([r.id for r in roles]))}
-    missing = {code for code in granted if not ctx.actor.can(code)}
+    missing = sorted(code for code in granted if not ctx.actor.can(code))
     if missing:
-        raise Forbidden("You cannot grant permissions you do not hold yourself: "
-                           f"{', '.join(sorted(missing))}.")
+        raise refusal(Forbidden(f"You cannot grant permissions you do not hold yourself: {', '.join(missing)}."),
+                      action, "user", user_id, email, {"roles": sorted(r.code for r in roles), "missing": missing})
 
 
 def list_users(search: str = "", page: int = 1, per_page: int = 25) -> tuple[list[User], int]:
@@ -84,6 +91,7 @@ def list_users(search: str = "", page: int = 1, per_page: int = 25) -> tuple[lis
     return list(query.order_by(fn.lower(User.email)).paginate(page, per_page)), total
 
 
+@audited_refusals
 def create_user(ctx: Context, email: str, name: str, role_codes=(), password: str | None = None,
                 must_change_password: bool | None = None) -> tuple[User, str | None]:
     """Create an account; without a password a temporary one is generated and returned."""
@@ -96,9 +104,10 @@ def create_user(ctx: Context, email: str, name: str, role_codes=(), password: st
         password = generated = passwords.generate_password()
     else:
         passwords.check_new_password(ctx.settings, password, email)
-    roles = _roles_by_code(ctx, role_codes)
+    roles = _roles_by_code(role_codes)
     try:
         with primary_db.atomic():
+            _grant_roles(ctx, roles, "user.create.refused", None, email)
             user = User.create(email=email, name=name, password_hash=passwords.hash_password(ctx.settings, password),
                                must_change_password=bool(generated) if must_change_password is None
                                else must_change_password)
@@ -110,13 +119,15 @@ def create_user(ctx: Context, email: str, name: str, role_codes=(), password: st
     return user, generated
 
 
+@audited_refusals
 def update_user(ctx: Context, user_id: int, email: str, name: str) -> User:
-    user = get_user(user_id)
+    get_user(user_id)
     email, name = normalise_email(email), (name or "").strip()
     if not name:
         raise HandledError("Give the user a name.")
     try:
         with primary_db.atomic():
+            user = lock_target(ctx, user_id, "user.update.refused", "change")
             User.update(email=email, name=name, updated_at=utcnow()).where(User.id == user_id).execute()
             audit.record(ctx, "user.update", "user", user_id, email, {"from": {"email": user.email, "name": user.name}})
     except IntegrityError:
@@ -140,11 +151,14 @@ def _refuse_if_last_admin(user_id: int, verb: str) -> None:
         raise Conflict(f"You cannot {verb} the last active administrator; make another user an admin first.")
 
 
+@audited_refusals
 def set_user_roles(ctx: Context, user_id: int, role_codes) -> list[str]:
-    user = get_user(user_id)
-    roles = _roles_by_code(ctx, role_codes)
+    get_user(user_id)
+    roles = _roles_by_code(role_codes)
     with primary_db.atomic():
         _lock_admins()
+        user = lock_target(ctx, user_id, "user.roles.refused", "change the roles of")
+        _grant_roles(ctx, roles, "user.roles.refused", user_id, user.email)
         before = role_codes_of(user_id)
         if ADMIN_ROLE in before and ADMIN_ROLE not in {r.code for r in roles} and not user.disabled:
             _refuse_if_last_admin(user_id, "remove the admin role from")
@@ -157,6 +171,7 @@ def set_user_roles(ctx: Context, user_id: int, role_codes) -> list[str]:
     return [r.code for r in roles]
 
 
+@audited_refusals
 def reset_password(ctx: Context, user_id: int, new_password: str | None = None) -> str:
     """Set a temporary password the user must change at next sign-in; ends all their sessions."""
     user = get_user(user_id)
@@ -164,6 +179,7 @@ def reset_password(ctx: Context, user_id: int, new_password: str | None = None) 
     if new_password:
         passwords.check_new_password(ctx.settings, new_password, user.email)
     with primary_db.atomic():
+        user = lock_target(ctx, user_id, "user.reset_password.refused", "reset the password of")
         User.update(password_hash=passwords.hash_password(ctx.settings, password), must_change_password=True,
                     password_changed_at=utcnow(), updated_at=utcnow()).where(User.id == user_id).execute()
         ended = delete_user_sessions(user_id)
@@ -198,10 +214,13 @@ def end_other_sessions(ctx: Context, user_id: int, keep_session_hash: str) -> in
     return ended
 
 
+@audited_refusals
 def set_disabled(ctx: Context, user_id: int, disabled: bool) -> User:
-    user = get_user(user_id)
+    get_user(user_id)
     with primary_db.atomic():
         _lock_admins()
+        user = lock_target(ctx, user_id, "user.disable.refused" if disabled else "user.enable.refused",
+                           "disable" if disabled else "enable")
         if disabled:
             _refuse_if_last_admin(user_id, "disable")
             delete_user_sessions(user_id)
@@ -211,10 +230,12 @@ def set_disabled(ctx: Context, user_id: int, disabled: bool) -> User:
     return get_user(user_id)
 
 
+@audited_refusals
 def delete_user(ctx: Context, user_id: int) -> str:
-    user = get_user(user_id)
+    get_user(user_id)
     with primary_db.atomic():
         _lock_admins()
+        user = lock_target(ctx, user_id, "user.delete.refused", "delete")
         _refuse_if_last_admin(user_id, "delete")
         audit.record(ctx, "user.delete", "user", user_id, user.email)
         User.delete().where(User.id == user_id).execute()  # sessions go with it (ON DELETE CASCADE)
@@ -230,10 +251,14 @@ def revoke_own_session(ctx: Context, session_hash: str) -> bool:
     return True
 
 
+@audited_refusals
 def revoke_user_session(ctx: Context, user_id: int, session_hash: str) -> bool:
     """An administrator signs out one session of ``user_id``; False when it had already ended."""
-    user = get_user(user_id)
-    if not revoke_session(user_id, session_hash):
-        return False
-    audit.record(ctx, "session.revoke", "user", user_id, user.email, {"session": session_hash[:12]})
-    return True
+    get_user(user_id)
+    with primary_db.atomic():
+        user = lock_target(ctx, user_id, "session.revoke.refused", "end the sessions of")
+        ended = delete_session(user_id, session_hash)
+        if ended:
+            audit.record(ctx, "session.revoke", "user", user_id, user.email, {"session": session_hash[:12]})
+    session_cache.invalidate(token_hashes=[session_hash])
+    return ended

@@ -7,26 +7,20 @@ a change that cannot be made raises a ``HandledError`` saying why.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from zoneinfo import available_timezones
 
 from peewee import IntegrityError
 
 from handled import audit
 from handled.context import Context
 from handled.db import primary_db
-from handled.errors import Conflict, HandledError, NotFound
+from handled.customers.places import USPS_STATES, known_timezones
+from handled.errors import Conflict, FieldChecker, HandledError, NotFound
 from handled.models import Facility, FacilityOrganization, Organization
 from handled.timeutil import utcnow
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,31}$")
 ZIP_PATTERN = re.compile(r"^[0-9]{5}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-@lru_cache(maxsize=1)
-def known_timezones() -> frozenset[str]:
-    return frozenset(available_timezones())
 
 
 def _code(value: str) -> str:
@@ -48,29 +42,62 @@ def _optional(value) -> str | None:
     return value or None
 
 
-def organization_fields(form) -> dict:
-    email = _optional(form.get("contact_email"))
+def _contact_email(value) -> str | None:
+    email = _optional(value)
     if email and not EMAIL_PATTERN.match(email):
-        raise HandledError(f"{email!r} is not a valid contact email address.")
-    return {"code": _code(form.get("code")), "name": _required(form.get("name"), "Name"),
-            "contact_name": _optional(form.get("contact_name")), "contact_email": email,
-            "contact_phone": _optional(form.get("contact_phone"))}
+        raise HandledError(f"The contact email {email!r} is not an email address; write it as name@example.com.")
+    return email
+
+
+def _zip(value) -> str:
+    zip_code = (value or "").strip()
+    if not zip_code:
+        raise HandledError("ZIP is required: the facility's 5-digit ZIP code, e.g. 07001.")
+    if not ZIP_PATTERN.match(zip_code):
+        raise HandledError(f"ZIP {zip_code!r} must be exactly 5 digits, e.g. 07001 (keep leading zeros).")
+    if zip_code == "00000":
+        raise HandledError("ZIP 00000 is not a ZIP code; enter the facility's own.")
+    return zip_code
+
+
+def _state(value) -> str:
+    state = (value or "").strip().upper()
+    if state and state not in USPS_STATES:
+        raise HandledError(f"State {state!r} is not a USPS state or territory code; choose one from the list (e.g. NJ).")
+    return state
+
+
+def _timezone(value) -> str:
+    timezone = (value or "").strip()
+    if timezone not in known_timezones():
+        raise HandledError(f"{timezone!r} is not a timezone; choose one from the list (e.g. America/New_York)."
+                           if timezone else "Timezone is required; choose one from the list.")
+    return timezone
+
+
+def organization_fields(form) -> dict:
+    check = FieldChecker()
+    fields = {"code": check.value("code", _code, form.get("code")),
+              "name": check.value("name", _required, form.get("name"), "Name"),
+              "contact_name": _optional(form.get("contact_name")),
+              "contact_email": check.value("contact_email", _contact_email, form.get("contact_email")),
+              "contact_phone": _optional(form.get("contact_phone"))}
+    check.done()
+    return fields
 
 
 def facility_fields(form) -> dict:
-    zip_code = (form.get("zip") or "").strip()
-    if not ZIP_PATTERN.match(zip_code):
-        raise HandledError(f"ZIP {zip_code!r} must be exactly 5 digits, e.g. 07001 (keep leading zeros).")
-    timezone = (form.get("timezone") or "").strip()
-    if timezone not in known_timezones():
-        raise HandledError(f"{timezone or 'An empty timezone'!r} is not a known timezone; use a name like America/New_York.")
-    state = (form.get("state") or "").strip().upper()
-    if state and not re.match(r"^[A-Z]{2}$", state):
-        raise HandledError("State must be a 2-letter code such as NJ.")
-    return {"code": _code(form.get("code")), "name": _required(form.get("name"), "Name"),
-            "address_line1": (form.get("address_line1") or "").strip(),
-            "address_line2": _optional(form.get("address_line2")),
-            "city": (form.get("city") or "").strip(), "state": state, "zip": zip_code, "timezone": timezone}
+    check = FieldChecker()
+    fields = {"code": check.value("code", _code, form.get("code")),
+              "name": check.value("name", _required, form.get("name"), "Name"),
+              "address_line1": (form.get("address_line1") or "").strip(),
+              "address_line2": _optional(form.get("address_line2")),
+              "city": (form.get("city") or "").strip(),
+              "state": check.value("state", _state, form.get("state")),
+              "zip": check.value("zip", _zip, form.get("zip")),
+              "timezone": check.value("timezone", _timezone, form.get("timezone"))}
+    check.done()
+    return fields
 
 
 def list_organizations(include_inactive: bool = True) -> list[Organization]:
@@ -78,8 +105,19 @@ def list_organizations(include_inactive: bool = True) -> list[Organization]:
     return list(query if include_inactive else query.where(Organization.status == "active"))
 
 
-def list_facilities() -> list[Facility]:
-    return list(Facility.select().order_by(Facility.code))
+def list_facilities(organization_id: int | None = None, state: str | None = None,
+                    active: bool | None = None) -> list[Facility]:
+    """Facilities by code, optionally only those serving one organisation, in one state, or
+    active/inactive."""
+    query = Facility.select().order_by(Facility.code)
+    if organization_id is not None:
+        query = query.where(Facility.id.in_(FacilityOrganization.select(FacilityOrganization.facility)
+                                            .where(FacilityOrganization.organization == organization_id)))
+    if state:
+        query = query.where(Facility.state == state.upper())
+    if active is not None:
+        query = query.where(Facility.active == active)
+    return list(query)
 
 
 def get_organization(org_id: int) -> Organization:
@@ -159,11 +197,17 @@ def set_facility_active(ctx: Context, facility_id: int, active: bool) -> Facilit
     return _set_active(ctx, "facility", get_facility, facility_id, active, {"active": active})
 
 
+ACTIVATION_EVENTS = {  # spelled out so every audit event name can be found in the code
+    ("organization", True): "organization.activate", ("organization", False): "organization.deactivate",
+    ("facility", True): "facility.activate", ("facility", False): "facility.deactivate",
+}
+
+
 def _set_active(ctx: Context, kind: str, get, record_id: int, active: bool, values: dict):
     """Write ``values`` (how the row says active), audit ``<kind>.activate``/``deactivate``; return the row."""
     record = get(record_id)
     model = type(record)
     with primary_db.atomic():
         model.update(**values, updated_at=utcnow()).where(model.id == record_id).execute()
-        audit.record(ctx, f"{kind}.{'activate' if active else 'deactivate'}", kind, record_id, record.code)
+        audit.record(ctx, ACTIVATION_EVENTS[kind, active], kind, record_id, record.code)
     return get(record_id)

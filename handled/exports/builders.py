@@ -1,6 +1,7 @@
 """Build export bytes from the DATA database (no PRIMARY access here).
 
-CSV files are PostgreSQL's own ``COPY ... TO STDOUT`` output, written straight
+CSV files are PostgreSQL's own ``COPY ... TO STDOUT`` output (text columns
+neutralised against spreadsheet formulas, see handled/formula_cells.py), written straight
 to a file or handed chunk by chunk to an HTTP response through a small bounded
 queue, so an 11M-row table never sits in memory. The JSON files are small
 (about 900 × 900 numbers at most) and are built in SQL.
@@ -21,6 +22,7 @@ from typing import Iterator
 from handled.context import Progress
 from handled.db import data_db, quiet_queries, release_connections
 from handled.exports.registry import Export
+from handled.formula_cells import neutralised_sql
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 CHUNK_BYTES = 256 * 1024
@@ -37,9 +39,36 @@ def report_rows(progress: Progress, export: Export, rows: int) -> None:
     progress(WRITE_PHASE, rows, rows, f"{export.id}: {rows} rows written")
 
 
-def copy_sql(export: Export) -> str:
+def count_rows(table: str) -> int:
+    """count(*) of a (small) reference table."""
+    from psycopg2 import sql
+
+    with quiet_queries():
+        cursor = data_db.cursor()
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("reference", table)))
+        return cursor.fetchone()[0]
+
+
+TEXT_COLUMNS_SQL = """
+SELECT attname, atttypid IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype)
+FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"""
+
+
+def table_columns(export: Export) -> list[tuple[str, bool]]:
+    """The export table's columns in order, each with whether it holds text."""
+    return [(name, bool(is_text)) for name, is_text in
+            data_db.execute_sql(TEXT_COLUMNS_SQL, [f"reference.{export.table}"]).fetchall()]
+
+
+def copy_sql(export: Export, columns: list[tuple[str, bool]]) -> str:
+    """COPY of the table with every text column neutralised against spreadsheet formulas
+    (handled/formula_cells.py), but the export's ``code_columns``; numbers and the column
+    names are written as they are."""
     order = f" ORDER BY {', '.join(export.key)}" if export.key else ""
-    return f"COPY (SELECT * FROM reference.{export.table}{order}) TO STDOUT WITH (FORMAT csv, HEADER)"
+    checked = [name for name, is_text in columns if is_text and name not in export.code_columns]
+    select = ", ".join(neutralised_sql(name) if name in checked else '"' + name.replace('"', '""') + '"'
+                       for name, _ in columns) if checked else "*"
+    return f"COPY (SELECT {select} FROM reference.{export.table}{order}) TO STDOUT WITH (FORMAT csv, HEADER)"
 
 
 def copy_csv_to(export: Export, fileobj) -> int:
@@ -47,8 +76,9 @@ def copy_csv_to(export: Export, fileobj) -> int:
     with quiet_queries(), data_db.atomic():
         # big tables stream in physical order: keep it the same for every download of one build
         data_db.execute_sql("SET LOCAL synchronize_seqscans = off")
+        statement = copy_sql(export, table_columns(export))
         cursor = data_db.cursor()
-        cursor.copy_expert(copy_sql(export), fileobj, size=CHUNK_BYTES)
+        cursor.copy_expert(statement, fileobj, size=CHUNK_BYTES)
         return cursor.rowcount
 
 

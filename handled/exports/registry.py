@@ -22,6 +22,15 @@ class Export:
     table: str | None = None      # csv: reference table
     key: tuple[str, ...] = ()     # csv: ORDER BY for small tables (big ones stream in physical order)
     services: tuple[tuple[str, str], ...] = ()
+    # csv: text columns that hold only validated codes (ZIP digits, seeded carrier/service codes, zone
+    # codes, the build's own source names), never free text from a file: written without the formula
+    # check (handled/formula_cells.py), so the 11M-row matrix streams at COPY's full speed
+    code_columns: tuple[str, ...] = ()
+
+    @property
+    def unit(self) -> str:
+        """What the export's count counts: a matrix's cells, the ZIP3s of the JSON, a CSV's rows."""
+        return {"zone-matrix": "cells", "zip3-json": "ZIP3s"}.get(self.kind, "rows")
 
     @property
     def content_type(self) -> str:
@@ -41,8 +50,9 @@ EXPORTS: dict[str, Export] = {e.id: e for e in (
     Export("services.csv", "reference.services", "csv", (), "services", ("carrier_code", "code")),
     Export("zip3_reference.csv", "reference.zip3_reference", "csv", ("zip3-reference",),
            "zip3_reference", ("zip3",)),
-    Export("delivery_matrix.csv", "reference.delivery_matrix (about 11M rows)", "csv",
-           ("delivery-matrix",), "delivery_matrix"),
+    Export("delivery_matrix.csv", "reference.delivery_matrix", "csv",
+           ("delivery-matrix",), "delivery_matrix",
+           code_columns=("origin_zip3", "dest_zip3", "carrier", "service", "zone", "source")),
 )}
 
 

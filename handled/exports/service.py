@@ -24,7 +24,7 @@ from handled.cache import get_redis
 from handled.context import Context, Progress
 from handled.db import NOT_ANSWERING
 from handled.errors import HandledError, first_line
-from handled.exports import builders
+from handled.exports import builders, streams
 from handled.exports.registry import EXPORTS, Export, get_export
 from handled.transformations import history
 
@@ -56,11 +56,32 @@ def export_version(export: Export) -> ExportVersion:
 
 
 def describe_exports() -> list[dict]:
+    """Per export, what the page shows: its version, how its source tables were last built
+    (when, how long, how many rows), and the last successful download of that version (how many
+    rows, cells or ZIP3s, how many bytes). Counts come from the run history, exact at the time
+    they were written; only the two seeded tables are counted (a few rows each) when DATA answers."""
     rows = []
     for export in EXPORTS.values():
         last = runs.recent_runs("export", export.id, limit=1)
-        rows.append({"export": export, "version": export_version(export), "last_run": last[0] if last else None})
+        version = export_version(export)
+        builds = [history.last_success(tid) for tid in export.transformations]
+        written = runs.last_success("export", export.id)
+        if written is not None and version.last_modified and written.finished_at < version.last_modified:
+            written = None      # written before the last build: its counts describe an older version
+        rows.append({"export": export, "version": version, "last_run": last[0] if last else None,
+                     "builds": [b for b in builds if b is not None], "written": written,
+                     "seeded_rows": _seeded_rows(export) if not export.transformations else None})
     return rows
+
+
+def _seeded_rows(export: Export) -> int | None:
+    """Rows of a seeded reference table (carriers, services); None while DATA does not answer."""
+    if export.table is None:
+        return None
+    try:
+        return builders.count_rows(export.table)
+    except NOT_ANSWERING:
+        return None
 
 
 def json_bytes(export: Export, version: ExportVersion) -> tuple[bytes, int]:
@@ -84,9 +105,19 @@ def json_bytes(export: Export, version: ExportVersion) -> tuple[bytes, int]:
 
 
 def stream_export(ctx: Context, export_id: str, *, version: ExportVersion | None = None) -> Iterator[bytes]:
-    """The export's bytes in chunks, recorded in config.export_runs as ``ctx.actor`` when the stream ends."""
+    """The export's bytes in chunks, recorded in config.export_runs as ``ctx.actor`` when the stream ends.
+
+    Takes one of the actor's download slots now (streams.py: EXPORT_STREAMS_PER_USER), so a user
+    over the limit hears TooManyDownloads (429) before any response starts; the slot is given back
+    when the stream ends or is closed.
+    """
     export = get_export(export_id)
     version = version or export_version(export)
+    slot = streams.take_slot(ctx.actor, ctx.settings.export_streams_per_user)
+    return streams.Holding(_stream(ctx, export, version), slot)
+
+
+def _stream(ctx: Context, export: Export, version: ExportVersion) -> Iterator[bytes]:
     run_id = _start_run(ctx, export, "export.download")
     tally, size = _RowTally(ctx.progress), 0
     try:

@@ -13,6 +13,32 @@ bp = Blueprint("exports", __name__, url_prefix="/exports")
 PERMISSION = "download_exports"
 
 
+@bp.app_template_filter("file_size")
+def file_size(count: int | None) -> str:
+    """Bytes as a person reads them: 812 bytes, 1.6 MB, 1.2 GB."""
+    if count is None:
+        return ""
+    size = float(count)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+@bp.app_template_filter("run_seconds")
+def run_seconds(run) -> str:
+    """How long a finished run took: 0.4 s, 38 s, 4 min 12 s."""
+    if run is None or run.finished_at is None:
+        return ""
+    seconds = (run.finished_at - run.started_at).total_seconds()
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
 @bp.get("/")
 @permission_required(PERMISSION)
 def overview():

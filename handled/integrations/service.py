@@ -5,8 +5,8 @@ The CLI, the pages and background jobs all call ``import_file`` /
 actor (whom the run history records) and its progress sink (rows read while a
 file loads, then one report per finished file with its outcome). They return
 plain ``ImportOutcome`` values and never raise for a bad file (the outcome and
-the run history say why). ``ImportRequestError`` is raised only for a request
-that cannot run at all (a broken .zip), and ``UnknownIntegration`` for an id no
+the run history say why), not even for a broken or oversized .zip (one failed
+run under the archive's name). ``UnknownIntegration`` is raised for an id no
 integration has.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import zipfile
+import zlib
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
 from handled.integrations.base import FileRefused, Integration
+from handled.integrations.limits import FileLimits, check_archive
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
 from handled.integrations.registry import UnknownIntegration, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
@@ -75,7 +77,7 @@ def _import_one(ctx: Context, integration: Integration, path: Path, name: str, p
     settings = ctx.settings
     try:
         context = integration.match_name(name)
-        facts = inspect_file(path, name, integration, settings.import_max_bytes)
+        facts = inspect_file(path, name, integration, settings.import_max_bytes, FileLimits.from_settings(settings))
     except FileRefused as refusal:
         return _refused_early(ctx, integration, path, name, partial, str(refusal))
     if not force:
@@ -167,38 +169,57 @@ def import_paths(ctx: Context, integration_id: str, paths: Iterable[str | Path],
 
     ``names`` optionally gives the original names of ``paths`` (uploads are
     saved under temporary names). Each file is its own transaction and run,
-    and ``ctx.progress`` hears its outcome as soon as it is known.
+    and ``ctx.progress`` hears its outcome as soon as it is known. A .zip that
+    cannot be opened or is over the archive limits is one failed run under its
+    own name, before any of its files is extracted.
     """
-    get_integration(integration_id)  # fail fast on an unknown id
+    integration = get_integration(integration_id)  # fail fast on an unknown id
     names = list(names) if names is not None else None
     outcomes = []
     for index, path in enumerate(paths):
         path = Path(path)
         name = names[index] if names else path.name
-        for source in _expand(path, name, ctx.settings):
-            outcomes.append(import_file(ctx, integration_id, source.path, file_name=source.name,
-                                        partial=partial, force=force))
+        try:
+            for source in _expand(path, name, ctx.settings):
+                outcomes.append(import_file(ctx, integration, source.path, file_name=source.name,
+                                            partial=partial, force=force))
+        except FileRefused as refusal:
+            outcome = _refused_early(ctx, integration, path, name, partial, str(refusal))
+            ctx.progress("imported", 0, None, f"{name}: {outcome.status}. {outcome.message}")
+            outcomes.append(outcome)
     return outcomes
 
 
 def _expand(path: Path, name: str, settings: Settings):
-    """The file itself, or each member of a .zip extracted to a temporary file."""
+    """The file itself, or each member of a .zip extracted to a temporary file.
+
+    The archive is judged whole (limits.check_archive, each member's declared
+    size) before its first member is extracted; FileRefused says why not.
+    """
     if not name.lower().endswith(".zip"):
         yield SourceFile(path, name)
         return
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise ImportRequestError(f"{name} is not a valid .zip archive.") from None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise FileRefused(f"{name} is not a valid .zip archive.") from None
     with archive, tempfile.TemporaryDirectory(prefix="handled-import-") as folder:
-        for member in count_files(archive):
+        check_archive(archive, name, max_files=settings.import_zip_max_files,
+                      max_bytes=settings.import_zip_max_bytes)
+        members = count_files(archive)
+        for member in members:
             if member.file_size > settings.import_max_bytes:
-                raise ImportRequestError(
+                raise FileRefused(
                     f"{member.filename} in {name} is {member.file_size:,} bytes, over the import "
-                    f"limit of {settings.import_max_bytes:,} bytes (IMPORT_MAX_BYTES).")
+                    f"limit of {settings.import_max_bytes:,} bytes (IMPORT_MAX_BYTES); nothing in it was imported.")
+        for member in members:
             target = Path(folder) / "member"
-            with archive.open(member) as source, open(target, "wb") as out:
-                _copy_limited(source, out, settings.import_max_bytes, member.filename)
+            try:
+                with archive.open(member) as source, open(target, "wb") as out:
+                    _copy_limited(source, out, member.file_size, member.filename)
+            except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+                raise FileRefused(f"{member.filename} in {name} could not be extracted ({exc}); the files "
+                                  "before it were imported, it and the ones after it were not.") from None
             yield SourceFile(target, Path(member.filename).name)
 
 
@@ -211,11 +232,12 @@ def count_files(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
 
 
 def _copy_limited(source, out, limit: int, name: str) -> None:
+    """Copy at most the member's declared size (zipfile enforces it too: never trust one check alone)."""
     copied = 0
     while chunk := source.read(1 << 20):
         copied += len(chunk)
         if copied > limit:
-            raise ImportRequestError(f"{name} expands beyond the import limit of {limit:,} bytes.")
+            raise zipfile.BadZipFile(f"{name} expands beyond its declared {limit:,} bytes")
         out.write(chunk)
 
 

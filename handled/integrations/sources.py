@@ -1,7 +1,8 @@
 """Reading source files: whole-file checks, then records one at a time.
 
 ``inspect_file`` reads the file once in chunks (sha256, size, UTF-8 and binary
-checks) so a wrong file is refused before anything is written. ``open_records``
+checks, and for a spreadsheet the declared-size checks of limits.py) so a
+wrong file is refused before anything is written. ``open_records``
 then yields ``(line, cells)`` records without ever holding the file in memory:
 CSV/TSV through the csv module, .xlsx through openpyxl's read-only mode. The
 exceptions are spreadsheets of at most FAST_SHEET_MAX_BYTES, which calamine
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from handled.integrations.base import FileRefused, Integration, Record
+from handled.integrations.limits import FileLimits, check_spreadsheet
 
 CHUNK = 1 << 20
 FAST_SHEET_MAX_BYTES = 16 << 20   # calamine holds a whole sheet in memory: only files this small
@@ -50,8 +52,13 @@ def file_sha256(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def inspect_file(path: Path, name: str, integration: Integration, max_bytes: int) -> FileFacts:
-    """Size, sha256 and the whole-file checks; FileRefused says what is wrong."""
+def inspect_file(path: Path, name: str, integration: Integration, max_bytes: int,
+                 limits: FileLimits | None = None) -> FileFacts:
+    """Size, sha256 and the whole-file checks; FileRefused says what is wrong.
+
+    A spreadsheet is also checked against ``limits`` (required for one) before
+    any reader opens it: see handled/integrations/limits.py.
+    """
     size = path.stat().st_size
     if size > max_bytes:
         raise FileRefused(f"{name} is {size:,} bytes, over the import limit of {max_bytes:,} bytes "
@@ -59,8 +66,12 @@ def inspect_file(path: Path, name: str, integration: Integration, max_bytes: int
     if size == 0:
         raise FileRefused(f"{name} is empty.")
     if integration.format == "spreadsheet":
+        if limits is None:
+            raise ValueError("a spreadsheet is inspected with its FileLimits")
         sha, size = file_sha256(path)
-        return FileFacts(sha, size, _spreadsheet_kind(path, name))
+        kind = _spreadsheet_kind(path, name)
+        check_spreadsheet(path, name, kind, limits)
+        return FileFacts(sha, size, kind)
     return FileFacts(*_scan_text(path, name), "text")
 
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+import psycopg2
 from yoyo import get_backend, read_migrations
 
 from handled.db import direct_connection
-from handled.errors import HandledError
+from handled.errors import HandledError, first_line
 from handled.schema.objects import MigrationState, classify_migrations
 from handled.settings import DatabaseConfig, Settings
 
@@ -178,8 +179,22 @@ def migrate(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> 
             )
         todo = backend.to_apply(load_migrations(target))
         if not dry_run:
-            backend.apply_migrations(todo)
+            try:
+                backend.apply_migrations(todo)
+            except psycopg2.Error as exc:   # yoyo rolled the failing migration's transaction back
+                raise MigrationError(_failed_migration(target, backend, todo, exc)) from None
         return [m.id for m in todo]
+
+
+def _failed_migration(target: Target, backend, todo, exc: Exception) -> str:
+    """The sentence for a migration that failed part way: which one, why, and what was kept."""
+    backend.connection.rollback()
+    applied = applied_ids(backend.connection, target)
+    kept = [m.id for m in todo if m.id in applied]
+    failed = next((m.id for m in todo if m.id not in applied), "?")
+    before = f"; {', '.join(kept)} applied before it and stay applied" if kept else ""
+    return (f"{target.name}: migration {failed} failed and was rolled back, nothing of it is applied "
+            f"({first_line(exc)}){before}. Fix it and run 'flask db migrate' again.")
 
 
 def rollback(target: Target, count: int = 1, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:

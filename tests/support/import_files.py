@@ -58,6 +58,11 @@ def zone_row(dest="008", *zones) -> list[str]:
     return [dest, *(zones or ("002", "302", "202", "242", "132", "102"))]
 
 
+def zone_rows(count: int) -> list[list[str]]:
+    """``count`` destinations (ZIP3 001 on), every service zoned: the size of a real chart at 999."""
+    return [zone_row(f"{n:03d}") for n in range(1, count + 1)]
+
+
 def write_zone_chart(path: Path, rows, header=ZONE_HEADER, footnotes=None, title_rows=8,
                      number_format: str | None = None) -> Path:
     """A UPS zone chart: titles, header in row 9, data, blank row, footnotes.
@@ -118,4 +123,84 @@ def write_usps(path: Path, rows, header=USPS_HEADER) -> Path:
         if header is not None:
             writer.writerow(header)
         writer.writerows(rows)
+    return path
+
+
+# ---- hostile files: spreadsheets that declare far more cells than they hold, archives that expand
+
+_XLSX_PARTS = {
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/xl/workbook.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+        '<Override PartName="/xl/worksheets/sheet1.xml" '
+        'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+        '</Types>'),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        'officeDocument" Target="xl/workbook.xml"/></Relationships>'),
+    "xl/workbook.xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+        '<sheets><sheet name="Zones" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+    "xl/_rels/workbook.xml.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        'worksheet" Target="worksheets/sheet1.xml"/></Relationships>'),
+}
+
+
+def write_sheet_xlsx(path: Path, cells: dict[str, str], dimension: str | None = None) -> Path:
+    """A hand-written .xlsx whose one sheet holds ``cells`` ({"A1": "text"}) as inline strings,
+    with a ``<dimension ref>`` that may say anything (a lie, or nothing when None)."""
+    import re
+    import zipfile
+
+    def row_of(ref):
+        return int(re.sub(r"[A-Z]", "", ref))
+
+    rows: dict[int, list[str]] = {}
+    for ref, value in cells.items():
+        rows.setdefault(row_of(ref), []).append(
+            f'<c r="{ref}" t="inlineStr"><is><t>{value}</t></is></c>')
+    body = "".join(f'<row r="{r}">{"".join(cs)}</row>' for r, cs in sorted(rows.items()))
+    sheet = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+             '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+             + (f'<dimension ref="{dimension}"/>' if dimension else "")
+             + f"<sheetData>{body}</sheetData></worksheet>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in _XLSX_PARTS.items():
+            archive.writestr(name, text)
+        archive.writestr("xl/worksheets/sheet1.xml", sheet)
+    return path
+
+
+def write_far_cell_xlsx(path: Path) -> Path:
+    """The ~5 KB spreadsheet bomb as openpyxl writes it: cells at A1 and XFD1048576."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active["A1"] = "UPS Zone Chart"
+    book.active["XFD1048576"] = "x"
+    book.save(path)
+    return path
+
+
+def write_far_cell_xls(path: Path) -> Path:
+    """The .xls version: cells at A1 and IV65536, the last cell BIFF8 can address (16.7M cells)."""
+    import xlwt
+
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Zones")
+    sheet.write(0, 0, "UPS Zone Chart")
+    sheet.write(65535, 255, "x")
+    book.save(str(path))
     return path

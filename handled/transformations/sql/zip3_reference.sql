@@ -2,17 +2,18 @@
 -- The runner wraps this SELECT in INSERT INTO <build table>; the column order
 -- matches reference.zip3_reference.
 WITH zips AS (
-    SELECT left(zip, 3) AS zip3, zip, city, state_id, lat, lng,
-           coalesce(population, 0) AS population          -- missing population counts as 0
+    SELECT left(zip, 3) AS zip3, zip, city, state_id, lat, lng, population,
+           coalesce(population, 0) AS weight              -- missing population counts as 0
     FROM workspace.us_zips
 ),
 zip_totals AS (
     SELECT zip3,
            count(*)::integer AS zip_count,
+           -- NULL when no ZIP of the group has a population: unknown, not zero
            sum(population)::bigint AS total_population,
            -- population-weighted centroid; plain mean when nobody lives there
-           CASE WHEN sum(population) > 0 THEN sum(lat * population) / sum(population) ELSE avg(lat) END AS pop_lat,
-           CASE WHEN sum(population) > 0 THEN sum(lng * population) / sum(population) ELSE avg(lng) END AS pop_lng
+           CASE WHEN sum(weight) > 0 THEN sum(lat * weight) / sum(weight) ELSE avg(lat) END AS pop_lat,
+           CASE WHEN sum(weight) > 0 THEN sum(lng * weight) / sum(weight) ELSE avg(lng) END AS pop_lng
     FROM zips
     GROUP BY zip3
 ),
@@ -31,7 +32,7 @@ primary_cities AS (
     -- city of the most populous ZIP; a tie (or no population at all) goes to the lowest ZIP
     SELECT DISTINCT ON (zip3) zip3, city
     FROM zips
-    ORDER BY zip3, population DESC, zip COLLATE "C"
+    ORDER BY zip3, weight DESC, zip COLLATE "C"
 ),
 gazetteer AS (
     SELECT left(geoid, 3) AS zip3,
