@@ -224,7 +224,8 @@ def test_pg_dump_and_pg_restore_get_the_password_from_the_environment_only(setti
     app.config.update(TESTING=True)
     result = cli(app, "backup", "create", "--target", "primary")
     assert result.exit_code == 0, result.output
-    url = db_url(dbs.name("pwrestore")).replace("postgresql://postgres@", "postgresql://postgres:pa%20ss%27word%20with%20spaces@")
+    url = db_url(dbs.name("pwrestore")).replace("postgresql://postgres@",
+                                                "postgresql://postgres:pa%20ss%27word%20with%20spaces@")
     result = cli(app, "backup", "restore", result.output.split()[1], "--to", url)
     assert result.exit_code == 0, result.output
     tools = [argv[0] for argv, _ in tool_calls]
@@ -259,7 +260,8 @@ def test_restore_split_and_unsplit_take_the_url_from_the_environment_or_stdin(ba
     assert both.exit_code != 0 and "--to" in both.output and "Traceback" not in both.output
 
     if settings.mode == "single":
-        split = runner.invoke(args=["db", "split", "--to-primary", "-", "--dry-run"], input=db_url(dbs.name("s")) + "\n")
+        split = runner.invoke(args=["db", "split", "--to-primary", "-", "--dry-run"],
+                              input=db_url(dbs.name("s")) + "\n")
         assert split.exit_code == 0, split.output
         monkeypatch.setenv("HANDLED_SPLIT_URL", db_url(dbs.name("s2")))
         split = runner.invoke(args=["db", "split", "--to-primary-env", "HANDLED_SPLIT_URL", "--dry-run"])

@@ -45,7 +45,8 @@ def table_fingerprints(name: str, schemas) -> dict:
                     "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
                     "AND NOT c.relname LIKE ANY(%s)", (list(schemas), list(SCRATCH_LIKE_PATTERNS)))
         for schema, table in cur.fetchall():
-            skip = " WHERE action NOT IN ('db.split', 'db.unsplit')" if (schema, table) == ("config", "audit_log") else ""
+            skip = (" WHERE action NOT IN ('db.split', 'db.unsplit')"
+                    if (schema, table) == ("config", "audit_log") else "")
             cur.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t{skip}')
             out[f"{schema}.{table}"] = sorted(row[0] for row in cur.fetchall())
     conn.close()
