@@ -50,14 +50,19 @@ import os
 
 def post_worker_init(worker):
     from handled.db import primary_db
-    counter = {"statements": 0}
-    primary_db._target().query_hooks.append(lambda event: counter.__setitem__("statements", counter["statements"] + 1))
+    counter = {"statements": 0, "pending_checks": 0}
+
+    def count(event):
+        # the once-a-second check for invalidations recorded while Redis was unreachable
+        kind = "pending_checks" if '"pending_invalidations"' in event.sql else "statements"
+        counter[kind] += 1
+    primary_db._target().query_hooks.append(count)
     worker._handled_counter = counter
 
 def worker_exit(server, worker):
-    counter = getattr(worker, "_handled_counter", {"statements": 0})
+    counter = getattr(worker, "_handled_counter", {"statements": 0, "pending_checks": 0})
     with open(os.path.join(os.environ["BENCH_COUNT_DIR"], str(os.getpid())), "w") as handle:
-        handle.write(str(counter["statements"]))
+        handle.write(f"{counter['statements']} {counter['pending_checks']}")
 '''
 
 
@@ -131,11 +136,14 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not start")
 
-    def stop(self) -> tuple[int, float]:
-        """Stop gracefully; returns (PRIMARY statements all workers ran, seconds the server was up)."""
+    def stop(self) -> tuple[int, float, int]:
+        """Stop gracefully; returns (PRIMARY statements all workers ran, seconds the server was up,
+        pending-invalidation checks among them, counted apart)."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(30)
-        return sum(int(p.read_text() or 0) for p in self.count_dir.iterdir()), time.monotonic() - self.started
+        counts = [(p.read_text() or "0 0").split() for p in self.count_dir.iterdir()]
+        return (sum(int(c[0]) for c in counts), time.monotonic() - self.started,
+                sum(int(c[1]) for c in counts if len(c) > 1))
 
 
 def run_load(port: int, path: str, cookie: str | None, total: int, clients: int,
@@ -218,15 +226,16 @@ def report(results: dict, args, total: int) -> None:
     print(f"bench_sessions: {total} requests per scenario in {args.rounds} interleaved rounds, "
           f"gunicorn {args.workers} sync workers per scenario, {args.clients} client threads, 127.0.0.1")
     print(f"{'scenario':<10} {'req/s':>8} {'vs baseline':>12} {'baseline':>10} {'PRIMARY stmts/1000 req':>24} {'unexpected':>10}")
-    for name, (rate, failures, (statements, _)) in results.items():
+    for name, (rate, failures, (statements, _, _)) in results.items():
         base = baselines.get(name, "anonymous")
         print(f"{name:<10} {rate:>8.0f} {rate / results[base][0]:>11.2f}x {base:>10} "
               f"{statements * 1000 / total:>24.1f} {failures:>10}")
     ttl = 30  # SESSION_CACHE_TTL default, which the servers use
     for name in ("warm", "warm-json"):
-        statements, up = results[name][2]
+        statements, up, checks = results[name][2]
         print(f"{name}: {statements} PRIMARY statement(s) (session lookups) in {up:.0f} s up; "
-              f"once per TTL allows {math.ceil(up / ttl)}")
+              f"once per TTL allows {math.ceil(up / ttl)}; plus {checks} pending-invalidation check(s), "
+              f"at most {math.ceil(up) * args.workers} (once a second per worker)")
 
 
 if __name__ == "__main__":

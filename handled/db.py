@@ -48,6 +48,22 @@ class TimestampTzField(DateTimeField):
     field_type = "TIMESTAMPTZ"
 
 
+SERIAL_MAX = 2_147_483_647  # the largest id a SERIAL column holds
+
+
+def is_serial_id(value: int) -> bool:
+    """Whether ``value`` can be the id of a SERIAL row (an id from a URL may be any size; asking
+    PostgreSQL about a bigger one fails with "integer out of range" instead of finding nothing)."""
+    return 1 <= value <= SERIAL_MAX
+
+
+def contains_pattern(text: str) -> str:
+    """An ILIKE pattern matching ``text`` anywhere, with ``%``, ``_`` and ``\\`` taken literally
+    (PostgreSQL's LIKE escapes with a backslash by default)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 class HandledDatabase(PooledPostgresqlDatabase):
     """A pooled PostgreSQL database that knows its role and logs its statements."""
 

@@ -19,7 +19,7 @@ from flask import Blueprint, jsonify
 from flask.cli import with_appcontext
 
 from handled.context import app_settings, web_context
-from handled.cache import get_redis
+from handled.cache import describe_error, get_redis
 from handled.db import NOT_ANSWERING, data_db, primary_db, probe
 
 COMPONENTS = ("primary", "data", "redis")
@@ -40,7 +40,7 @@ def probe_redis() -> dict:
     try:
         get_redis().ping()
     except Exception as exc:
-        return {"ok": False, "error": str(exc) or type(exc).__name__}
+        return {"ok": False, "error": describe_error(exc)}
     return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 

@@ -76,7 +76,14 @@ SECTIONS: tuple[Section, ...] = (
     Section("Redis", "Session cache, sign-in throttle and the job queue, shared by every worker.", (
         Variable("REDIS_URL", redis_url, Required("set it to a Redis server, e.g. redis://127.0.0.1:6379/0.",
                                                   "redis://127.0.0.1:6379/0"),
-                 "The Redis server (redis://, rediss:// or unix://)."),
+                 "The Redis server (redis://, rediss:// or unix://) of the session cache, sign-in throttle "
+                 "and metrics. Production: a password or ACL user in the URL "
+                 "(redis://handled:PASSWORD@redis.internal:6379/0) and TLS across hosts "
+                 "(rediss://handled:PASSWORD@redis.internal:6380/0?ssl_ca_certs=/etc/handled/redis-ca.pem). "
+                 "Shown redacted everywhere."),
+        Variable("JOBS_REDIS_URL", redis_url, None,
+                 "The Redis server (or database) of the job queue. Unset: REDIS_URL. Another database or "
+                 "server keeps queued jobs apart from the session cache (e.g. redis://...:6379/1)."),
     )),
     Section("Sessions and accounts", "See docs/SESSIONS.md.", (
         Variable("SECRET_KEY", secret(16), Required(
@@ -186,7 +193,8 @@ class Settings:
     primary_migration: DatabaseConfig | None
     log_db_queries: bool
     # Redis
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password: shown only through cache.display_url
+    jobs_redis_url: str | None = field(repr=False)
     # sessions and accounts
     secret_key: str = field(repr=False)
     session_cache_ttl: int

@@ -136,9 +136,11 @@ def email(raw: str, var: Variable) -> str:
 
 
 def redis_url(raw: str, var: Variable) -> str:
+    """A Redis URL, kept whole (user, password and TLS query parameters reach redis-py)."""
     value = raw.strip()
     if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{var.name} must start with redis://, rediss:// or unix:// (got {redact_url(value)!r}).")
+        raise SettingsError(f"{var.name} must start with redis://, rediss:// or unix:// "
+                            f"(got {redact_url(value)!r}).")
     return value
 
 

@@ -1,13 +1,26 @@
-"""A job page in a real browser shows progress live: queued, then finished, without a reload
-(its script is a static file, so the Content-Security-Policy lets it run)."""
+"""A job page in a real browser shows progress live: queued, then finished (or failed, with each
+file's outcome and run), without a reload (its script is a static file, so the
+Content-Security-Policy lets it run). The failed import's page is docs/screenshots/job.png."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
+import pytest
+from werkzeug.serving import make_server
+
+from handled import create_app
 from tests.support.accounts import TEST_PASSWORD, make_user
 from tests.support.browser import screenshot, sign_in
+from tests.support.environment import ROOT
+from tests.support.import_files import uszip_row, write_uszips
+from tests.support.processes import free_port
 from tests.support.reference_data import load_zip_sources
 from tests.support.waiting import wait_until
 from tests.support.workers import start_worker
+
+SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, browser, settings, tmp_path,  # noqa: F811
@@ -38,3 +51,60 @@ def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, brows
                message="the job page to show the finished job")
     screenshot(page, artifacts_dir / "2-finished.png")
     assert blocked == []
+
+
+@pytest.fixture
+def import_server(settings, tmp_path):
+    """A live server whose uploads all go to the job queue (IMPORT_BACKGROUND_BYTES=0)."""
+    app = create_app(replace(settings, session_cookie_secure=False, import_background_bytes=0,
+                             import_upload_dir=str(tmp_path / "uploads"),
+                             import_archive_dir=str(tmp_path / "archive")))
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+def test_an_upload_with_bad_lines_ends_failed_on_its_job_page(import_server, browser, settings, tmp_path,
+                                                              artifacts_dir):
+    app, base = import_server
+    lead = make_user(app, role="warehouse_lead", email="lead@example.test", name="Lead")
+    rows = [uszip_row(f"{n:05d}") for n in range(1, 2001)] + [uszip_row(f"9{n}") for n in range(5)]
+    path = write_uszips(tmp_path / "uszips.csv", rows)
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    sign_in(page, base, lead.email, TEST_PASSWORD)
+    page.goto(f"{base}/integrations/us-zips")
+    page.set_input_files("input[name=files]", str(path))
+    page.click("main form button[type=submit]")
+    assert "/jobs/" in page.url
+    assert page.locator("#job-status").inner_text() == "queued"
+    assert page.locator("#job-waiting").is_visible()
+
+    worker = start_worker(settings, tmp_path, "--burst")
+    try:
+        assert worker.wait(120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    wait_until(lambda: page.locator("#job-status").inner_text() == "failed", timeout=20,
+               message="the job page to show the failed job")
+    assert page.locator("#job-waiting").count() == 0
+    assert "uszips.csv was rejected: 5 of 2,005 rows were bad" in page.locator("#job-message").inner_text()
+    row = page.locator("#job-files-rows tr").first
+    assert "rejected" in row.inner_text() and "2,005" in row.inner_text()
+    assert row.locator("a").get_attribute("href").startswith("/integrations/runs/")
+    assert page.locator("#job-percent").inner_text() == "100%"
+    assert page.locator("#job-cancel").is_hidden()
+    started = page.locator("#job-started time")
+    assert "T" not in started.inner_text() and started.get_attribute("datetime").endswith("Z")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    screenshot(page, SCREENSHOTS / "job.png")
+    screenshot(page, artifacts_dir / "job-failed.png")
+    row.locator("a").click()
+    assert "/integrations/runs/" in page.url and "rejected" in page.content()
+    page.goto(f"{base}/jobs/")
+    listed = page.locator("table.jobs tbody tr").first.inner_text()
+    assert "uszips.csv" in listed and "failed" in listed and "lead@example.test" in listed
+    screenshot(page, artifacts_dir / "job-list.png")

@@ -251,13 +251,16 @@ def test_large_files_report_rows_read_while_loading(imp_app, files, imp_ctx):
     heard = []
 
     def rows_read(phase, done=None, total=None, message=None):
-        if phase == "importing":  # "<file>: <n> rows read" while a file loads
+        if phase == "importing":  # "<file>: <n> rows read (<bytes> of <size> bytes)" while a file loads
             heard.append((message.split(":")[0], done))
 
-    outcomes = import_paths(imp_ctx.with_progress(rows_read), "ups-ground-service",
-                            [write_ground(files / "10001.csv", rows)])
+    path = write_ground(files / "10001.csv", rows)
+    outcomes = import_paths(imp_ctx.with_progress(rows_read), "ups-ground-service", [path])
     assert outcomes[0].rows_written == 70_000
-    assert heard == [("10001.csv", 65_536)]
+    # bytes read of the file: 0 first, then only ever more (at most 4 reports a second)
+    assert heard[0] == ("10001.csv", 0) and {name for name, _ in heard} == {"10001.csv"}
+    done = [n for _, n in heard]
+    assert done == sorted(set(done)) and done[-1] <= path.stat().st_size
 
 
 def test_cli_with_the_database_down_is_one_line_not_a_traceback(settings, tmp_path):

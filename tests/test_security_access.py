@@ -155,7 +155,7 @@ def test_superuser_resets_a_less_powerful_user_through_the_page(app, login_clien
     clerk = login_client(role="salesperson")
     page = superuser.get(f"/admin/users/{clerk.user.id}").get_data(as_text=True)
     assert "Reset password" in page and 'id="disable-user"' in page
-    done = superuser.post(f"/admin/users/{clerk.user.id}/reset-password").get_data(as_text=True)
+    done = superuser.post(f"/admin/users/{clerk.user.id}/reset-password", follow_redirects=True).get_data(as_text=True)
     assert re.search(r'id="temporary-password">([^<]+)<', done)
     assert me(clerk)[0] == 401
 

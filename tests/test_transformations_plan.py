@@ -113,3 +113,15 @@ def test_names_over_postgresqls_limit_are_refused():
     with pytest.raises(BuildFailed, match="63-character limit"):
         partition_name("t" * 52, "a1b2c3", 10)
     assert len(partition_name("t" * 52, "a1b2c3", 9)) == NAME_LIMIT
+
+
+def test_progress_spans_cover_the_whole_scale_in_phase_order():
+    from handled.transformations.build_plan import PHASE_SPANS, PHASES, PROGRESS_TOTAL, progress_point
+
+    ends = [PHASE_SPANS[p] for p in PHASES]
+    assert ends[0][0] == 0 and ends[-1][1] == PROGRESS_TOTAL
+    assert all(a[1] == b[0] for a, b in zip(ends, ends[1:]))       # no gap, no overlap
+    assert progress_point("insert", 0.5) == 320 and progress_point("index", 2) == 900
+    assert progress_point("done") == PROGRESS_TOTAL
+    # insert and index are most of a real rebuild, so most of the scale
+    assert PHASE_SPANS["index"][1] - PHASE_SPANS["insert"][0] >= 0.8 * PROGRESS_TOTAL

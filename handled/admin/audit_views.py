@@ -9,6 +9,7 @@ from flask_login import current_user
 
 from handled.admin import bp
 from handled.auth.permissions import permission_required
+from handled.db import contains_pattern
 from handled.models import AuditLog
 
 PER_PAGE = 50
@@ -22,13 +23,6 @@ def _day(value: str, label: str) -> datetime | None:
     except ValueError:
         flash(f"{label} must be a date like 2026-01-31; the filter was ignored.", "error")
         return None
-
-
-def contains_pattern(text: str) -> str:
-    """An ILIKE pattern matching ``text`` anywhere, with ``%``, ``_`` and ``\\`` taken literally
-    (PostgreSQL's LIKE escapes with a backslash by default)."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def audit_query(actor: str, action: str, since: datetime | None, until: datetime | None):

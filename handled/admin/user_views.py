@@ -1,7 +1,13 @@
 """Users: list, create, edit, roles, reset password, disable/enable, delete, sessions.
 
 The user page offers no change of an account holding permissions the actor lacks;
-``handled.auth.users`` decides (and audits the refusal) whatever the page offered."""
+``handled.auth.users`` decides (and audits the refusal) whatever the page offered.
+
+A temporary password (a reset, or a new account created without a password) is never shown
+by the POST that made it: the POST redirects (303) to a page that shows it once, from
+``handled.auth.temporary_passwords``; a reload of that page says it was already shown.
+An unknown user id on a page (GET) is a 404 page with a sentence; a POST about a user that
+is gone goes back to the list with that sentence."""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ import functools
 from flask import flash, redirect, render_template, request, url_for
 
 from handled.admin import bp
-from handled.auth import access, sessions, users
+from handled.auth import access, sessions, temporary_passwords, users
 from handled.auth.permissions import permission_required
 from handled.context import web_context
-from handled.errors import HandledError, NotFound
+from handled.errors import HandledError, InvalidFields, NotFound
 from handled.models import Role
 
 PER_PAGE = 25
@@ -37,21 +43,34 @@ def flash_errors(fallback_endpoint: str):
 
 
 def _page_number() -> int:
-    try:
-        return max(int(request.args.get("page", 1)), 1)
-    except ValueError:
-        return 1
+    """The ``page`` argument; anything but a whole number is the first page (one past the end is the
+    last page: ``users.page_of_users`` clamps it before it reaches SQL, however large)."""
+    value = request.args.get("page", "1").strip()
+    return int(value) if value.isascii() and value.isdigit() else 1
+
+
+def _fields_refused(exc: InvalidFields) -> None:
+    flash("Some fields need correcting; see the notes next to them." if len(exc.fields) > 1 else str(exc), "error")
 
 
 @bp.get("/users", endpoint="users")
 @permission_required("manage_users")
 def users_list():
-    search = request.args.get("q", "").strip()
-    page = _page_number()
-    found, total = users.list_users(search, page, PER_PAGE)
-    return render_template("admin/users.html", users=found, total=total, page=page, search=search,
-                           pages=max((total + PER_PAGE - 1) // PER_PAGE, 1),
-                           roles_of={u.id: users.role_codes_of(u.id) for u in found})
+    args = request.args
+    search, role, state = args.get("q", "").strip(), args.get("role", "").strip(), args.get("state", "").strip()
+    all_roles = list(Role.select().order_by(Role.code))
+    if role and role not in {r.code for r in all_roles}:
+        flash(f"There is no role {role}; the role filter was ignored.", "error")
+        role = ""
+    if state and state not in users.USER_STATES:
+        flash(f"{state} is not a state ({' or '.join(users.USER_STATES)}); the state filter was ignored.", "error")
+        state = ""
+    found = users.page_of_users(search, _page_number(), PER_PAGE, role=role or None, state=state or None)
+    return render_template("admin/users.html", users=found.users, total=found.total, page=found.page,
+                           pages=found.pages, search=search, role=role, state=state, roles=all_roles,
+                           filters={k: v for k, v in {"q": search, "role": role, "state": state}.items() if v},
+                           states=list(users.USER_STATES),
+                           roles_of={u.id: users.role_codes_of(u.id) for u in found.users})
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -59,39 +78,57 @@ def users_list():
 def user_new():
     all_roles = list(Role.select().order_by(Role.code))
     grantable = access.grantable_role_codes(web_context().actor)
+
+    def page(form, errors, status=200):
+        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form=form,
+                               errors=errors), status
+
     if request.method == "GET":
-        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form={})
+        return page({}, {})
     form = request.form
+    ctx = web_context()
     try:
-        user, generated = users.create_user(web_context(), form.get("email", ""), form.get("name", ""),
+        if not form.get("password"):
+            temporary_passwords.ready()
+        user, generated = users.create_user(ctx, form.get("email", ""), form.get("name", ""),
                                             form.getlist("roles"), password=form.get("password") or None)
+    except InvalidFields as exc:
+        _fields_refused(exc)
+        return page(form, exc.fields, exc.status)
     except HandledError as error:
         flash(str(error), "error")
-        return render_template("admin/user_new.html", roles=all_roles, grantable=grantable, form=form), error.status
-    if generated:
-        return render_template("admin/temporary_password.html", user=user, password=generated)
+        return page(form, {}, error.status)
     flash(f"Created {user.email}.", "info")
+    if generated:
+        return _show_once(ctx, user.id, generated)
     return redirect(url_for("admin.user_edit", user_id=user.id))
+
+
+def _user_page(user, form=None, errors=None, status=200):
+    ctx = web_context()
+    return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
+                           held=set(users.role_codes_of(user.id)),
+                           sessions=sessions.active_sessions(ctx.settings, user.id),
+                           refusal=access.why_not_act_on(ctx.actor, user),
+                           grantable=access.grantable_role_codes(ctx.actor),
+                           form=form if form is not None else user.__data__, errors=errors or {}), status
 
 
 @bp.get("/users/<int:user_id>")
 @permission_required("manage_users")
-@flash_errors("admin.users")
 def user_edit(user_id):
-    user = users.get_user(user_id)
-    ctx = web_context()
-    return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
-                           held=set(users.role_codes_of(user_id)),
-                           sessions=sessions.active_sessions(ctx.settings, user_id),
-                           refusal=access.why_not_act_on(ctx.actor, user),
-                           grantable=access.grantable_role_codes(ctx.actor))
+    return _user_page(users.get_user(user_id))
 
 
 @bp.post("/users/<int:user_id>")
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_update(user_id):
-    user = users.update_user(web_context(), user_id, request.form.get("email", ""), request.form.get("name", ""))
+    try:
+        user = users.update_user(web_context(), user_id, request.form.get("email", ""), request.form.get("name", ""))
+    except InvalidFields as exc:
+        _fields_refused(exc)
+        return _user_page(users.get_user(user_id), request.form, exc.fields, exc.status)
     flash(f"Saved {user.email}.", "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
@@ -105,12 +142,41 @@ def user_roles(user_id):
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
 
+@bp.get("/users/<int:user_id>/reset-password")
+@permission_required("manage_users")
+def user_reset_password_confirm(user_id):
+    user = users.get_user(user_id)
+    refusal = access.why_not_act_on(web_context().actor, user, "reset the password of")
+    if refusal:
+        flash(refusal, "error")
+        return redirect(url_for("admin.user_edit", user_id=user_id))
+    return render_template("admin/user_reset_password.html", user=user)
+
+
 @bp.post("/users/<int:user_id>/reset-password")
 @permission_required("manage_users")
 @flash_errors("admin.user_edit")
 def user_reset_password(user_id):
-    password = users.reset_password(web_context(), user_id)
-    return render_template("admin/temporary_password.html", user=users.get_user(user_id), password=password)
+    ctx = web_context()
+    temporary_passwords.ready()
+    password = users.reset_password(ctx, user_id)
+    flash(f"The password of {users.get_user(user_id).email} was reset; their sessions are ended.", "info")
+    return _show_once(ctx, user_id, password)
+
+
+def _show_once(ctx, user_id: int, password: str):
+    """Keep ``password`` for one read and send the browser (303: a GET) to the page that reads it."""
+    token = temporary_passwords.keep(ctx, user_id, password)
+    return redirect(url_for("admin.user_temporary_password", user_id=user_id, token=token), 303)
+
+
+@bp.get("/users/<int:user_id>/temporary-password/<token>")
+@permission_required("manage_users")
+def user_temporary_password(user_id, token):
+    user = users.get_user(user_id)
+    password = temporary_passwords.take(web_context(), user_id, token)
+    return render_template("admin/temporary_password.html", user=user, password=password,
+                           minutes=temporary_passwords.SHOW_FOR_SECONDS // 60), 200 if password else 410
 
 
 @bp.post("/users/<int:user_id>/disable")
@@ -135,7 +201,6 @@ def _set_disabled(user_id: int, disabled: bool, done_text: str):
 
 @bp.get("/users/<int:user_id>/delete")
 @permission_required("manage_users")
-@flash_errors("admin.users")
 def user_delete_confirm(user_id):
     user = users.get_user(user_id)
     refusal = access.why_not_act_on(web_context().actor, user, "delete")

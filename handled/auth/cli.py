@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from handled.auth import login, roles, sessions, users
+from handled.auth import login, roles, session_cache, sessions, users
 from handled.cli_support import HandledGroup
 from handled.context import cli_context
 from handled.errors import HandledError, NotFound
@@ -18,6 +18,20 @@ from handled.errors import HandledError, NotFound
 users_cli = HandledGroup("users", help="Staff accounts: create, list, disable, enable, delete, reset passwords.")
 roles_cli = HandledGroup("roles", help="Roles and their permissions.")
 sessions_cli = HandledGroup("sessions", help="Server-side sign-in sessions.")
+
+PENDING_LINE = ("Redis could not be reached: the session cache is not yet invalidated; the change is recorded "
+                "as pending in PRIMARY and applied by the next handled process that reaches Redis (within "
+                "SESSION_CACHE_TTL at worst; see the count on /system).")
+
+
+def _say_if_pending(*_args, **_kwargs):
+    """After any command of these groups: one line if a cache invalidation is left pending."""
+    if session_cache.take_pending_notice():
+        click.echo(PENDING_LINE)
+
+
+for _group in (users_cli, roles_cli, sessions_cli):
+    _group.result_callback()(_say_if_pending)
 
 
 def _user_id(email: str) -> int:
@@ -122,3 +136,15 @@ def purge_command():
     count = sessions.purge_expired(cli_context().settings)
     click.echo(f"purged {count} expired session(s)")
 
+
+
+@sessions_cli.command("end")
+@click.option("--all", "end_all", is_flag=True, help="End every session of every user.")
+@click.option("--user", "email", help="End every session of this user (email).")
+def end_command(end_all, email):
+    """End sessions at once: every one (--all, e.g. after a restore) or one user's (--user EMAIL)."""
+    if end_all == bool(email):
+        raise click.UsageError("Give either --all or --user EMAIL.")
+    user_id = _user_id(email) if email else None
+    ended, _pending = sessions.end_sessions(cli_context(), user_id)
+    click.echo(f"ended {ended} session(s)" + (f" of {email}" if email else " of every user"))

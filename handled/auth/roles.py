@@ -28,9 +28,9 @@ from handled import audit
 from handled.auth import session_cache
 from handled.auth.access import audited_refusals, refusal
 from handled.context import Actor, Context
-from handled.db import primary_db
-from handled.errors import Conflict, Forbidden, HandledError, NotFound
-from handled.models import Permission, Role, RolePermission, UserRole
+from handled.db import is_serial_id, primary_db
+from handled.errors import Conflict, FieldChecker, Forbidden, HandledError, NotFound
+from handled.models import Permission, Role, RolePermission, User, UserRole
 
 CODE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 FULL_ACCESS_ROLE = "admin"  # always holds every permission, so nobody can lock everyone out
@@ -57,10 +57,25 @@ def list_roles() -> list[dict]:
 
 
 def get_role(role_id: int) -> Role:
-    role = Role.get_or_none(Role.id == role_id)
+    role = Role.get_or_none(Role.id == role_id) if is_serial_id(role_id) else None
     if role is None:
-        raise NotFound(f"Role {role_id} does not exist (it may have been deleted).")
+        raise NotFound(f"There is no role with the id {role_id}; it may have been deleted.",
+                       hint="The list of roles shows every role.")
     return role
+
+
+def role_holders(role_id: int, limit: int = 10) -> tuple[int, list[User]]:
+    """How many users hold the role, and the first ``limit`` of them by name (for a confirmation page)."""
+    holders = User.select().join(UserRole).where(UserRole.role == role_id)
+    return holders.count(), list(holders.order_by(fn.lower(User.name), User.id).limit(limit))
+
+
+def why_not_delete(actor: Actor, role: Role) -> str | None:
+    """For the pages: the sentence refusing ``actor`` the deletion of ``role``, or None when it is offered
+    (the last-grant rule is decided by ``delete_role`` under its lock)."""
+    if role.is_system:
+        return f"{role.name} is a system role and cannot be deleted."
+    return why_not_change(actor, role, role_permission_codes(role.id), set(), "delete")
 
 
 def role_permission_codes(role_id: int) -> set[str]:
@@ -81,7 +96,7 @@ def _lock_role(role_id: int) -> Role:
     grants and changes committed before it."""
     primary_db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (GRANTS_LOCK_KEY,))
     if primary_db.execute_sql("SELECT id FROM config.roles WHERE id = %s FOR UPDATE", (role_id,)).fetchone() is None:
-        raise NotFound(f"Role {role_id} does not exist (it may have been deleted).")
+        raise NotFound(f"There is no role with the id {role_id}; it may have been deleted.")
     return get_role(role_id)
 
 
@@ -137,18 +152,30 @@ def may_delete(actor: Actor, role: Role, permissions: set[str]) -> bool:
     return not role.is_system and why_not_change(actor, role, permissions, set(), "delete") is None
 
 
-@audited_refusals
-def create_role(ctx: Context, code: str, name: str, description: str = "", permission_codes=()) -> Role:
+def _code(code: str) -> str:
     code = (code or "").strip().lower()
     if not CODE_PATTERN.match(code):
         raise HandledError("A role code is 2-41 lowercase letters, digits or underscores, starting with a letter.")
+    return code
+
+
+def _name(name: str) -> str:
     if not (name or "").strip():
-        raise HandledError("Give the role a name.")
-    permissions = _permissions_by_code(permission_codes)
+        raise HandledError("Name is required.")
+    return name.strip()
+
+
+@audited_refusals
+def create_role(ctx: Context, code: str, name: str, description: str = "", permission_codes=()) -> Role:
+    """Every refused field (code, name, permissions) is reported at once (``InvalidFields``)."""
+    check = FieldChecker()
+    code, name = check.value("code", _code, code), check.value("name", _name, name)
+    permissions = check.value("permissions", _permissions_by_code, permission_codes)
+    check.done()
     _refuse_unless_allowed(ctx, None, set(), {p.code for p in permissions}, "create", "role.create.refused", code)
     try:
         with primary_db.atomic():
-            role = Role.create(code=code, name=name.strip(), description=(description or "").strip())
+            role = Role.create(code=code, name=name, description=(description or "").strip())
             for permission in permissions:
                 RolePermission.create(role=role, permission=permission)
             audit.record(ctx, "role.create", "role", role.id, code,
@@ -162,9 +189,10 @@ def create_role(ctx: Context, code: str, name: str, description: str = "", permi
 def update_role(ctx: Context, role_id: int, name: str, description: str, permission_codes) -> Role:
     """Rename a role and replace its permission set; every holder is re-checked at once."""
     get_role(role_id)
-    if not (name or "").strip():
-        raise HandledError("Give the role a name.")
-    permissions = _permissions_by_code(permission_codes)
+    check = FieldChecker()
+    name = check.value("name", _name, name)
+    permissions = check.value("permissions", _permissions_by_code, permission_codes)
+    check.done()
     new_codes = {p.code for p in permissions}
     with primary_db.atomic():
         role = _lock_role(role_id)
@@ -173,7 +201,7 @@ def update_role(ctx: Context, role_id: int, name: str, description: str, permiss
         if role.code == FULL_ACCESS_ROLE and new_codes != {p.code for p in all_permissions()}:
             raise HandledError("The admin role always holds every permission; create another role for less.")
         _refuse_last_grant(role, before - new_codes, "role.update.refused")
-        Role.update(name=name.strip(), description=(description or "").strip()).where(Role.id == role_id).execute()
+        Role.update(name=name, description=(description or "").strip()).where(Role.id == role_id).execute()
         RolePermission.delete().where(RolePermission.role == role_id).execute()
         for permission in permissions:
             RolePermission.create(role=role_id, permission=permission)

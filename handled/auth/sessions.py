@@ -12,10 +12,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from handled import metrics  # counts session-cache hits/misses and PRIMARY lookups
+from handled import audit, metrics  # metrics: counts session-cache hits/misses and PRIMARY lookups
 from handled.auth import session_cache
+from handled.context import Context
 from handled.db import primary_db
-from handled.models import Session
+from handled.errors import NotFound
+from handled.models import Session, User
 from handled.settings import Settings
 from handled.timeutil import utcnow
 
@@ -61,10 +63,11 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
     if not token or len(token) > 200:
         return None
     token_hash = hash_token(token)
+    key = session_cache.signing_key(settings.secret_key)
     epoch = None
     if settings.session_cache_enabled:
         try:
-            entry = session_cache.read(token_hash)
+            entry = session_cache.read(token_hash, key)
             if entry is not None and entry["expires_at"] > time.time():
                 metrics.session_cache_hit()
                 return entry
@@ -77,13 +80,13 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
         metrics.primary_session_lookup()
         return lookup_primary(settings, token_hash)
     if session_cache.claim_lookup(token_hash):
-        entry = session_cache.read_quietly(token_hash)  # cached while we were claiming?
+        entry = session_cache.read_quietly(token_hash, key)  # cached while we were claiming?
         if entry is not None:
             session_cache.release_lookup(token_hash)
             return entry
     else:
         # Another request is reading this session from PRIMARY: use its result.
-        entry = session_cache.wait_for_entry(token_hash)
+        entry = session_cache.wait_for_entry(token_hash, key)
         if entry is not None:
             return entry
     try:
@@ -93,7 +96,7 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
             hook(token_hash, entry)
         if entry is not None:
             ttl = min(settings.session_cache_ttl, int(entry["expires_at"] - time.time()))
-            session_cache.write(token_hash, entry, epoch, ttl)
+            session_cache.write(token_hash, entry, epoch, ttl, key)
     finally:
         session_cache.release_lookup(token_hash)
     return entry
@@ -124,6 +127,36 @@ def delete_user_sessions(user_id: int, keep_hash: str | None = None) -> int:
     if keep_hash:
         query = query.where(Session.id != keep_hash)
     return query.execute()
+
+
+def end_sessions(ctx: Context, user_id: int | None = None) -> tuple[int, bool]:
+    """End every session (``user_id`` None) or every session of one user, at once.
+
+    One transaction deletes the rows, records the cache invalidation as pending and
+    audits it; then the cache is invalidated (every entry, or the user's). Returns
+    (sessions ended, whether the cache invalidation is still pending because Redis
+    could not be reached; it is then replayed by the next process that reaches it).
+    """
+    label = None
+    if user_id is not None:
+        user = User.get_or_none(User.id == user_id)
+        if user is None:
+            raise NotFound(f"There is no user with id {user_id}.")
+        label = user.email
+    with primary_db.atomic():
+        query = Session.delete()
+        if user_id is not None:
+            query = query.where(Session.user == user_id)
+        ended = query.execute()
+        if user_id is None:
+            pending_ids = session_cache.record_pending(everything=True)
+            audit.record(ctx, "session.end_all", None, None, None, {"sessions_ended": ended})
+        else:
+            pending_ids = session_cache.record_pending(user_ids=[user_id])
+            audit.record(ctx, "session.end_user", "user", user_id, label, {"sessions_ended": ended})
+    applied = session_cache.invalidate(user_ids=[user_id] if user_id is not None else (),
+                                       everything=user_id is None, pending_ids=pending_ids)
+    return ended, not applied
 
 
 def active_sessions(settings: Settings, user_id: int) -> list[Session]:

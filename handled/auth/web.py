@@ -3,7 +3,7 @@ the request guard and security headers."""
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, flash, g, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
 
@@ -33,7 +33,9 @@ def init_auth(app: Flask) -> None:
     for endpoint in ("health.healthz",):
         if endpoint in app.view_functions:
             public(app.view_functions[endpoint])
+    app.before_request(_forget_pending_notice)
     app.before_request(lambda: guard_request(app))
+    app.after_request(_flash_pending_invalidation)
     app.after_request(_security_headers)
     app.after_request(_write_session_cookie)
 
@@ -66,6 +68,22 @@ def _write_session_cookie(response):
     elif g.pop("clear_session_cookie", False):
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax",
                                secure=settings.session_cookie_secure)
+    return response
+
+
+PENDING_FLASH = ("Redis could not be reached, so the session cache is not yet invalidated: the change is "
+                 "recorded as pending and applied by the next process that reaches Redis (within "
+                 "SESSION_CACHE_TTL seconds at worst); the System page counts pending invalidations.")
+
+
+def _forget_pending_notice() -> None:
+    session_cache.take_pending_notice()  # what an earlier request on this thread left is not ours
+
+
+def _flash_pending_invalidation(response):
+    """The page that made a change whose cache invalidation could not reach Redis says so."""
+    if session_cache.take_pending_notice():
+        flash(PENDING_FLASH, "error")
     return response
 
 

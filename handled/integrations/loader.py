@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterable, Iterator
 
@@ -34,7 +35,8 @@ log = logging.getLogger("handled.integrations")
 OpenSource = Callable[[], ContextManager[Iterator[Record]]]
 
 COPY_CHUNK = 256 * 1024
-REPORT_EVERY = 65536  # records between progress reports
+REPORT_EVERY = 2048  # records between looks at the progress
+REPORT_SECONDS = 0.25  # at most this often a report
 VALUE_LIMIT = 200  # characters of a rejected value kept in the history
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -105,18 +107,45 @@ class _StopDirect(Exception):
 
 
 class RowsRead:
-    """Records read so far from one file; ``ctx.progress`` hears of it every REPORT_EVERY records.
+    """Records read so far from one file; ``ctx.progress`` hears how far the file has been read.
 
-    Counting by records, not by the clock, keeps the hot loop to one modulo
-    (the loader reads ~500k records/s: a report is a few a second at most).
+    Counting by records keeps the hot loop to one modulo: every REPORT_EVERY
+    records ``report`` looks at the bytes read (``position``, set by the caller
+    for text files) and tells the sink when the percentage grew, at most every
+    REPORT_SECONDS. Without a position (spreadsheets) it reports rows only.
+    The percentage never goes back: a second pass over the file (to name every
+    rejected row) reports only once it gets past the first one.
     """
 
-    def __init__(self, progress: Progress = NO_PROGRESS, file_name: str = ""):
+    def __init__(self, progress: Progress = NO_PROGRESS, file_name: str = "", size: int | None = None):
         self.count = 0
         self.progress = progress
         self.file_name = file_name
+        self.size = size
+        self.position: Callable[[], int] | None = None
+        self._best = 0
+        self._last = 0.0
+
+    def start(self) -> None:
+        """Say that the file is being read (0 bytes so far)."""
+        self.progress("importing", 0, self.size or None, f"{self.file_name}: reading")
 
     def report(self, count: int) -> None:
+        now = time.monotonic()
+        if now - self._last < REPORT_SECONDS:
+            return
+        if self.position is not None and self.size:
+            try:
+                done = min(self.size, self.position())
+            except (OSError, ValueError):     # the file was closed under us: nothing to say
+                return
+            if done * 100 // self.size <= self._best * 100 // self.size:
+                return
+            self._best, self._last = done, now
+            self.progress("importing", done, self.size,
+                          f"{self.file_name}: {count:,} rows read ({done:,} of {self.size:,} bytes)")
+            return
+        self._last = now
         self.progress("importing", count, None, f"{self.file_name}: {count:,} rows read")
 
 

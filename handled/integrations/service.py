@@ -23,6 +23,7 @@ from typing import Iterable
 
 from handled import audit, heartbeat
 from handled.context import Context
+from handled.db import data_db
 from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
@@ -31,6 +32,7 @@ from handled.integrations.limits import FileLimits, check_archive
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
 from handled.integrations.registry import UnknownIntegration, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
+from handled.jobs.progress import JobCancelled, on_cancel
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -49,6 +51,22 @@ class ImportOutcome:
     message: str
 
     @property
+    def outcome(self) -> str:
+        """What became of the file, in words: imported, imported with rejected rows,
+        skipped as a duplicate, rejected (bad rows, nothing written) or failed."""
+        if self.status == "succeeded":
+            return "imported with rejected rows" if self.rows_rejected else "imported"
+        if self.status == "skipped":
+            return "skipped as a duplicate"
+        return "rejected" if self.rows_rejected else "failed"
+
+    def as_dict(self) -> dict:
+        """Plain values (a job's record, a page)."""
+        return {"run_id": self.run_id, "integration": self.integration, "file_name": self.file_name,
+                "status": self.status, "outcome": self.outcome, "rows_read": self.rows_read,
+                "rows_written": self.rows_written, "rows_rejected": self.rows_rejected, "message": self.message}
+
+    @property
     def clean(self) -> bool:
         """True when nothing was refused or rejected (skipped counts as clean)."""
         return self.status in ("succeeded", "skipped") and self.rows_rejected == 0
@@ -59,8 +77,8 @@ def import_file(ctx: Context, integration_id: str | Integration, path: str | Pat
     """Import one file as ``ctx.actor``; the returned outcome (and the run history) says what happened.
 
     ``integration_id`` may also be an Integration object (the benchmark's twins).
-    ``ctx.progress`` hears "importing" (rows read so far) while the file loads,
-    then "imported" with the file's outcome.
+    ``ctx.progress`` hears "importing" (bytes read of the file, or rows read of a
+    spreadsheet) while the file loads, then "imported" (1 of 1) with the file's outcome.
     """
     integration = (integration_id if isinstance(integration_id, Integration)
                    else get_integration(integration_id))
@@ -68,7 +86,7 @@ def import_file(ctx: Context, integration_id: str | Integration, path: str | Pat
     audit.record(ctx, "integration.import", "integration", integration.id, integration.id,
                  {"file": outcome.file_name, "run_id": outcome.run_id, "status": outcome.status,
                   "rows_written": outcome.rows_written, "rows_rejected": outcome.rows_rejected})
-    ctx.progress("imported", outcome.rows_read, None, f"{outcome.file_name}: {outcome.status}. {outcome.message}")
+    ctx.progress("imported", 1, 1, f"{outcome.file_name}: {outcome.status}. {outcome.message}")   # the file is done
     return outcome
 
 
@@ -101,22 +119,28 @@ def _load(ctx: Context, integration: Integration, run, path: Path, name: str, fa
     try:
         with ExitStack() as stack:
             stack.enter_context(heartbeat.Heartbeat())  # lets a sweep tell this process is alive
+            # a cancelled job whose statement waits on a lock: cancel the statement (its job then ends)
+            stack.enter_context(on_cancel(data_db.connection().cancel))
             # Opening reads the header and the first data row: a wrong file is
             # refused here, before the transaction starts. The loader's first
             # pass reuses this opening (a spreadsheet is parsed once).
             opened = [stack.enter_context(open_records(path, name, integration, facts.kind))]
+            rows_read = RowsRead(ctx.progress, name, facts.size)
+            rows_read.start()
 
             @contextmanager
             def open_source():
                 if opened:
-                    yield opened.pop()
+                    records = opened.pop()
+                    rows_read.position = getattr(records, "position", None)
+                    yield records
                     return
                 with open_records(path, name, integration, facts.kind) as records:
+                    rows_read.position = getattr(records, "position", None)
                     yield records
 
             result = load_records(integration, open_source, context, partial=partial,
-                                  rejections=rejections, before_commit=archive,
-                                  rows_read=RowsRead(ctx.progress, name))
+                                  rejections=rejections, before_commit=archive, rows_read=rows_read)
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
@@ -125,6 +149,11 @@ def _load(ctx: Context, integration: Integration, run, path: Path, name: str, fa
         history.finish_run(run, "failed", f"{problem} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
         return _outcome(run)
+    except JobCancelled as cancel:
+        history.finish_run(run, "failed", f"Cancelled by {cancel.by or 'someone'} while it was being "
+                           "imported; its transaction was rolled back and nothing was written.",
+                           rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
+        raise
     except BaseException:
         log.exception("import run %s of %s failed unexpectedly", run.id, name)
         history.finish_run(run, "failed", "The import stopped on an unexpected error; it has been "

@@ -127,6 +127,20 @@ def check_header(cells, integration: Integration, name: str, where: str) -> None
                           f"{', '.join(integration.header)}; found {shown}.")
 
 
+class PositionedRecords:
+    """Records of a text file that also tell how many bytes of it were read (for progress)."""
+
+    def __init__(self, records: Iterator[Record], position):
+        self._records = records
+        self.position = position    # bytes read so far (the buffered reader's offset)
+
+    def __iter__(self):
+        return self._records
+
+    def __next__(self):
+        return next(self._records)
+
+
 @contextmanager
 def open_records(path: Path, name: str, integration: Integration, kind: str):
     """Yield an iterator of data records after the header has been checked.
@@ -138,7 +152,7 @@ def open_records(path: Path, name: str, integration: Integration, kind: str):
         handle = open(path, encoding="utf-8-sig", newline="")
         try:
             records = _text_records(handle, name, integration)
-            yield _require_data(records, name, integration)
+            yield PositionedRecords(_require_data(records, name, integration), handle.buffer.tell)
         finally:
             handle.close()
     else:

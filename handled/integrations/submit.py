@@ -56,7 +56,7 @@ def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[P
         try:
             job_id = jobs.enqueue("import", import_job, integration_id, str(folder), [str(p) for p in paths],
                                   names, partial, force, ctx=ctx,
-                                  description=f"Import {len(paths)} file(s) with {integration_id}",
+                                  description=_description(integration_id, names),
                                   result_url=result_url)
         except RedisError:
             shutil.rmtree(folder, ignore_errors=True)
@@ -71,16 +71,50 @@ def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[P
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _description(integration_id: str, names: list[str]) -> str:
+    """What the job pages call an import job: its files by name (up to three), and the integration."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"Import {shown} ({integration_id})"
+
+
 def import_job(ctx: Context, integration_id: str, folder: str, paths: list[str], names: list[str],
                partial: bool, force: bool) -> dict:
     """What a worker runs for a queued upload, as the user who uploaded it.
 
-    The service reports rows read and each file's outcome through the job's ``ctx.progress``.
+    The service reports bytes read and each file's outcome through the job's
+    ``ctx.progress``; the returned dict tells the worker how the job ends
+    (``job_outcome``) and lists each file's outcome with its run.
     """
     try:
         outcomes = import_paths(ctx, integration_id, paths, names=names, partial=partial, force=force)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    ctx.progress("finished", len(outcomes), len(outcomes))
-    return {"runs": [o.run_id for o in outcomes],
-            "statuses": {o.file_name: o.status for o in outcomes}}
+    outcome, message = job_outcome(outcomes)
+    return {"runs": [o.run_id for o in outcomes], "statuses": {o.file_name: o.status for o in outcomes},
+            "files": [o.as_dict() for o in outcomes], "outcome": outcome, "message": message}
+
+
+def job_outcome(outcomes: list[ImportOutcome]) -> tuple[str, str]:
+    """How an import job ends: "failed" when any file was refused or rejected, "problems" when a
+    partial import left rows out, else "finished"; and one sentence saying so."""
+    if not outcomes:
+        return "failed", "The upload held no file to import."
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.outcome] = counts.get(o.outcome, 0) + 1
+    if len(outcomes) == 1:
+        o = outcomes[0]
+        said = {"imported": f"{o.file_name} was imported: {o.rows_written:,} rows written.",
+                "imported with rejected rows": f"{o.file_name} was imported in part: {o.rows_written:,} rows "
+                                               f"written, {o.rows_rejected:,} rejected.",
+                "skipped as a duplicate": f"{o.file_name} was skipped: the same file was imported before.",
+                "rejected": f"{o.file_name} was rejected: {o.rows_rejected:,} of {o.rows_read:,} rows were bad, "
+                            "so nothing was written.",
+                "failed": f"{o.file_name} failed: {o.message}"}[o.outcome]
+    else:
+        said = f"{len(outcomes)} files: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."
+    if counts.get("rejected") or counts.get("failed"):
+        return "failed", said
+    if counts.get("imported with rejected rows"):
+        return "problems", said
+    return "finished", said

@@ -1,20 +1,23 @@
 """Background jobs: RQ on the one Redis client of handled/cache.py.
 
-- queue.py: ``enqueue`` (records who queued the job), ``job_status``, ``JobNotFound``;
+- queue.py: ``enqueue`` (records who queued the job; exclusive keys refuse a second request for
+  the same work), ``job_status`` (state, progress, elapsed, files), ``recent_jobs``, ``cancel_job``;
 - worker.py: ``flask jobs worker`` runs each job as ``func(job_ctx, *args)`` in a
   forked work horse, and sweeps what dead workers left behind;
 - progress.py: the job's Progress (its meta, shown live on ``/jobs/<id>``);
-- views.py: ``/jobs/<id>`` and its JSON; cli.py: ``flask jobs worker|status``.
+- views.py: ``/jobs``, ``/jobs/<id>``, its JSON and Cancel; cli.py: ``flask jobs worker|status``.
 
 Importing this package imports neither Flask nor click: services may use it.
 """
 
-from handled.jobs.progress import current_job_id
-from handled.jobs.queue import KIND_PERMISSIONS, JobNotFound, enqueue, get_queue, job_status
+from handled.jobs.progress import JobCancelled, current_job_id
+from handled.jobs.queue import (KIND_PERMISSIONS, JobAlreadyQueued, JobNotFound, cancel_job, enqueue, get_queue,
+                                holder, job_status, may_cancel, may_see, recent_jobs)
 from handled.jobs.worker import run_worker, sweep_dead_workers
 
-__all__ = ["KIND_PERMISSIONS", "JobNotFound", "current_job_id", "enqueue", "get_queue", "job_status",
-           "run_worker", "sweep_dead_workers"]
+__all__ = ["KIND_PERMISSIONS", "JobAlreadyQueued", "JobCancelled", "JobNotFound", "cancel_job", "current_job_id",
+           "enqueue", "get_queue", "holder", "job_status", "may_cancel", "may_see", "recent_jobs", "run_worker",
+           "sweep_dead_workers"]
 
 
 def init_app(app) -> None:

@@ -24,7 +24,7 @@ def worker_command(burst, name, max_jobs):
 def _line(status: dict) -> str:
     progress = f" {status['percent']}%" if status["percent"] is not None else ""
     message = f": {status['message']}" if status["message"] else ""
-    return f"{status['id']} [{status['status']}] {status['phase'] or ''}{progress}{message}"
+    return f"{status['id']} [{status['label']}] {status['phase'] or ''}{progress}{message}"
 
 
 @jobs_cli.command("status")
@@ -32,7 +32,7 @@ def _line(status: dict) -> str:
 @click.option("--follow", is_flag=True, help="Print progress until the job ends.")
 @click.option("--interval", type=float, default=1.0, show_default=True)
 def status_command(job_id, follow, interval):
-    """Status, phase and progress of one job; exit 1 if it failed."""
+    """Status, phase and progress of one job; exit 1 if it failed or was cancelled."""
     last = None
     while True:
         status = jobs.job_status(job_id)
@@ -43,5 +43,5 @@ def status_command(job_id, follow, interval):
         if not follow or status["finished"]:
             break
         time.sleep(interval)
-    if status["status"] in ("failed", "stopped", "canceled"):
+    if status["status"] in ("failed", "cancelled"):
         raise SystemExit(1)

@@ -9,11 +9,29 @@ The worker hands it to ``handled.context.job_context``, so services get it as ``
 
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from handled.timeutil import utcnow
+
+log = logging.getLogger("handled.jobs")
+
+
+class JobCancelled(BaseException):
+    """Raised in a running job's thread when someone cancelled it (handled/jobs/worker.py).
+
+    A BaseException, like KeyboardInterrupt: code that catches ``Exception`` to
+    report a failure lets it through, and what was half-done is rolled back.
+    """
+
+    def __init__(self, by: str | None = None):
+        super().__init__(by)
+        self.by = by
+
+    def sentence(self) -> str:
+        return f"Cancelled by {self.by or 'someone'} while it ran; what it had started was rolled back."
 
 
 class JobProgress:
@@ -52,3 +70,27 @@ def bound_job(job) -> Iterator[JobProgress]:
 def current_job_id() -> str | None:
     """The id of the job this process is running, if any."""
     return _bound.job.id if _bound is not None and _bound.job is not None else None
+
+
+# What a cancel also does when the job's thread does not notice it (a statement blocked on a
+# lock only returns to Python when it ends): e.g. the import's DATA connection's cancel().
+_cancel_hooks: list[Callable[[], None]] = []
+
+
+@contextmanager
+def on_cancel(hook: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, a cancel of this process's job that the job's thread has not
+    acted on within a second calls ``hook`` from the watcher thread. Outside a job: nothing."""
+    _cancel_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _cancel_hooks.remove(hook)
+
+
+def run_cancel_hooks() -> None:
+    for hook in list(_cancel_hooks):
+        try:
+            hook()
+        except Exception as exc:    # already closed, not busy: the cancel goes on without it
+            log.debug("a cancel hook failed: %s", exc)

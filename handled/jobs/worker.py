@@ -9,6 +9,8 @@ A starting worker first sweeps what dead workers left behind: their runs
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
@@ -17,27 +19,96 @@ from rq.registry import StartedJobRegistry
 from rq.utils import import_attribute
 
 from handled import db, heartbeat, runs
-from handled.cache import get_redis
+from handled.cache import get_jobs_redis
 from handled.context import job_context
 from handled.errors import HandledError, redact_url
-from handled.jobs.progress import bound_job
-from handled.jobs.queue import DEAD_WORKER_MESSAGE, get_queue
+from handled.jobs.progress import JobCancelled, bound_job, run_cancel_hooks
+from handled.jobs.queue import DEAD_WORKER_MESSAGE, cancel_requested, get_queue, release_exclusive
+from handled.timeutil import utcnow
 
 log = logging.getLogger("handled.jobs")
+CANCEL_POLL_SECONDS = 0.3
+HOOK_AFTER_SECONDS = 1.0     # a cancel not acted on by then runs the job's cancel hooks
 
 
 def run_job(target: str, actor_data: dict, args: tuple, kwargs: dict):
-    """What the work horse executes: ``target(job_ctx, *args, **kwargs)``, its failure told in words."""
-    with bound_job(get_current_job()) as progress:
-        progress.update(runner=heartbeat.runner_id(), phase="started")
+    """What the work horse executes: ``target(job_ctx, *args, **kwargs)``, its failure told in words.
+
+    A job function may return a dict with ``outcome`` ("finished", "problems" or
+    "failed"), ``message`` (one sentence), ``files`` and ``runs``: the job then
+    ends in that state, whatever RQ says about the function returning. While it
+    runs, a cancel request (queue.cancel_job) raises ``JobCancelled`` in this
+    thread: services roll back on it like on Ctrl-C, and the job ends cancelled.
+    """
+    job = get_current_job()
+    with bound_job(job) as progress:
+        progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
         try:
-            with heartbeat.Heartbeat():
-                return import_attribute(target)(job_context(actor_data, progress), *args, **kwargs)
+            with heartbeat.Heartbeat(), _cancellable(job):
+                result = import_attribute(target)(job_context(actor_data, progress), *args, **kwargs)
+            if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
+                progress.update(outcome=result["outcome"], phase=result["outcome"],
+                                message=result.get("message"), files=result.get("files") or [],
+                                runs=result.get("runs") or [], ended_at=utcnow().isoformat())
+            return result
+        except JobCancelled as cancel:
+            progress.update(outcome="cancelled", phase="cancelled", ended_at=utcnow().isoformat(),
+                            message=cancel.sentence())
+            return {"outcome": "cancelled"}
         except Exception as exc:
             progress.update(phase="failed", message=failure_sentence(exc))
             raise
         finally:
+            if job is not None:
+                release_exclusive(job)
             db.release_connections()
+
+
+class _cancellable:
+    """While the block runs, a thread watches for a cancel request and raises JobCancelled in
+    the calling (main) thread through SIGUSR1, whose handler is installed for the block."""
+
+    def __init__(self, job):
+        self.job = job
+        self.stop = threading.Event()
+        self.raised = False
+
+    def __enter__(self):
+        if self.job is None or threading.current_thread() is not threading.main_thread():
+            return self
+        self.previous = signal.signal(signal.SIGUSR1, self._handler)
+        self.watcher = threading.Thread(target=self._watch, name=f"cancel-{self.job.id}", daemon=True)
+        self.watcher.start()
+        return self
+
+    def _handler(self, signum, frame):
+        if self.raised:
+            return
+        self.raised = True
+        raise JobCancelled(self.by)
+
+    def _watch(self) -> None:
+        main = threading.main_thread().ident
+        while not self.stop.wait(CANCEL_POLL_SECONDS):
+            try:
+                by = cancel_requested(self.job.id)
+            except Exception:   # Redis away for a moment: ask again next time
+                log.debug("could not read the cancel flag of job %s", self.job.id, exc_info=True)
+                continue
+            if by:
+                self.by = by
+                signal.pthread_kill(main, signal.SIGUSR1)
+                if not self.stop.wait(HOOK_AFTER_SECONDS):   # still going: stuck in a statement
+                    run_cancel_hooks()
+                return
+
+    def __exit__(self, *exc):
+        self.raised = True      # the work is over: a late signal changes nothing
+        if getattr(self, "watcher", None) is not None:
+            self.stop.set()
+            self.watcher.join()
+            signal.signal(signal.SIGUSR1, self.previous)
+        return False
 
 
 def failure_sentence(exc: Exception) -> str:
@@ -56,7 +127,7 @@ def sweep_dead_workers() -> dict:
     for job_id in registry.get_job_ids(cleanup=False):
         job_id = job_id.split(":", 1)[0]
         try:
-            job = Job.fetch(job_id, connection=get_redis())
+            job = Job.fetch(job_id, connection=get_jobs_redis())
         except NoSuchJobError:
             continue
         runner = job.meta.get("runner")
@@ -64,6 +135,7 @@ def sweep_dead_workers() -> dict:
             job.meta.update(phase="failed", message=DEAD_WORKER_MESSAGE.format(runner=runner))
             job.save_meta()
             job.set_status(JobStatus.FAILED)
+            release_exclusive(job)
             failed_jobs.append(job.id)
     return {"runs": failed_runs, "jobs": failed_jobs}
 
@@ -81,7 +153,7 @@ def run_worker(*, burst: bool = False, name: str | None = None, max_jobs: int | 
     swept = sweep_dead_workers()
     if swept["runs"] or swept["jobs"]:
         log.warning("marked failed after their worker died: runs %s, jobs %s", swept["runs"], swept["jobs"])
-    connection = get_redis()
+    connection = get_jobs_redis()
     worker = HandledWorker([get_queue()], connection=connection, name=name)
     connection.connection_pool.disconnect()  # RQ raised the socket timeout; reconnect with it
     db.close_databases()

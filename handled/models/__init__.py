@@ -1,7 +1,7 @@
 """All models, one module per schema; ``ALL_MODELS`` is what the drift check compares."""
 
 from handled.models import config, customer, reference, workspace
-from handled.models.config import (AuditLog, ExportRun, ImportRun, Permission, Role,
+from handled.models.config import (AuditLog, ExportRun, ImportRun, PendingInvalidation, Permission, Role,
                                    RolePermission, Session, TransformationRun, User, UserRole)
 from handled.models.customer import Facility, FacilityOrganization, Organization
 from handled.models.reference import Carrier, DeliveryMatrix, Service, Zip3Reference
@@ -9,7 +9,7 @@ from handled.models.workspace import (GazZcta, UpsGroundServiceZip5, UpsZone, Us
                                       UsZip)
 
 PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog,
-                  ImportRun, TransformationRun, ExportRun,
+                  ImportRun, TransformationRun, ExportRun, PendingInvalidation,
                   Organization, Facility, FacilityOrganization]
 DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService,
                Carrier, Service, Zip3Reference, DeliveryMatrix]

@@ -1,7 +1,7 @@
 """PRIMARY database, schema ``config``: accounts, sessions, permissions, audit, run history."""
 
 from peewee import (AutoField, BigAutoField, BigIntegerField, BooleanField, CompositeKey,
-                    ForeignKeyField, TextField)
+                    ForeignKeyField, IntegerField, TextField)
 from playhouse.postgres_ext import BinaryJSONField
 
 from handled.db import PrimaryModel, TimestampTzField
@@ -79,6 +79,19 @@ class UserRole(ConfigModel):
     class Meta:
         table_name = "user_roles"
         primary_key = CompositeKey("user", "role")
+
+
+class PendingInvalidation(ConfigModel):
+    """A session-cache invalidation not yet applied to Redis (handled/auth/session_cache.py)."""
+
+    id = BigAutoField()
+    user_id = IntegerField(null=True)  # no foreign key: a deleted user's entries must still go
+    token_hash = TextField(null=True)
+    everything = BooleanField(default=False)
+    created_at = TimestampTzField(default=utcnow)
+
+    class Meta:
+        table_name = "pending_invalidations"
 
 
 class AuditLog(ConfigModel):

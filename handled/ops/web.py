@@ -71,7 +71,17 @@ def metrics_page():
 def index():
     settings = app_settings()
     return render_template("ops/system.html", report=snapshot(settings), chart=hour_chart(metrics.last_hour()),
-                           counters=counter_totals(settings), settings=settings)
+                           counters=counter_totals(settings), settings=settings,
+                           pending_invalidations=_pending_invalidations())
+
+
+def _pending_invalidations() -> int | None:
+    """Session-cache invalidations still waiting for Redis (None when PRIMARY cannot say)."""
+    from handled.auth import session_cache
+    try:
+        return session_cache.pending_count()
+    except Exception:  # PRIMARY down: the databases table above already says so
+        return None
 
 
 class MetricsTokenMiddleware:

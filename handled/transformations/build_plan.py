@@ -27,6 +27,12 @@ from handled.schema.names import build_name, old_name
 from handled.transformations.registry import SCHEMA, Transformation
 
 PHASES = ("prepare", "insert", "index", "check", "swap")
+# Where each phase starts and ends on a progress scale of PROGRESS_TOTAL, by what it
+# costs in a real rebuild: insert and index are most of it. Inside insert and index
+# the position moves with the slices done (see progress_point).
+PROGRESS_TOTAL = 1000
+PHASE_SPANS = {"prepare": (0, 40), "insert": (40, 600), "index": (600, 900), "check": (900, 930),
+               "swap": (930, 1000), "done": (1000, 1000)}
 NAME_LIMIT = 63               # PostgreSQL's identifier length
 LEFTOVER_LOCK_TIMEOUT = "5s"  # waiting for a leftover old table before a build gives up
 MAINTENANCE_WORK_MEM_MB = 1024  # shared by the slices: each key sorts in memory
@@ -60,6 +66,12 @@ def check_length(name: str) -> str:
 def partition_name(target: str, generation: str, number: int) -> str:
     """A slice's name: a live partition after the swap, so never a scratch name."""
     return check_length(f"{target}__p{generation}_{number}")
+
+
+def progress_point(phase: str, fraction: float = 0.0) -> int:
+    """How far (out of PROGRESS_TOTAL) a build is when ``fraction`` of ``phase`` is done."""
+    start, end = PHASE_SPANS.get(phase, (0, 0))
+    return start + round((end - start) * min(1.0, max(0.0, fraction)))
 
 
 def slice_bounds(values: list, parallelism: int) -> list[tuple]:

@@ -34,8 +34,9 @@ import psycopg2.extensions
 from handled.context import NO_PROGRESS, Progress
 from handled.db import direct_connection, release_connections
 from handled.settings import DatabaseConfig, Settings
-from handled.transformations.build_plan import (INDEX_SQL, PHASES, SCHEMA, BuildBusy, BuildCancelled, BuildFailed,
-                                                BuildPlan, LiveIndex, Slice, Statement, parse_index)
+from handled.transformations.build_plan import (INDEX_SQL, PROGRESS_TOTAL, SCHEMA, BuildBusy, BuildCancelled,
+                                                BuildFailed, BuildPlan, LiveIndex, Slice, Statement, parse_index,
+                                                progress_point)
 from handled.transformations.registry import Transformation
 
 log = logging.getLogger("handled.transformations")
@@ -133,6 +134,9 @@ def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, p
     except BaseException:
         control.cancel()   # every connection of the build stops; its tables are dropped
         _wait_for(worker, control)
+        if "result" in outcome:   # the swap had committed before the cancel: the new table is live
+            log.warning("%s: interrupted after its swap had committed; the new table stays", t.id)
+            return outcome["result"]
         raise
     if "error" in outcome:
         raise outcome["error"]
@@ -196,9 +200,9 @@ class _Build:
         self.announce("done")
         return BuildResult(rows=rows, sources_empty=sources_empty, timings=self.timings, slices=len(slices))
 
-    def announce(self, phase: str) -> None:
-        done = PHASES.index(phase) if phase in PHASES else len(PHASES)
-        self.progress(phase, done, len(PHASES), f"{self.t.id}: {phase}")
+    def announce(self, phase: str, fraction: float = 0.0, detail: str = "") -> None:
+        """Report ``phase`` (``fraction`` of it done) on the PROGRESS_TOTAL scale of build_plan."""
+        self.progress(phase, progress_point(phase, fraction), PROGRESS_TOTAL, f"{self.t.id}: {phase}{detail}")
 
     def phase(self, name: str) -> _Timer:
         self.announce(name)
@@ -274,33 +278,50 @@ class _Build:
 
         Timings: ``insert`` until every slice holds its rows, ``index`` from
         then until every slice has its keys."""
-        lock, inserted = threading.Lock(), []
-        all_inserted_or_failed = threading.Event()
+        lock, inserted, indexed = threading.Lock(), [], []
+        changed = threading.Event()
         started = time.monotonic()
-        self.announce("insert")
+        count = len(slices)
+        self.announce("insert", 0, f" (0 of {count} slices)" if count > 1 else "")
 
         def on_inserted() -> None:
             with lock:
                 inserted.append(time.monotonic())
-                if len(inserted) == len(slices):
-                    all_inserted_or_failed.set()
+            changed.set()
 
         def fill_one(s: Slice) -> int:
             try:
-                return self.fill_slice(s, slices, indexes, on_inserted)
+                rows = self.fill_slice(s, slices, indexes, on_inserted)
+                with lock:
+                    indexed.append(s)
+                changed.set()
+                return rows
             except BaseException:
                 self.control.stop()        # a slice failed: the others are pointless
-                all_inserted_or_failed.set()
+                changed.set()
                 raise
 
-        with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix=f"build-{self.t.id}") as pool:
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"build-{self.t.id}") as pool:
             futures = [pool.submit(fill_one, s) for s in slices]
-            all_inserted_or_failed.wait()   # progress is reported from this thread, not the pool's
-            if len(inserted) == len(slices):
-                self.announce("index")
+            # progress is reported from this thread, not the pool's: one report per slice inserted or indexed
+            said = (0, 0)
+            while not all(f.done() for f in futures):
+                changed.wait(POLL_SECONDS)
+                changed.clear()
+                with lock:
+                    now = (len(inserted), len(indexed))
+                if now == said or self.control.stopping.is_set():
+                    continue
+                said = now
+                if now[0] < count:
+                    self.announce("insert", now[0] / count, f" ({now[0]} of {count} slices)")
+                else:
+                    self.announce("index", 0.9 * now[1] / count,
+                                  f" ({now[1]} of {count} slices)" if count > 1 else "")
             wait(futures)
         if any(f.exception() for f in futures):
             raise self.first_error(futures)
+        self.announce("index", 0.9, " (the whole table's keys and statistics)")
         self.timings["insert"] = round(max(inserted) - started, 3)
         self.timings["index"] = round(time.monotonic() - max(inserted), 3)
         return sum(f.result() for f in futures)

@@ -17,6 +17,7 @@ from rq.timeouts import JobTimeoutException
 from handled import audit, heartbeat, jobs
 from handled.context import Context
 from handled.errors import HandledError, first_line
+from handled.jobs.progress import JobCancelled
 from handled.transformations import history
 from handled.transformations.build_plan import PHASES, BuildFailed
 from handled.transformations.build_runner import build_and_swap, pg_code
@@ -37,14 +38,26 @@ class TransformationFailed(HandledError):
     """A run failed; the message says why and that the live table is unchanged."""
 
 
-def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | None = None) -> RunOutcome:
-    """Build and swap in one transformation as ``ctx.actor``, recording the run in PRIMARY."""
+def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | None = None,
+                       part: tuple[int, int] = (0, 1)) -> RunOutcome:
+    """Build and swap in one transformation as ``ctx.actor``, recording the run in PRIMARY.
+
+    ``part`` = (index, count) places this build within a plan of ``count`` builds, so the
+    progress reported moves through the whole plan once."""
     t = get_transformation(transformation_id)
+    index, count = part
     with heartbeat.Heartbeat():  # beating before the row exists, so no sweep takes it for dead
         run = history.start_run(t.id, ctx.actor.id, audit.actor_text(ctx.actor), job_id)
+        last_phase = [None]
 
         def record(phase: str, done: int | None = None, total: int | None = None, message: str | None = None):
-            history.record_phase(run.id, phase)   # from the build thread: its own PRIMARY connection
+            if phase != last_phase[0]:   # from the build thread: its own PRIMARY connection
+                history.record_phase(run.id, phase)
+                last_phase[0] = phase
+            if done is not None and total:
+                done, total = index * total + done, count * total
+            if count > 1 and message:
+                message = f"{message} (build {index + 1} of {count})"
             ctx.progress(phase, done, total, message)
 
         try:
@@ -78,6 +91,8 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
     unchanged = f"{t.qualified_target} was left unchanged."
     if isinstance(exc, BuildFailed):
         return str(exc)
+    if isinstance(exc, JobCancelled):
+        return f"{t.id} was cancelled by {exc.by or 'someone'}; {unchanged}"
     if isinstance(exc, (KeyboardInterrupt, SystemExit)) or pg_code(exc) == "57014":
         return f"{t.id} was cancelled; {unchanged}"
     if pg_code(exc) == "23505":
@@ -104,13 +119,21 @@ def plan_runs(ids: list[str], *, run_all: bool = False) -> list[str]:
 def run_transformations(ctx: Context, ids: list[str], *, run_all: bool = False,
                         job_id: str | None = None) -> list[RunOutcome]:
     """Run ``ids`` (or all) with their stale dependencies first; stop at the first failure."""
-    return [run_transformation(ctx, tid, job_id=job_id) for tid in plan_runs(ids, run_all=run_all)]
+    plan = plan_runs(ids, run_all=run_all)
+    outcomes = []
+    for i, tid in enumerate(plan):
+        by = jobs.queue.cancel_requested(job_id) if job_id and i else None
+        if by:   # a cancel that came as the previous build swapped in: the rest is not started
+            raise JobCancelled(by)
+        outcomes.append(run_transformation(ctx, tid, job_id=job_id, part=(i, len(plan))))
+    return outcomes
 
 
-def transformation_job(ctx: Context, ids: list[str]) -> list[dict]:
+def transformation_job(ctx: Context, ids: list[str]) -> dict:
     """The background-job entry point: run as the user who queued it; plain values for the job record."""
     outcomes = run_transformations(ctx, ids, job_id=jobs.current_job_id())
-    return [outcome.__dict__ for outcome in outcomes]
+    return {"outcome": "finished", "runs": [outcome.__dict__ for outcome in outcomes],
+            "message": "; ".join(f"{o.transformation}: {o.rows:,} rows" for o in outcomes) + "."}
 
 
 def describe_transformations() -> list[dict]:
@@ -146,9 +169,23 @@ def enqueue_transformations(ctx: Context, ids: list[str], *, run_all: bool = Fal
         if going is not None:
             raise history.AlreadyRunning(going)
     noun = "transformation" if len(asked) == 1 else "transformations"
+    # one Redis key per transformation of the plan, held from now until the job ends: a second
+    # request (a double click, another user, the CLI) is refused while this one is queued or running
     job_id = jobs.enqueue("transformation", transformation_job, asked, ctx=ctx,
-                          description=f"Run {noun} {', '.join(asked)}", result_url=result_url)
+                          description=f"Run {noun} {', '.join(asked)}", result_url=result_url,
+                          exclusive=[exclusive_name(tid) for tid in plan],
+                          exclusive_label=f"A run of {', '.join(plan)}")
     return job_id, plan
+
+
+def exclusive_name(transformation_id: str) -> str:
+    """The exclusive key a queued or running job of this transformation holds (jobs.enqueue)."""
+    return f"transformation:{transformation_id}"
+
+
+def queued_job(transformation_id: str) -> str | None:
+    """The id of the job that has this transformation queued or running, if any."""
+    return jobs.holder(exclusive_name(transformation_id))
 
 
 def enqueue_transformation(ctx: Context, transformation_id: str, *, result_url: str | None = None) -> str:
@@ -159,4 +196,4 @@ def enqueue_transformation(ctx: Context, transformation_id: str, *, result_url: 
 
 __all__ = ["PHASES", "RunOutcome", "TransformationFailed", "run_transformation", "run_transformations",
            "plan_runs", "describe_transformations", "enqueue_transformation", "enqueue_transformations",
-           "transformation_job"]
+           "exclusive_name", "queued_job", "transformation_job"]

@@ -29,6 +29,11 @@ def session_lookups(statements) -> int:
     return sum("config.sessions" in sql and "WITH touched" in sql for sql in statements)
 
 
+def pending_checks(statements) -> int:
+    """Reads of config.pending_invalidations (each process at most once per PENDING_CHECK_INTERVAL)."""
+    return sum('"pending_invalidations"' in sql and sql.lstrip().startswith("SELECT") for sql in statements)
+
+
 @contextmanager
 def change_between_read_and_cache_write(change):
     """Run ``change()`` in another thread (its own connection) right after the next
