@@ -25,7 +25,7 @@ from rq.job import Job, JobStatus
 from rq.registry import (CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry)
 
 from handled import heartbeat
-from handled.cache import get_jobs_redis, get_redis
+from handled.cache import get_jobs_redis
 from handled.context import Context
 from handled.errors import Conflict, Forbidden, NotFound
 from handled.timeutil import utcnow
