@@ -39,7 +39,8 @@ def test_a_warehouse_lead_sees_the_dashboard_and_no_database_details(login_clien
     for section in SECTIONS:  # customers, imports, transformations and exports: every section
         assert section in lead, section
     for detail in ("0001_config_customer_schemas", "0001_workspace_reference_schemas", "PostgreSQL 1",
-                   settings.primary.display(), settings.data.display(), settings.primary.dbname, "database mode"):
+                   settings.primary.display(), settings.data.display(), settings.primary.dbname,
+                   f"{settings.primary.user}@", "database mode"):
         assert detail not in lead, detail
     assert 'href="/system"' not in lead
 
