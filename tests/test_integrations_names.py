@@ -4,12 +4,14 @@ now, and the import options named as each channel offers them (flags on the CLI,
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import zipfile
 
 import pytest
 
+from handled import create_app, jobs
 from handled.context import Actor
 from handled.db import data_db
 from handled.integrations.names import browser_original
@@ -18,7 +20,9 @@ from handled.integrations.service import import_file, import_paths
 from handled.models import ImportRun
 from tests.support.import_files import (USPS_NAME, gaz_row, ground_row, usps_row, uszip_row, write_gaz,
                                         write_ground, write_usps, write_uszips, write_zone_chart, zone_row)
+from tests.support.accounts import make_user, sign_in_client
 from tests.support.imports import assert_refused, table_digest, table_rows
+from tests.support.workers import start_worker
 
 
 def web(ctx):
@@ -38,7 +42,13 @@ def ticked(page: str, box: str) -> bool:
 
 
 @pytest.fixture
-def importer(imp_app, login_client):
+def app(imp_app):
+    """The signed-in clients' app is the one over this test's own archive and upload folders."""
+    return imp_app
+
+
+@pytest.fixture
+def importer(login_client):
     return login_client(permissions=["run_imports"])
 
 
@@ -200,6 +210,34 @@ def test_the_upload_page_lists_ignored_members_and_shows_the_run(importer, files
     page = importer.get(response.headers["Location"]).get_data(as_text=True)
     assert "zones/license.txt: ignored. Ignored: no integration reads zones/license.txt" in page
     assert "readme.pdf: ignored." in page and "succeeded" in page
+
+
+def test_a_queued_upload_lists_ignored_members_and_names_the_box_not_the_flag(imp_settings, tmp_path, files):
+    queued = dataclasses.replace(imp_settings, import_background_bytes=0)     # every upload goes to a job
+    application = create_app(queued)
+    application.config.update(TESTING=True)
+    lead = sign_in_client(application, make_user(application, ["run_imports"], email="lead@example.test"))
+    chart = write_zone_chart(files / "007.xlsx", [zone_row("004"), zone_row("04")])
+    bundle = files / "charts.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(chart, "007.xlsx")
+        archive.writestr("license.txt", "Data (c) UPS\n")
+    response = upload(lead, "ups-zones", [bundle])
+    assert "/jobs/" in response.headers["Location"]
+    job_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert start_worker(queued, tmp_path, "--burst").wait(timeout=120) == 0
+    status = jobs.job_status(job_id)
+    run = ImportRun.get()
+    assert status["status"] == "failed" and status["message"] == "2 files: 1 rejected, 1 ignored."
+    assert [(f["file_name"], f["outcome"], f["run_id"]) for f in status["files"]] == [
+        ("007.xlsx", "rejected", run.id), ("license.txt", "ignored", None)]
+    rejected = status["files"][0]["message"]
+    assert f'"{PARTIAL_LABEL}" ticked' in rejected and "--partial" not in rejected
+    page = lead.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "<strong>ignored</strong>" in page and "no run" in page and f'href="/integrations/runs/{run.id}"' in page
+    assert "--partial" not in page and "--force" not in page
+    run_page = lead.get(f"/integrations/runs/{run.id}").get_data(as_text=True)
+    assert ticked(run_page, "partial")
 
 
 # ---- the same content under another origin's name ---------------------------------------------------------------
