@@ -11,7 +11,6 @@ from __future__ import annotations
 
 PARTIAL_LABEL = "Load the good rows even if some are rejected"
 FORCE_LABEL = "Import again even if the same file was imported before"
-FLAGS = {"partial": "--partial", "force": "--force"}
 LABELS = {"partial": PARTIAL_LABEL, "force": FORCE_LABEL}
 
 
