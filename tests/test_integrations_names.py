@@ -170,6 +170,15 @@ def test_zip_members_no_integration_reads_are_listed_as_ignored_without_a_run(im
     assert len(table_rows("ups_zones")) == 2
 
 
+def test_a_browser_renamed_zip_member_is_read_not_ignored(imp_ctx, files):
+    ground = write_ground(files / "10001.csv", [ground_row()])
+    bundle = files / "ground.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(ground, "downloads/10001 (1).csv")
+    [outcome] = import_paths(imp_ctx, "ups-ground-service", [bundle])
+    assert (outcome.file_name, outcome.status, outcome.rows_written) == ("10001 (1).csv", "succeeded", 1)
+
+
 def test_a_zip_member_another_integration_reads_is_refused_not_ignored(imp_ctx, files):
     ground = write_ground(files / "10001.csv", [ground_row()])
     chart = write_zone_chart(files / "007.xlsx", [zone_row("004")])
