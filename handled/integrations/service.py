@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from psycopg2 import sql
+from psycopg2.errors import QueryCanceled
 
 from handled import heartbeat
 from handled.context import Context
@@ -37,7 +38,7 @@ from handled.integrations.names import (JudgedName, describe_scope, judge_name, 
 from handled.integrations.options import force_hint, partial_hint
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
-from handled.jobs.progress import JobCancelled, on_cancel
+from handled.jobs.progress import JobCancelled, cancel_from_hooks, on_cancel
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -236,8 +237,17 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
                     rows_read.position = getattr(records, "position", None)
                     yield records
 
-            result = load_records(integration, open_source, context, partial=partial,
-                                  rejections=rejections, before_commit=archive, rows_read=rows_read)
+            try:
+                result = load_records(integration, open_source, context, partial=partial,
+                                      rejections=rejections, before_commit=archive, rows_read=rows_read)
+            except Exception as exc:
+                # the job's cancel stopped the statement (psycopg2's error, or peewee's wrapping it):
+                # a cancel, not a bug
+                stopped = isinstance(exc, QueryCanceled) or isinstance(exc.__context__, QueryCanceled)
+                cancel = cancel_from_hooks() if stopped else None
+                if cancel is None:
+                    raise
+                raise cancel from None
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
