@@ -262,6 +262,24 @@ def test_a_password_reset_does_not_forget_the_owners_usual_machines(app, setting
     assert sessions.authenticate(settings, token)["user_id"] == user.id
 
 
+def test_an_unused_temporary_password_is_still_bound_by_the_address_limits_and_only_until_used(
+        app, settings, monkeypatch):
+    """What the exemption does not give: a stranger guessing the temporary password is still
+    refused per account and address, and once the owner has used it the delay is back."""
+    settings = replace(settings, login_account_delay_after=3)
+    user = make_user(app, role="salesperson")
+    with app.test_request_context():
+        temporary = users.reset_password(setup_context(settings), user.id)
+    monkeypatch.setattr(throttle, "now", lambda: 6_000_000.0)
+    for _ in range(settings.login_max_failures_per_account):
+        assert attempt(settings, user.email, WRONG, "192.0.2.66") == login.BAD_CREDENTIALS  # no delay
+    assert THROTTLED_ADDRESS_OR_PAIR in attempt(settings, user.email, temporary, "192.0.2.66")
+    assert sessions.authenticate(settings, attempt(settings, user.email, temporary, "203.0.113.7"))
+    for n in range(3):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, temporary, "203.0.113.8")  # a new place waits
+
+
 @pytest.mark.parametrize("counted_in", ["redis", "primary"])
 def test_attempts_refused_by_the_delay_count_toward_the_address_limit(settings, monkeypatch, counted_in,
                                                                        private_redis):
