@@ -120,7 +120,6 @@ def test_a_target_outside_the_allow_list_is_refused_even_when_signed(app, settin
     from handled.jobs import signing
     marker = tmp_path / "ran"
     actor = system_context(settings).actor.to_job()
-    job_id = uuid.uuid4().hex
     for target in (f"{__name__}.touch_marker", "test-marker"):     # neither a path nor a name it knows
         job_id = uuid.uuid4().hex
         payload = (target, actor, [str(marker)], {})
@@ -152,7 +151,7 @@ class _Touch:
 
 
 def test_a_pickle_payload_is_not_unpickled_and_only_run_job_is_called(app, settings, tmp_path):
-    unpickled, called, via_callback = tmp_path / "unpickled", tmp_path / "called", tmp_path / "callback"
+    unpickled, called = tmp_path / "unpickled", tmp_path / "called"
     r = _redis(app)
     pickled = uuid.uuid4().hex
     r.hset(f"rq:job:{pickled}", mapping={
@@ -160,19 +159,23 @@ def test_a_pickle_payload_is_not_unpickled_and_only_run_job_is_called(app, setti
         "created_at": "2026-01-01T00:00:00.000000Z", "origin": QUEUE, "status": "queued",
         "description": "a pickle", "timeout": 60})
     r.rpush(f"rq:queue:{QUEUE}", pickled)
-    # a JSON job calling another function (os.mkdir) directly, and one naming a success callback
-    json_queue = Queue(QUEUE, connection=r, serializer=JSONSerializer)
-    other = json_queue.enqueue("os.mkdir", args=(str(called),)).id
-    callback = json_queue.enqueue("os.getpid")
-    r.hset(f"rq:job:{callback.id}", "success_callback_name", "os.abort")
+    # a JSON job calling another function (os.mkdir) directly
+    other = Queue(QUEUE, connection=r, serializer=JSONSerializer).enqueue("os.mkdir", args=(str(called),)).id
     worker = start_worker(settings, tmp_path, "--burst")
     assert worker.wait(timeout=120) == 0
     assert not unpickled.exists(), "the worker unpickled a payload from Redis"
     assert not called.exists(), "the worker called a function other than run_job"
     with app.app_context():
-        for job_id in (pickled, other, callback.id):
+        for job_id in (pickled, other):
             assert jobs.job_status(job_id)["status"] == "failed", job_id
-    assert not via_callback.exists()
+
+
+def test_no_callback_named_in_redis_is_imported(app):
+    """RQ imports and calls a job's success/failure/stopped callback by the name stored in Redis."""
+    from handled.jobs.signing import SERIALIZER, HandledJob
+    job = HandledJob("forged", connection=_redis(app), serializer=SERIALIZER)
+    job._success_callback_name = job._failure_callback_name = job._stopped_callback_name = "os.abort"
+    assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None, None, None)
 
 
 # --- the actor of a job -----------------------------------------------------------------------

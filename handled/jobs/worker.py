@@ -16,7 +16,7 @@ import threading
 
 from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import import_attribute
 
