@@ -105,13 +105,31 @@ def test_a_signed_entry_older_than_the_ttl_is_a_miss(app, settings, caplog):
     key = session_cache.signing_key(settings.secret_key)
     redis_client = open_test_redis()
     epoch = (redis_client.get(session_cache.EPOCH_KEY) or b"0").decode()
-    old = session_cache.seal(key, token_hash, entry, epoch, written_at=time.time() - settings.session_cache_ttl - 5)
+    old = session_cache.seal(key, token_hash, entry, epoch, written_at=time.time() - settings.session_cache_ttl - 60)
     redis_client.set(f"sess:{token_hash}", old)
     with caplog.at_level(logging.WARNING, logger="handled.auth"):
         status, permissions = me(client_with_token(app, token))
     assert status == 200 and "manage_users" not in permissions  # read from PRIMARY
     refused = [r.getMessage() for r in caplog.records if "older than" in r.getMessage()]
     assert len(refused) == 1 and token_hash not in refused[0]
+
+
+def test_an_entry_read_as_redis_expires_it_is_still_a_hit(app, settings):
+    """The stamp is taken just before the SET that starts the TTL: an entry a little past
+    SESSION_CACHE_TTL by its stamp, still in Redis, is genuine and hits without a warning."""
+    user = make_user(app, role="salesperson")
+    client = client_with_token(app, token := new_session(app, user))
+    assert me(client)[0] == 200
+    token_hash = sessions.hash_token(token)
+    redis_client = open_test_redis()
+    epoch = (redis_client.get(session_cache.EPOCH_KEY) or b"0").decode()
+    entry = json.loads(redis_client.get(f"sess:{token_hash}").partition(b".")[2])["entry"]
+    late = session_cache.seal(session_cache.signing_key(settings.secret_key), token_hash, entry, epoch,
+                              written_at=time.time() - settings.session_cache_ttl - 1)
+    redis_client.set(f"sess:{token_hash}", late, ex=5)
+    with count_primary_statements() as warm:
+        assert me(client)[0] == 200
+    assert session_lookups(warm) == 0
 
 
 # --- item 9: Redis credentials, TLS, redaction, a separate jobs Redis --------------

@@ -18,7 +18,7 @@ SECRET_KEY cannot add or alter an entry; one that fails the check is a miss (PRI
 is read), logged once and deleted. The signed part also holds the entry's write time
 and the epoch it was written under, and a read fetches the entry and the current epoch
 together (one MGET, so a warm request stays one round trip): an entry written more than
-SESSION_CACHE_TTL ago, or under another epoch, is a miss (logged). So an entry copied
+SESSION_CACHE_TTL (+ WRITE_TIME_SLACK) ago, or under another epoch, is a miss (logged). So an entry copied
 before a revocation and SET back afterwards (even without a TTL) is refused: the
 revocation moved the epoch; and were the epoch key rolled back as well, the entry still
 dies SESSION_CACHE_TTL after it was first written. The price: any invalidation turns
@@ -58,6 +58,9 @@ LOOKUP_LOCK_MS = 2000  # one PRIMARY lookup per session at a time across all wor
 LOOKUP_WAIT_SECONDS = 0.5
 PENDING_CHECK_INTERVAL = 1.0  # seconds between a process's checks of config.pending_invalidations
 SIGNING_CONTEXT = b"handled session cache v1"
+# An entry is stamped just before the SET that starts its TTL, and hosts' clocks differ a
+# little: an entry is refused as too old only past SESSION_CACHE_TTL plus this.
+WRITE_TIME_SLACK = 5.0
 EVERYTHING = "*"  # the pending-key marker of "every entry"
 
 _WRITE_SCRIPT = """
@@ -140,7 +143,7 @@ def _unseal(client: redis.Redis, key: bytes, token_hash: str, raw: bytes | None,
     if not isinstance(sealed, dict) or "entry" not in sealed:  # the format before write times were signed
         return None
     age = time.time() - float(sealed.get("written_at", 0))
-    if age > max_age:
+    if age > max_age + WRITE_TIME_SLACK:
         # Redis expires entries after SESSION_CACHE_TTL: this one was put back (or kept) by hand.
         log.warning("session cache entry for session %s... was written %.0f s ago, older than SESSION_CACHE_TTL "
                     "(%d s): ignored and removed, the session is read from PRIMARY", token_hash[:8], age, max_age)
