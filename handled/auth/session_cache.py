@@ -128,7 +128,7 @@ def _unseal(client: redis.Redis, key: bytes, token_hash: str, raw: bytes | None,
             max_age: float) -> dict | None:
     """The entry if its signature holds, it was written under ``epoch`` and at most ``max_age``
     seconds ago. A forged, altered or too old one (Redis would have expired it: it was put back)
-    is logged, deleted and a miss; one from an earlier epoch is a miss, logged at INFO (routine
+    is logged, deleted and a miss; one from an earlier epoch is a miss, logged at DEBUG (routine
     after any invalidation; the next PRIMARY lookup overwrites it)."""
     if not raw:
         return None
@@ -150,7 +150,7 @@ def _unseal(client: redis.Redis, key: bytes, token_hash: str, raw: bytes | None,
         _drop(client, token_hash)
         return None
     if sealed.get("epoch") != epoch:
-        log.info("session cache entry for session %s... predates the last invalidation (epoch %s, now %s); "
+        log.debug("session cache entry for session %s... predates the last invalidation (epoch %s, now %s); "
                  "the session is read from PRIMARY", token_hash[:8], sealed.get("epoch"), epoch)
         return None
     return sealed["entry"]
