@@ -198,9 +198,12 @@ def test_axe_finds_nothing_serious_on_any_page_an_admin_reaches(site, browser, s
 def test_top_bar_at_phone_width_shows_the_whole_name_and_every_link(live_server, browser):
     app, base = live_server
     admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
-    page = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2).new_page()
+    context = browser.new_context(viewport={"width": 375, "height": 740}, device_scale_factor=2)
+    add_axe(context)
+    page = context.new_page()
     sign_in(page, base, admin.email, TEST_PASSWORD)
     page.goto(f"{base}/admin/users")
+    assert axe_violations(page) == []
 
     name = page.locator("header .userbar a").first
     assert name.inner_text() == LONG_NAME
@@ -220,6 +223,7 @@ def test_top_bar_at_phone_width_shows_the_whole_name_and_every_link(live_server,
     assert current_nav_links(page) == ["/admin/users"]
     page.locator("header nav a", has_text="Facilities").click()
     assert page.url == f"{base}/customers/facilities"
+    assert axe_violations(page) == []
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot(page, SCREENSHOTS / "phone.png")
 
