@@ -20,16 +20,18 @@ _RUN_AXE = """async () => {
     nodes: v.nodes.slice(0, 4).map(n => n.target.join(" ") + ": " + (n.failureSummary || "").replace(/\\s+/g, " "))}));
 }"""
 
-# A cell that holds one number (with an optional unit) must be right-aligned, and so must the
-# header of its column; text cells beside numbers ("run #12", "2026-11-29", "1 / 0 / 10") are not numbers.
+# In a table with columns (a thead), a cell that holds one number (with an optional unit) must be
+# right-aligned, and so must the header of its column; text cells beside numbers ("run #12",
+# "2026-11-29", "1 / 0 / 10") are not numbers. A label | value sheet (no thead) has no number column.
 _MISALIGNED_NUMBERS = r"""() => {
   const number = /^[-+]?\d[\d,]*(\.\d+)?\s*(%|h|s|ms|min|bytes|B|KB|MB|GB|rows|cells)?$/;
   const right = el => ["right", "end"].includes(getComputedStyle(el).textAlign);
   const found = [];
   for (const table of document.querySelectorAll("main table")) {
+    if (!table.tHead) continue;
     const head = table.tHead && table.tHead.rows.length === 1 ? table.tHead.rows[0] : null;
     const plainHead = head && [...head.cells].every(c => c.colSpan === 1);
-    for (const row of table.querySelectorAll("tbody tr, :scope > tr")) {
+    for (const row of table.querySelectorAll("tbody tr")) {
       const plainRow = [...row.cells].every(c => c.colSpan === 1);
       for (const cell of row.cells) {
         if (cell.tagName !== "TD" || !number.test(cell.textContent.trim())) continue;
