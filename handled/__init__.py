@@ -32,6 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(SECRET_KEY=settings.secret_key, HANDLED_SETTINGS=settings)
+    if settings.trusted_proxy_hops:  # the client address from X-Forwarded-For, only that many hops deep
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0)
     configure_logging(settings)
     db.init_databases(settings)
     cache.init_redis(settings)

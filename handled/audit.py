@@ -25,3 +25,4 @@ def record(ctx: Context, action: str, target_type: str | None = None, target_id=
         actor=actor.id, actor_email=actor_text(actor), action=action, target_type=target_type,
         target_id=None if target_id is None else str(target_id), target_label=target_label,
         ip=actor.address, details=details or {})
+

@@ -113,10 +113,24 @@ SECTIONS: tuple[Section, ...] = (
                  "Its password (at least PASSWORD_MIN_LENGTH characters). Unset: one is generated, "
                  "printed once, and must be changed at first sign-in.", attribute="admin_password"),
     )),
-    Section("Sign-in throttle", "Failed sign-ins allowed within a window, counted in Redis.", (
-        Variable("LOGIN_MAX_FAILURES_PER_ACCOUNT", whole(), 10, "Failed sign-ins allowed per email.", COUNT),
+    Section("Sign-in throttle", "Failed sign-ins allowed within a window, counted in Redis (in PRIMARY while "
+            "Redis is down); see docs/SESSIONS.md.", (
+        Variable("LOGIN_MAX_FAILURES_PER_ACCOUNT", whole(), 10,
+                 "Failed sign-ins allowed per email from one client address (other addresses are not "
+                 "affected).", COUNT),
         Variable("LOGIN_MAX_FAILURES_PER_IP", whole(), 30, "Failed sign-ins allowed per client address.", COUNT),
+        Variable("LOGIN_ACCOUNT_DELAY_AFTER", whole(), 20,
+                 "Failed sign-ins per email from any addresses after which each further attempt on it waits "
+                 "a delay that doubles (1 s, 2 s, 4 s, ...) up to LOGIN_ACCOUNT_DELAY_MAX; never a hard lock.",
+                 COUNT),
+        Variable("LOGIN_ACCOUNT_DELAY_MAX", whole(), 60, "The longest delay between attempts on one email.",
+                 "seconds"),
         Variable("LOGIN_THROTTLE_WINDOW", whole(), 900, "The window the failures are counted in.", "seconds"),
+        Variable("TRUSTED_PROXY_HOPS", whole(0), 0,
+                 "Proxies in front of the app that append the client address to X-Forwarded-For (the "
+                 "documented nginx: 1). The client address (throttle, sessions, audit log, /system) is taken "
+                 "that many entries from the right; 0 ignores the header (no proxy, or one you do not trust).",
+                 COUNT),
     )),
     Section("Imports", "flask integrations ..., /integrations; see docs/IMPORTS.md.", (
         Variable("IMPORT_MAX_BYTES", whole(), 1 << 30, "Largest file an import accepts (1 GiB).", "bytes"),
@@ -206,7 +220,10 @@ class Settings:
     # sign-in throttle
     login_max_failures_per_account: int
     login_max_failures_per_ip: int
+    login_account_delay_after: int
+    login_account_delay_max: int
     login_throttle_window: int
+    trusted_proxy_hops: int
     # imports
     import_max_bytes: int
     import_archive_dir: str

@@ -94,6 +94,21 @@ class PendingInvalidation(ConfigModel):
         table_name = "pending_invalidations"
 
 
+class LoginThrottle(ConfigModel):
+    """A sign-in throttle counter kept in PRIMARY while Redis is down (handled/auth/throttle.py)."""
+
+    kind = TextField()
+    key = TextField()
+    count = IntegerField(default=0)
+    window_start = TimestampTzField(default=utcnow)
+    last_at = TimestampTzField(null=True)
+    audit_id = BigIntegerField(null=True)  # 'refused' rows: the audit row of the run's first attempt
+
+    class Meta:
+        table_name = "login_throttle"
+        primary_key = CompositeKey("kind", "key")
+
+
 class AuditLog(ConfigModel):
     id = BigAutoField()
     occurred_at = TimestampTzField(default=utcnow, index=True)

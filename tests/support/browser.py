@@ -32,7 +32,7 @@ def serving(app):
         thread.join(10)
 
 
-def screenshot(page, path, attempts: int = 3) -> None:
+def screenshot(page, path, attempts: int = 3, full_page: bool = False) -> None:
     """Save what the page shows (evidence for a reader of the test run). Headless chromium
     now and then answers "Unable to capture screenshot" while it repaints, so try again
     a moment later; the last failure is raised."""
@@ -40,7 +40,7 @@ def screenshot(page, path, attempts: int = 3) -> None:
 
     for attempt in range(1, attempts + 1):
         try:
-            page.screenshot(path=str(path))
+            page.screenshot(path=str(path), full_page=full_page)
             return
         except Error as exc:
             if attempt == attempts or "Unable to capture screenshot" not in str(exc):
