@@ -21,7 +21,8 @@ import pytest
 
 from handled import create_app
 from tests.support.accessibility import add_axe, axe_violations, current_nav_links, misaligned_numbers
-from tests.support.accounts import TEST_PASSWORD, make_user
+from handled.customers import services
+from tests.support.accounts import TEST_PASSWORD, make_user, setup_context
 from tests.support.browser import screenshot, serving, sign_in
 from tests.support.environment import ROOT
 from tests.support.import_files import uszip_row, write_uszips
@@ -40,6 +41,7 @@ NOT_PAGES = {
     "system.metrics_page": "Prometheus text",
     "exports.download": "a file download",
     "integrations.rejected_csv": "a CSV download",
+    "coverage.coverage_csv": "a CSV download",
     "jobs.job_json": "JSON the job page polls",
     "auth.login": "redirects a signed-in user; checked signed out below",
 }
@@ -103,6 +105,13 @@ def _make_rows(page, app, base, settings, tmp_path) -> dict:
     page.goto(f"{base}/customers/facilities")
     facility_id = _id_in_link(page, "/customers/facilities/", "Bronx dock")
 
+    # A second facility, inactive, to compare with on the coverage page.
+    with app.test_request_context():
+        second = services.save_facility(setup_context(settings), {
+            "code": "nyc2", "name": "Harlem annex", "state": "NY", "zip": "10002", "timezone": "America/New_York"},
+            [org_id])
+        services.set_facility_active(setup_context(settings), second.id, False)
+
     rows = [uszip_row(f"{n:05d}") for n in range(501, 521)] + [uszip_row("9x")]
     page.goto(f"{base}/integrations/us-zips")
     page.set_input_files("input[name=files]", str(write_uszips(tmp_path / "uszips.csv", rows)))
@@ -120,7 +129,7 @@ def _make_rows(page, app, base, settings, tmp_path) -> dict:
     token = re.search(r"/temporary-password/([^/?#]+)$", page.url).group(1)
     return {"user_id": clerk.id, "role_id": role_id, "org_id": org_id, "facility_id": facility_id,
             "run_id": run_id, "integration_id": "us-zips", "job_id": job_id, "token": token,
-            "export_id": "zip3-reference.csv", "facility": facility_id}
+            "export_id": "zip3-reference.csv", "facility": facility_id, "other": second.id}
 
 
 def _page_urls(app, ids) -> dict[str, str]:
@@ -168,6 +177,7 @@ def test_axe_finds_nothing_serious_on_any_page_an_admin_reaches(site, browser, s
     first_view = [f"temporary password (shown): {v}" for v in axe_violations(page)]
     urls = _page_urls(app, ids)
     extra = {"coverage of a facility": f"/coverage/?facility={ids['facility']}",
+             "coverage of two facilities": f"/coverage/compare?facility={ids['facility']}&other={ids['other']}",
              "an error page (404)": "/admin/users/999999"}
 
     problems, walked = signed_out + first_view, []
