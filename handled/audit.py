@@ -1,6 +1,8 @@
 """The audit trail: who did what to whom, when and from where (config.audit_log).
 
-The actor is kept as text as well as a reference, so deleting a user keeps the trail.
+The actor is kept by id and as text (no foreign key), so deleting a user keeps the trail
+unchanged; the table is append-only (migration 0006: a trigger refuses UPDATE, DELETE
+and TRUNCATE, and the runtime role has neither right).
 Who acted and from which address come from the context's actor: a signed-in user
 is recorded by id and email, the CLI operator by its label ("cli"), an anonymous
 visitor by nothing but the address.
@@ -22,7 +24,7 @@ def record(ctx: Context, action: str, target_type: str | None = None, target_id=
     """Write one audit row for the context's actor."""
     actor = ctx.actor
     return AuditLog.create(
-        actor=actor.id, actor_email=actor_text(actor), action=action, target_type=target_type,
+        actor_id=actor.id, actor_email=actor_text(actor), action=action, target_type=target_type,
         target_id=None if target_id is None else str(target_id), target_label=target_label,
         ip=actor.address, details=details or {})
 

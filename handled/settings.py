@@ -69,6 +69,25 @@ SECTIONS: tuple[Section, ...] = (
                  "A direct connection to PRIMARY for migrations, copies and backups, when "
                  "PRIMARY_DATABASE_URL goes through PgBouncer (its transaction pooling breaks them).",
                  attribute="primary_migration"),
+        Variable("DATA_MIGRATION_URL", direct_database_url, None,
+                 "A direct connection to DATA as its owner role, for migrations, copies, backups and prune "
+                 "(split mode; single mode uses PRIMARY_MIGRATION_URL). `flask db create-roles` prints it.",
+                 attribute="data_migration"),
+        Variable("DATA_BUILD_URL", direct_database_url, None,
+                 "A direct connection to DATA as the builder role: transformation builds create and swap "
+                 "their own reference tables with it and nothing else. Unset: the DATA direct URL. "
+                 "`flask db create-roles` prints it.", attribute="data_build"),
+        Variable("DB_ADMIN_URL", database_url, None,
+                 "Only for `flask db create-roles`: a role allowed to create roles and own the handled "
+                 "databases (a superuser, or the managed service's admin). Its database name is ignored; "
+                 "set it for that one command, never in the app's environment file.", attribute="db_admin"),
+        Variable("DB_OWNER_PASSWORD", secret(16), None,
+                 "create-roles: the owner role's password. Unset: a new role gets a generated one, "
+                 "printed once; an existing role keeps its own.", attribute="db_owner_password"),
+        Variable("DB_RUNTIME_PASSWORD", secret(16), None,
+                 "create-roles: the runtime role's password (same rules).", attribute="db_runtime_password"),
+        Variable("DB_BUILD_PASSWORD", secret(16), None,
+                 "create-roles: the builder role's password (same rules).", attribute="db_build_password"),
         Variable("LOG_DB_QUERIES", boolean, False,
                  "Log every SQL statement with its database (primary/data) and duration. Errors and "
                  "warnings are always logged."),
@@ -201,6 +220,12 @@ class Settings:
     data: DatabaseConfig
     split_db_mode: bool
     primary_migration: DatabaseConfig | None
+    data_migration: DatabaseConfig | None
+    data_build: DatabaseConfig | None
+    db_admin: DatabaseConfig | None = field(repr=False)
+    db_owner_password: str | None = field(repr=False)
+    db_runtime_password: str | None = field(repr=False)
+    db_build_password: str | None = field(repr=False)
     log_db_queries: bool
     # Redis
     redis_url: str = field(repr=False)  # may hold a password: shown only through cache.display_url
@@ -257,11 +282,21 @@ class Settings:
         return self.primary if side == "primary" else self.data
 
     def direct_database(self, side: str) -> DatabaseConfig:
-        """The URL for a direct connection to one side (migrate, build, copy, backup): PRIMARY's
-        PRIMARY_MIGRATION_URL when set (it bypasses PgBouncer), else the side's own URL."""
+        """The owner's direct connection to one side (migrate, copy, backup, prune): PRIMARY's
+        PRIMARY_MIGRATION_URL, DATA's DATA_MIGRATION_URL (in single mode PRIMARY_MIGRATION_URL, one
+        database), when set; else the side's own URL."""
+        if side == "data" and not self.split_db_mode:
+            return self.direct_database("primary") if self.primary_migration is not None else self.data
         if side == "primary" and self.primary_migration is not None:
             return self.primary_migration
+        if side == "data" and self.data_migration is not None:
+            return self.data_migration
         return self.database(side)
+
+    def build_database(self) -> DatabaseConfig:
+        """The builder's direct connection to DATA (transformation builds): DATA_BUILD_URL when set,
+        else the owner's direct DATA URL."""
+        return self.data_build if self.data_build is not None else self.direct_database("data")
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -269,6 +304,10 @@ def load_settings(env: dict | None = None) -> Settings:
     env = dict(read_environment() if env is None else env)
     values = {var.field: _value(var, env.get(var.name)) for var in variables()}
     values["data"] = _data_database(values["data"], values["primary"], values["split_db_mode"])
+    for other in (values["data_migration"], values["data_build"]):
+        if other is not None and other.dbname != values["data"].dbname:
+            raise SettingsError(f"{other.variable} names the database {other.dbname!r} but DATA is "
+                                f"{values['data'].dbname!r}; point it at the DATA database.")
     _check_sessions(values)
     return Settings(**values)
 

@@ -15,7 +15,7 @@ from handled.models import SCHEMAS
 from handled.ops.backup import STAMP_FORMAT, list_backups
 from handled.settings import load_settings
 from tests.support.accounts import sign_in
-from tests.support.databases import Databases, connect, db_url, mode_env
+from tests.support.databases import Databases, connect, db_url, mode_env, with_roles
 from tests.support.operations import populate_primary, table_fingerprints
 
 
@@ -73,7 +73,7 @@ def test_backup_destroy_restore_compares_every_table(backup_app, settings, dbs):
         assert table_fingerprints(restored, SCHEMAS[side]) == before[side]
 
     # The restored database runs the app in single mode: migrations agree, old passwords work.
-    app = create_app(load_settings(mode_env("single", restored)))
+    app = create_app(with_roles(load_settings(mode_env("single", restored))))
     app.config.update(TESTING=True)
     assert "up to date" in cli(app, "db", "migrate").output
     assert cli(app, "db", "check").exit_code == 0

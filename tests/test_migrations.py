@@ -13,18 +13,19 @@ from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
-from tests.support.databases import connect, database_names, drop_database, mode_env
+from tests.support.databases import connect, database_names, drop_database, mode_env, superuser_config
 from tests.support.environment import ROOT
 from tests.support.processes import start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
-               "0004_login_throttle", "0005_session_invalidation_queue"]
+               "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned",
             "0004_live_partition_names"]
 
 
 def sql(config, statement, params=None):
-    conn = connect(config)
+    """``statement`` as the server's superuser: these tests break the schema as someone at psql would."""
+    conn = connect(superuser_config(config))
     with conn.cursor() as cur:
         cur.execute(statement, params)
         rows = cur.fetchall() if cur.description else None

@@ -112,7 +112,9 @@ class LoginThrottle(ConfigModel):
 class AuditLog(ConfigModel):
     id = BigAutoField()
     occurred_at = TimestampTzField(default=utcnow, index=True)
-    actor = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    # the actor's id as it was, not a foreign key: the trail outlives a deleted account
+    # (and an ON DELETE action would rewrite rows of an append-only table)
+    actor_id = IntegerField(null=True)
     actor_email = TextField(null=True, index=True)
     action = TextField(index=True)
     target_type = TextField(null=True)

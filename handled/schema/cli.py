@@ -11,7 +11,7 @@ import click
 
 from handled.context import app_settings
 from handled.cli_support import HandledGroup
-from handled.schema import migrations
+from handled.schema import migrations, roles
 from handled.schema.catalog import create_database_if_missing
 from handled.schema.checks import run_checks
 
@@ -90,6 +90,25 @@ def rollback_command(target, lock_timeout, count, dry_run):
             click.echo(f"{t.label}: nothing to roll back.")
         for mid in done:
             click.echo(f"{t.label}: {'would roll back' if dry_run else 'rolled back'} {mid}")
+
+
+@db_cli.command("create-roles")
+def create_roles_command():
+    """Create the owner, runtime and builder roles of each database, grant, and print the URLs to set.
+
+    The administrator connection comes from DB_ADMIN_URL (environment, never the command line).
+    Idempotent: running it again changes nothing and keeps existing passwords."""
+    for plan in roles.create_roles(app_settings()):
+        made = f"created {', '.join(plan.created)}" if plan.created else "roles existed, brought in line"
+        click.echo(f"# database {plan.dbname} ({' + '.join(plan.sides)}): {made}")
+        for variable, url in plan.urls:
+            click.echo(f"{variable}={url}")
+        if plan.passwords:
+            click.echo("# the passwords above were generated now and are not shown again; store them in the "
+                       "service's environment file.")
+        elif any(":PASSWORD@" in url for _, url in plan.urls):
+            click.echo("# PASSWORD: the role existed, so its password was left as it is; put the one you set "
+                       "(or rerun with DB_OWNER_PASSWORD / DB_RUNTIME_PASSWORD / DB_BUILD_PASSWORD).")
 
 
 @db_cli.command("check")
