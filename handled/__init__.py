@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
+from handled.errors import redact_url
+
 if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs the module only once
     from handled.settings import Settings
 
@@ -44,12 +46,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with the password of any URL in them replaced by ***."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_url(super().format(record))
+
+
 def configure_logging(settings: Settings) -> None:
     """Warnings and errors by default; every statement when LOG_DB_QUERIES=true."""
     logger = logging.getLogger("handled")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logging.getLogger("handled.db").setLevel(logging.INFO if settings.log_db_queries else logging.WARNING)

@@ -22,7 +22,7 @@ from pathlib import Path
 from handled.settings_parsers import (
     COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, DatabaseConfig, Required, Section, SettingsError, Variable,
     boolean, database_url, direct_database_url, email, existing_folder, parse_database_url, redis_url, secret,
-    text, verbatim, whole,
+    redact_url, text, verbatim, whole,
 )
 
 __all__ = ["DatabaseConfig", "Settings", "SettingsError", "SECTIONS", "default_transform_parallelism",
@@ -194,6 +194,10 @@ SECTIONS: tuple[Section, ...] = (
         Variable("BACKUP_MAX_AGE_DAYS", whole(0, zero_means="no age limit"), 30,
                  "... and none older than this (0 = no age limit). The backup just made is never deleted.",
                  "days"),
+        Variable("BACKUP_ENCRYPTION_PASSPHRASE", secret(16), None,
+                 "Set: backups are encrypted with gpg (AES256, symmetric) with this passphrase, and restores "
+                 "decrypt with it. Keep a copy away from the backups: without it they cannot be restored.",
+                 attribute="backup_encryption_passphrase"),
     )),
     Section("Metrics", "/metrics and the System page; see docs/OPS_RUNBOOK.md.", (
         Variable("METRICS_TOKEN", secret(16), None,
@@ -267,6 +271,7 @@ class Settings:
     backup_dir: str
     backup_keep: int
     backup_max_age_days: int
+    backup_encryption_passphrase: str | None = field(repr=False)
     # metrics
     metrics_token: str | None = field(repr=False)
     prometheus_multiproc_dir: str | None

@@ -23,7 +23,7 @@ from typing import Iterable
 
 from psycopg2.errors import QueryCanceled
 
-from handled import heartbeat
+from handled import audit, heartbeat
 from handled.context import Context
 from handled.db import data_db
 from handled.errors import HandledError
@@ -85,6 +85,9 @@ def import_file(ctx: Context, integration_id: str | Integration, path: str | Pat
     integration = (integration_id if isinstance(integration_id, Integration)
                    else get_integration(integration_id))
     outcome = _import_one(ctx, integration, Path(path), file_name or Path(path).name, partial, force)
+    audit.record(ctx, "integration.import", "integration", integration.id, integration.id,
+                 {"file": outcome.file_name, "run_id": outcome.run_id, "status": outcome.status,
+                  "rows_written": outcome.rows_written, "rows_rejected": outcome.rows_rejected})
     ctx.progress("imported", 1, 1, f"{outcome.file_name}: {outcome.status}. {outcome.message}")   # the file is done
     return outcome
 

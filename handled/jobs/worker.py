@@ -21,7 +21,7 @@ from rq.utils import import_attribute
 from handled import db, heartbeat, runs
 from handled.cache import get_jobs_redis
 from handled.context import job_context
-from handled.errors import HandledError
+from handled.errors import HandledError, redact_url
 from handled.jobs.progress import (JobCancelled, bound_job, cancel_raised, mark_cancel_raised,
                                    run_cancel_hooks)
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, cancel_requested, get_queue, release_exclusive
@@ -116,7 +116,7 @@ class _cancellable:
 def failure_sentence(exc: Exception) -> str:
     """A HandledError's own sentence; anything else is a bug, logged and summarised."""
     if isinstance(exc, HandledError):
-        return str(exc)
+        return redact_url(str(exc))
     log.error("background job failed", exc_info=exc)
     return f"The job failed unexpectedly ({type(exc).__name__}); the error was logged."
 

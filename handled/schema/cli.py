@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from handled.context import app_settings
+from handled import audit
+from handled.context import app_settings, cli_context
 from handled.cli_support import HandledGroup
 from handled.schema import migrations, roles
 from handled.schema.catalog import create_database_if_missing
@@ -40,12 +41,24 @@ def migrate_command(target, lock_timeout, dry_run, repair):
             verb = "would change" if dry_run else "changed"
             click.echo(f"{t.label}: repair {verb} nothing, tracking already agrees." if not changes else
                        "\n".join(f"{verb}: {c}" for c in changes))
+            if changes and not dry_run:
+                _record("db.repair", t, changes=[str(c) for c in changes])
             continue
         applied = migrations.migrate(t, dry_run=dry_run, lock_timeout=lock_timeout)
         if not applied:
             click.echo(f"{t.label}: up to date.")
         for mid in applied:
             click.echo(f"{t.label}: {'would apply' if dry_run else 'applied'} {mid}")
+        if applied and not dry_run:
+            _record("db.migrate", t, applied=list(applied))
+
+
+def _record(action: str, target: migrations.Target, **details) -> None:
+    """The audit row of a migration command, written after it succeeded into PRIMARY (which
+    may be the database just migrated); skipped with a log line while PRIMARY has no audit log."""
+    ctx = cli_context()
+    audit.record_in(ctx.settings.direct_database("primary"), ctx, action, "database", target.name,
+                    target.config.display(), details)
 
 
 @db_cli.command("create")
@@ -90,6 +103,8 @@ def rollback_command(target, lock_timeout, count, dry_run):
             click.echo(f"{t.label}: nothing to roll back.")
         for mid in done:
             click.echo(f"{t.label}: {'would roll back' if dry_run else 'rolled back'} {mid}")
+        if done and not dry_run:
+            _record("db.rollback", t, rolled_back=list(done))
 
 
 @db_cli.command("create-roles")
