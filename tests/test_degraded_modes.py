@@ -14,6 +14,7 @@ from flask import Blueprint
 from handled import create_app
 from handled.auth.permissions import login_required
 from handled.db import data_db
+from handled.dashboard import COVERAGE_UNAVAILABLE
 from handled.ops import degraded
 from handled.ops.degraded import DATA_BANNER
 from handled.schema.migrations import migrate, resolve_targets
@@ -135,6 +136,8 @@ def test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner(private_pg
         response = client.get(page)
         assert response.status_code == 200, page
         assert DATA_BANNER in response.get_data(as_text=True), page
+    home = client.get("/").get_data(as_text=True)  # PRIMARY's sections stay, coverage says why it is missing
+    assert "Source files" in home and "Failed runs" in home and COVERAGE_UNAVAILABLE in home
     data_page = client.get("/test-data-page")
     assert data_page.status_code == 503
     assert "DATA database unavailable" in data_page.get_data(as_text=True)
