@@ -24,7 +24,7 @@ from tests.support.databases import mode_env
 from tests.support.environment import ROOT
 from handled.integrations.base import FileRefused
 from handled.integrations.limits import FileLimits, check_spreadsheet
-from tests.support.import_files import (patch_xls_records, shared_strings_xml, sheet_xml, write_far_cell_xls,
+from tests.support.import_files import (SPREADSHEETML, patch_xls_records, shared_strings_xml, sheet_xml, write_far_cell_xls,
                                         write_far_cell_xlsx, write_sheet_xlsx, write_xlsx_parts,
                                         write_zone_chart, zone_rows)
 from tests.support.imports import table_digest
@@ -227,7 +227,10 @@ def test_binary_parts_and_honest_shared_strings_are_not_refused(tmp_path):
         "xl/sharedStrings.xml": ("sharedStrings", shared_strings_xml("3", ["a", "b", "c"])),
         "xl/media/image1.png": ("image", png),
         "xl/printerSettings/printerSettings1.bin": ("printerSettings", "\x00\x01binary"),
-        "xl/custom/blob.bin": ("customData", "\x00\x01 not xml")})
+        "xl/custom/blob.bin": ("customData", "\x00\x01 not xml"),
+        # the formula cells of every sheet in one list: A50000 of one sheet and Z1 of another are no sheet's size
+        "xl/calcChain.xml": ("calcChain", f'<calcChain xmlns="{SPREADSHEETML}"><c r="A50000" i="1"/>'
+                                          '<c r="Z1" i="2"/></calcChain>')})
     check_spreadsheet(path, "007.xlsx", "xlsx", LIMITS)   # 1,000 x 7 cells: a zone chart's size
 
 

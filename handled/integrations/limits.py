@@ -7,11 +7,19 @@ Python cannot catch), killing a web worker in the middle of its run. So before
 any reader opens a spreadsheet, these checks read it cheaply and refuse it when
 a sheet is larger than a cell budget (IMPORT_SHEET_MAX_CELLS):
 
-- .xlsx: every worksheet part is streamed through expat (no tree is built),
-  taking the largest of its ``<dimension ref>`` and of its cell and row
-  references; the scan stops as soon as the budget is exceeded.
+- .xlsx: every part a relationship names as a sheet (or as the shared
+  strings) is streamed through expat (no tree is built) whatever its name,
+  extension or root element, and so is every part that is not a known
+  non-sheet part (images, styles, themes, ...), taking the largest of its
+  ``<dimension ref>`` and of its cell and row references; the scan stops as
+  soon as the budget is exceeded. A reference that is not, whole, a cell of
+  Excel's grid (A1 to XFD1048576: no lowercase, no row 0 or 4000000000, no
+  column AAAA) is refused, never guessed at: calamine reads it as written. A
+  shared-strings part declaring more strings (``uniqueCount``) than it holds
+  and than the budget is refused too: calamine reserves memory for the count.
 - .xls: the BIFF records of the workbook stream are walked (4 bytes of header
-  each), taking each sheet's DIMENSIONS record and its cell records.
+  each), taking each sheet's DIMENSIONS record and its cell records, past any
+  empty record (calamine reads past one, so it cannot hide what follows).
 
 Both count from A1: a real sheet starts there, and the budget then bounds what
 every reader (calamine, openpyxl, xlrd) can be asked to hold.
@@ -183,13 +191,21 @@ def check_xlsx(path: Path, name: str, *, max_cells: int, max_files: int, max_byt
                 named_sheets |= _read_part(archive, member, name, lambda stream: _sheet_targets(stream, member))
         for member in members:
             part = member.filename
-            if part in named_sheets or part.lower().endswith(".xml"):
-                _read_part(archive, member, name, lambda stream: _scan_sheet_xml(stream, name, part, max_cells))
-            elif not NOT_SHEETS.fullmatch(part):
-                # not a sheet by its name, and not named as one: a reader opens it only as XML, and
-                # expat stops where a reader would (what came before was checked as it streamed by)
+
+            def scan(stream, part=part):
+                _scan_sheet_xml(stream, name, part, max_cells)
+
+            if part in named_sheets:
+                _read_part(archive, member, name, scan)
+            elif NOT_SHEETS.fullmatch(part):
+                continue   # calcChain.xml, say, lists the cells of every sheet at once: not one sheet's size
+            elif part.lower().endswith(".xml"):
+                _read_part(archive, member, name, scan)
+            else:
+                # neither named nor named as a sheet (a blob of some add-in): scanned in case a reader
+                # finds it after all, as far as it is XML (what came before an error was checked)
                 try:
-                    _read_part(archive, member, name, lambda stream: _scan_sheet_xml(stream, name, part, max_cells))
+                    _read_part(archive, member, name, scan)
                 except _NotXml:
                     pass
 
