@@ -165,8 +165,8 @@ def test_jobs_go_to_the_jobs_redis(settings, tmp_path):
         app = create_app(replace(settings, jobs_redis_url=jobs_redis.url))
         from handled.jobs import queue
         with app.app_context():
-            job_id = queue.enqueue("export", "handled.nothing.here", ctx=setup_context(app.config["HANDLED_SETTINGS"]),
-                                   description="where does it go")
+            job_id = queue.enqueue("export", "transformation", ["nothing"],
+                                   ctx=setup_context(app.config["HANDLED_SETTINGS"]), description="where does it go")
             assert queue.job_status(job_id)["status"] == "queued"
         assert redis.Redis.from_url(jobs_redis.url).exists(f"rq:job:{job_id}")
         assert not open_test_redis().exists(f"rq:job:{job_id}")

@@ -51,8 +51,9 @@ def test_cli_operator_is_named_after_the_os_user_not_the_environment(monkeypatch
     assert (actor.email, actor.channel, actor.system) == (None, "cli", True)
     assert actor.label == CLI_LABEL
     # a job queued from the CLI still names the operator
-    queued = Actor.from_job(actor.to_job())
+    queued = Actor.from_job(actor.to_job(), signed=True)     # the worker checked its signature
     assert (queued.label, queued.system, queued.channel) == (CLI_LABEL, True, "job")
+    assert Actor.from_job(actor.to_job()).system is False      # unsigned: never a system actor
 
 
 @pytest.mark.parametrize("args", [
