@@ -146,12 +146,7 @@ def user_roles(user_id):
 @bp.get("/users/<int:user_id>/reset-password")
 @permission_required("manage_users")
 def user_reset_password_confirm(user_id):
-    user = users.get_user(user_id)
-    refusal = access.why_not_act_on(web_context().actor, user, "reset the password of")
-    if refusal:
-        flash(refusal, "error")
-        return redirect(url_for("admin.user_edit", user_id=user_id))
-    return render_template("admin/user_reset_password.html", user=user)
+    return _confirmation_page(user_id, "reset the password of", "admin/user_reset_password.html")
 
 
 @bp.post("/users/<int:user_id>/reset-password")
@@ -215,12 +210,18 @@ def _set_disabled(user_id: int, disabled: bool, done_text: str):
 @bp.get("/users/<int:user_id>/delete")
 @permission_required("manage_users")
 def user_delete_confirm(user_id):
+    return _confirmation_page(user_id, "delete", "admin/user_delete.html")
+
+
+def _confirmation_page(user_id: int, verb: str, template: str):
+    """The page asking to confirm ``verb`` on a user; the user page with the reason when the actor
+    may not act on that user (the POST is refused by the service anyway)."""
     user = users.get_user(user_id)
-    refusal = access.why_not_act_on(web_context().actor, user, "delete")
+    refusal = access.why_not_act_on(web_context().actor, user, verb)
     if refusal:
         flash(refusal, "error")
         return redirect(url_for("admin.user_edit", user_id=user_id))
-    return render_template("admin/user_delete.html", user=user)
+    return render_template(template, user=user)
 
 
 @bp.post("/users/<int:user_id>/delete")
