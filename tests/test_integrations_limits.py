@@ -140,6 +140,26 @@ def _xls_with_a_zero_record_before_a_far_cell(path):
     return patch_xls_records(path, patch)
 
 
+def _opendocument_bomb(path):
+    """650 bytes of OpenDocument: 50,000 rows of 1,000 cells by repeat counts (calamine expands them)."""
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = ('<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+               'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+               'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+               'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:spreadsheet>'
+               '<table:table table:name="s"><table:table-row table:number-rows-repeated="50000">'
+               '<table:table-cell table:number-columns-repeated="1000" office:value-type="string">'
+               '<text:p>x</text:p></table:table-cell></table:table-row></table:table>'
+               '</office:spreadsheet></office:body></office:document-content>')
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("META-INF/manifest.xml", "<manifest/>")
+        archive.writestr("content.xml", content)
+    return path
+
+
 BYPASSES = {
     # name: (writer, what the refusal names)
     "sheet part not named .xml": (
@@ -155,6 +175,8 @@ BYPASSES = {
             "xl/sharedStrings.xml": ("sharedStrings", shared_strings_xml("4000000000"))}),
         "4,000,000,000 shared strings"),
     "xls: a zero record hides a far cell": (_xls_with_a_zero_record_before_a_far_cell, "A1:CRXP65536"),
+    "an OpenDocument sheet with repeated rows and cells, named .xlsx": (
+        lambda p: _opendocument_bomb(p), "is not an Excel .xlsx workbook"),
 }
 
 

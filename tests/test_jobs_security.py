@@ -23,6 +23,7 @@ from handled import jobs
 from handled.auth import users
 from handled.cache import get_jobs_redis
 from handled.context import Actor, system_context
+from handled.jobs.signing import JobRefused
 from tests.support.workers import start_worker
 
 QUEUE = "handled"
@@ -176,6 +177,34 @@ def test_no_callback_named_in_redis_is_imported(app):
     job = HandledJob("forged", connection=_redis(app), serializer=SERIALIZER)
     job._success_callback_name = job._failure_callback_name = job._stopped_callback_name = "os.abort"
     assert (job.success_callback, job.failure_callback, job.stopped_callback) == (None, None, None)
+
+
+def test_webhooks_retries_and_repeats_written_into_redis_are_ignored(app, settings, tmp_path, marker_target):
+    """Second review: RQ 2 fires a job's webhooks (any URL, any headers) when it ends, and re-queues
+    it by its retries_left / repeats_left: all read from the job's Redis record."""
+    with app.app_context():
+        job_id = jobs.enqueue("export", touch_marker, str(tmp_path / "ran"), ctx=system_context(settings),
+                              description="touch a file")
+    redis_client = _redis(app)
+    redis_client.hset(f"rq:job:{job_id}", mapping={
+        "webhooks": json.dumps([{"url": "http://127.0.0.1:9/steal", "job_status": "failed", "method": "POST"}]),
+        "retries_left": "5", "retry_intervals": "[0]", "repeats_left": "100000", "repeat_intervals": "[0]"})
+    with app.app_context():
+        job = jobs.get_queue().fetch_job(job_id)
+    assert (job.webhooks, job.retries_left, job.repeats_left) == ([], None, None)
+
+
+def test_a_signed_job_put_back_on_the_queue_does_not_run_again(app, settings, tmp_path, marker_target):
+    """Second review: a Redis writer could push a finished signed job's id onto the queue again."""
+    marker = tmp_path / "ran"
+    with app.app_context():
+        job_id = jobs.enqueue("export", touch_marker, str(marker), ctx=system_context(settings),
+                              description="touch a file")
+    assert _run_in_process(app, job_id) is None
+    marker.unlink()
+    refused = _run_in_process(app, job_id)
+    assert isinstance(refused, JobRefused) and "it has run before" in str(refused), refused
+    assert not marker.exists()
 
 
 # --- the actor of a job -----------------------------------------------------------------------

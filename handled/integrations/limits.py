@@ -170,6 +170,16 @@ def check_spreadsheet(path: Path, name: str, kind: str, limits: FileLimits) -> N
         check_xls(path, name, max_cells=limits.sheet_max_cells)
 
 
+def _refuse_other_workbook_formats(archive: zipfile.ZipFile, name: str) -> None:
+    """Only an Office Open XML workbook (xl/workbook.xml) passes: the reader guesses the format from
+    the content, and an OpenDocument sheet (content.xml, whose rows and cells declare repeat counts
+    this check does not read) or a binary .xlsb workbook would reach it unmeasured."""
+    names = set(archive.namelist())
+    if "xl/workbook.xml" not in names or "content.xml" in names or "xl/workbook.bin" in names:
+        raise FileRefused(f"{name} is not an Excel .xlsx workbook (no xl/workbook.xml, or an OpenDocument or "
+                          "binary workbook inside); save it from Excel as .xlsx and import it again.")
+
+
 def check_xlsx(path: Path, name: str, *, max_cells: int, max_files: int, max_bytes: int) -> None:
     """Refuse an .xlsx whose container or any sheet is over the limits (see the module's text).
 
@@ -185,6 +195,7 @@ def check_xlsx(path: Path, name: str, *, max_cells: int, max_files: int, max_byt
     with archive:
         check_archive(archive, name, max_files=max_files, max_bytes=max_bytes, what="parts")
         members = [m for m in archive.infolist() if not m.is_dir()]
+        _refuse_other_workbook_formats(archive, name)
         named_sheets: set[str] = set()
         for member in members:
             if member.filename.lower().endswith(".rels"):

@@ -96,7 +96,17 @@ def verify(secret_key: str, job_id: str | None, target, actor_data, args, kwargs
 
 
 class HandledJob(Job):
-    """An RQ job that only ever calls ``run_job``, and no callback named in Redis."""
+    """An RQ job that only ever calls ``run_job``, and no callback, webhook, retry or repeat named
+    in Redis (handled sets none of them; a Redis writer could otherwise make the worker send HTTP
+    requests when a job ends, or run a signed job again and again)."""
+
+    def restore(self, raw_data) -> None:
+        super().restore(raw_data)
+        self.webhooks = []
+        self.retries_left = None
+        self.retry_intervals = None
+        self.repeats_left = None
+        self.repeat_intervals = None
 
     @property
     def func(self):

@@ -56,6 +56,8 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
             verify(settings.secret_key, job.id if job is not None else None, target, actor_data, args, kwargs,
                    signature)
             function = import_attribute(target_path(target))
+            if job is not None:
+                claim_first_run(job)
         except JobRefused as refused:
             log.warning("%s", refused)
             progress.update(phase="failed", message=str(refused), ended_at=utcnow().isoformat())
@@ -130,6 +132,17 @@ class _cancellable:
             self.watcher.join()
             signal.signal(signal.SIGUSR1, self.previous)
         return False
+
+
+RAN_KEY = "handled:job-ran:{id}"
+RAN_KEY_SECONDS = 30 * 24 * 3600     # longer than RQ keeps a job's record
+
+
+def claim_first_run(job) -> None:
+    """A job runs once: a signed job put back on the queue (by a Redis writer, or an RQ retry or
+    repeat) is refused, so it cannot redo its work in its user's name."""
+    if not get_jobs_redis().set(RAN_KEY.format(id=job.id), "1", nx=True, ex=RAN_KEY_SECONDS):
+        raise JobRefused(f"Job {job.id} was refused: it has run before, and a job runs once; nothing was run.")
 
 
 def failure_sentence(exc: Exception) -> str:
