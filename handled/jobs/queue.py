@@ -82,7 +82,7 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 def holder(name: str) -> str | None:
     """The id of the job holding the exclusive key ``name`` while it is queued or running, else None."""
     key = _exclusive_key(name)
-    value = get_redis().get(key)
+    value = get_jobs_redis().get(key)
     if value is None:
         return None
     job_id = value.decode() if isinstance(value, bytes) else value
@@ -98,12 +98,12 @@ def _ended_or_gone(key: str, job_id: str) -> bool:
     try:
         return job_status(job_id)["finished"]
     except JobNotFound:
-        return get_redis().ttl(key) < EXCLUSIVE_TTL - CLAIM_GRACE_SECONDS
+        return get_jobs_redis().ttl(key) < EXCLUSIVE_TTL - CLAIM_GRACE_SECONDS
 
 
 def _claim(names: list[str], job_id: str, what: str) -> None:
     """Take every exclusive key or none; refuse naming the job that holds one."""
-    redis = get_redis()
+    redis = get_jobs_redis()
     taken = []
     for name in sorted(names):     # one order for every request: two overlapping ones cannot both lose
         key = _exclusive_key(name)
@@ -128,7 +128,7 @@ def _claim(names: list[str], job_id: str, what: str) -> None:
 
 def release_exclusive(job: Job) -> None:
     """Give back the exclusive keys ``job`` holds (idempotent)."""
-    redis = get_redis()
+    redis = get_jobs_redis()
     for name in job.meta.get("exclusive") or ():
         redis.eval(_RELEASE, 1, _exclusive_key(name), job.id)
 
@@ -155,7 +155,7 @@ def enqueue(kind: str, func, *args, ctx: Context, description: str, result_url: 
                   "result_url": result_url, "enqueued_at": utcnow().isoformat(),
                   "actor_id": ctx.actor.id, "by": ctx.actor.label, "exclusive": exclusive})
     except BaseException:
-        redis = get_redis()
+        redis = get_jobs_redis()
         for name in exclusive:
             redis.eval(_RELEASE, 1, _exclusive_key(name), job_id)
         raise
@@ -217,7 +217,7 @@ def _status(job: Job) -> dict:
 def recent_jobs(limit: int = 50) -> list[dict]:
     """The newest jobs in every state (queued, running, ended), newest first."""
     queue = get_queue()
-    redis = get_redis()
+    redis = get_jobs_redis()
     ids = set(queue.get_job_ids())
     for registry in (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry):
         ids.update(i.split(":", 1)[0] if registry is StartedJobRegistry else i
@@ -262,13 +262,13 @@ def cancel_job(ctx: Context, job_id: str) -> dict:
         job.cancel()
         release_exclusive(job)
     else:
-        get_redis().set(_cancel_key(job.id), who, ex=CANCEL_TTL)
+        get_jobs_redis().set(_cancel_key(job.id), who, ex=CANCEL_TTL)
     return _status(job)
 
 
 def cancel_requested(job_id: str) -> str | None:
     """Who asked to cancel this started job, if anyone did."""
-    value = get_redis().get(_cancel_key(job_id))
+    value = get_jobs_redis().get(_cancel_key(job_id))
     return value.decode() if isinstance(value, bytes) else value
 
 
