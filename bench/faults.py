@@ -745,18 +745,18 @@ print(json.dumps(out))
             self.rec.note(f"no {kind} run started within {timeout:.0f} s: the fault hit no run")
             return False
 
+    def quiet(self) -> tuple | None:
+        """The newest import/transformation run ids when none runs, else None."""
+        with contextlib.closing(self.primary()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM config.import_runs WHERE status = 'running') + "
+                        "(SELECT count(*) FROM config.transformation_runs WHERE status = 'running'), "
+                        "(SELECT max(id) FROM config.import_runs), (SELECT max(id) FROM config.transformation_runs)")
+            running, *newest = cur.fetchone()
+            return None if running else tuple(newest)
+
     def check_data(self, window: Window):
-        """Rows and scratch tables, once nothing builds (up to 30 s)."""
-        deadline = time.monotonic() + 30
-        quiet = False
-        while time.monotonic() < deadline:
-            try:
-                if not [r for r in self.running_now() if r[0] in ("transformation", "import")]:
-                    quiet = True
-                    break
-            except psycopg2.Error:
-                pass
-            time.sleep(0.5)
+        """Rows always; scratch tables only in a moment when no build or import ran before
+        and after the look (tried for up to 30 s)."""
         try:
             for table in TABLES:
                 got = self.digest("workspace", table)
@@ -766,14 +766,23 @@ print(json.dumps(out))
                 got = self.digest("reference", table)
                 if got != self.baseline[f"reference.{table}"]:
                     window.refs_bad.append(f"{table} {got[0]} rows (build {self.baseline['reference.' + table][0]})")
-            if quiet:
-                with contextlib.closing(self.data()) as conn, conn.cursor() as cur:
-                    cur.execute("SELECT schemaname || '.' || tablename, tablename FROM pg_tables")
-                    window.scratch = [full for full, name in cur.fetchall() if is_scratch(name)]
-            else:
-                window.notes.append("scratch not checked: a build or import was still running after 30 s")
         except psycopg2.Error as exc:
             window.notes.append(f"row checks could not read DATA: {str(exc).strip()[:120]}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                before = self.quiet()
+                if before is not None:
+                    with contextlib.closing(self.data()) as conn, conn.cursor() as cur:
+                        cur.execute("SELECT schemaname || '.' || tablename, tablename FROM pg_tables")
+                        found = [full for full, name in cur.fetchall() if is_scratch(name)]
+                    if self.quiet() == before:
+                        window.scratch = found
+                        return
+            except psycopg2.Error:
+                pass
+            time.sleep(0.3)
+        window.notes.append("scratch not checked: builds or imports kept running for 30 s")
 
     # --- the faults: each returns after healing
     def hold(self, seconds=None):
