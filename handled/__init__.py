@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
+from handled.errors import redact_url
+
 if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs the module only once
     from handled.settings import Settings
 
@@ -32,6 +34,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.update(SECRET_KEY=settings.secret_key, HANDLED_SETTINGS=settings)
+    if settings.trusted_proxy_hops:  # the client address from X-Forwarded-For, only that many hops deep
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0)
     configure_logging(settings)
     db.init_databases(settings)
     cache.init_redis(settings)
@@ -41,12 +46,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with the password of any URL in them replaced by ***."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_url(super().format(record))
+
+
 def configure_logging(settings: Settings) -> None:
     """Warnings and errors by default; every statement when LOG_DB_QUERIES=true."""
     logger = logging.getLogger("handled")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logging.getLogger("handled.db").setLevel(logging.INFO if settings.log_db_queries else logging.WARNING)

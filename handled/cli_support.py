@@ -20,7 +20,7 @@ import click
 from flask.cli import AppGroup
 
 from handled.db import NOT_ANSWERING, data_db, primary_db, probe
-from handled.errors import HandledError, first_line
+from handled.errors import HandledError, first_line, redact_url
 
 log = logging.getLogger("handled.cli")
 
@@ -73,7 +73,7 @@ def database_failure(exc: Exception) -> str:
 
 
 def fail(message: str, exit_code: int = 1):
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {redact_url(message)}", err=True)
     sys.exit(exit_code)
 
 

@@ -21,6 +21,8 @@ Progress is one protocol: ``progress(phase, done=None, total=None, message=None)
 
 from __future__ import annotations
 
+import os
+import pwd
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -44,6 +46,15 @@ def no_progress(phase: str, done: int | None = None, total: int | None = None,
 NO_PROGRESS: Progress = no_progress
 
 
+def os_user() -> str:
+    """The name of the account this process runs as (its uid when the account has no name)."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who is acting: a signed-in user, the CLI operator, or the user a job runs for."""
@@ -54,6 +65,7 @@ class Actor:
     address: str | None = None
     channel: str = "web"
     system: bool = False        # the CLI operator: holds every permission, has no account
+    name: str | None = None     # a system actor's name in the audit log ("cli:<os user>")
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -65,23 +77,31 @@ class Actor:
     @property
     def label(self) -> str:
         """How the audit log and run history name this actor."""
-        return self.email or self.channel
+        return self.email or self.name or self.channel
 
     def to_job(self) -> dict:
         """Plain values to put on the queue; ``Actor.from_job`` rebuilds it in the worker."""
         return {"id": self.id, "email": self.email, "permissions": sorted(self.permissions),
-                "address": self.address, "system": self.system}
+                "address": self.address, "system": self.system, "name": self.name}
 
     @classmethod
     def from_job(cls, data: dict | None) -> Actor:
         data = data or {}
         return cls(id=data.get("id"), email=data.get("email"), permissions=frozenset(data.get("permissions") or ()),
-                   address=data.get("address"), channel="job", system=bool(data.get("system")))
+                   address=data.get("address"), channel="job", system=bool(data.get("system")),
+                   name=data.get("name"))
 
     @classmethod
     def cli_operator(cls) -> Actor:
-        """The person at the terminal: a system actor (the audit log says "cli")."""
-        return cls(id=None, email=None, permissions=frozenset(), address=None, channel="cli", system=True)
+        """The person at the terminal: a system actor named ``cli:<os user>`` in the audit log.
+
+        The OS user is the account the process runs as (its effective uid, looked up in the
+        password database), not ``$USER`` or ``$LOGNAME``, which anyone can set. It says
+        which account ran the command, not which person: people sharing one account (or
+        sudo -u handled) are one name; give each operator their own account to tell them apart.
+        """
+        return cls(id=None, email=None, permissions=frozenset(), address=None, channel="cli", system=True,
+                   name=f"cli:{os_user()}")
 
     @classmethod
     def anonymous(cls, address: str | None = None) -> Actor:
@@ -136,14 +156,10 @@ def system_context(settings: Settings, progress: Progress = NO_PROGRESS) -> Cont
     return Context(settings, Actor.cli_operator(), progress)
 
 
-def cli_context(progress: Progress = NO_PROGRESS, *, user_email: str | None = None) -> Context:
-    """The context of a ``flask`` command: the operator at the terminal.
-
-    ``user_email`` (a command's ``--user-email``) is who the run history and audit
-    log record as having acted; the operator keeps every permission.
-    """
-    actor = Actor.cli_operator()
-    return Context(app_settings(), replace(actor, email=user_email) if user_email else actor, progress)
+def cli_context(progress: Progress = NO_PROGRESS) -> Context:
+    """The context of a ``flask`` command: the operator at the terminal, a system actor
+    that the run history and audit log record as ``cli:<os user>``."""
+    return Context(app_settings(), Actor.cli_operator(), progress)
 
 
 def job_context(actor_data: dict | None, progress: Progress, settings: Settings | None = None) -> Context:

@@ -19,6 +19,9 @@ This module imports nothing from Flask or click, so every service may use it.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
 
 class HandledError(Exception):
     """Something a person asked for cannot be done; ``str()`` says why in one sentence."""
@@ -107,5 +110,40 @@ def first_line(exc: BaseException) -> str:
     Driver errors (psycopg2, redis) carry several lines of detail; a sentence for a
     person or a log line quotes only the first.
     """
-    text = str(exc).strip()
+    text = redact_url(str(exc).strip())
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+
+
+def redact_url(text: str) -> str:
+    """``text`` (one URL, or a message quoting some) with every URL's password replaced by ***
+    (postgresql://user:***@host/db, redis://***@host/0, ?password=***): the one way to show a URL
+    (or a driver's or tool's message holding one) to a person or a log."""
+    return _URL.sub(lambda match: _redact_one(match.group(0)), text)
+
+
+def _redact_one(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:   # not parseable: hide everything between :// and the last @
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else url
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        elif parts.scheme.startswith("redis"):   # redis://secret@host: a lone token may be the password
+            netloc = f"***@{host}"
+    elif "@" in parts.path:   # a password holding "/" ends the host early: postgresql://u:pa/ss@host/db
+        head, _, host = url.partition("://")[2].rpartition("@")
+        return f"{parts.scheme}://{head.split(':', 1)[0]}:***@{host}"
+    if query:
+        query = "&".join(f"{k}=***" if k.lower() in ("password", "pass") else f"{k}={v}"
+                         for k, v in parse_qsl(query, keep_blank_values=True))
+    shown = urlunsplit(parts._replace(netloc=netloc, query=query))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # unix:///path keeps its slashes
+        shown = f"{parts.scheme}://{shown[len(parts.scheme) + 1:]}"
+    return shown

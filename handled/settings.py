@@ -22,7 +22,7 @@ from pathlib import Path
 from handled.settings_parsers import (
     COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, DatabaseConfig, Required, Section, SettingsError, Variable,
     boolean, database_url, direct_database_url, email, existing_folder, parse_database_url, redis_url, secret,
-    text, verbatim, whole,
+    redact_url, text, verbatim, whole,
 )
 
 __all__ = ["DatabaseConfig", "Settings", "SettingsError", "SECTIONS", "default_transform_parallelism",
@@ -69,6 +69,25 @@ SECTIONS: tuple[Section, ...] = (
                  "A direct connection to PRIMARY for migrations, copies and backups, when "
                  "PRIMARY_DATABASE_URL goes through PgBouncer (its transaction pooling breaks them).",
                  attribute="primary_migration"),
+        Variable("DATA_MIGRATION_URL", direct_database_url, None,
+                 "A direct connection to DATA as its owner role, for migrations, copies, backups and prune "
+                 "(split mode; single mode uses PRIMARY_MIGRATION_URL). `flask db create-roles` prints it.",
+                 attribute="data_migration"),
+        Variable("DATA_BUILD_URL", direct_database_url, None,
+                 "A direct connection to DATA as the builder role: transformation builds create and swap "
+                 "their own reference tables with it and nothing else. Unset: the DATA direct URL. "
+                 "`flask db create-roles` prints it.", attribute="data_build"),
+        Variable("DB_ADMIN_URL", database_url, None,
+                 "Only for `flask db create-roles`: a role allowed to create roles and own the handled "
+                 "databases (a superuser, or the managed service's admin). Its database name is ignored; "
+                 "set it for that one command, never in the app's environment file.", attribute="db_admin"),
+        Variable("DB_OWNER_PASSWORD", secret(16), None,
+                 "create-roles: the owner role's password. Unset: a new role gets a generated one, "
+                 "printed once; an existing role keeps its own.", attribute="db_owner_password"),
+        Variable("DB_RUNTIME_PASSWORD", secret(16), None,
+                 "create-roles: the runtime role's password (same rules).", attribute="db_runtime_password"),
+        Variable("DB_BUILD_PASSWORD", secret(16), None,
+                 "create-roles: the builder role's password (same rules).", attribute="db_build_password"),
         Variable("LOG_DB_QUERIES", boolean, False,
                  "Log every SQL statement with its database (primary/data) and duration. Errors and "
                  "warnings are always logged."),
@@ -113,10 +132,24 @@ SECTIONS: tuple[Section, ...] = (
                  "Its password (at least PASSWORD_MIN_LENGTH characters). Unset: one is generated, "
                  "printed once, and must be changed at first sign-in.", attribute="admin_password"),
     )),
-    Section("Sign-in throttle", "Failed sign-ins allowed within a window, counted in Redis.", (
-        Variable("LOGIN_MAX_FAILURES_PER_ACCOUNT", whole(), 10, "Failed sign-ins allowed per email.", COUNT),
+    Section("Sign-in throttle", "Failed sign-ins allowed within a window, counted in Redis (in PRIMARY while "
+            "Redis is down); see docs/SESSIONS.md.", (
+        Variable("LOGIN_MAX_FAILURES_PER_ACCOUNT", whole(), 10,
+                 "Failed sign-ins allowed per email from one client address (other addresses are not "
+                 "affected).", COUNT),
         Variable("LOGIN_MAX_FAILURES_PER_IP", whole(), 30, "Failed sign-ins allowed per client address.", COUNT),
+        Variable("LOGIN_ACCOUNT_DELAY_AFTER", whole(), 20,
+                 "Failed sign-ins per email from any addresses after which each further attempt on it waits "
+                 "a delay that doubles (1 s, 2 s, 4 s, ...) up to LOGIN_ACCOUNT_DELAY_MAX; never a hard lock.",
+                 COUNT),
+        Variable("LOGIN_ACCOUNT_DELAY_MAX", whole(), 60, "The longest delay between attempts on one email.",
+                 "seconds"),
         Variable("LOGIN_THROTTLE_WINDOW", whole(), 900, "The window the failures are counted in.", "seconds"),
+        Variable("TRUSTED_PROXY_HOPS", whole(0), 0,
+                 "Proxies in front of the app that append the client address to X-Forwarded-For (the "
+                 "documented nginx: 1). The client address (throttle, sessions, audit log, /system) is taken "
+                 "that many entries from the right; 0 ignores the header (no proxy, or one you do not trust).",
+                 COUNT),
     )),
     Section("Imports", "flask integrations ..., /integrations; see docs/IMPORTS.md.", (
         Variable("IMPORT_MAX_BYTES", whole(), 1 << 30, "Largest file an import accepts (1 GiB).", "bytes"),
@@ -161,6 +194,10 @@ SECTIONS: tuple[Section, ...] = (
         Variable("BACKUP_MAX_AGE_DAYS", whole(0, zero_means="no age limit"), 30,
                  "... and none older than this (0 = no age limit). The backup just made is never deleted.",
                  "days"),
+        Variable("BACKUP_ENCRYPTION_PASSPHRASE", secret(16), None,
+                 "Set: backups are encrypted with gpg (AES256, symmetric) with this passphrase, and restores "
+                 "decrypt with it. Keep a copy away from the backups: without it they cannot be restored.",
+                 attribute="backup_encryption_passphrase"),
     )),
     Section("Metrics", "/metrics and the System page; see docs/OPS_RUNBOOK.md.", (
         Variable("METRICS_TOKEN", secret(16), None,
@@ -187,6 +224,12 @@ class Settings:
     data: DatabaseConfig
     split_db_mode: bool
     primary_migration: DatabaseConfig | None
+    data_migration: DatabaseConfig | None
+    data_build: DatabaseConfig | None
+    db_admin: DatabaseConfig | None = field(repr=False)
+    db_owner_password: str | None = field(repr=False)
+    db_runtime_password: str | None = field(repr=False)
+    db_build_password: str | None = field(repr=False)
     log_db_queries: bool
     # Redis
     redis_url: str = field(repr=False)  # may hold a password: shown only through cache.display_url
@@ -206,7 +249,10 @@ class Settings:
     # sign-in throttle
     login_max_failures_per_account: int
     login_max_failures_per_ip: int
+    login_account_delay_after: int
+    login_account_delay_max: int
     login_throttle_window: int
+    trusted_proxy_hops: int
     # imports
     import_max_bytes: int
     import_archive_dir: str
@@ -225,6 +271,7 @@ class Settings:
     backup_dir: str
     backup_keep: int
     backup_max_age_days: int
+    backup_encryption_passphrase: str | None = field(repr=False)
     # metrics
     metrics_token: str | None = field(repr=False)
     prometheus_multiproc_dir: str | None
@@ -240,11 +287,21 @@ class Settings:
         return self.primary if side == "primary" else self.data
 
     def direct_database(self, side: str) -> DatabaseConfig:
-        """The URL for a direct connection to one side (migrate, build, copy, backup): PRIMARY's
-        PRIMARY_MIGRATION_URL when set (it bypasses PgBouncer), else the side's own URL."""
+        """The owner's direct connection to one side (migrate, copy, backup, prune): PRIMARY's
+        PRIMARY_MIGRATION_URL, DATA's DATA_MIGRATION_URL (in single mode PRIMARY_MIGRATION_URL, one
+        database), when set; else the side's own URL."""
+        if side == "data" and not self.split_db_mode:
+            return self.direct_database("primary") if self.primary_migration is not None else self.data
         if side == "primary" and self.primary_migration is not None:
             return self.primary_migration
+        if side == "data" and self.data_migration is not None:
+            return self.data_migration
         return self.database(side)
+
+    def build_database(self) -> DatabaseConfig:
+        """The builder's direct connection to DATA (transformation builds): DATA_BUILD_URL when set,
+        else the owner's direct DATA URL."""
+        return self.data_build if self.data_build is not None else self.direct_database("data")
 
 
 def load_settings(env: dict | None = None) -> Settings:
@@ -252,6 +309,10 @@ def load_settings(env: dict | None = None) -> Settings:
     env = dict(read_environment() if env is None else env)
     values = {var.field: _value(var, env.get(var.name)) for var in variables()}
     values["data"] = _data_database(values["data"], values["primary"], values["split_db_mode"])
+    for other in (values["data_migration"], values["data_build"]):
+        if other is not None and other.dbname != values["data"].dbname:
+            raise SettingsError(f"{other.variable} names the database {other.dbname!r} but DATA is "
+                                f"{values['data'].dbname!r}; point it at the DATA database.")
     _check_sessions(values)
     return Settings(**values)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from handled.errors import HandledError
+from handled.errors import HandledError, redact_url  # noqa: F401 (settings re-exports it)
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -144,22 +144,6 @@ def redis_url(raw: str, var: Variable) -> str:
     return value
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by *** (redis://user:***@host/0), for every place it is shown."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
-    if query:
-        query = "&".join(f"{k}=***" if k.lower() in ("password", "pass") else f"{k}={v}"
-                         for k, v in parse_qsl(query, keep_blank_values=True))
-    shown = urlunsplit(parts._replace(netloc=netloc, query=query))
-    if not netloc and url.startswith(f"{parts.scheme}://"):  # unix:///path keeps its slashes
-        shown = f"{parts.scheme}://{shown[len(parts.scheme) + 1:]}"
-    return shown
-
-
 def existing_folder(why: str):
     """A folder that must already exist; ``why`` says who fills it."""
     def parse(raw: str, var: Variable) -> str:
@@ -212,17 +196,19 @@ class DatabaseConfig:
         return kwargs
 
     def display(self) -> str:
-        """The URL without its password, for messages and pages."""
-        who = f"{self.user}@" if self.user else ""
+        """The URL with its password redacted (``postgresql://user:***@host/db``), for messages and pages."""
+        who = f"{self.user}{':***' if self.password is not None else ''}@" if self.user else ""
         where = self.host or "localhost"
         port = f":{self.port}" if self.port else ""
         return f"postgresql://{who}{where}{port}/{self.dbname}"
 
-    def dsn(self) -> str:
-        """A libpq key=value string (used by psql, pg_dump and yoyo)."""
+    def dsn(self, *, password: bool = True) -> str:
+        """A libpq key=value string (used by psql, pg_dump and yoyo); ``password=False`` leaves the
+        password out, for a command line (the tool then reads PGPASSWORD)."""
         parts = [f"dbname={_dsn_quote(self.dbname)}"]
         for key, value in self.connect_kwargs().items():
-            parts.append(f"{key}={_dsn_quote(str(value))}")
+            if key != "password" or password:
+                parts.append(f"{key}={_dsn_quote(str(value))}")
         return " ".join(parts)
 
 
@@ -237,7 +223,10 @@ def parse_database_url(variable: str, url: str) -> DatabaseConfig:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
-        raise SettingsError(f"{variable} is not a valid URL ({exc}).") from None
+        # the parser's own words may quote part of the password (a "/" in it ends the host): never shown
+        why = "its port is not a number" if "port" in str(exc).lower() else "it cannot be parsed"
+        raise SettingsError(f"{variable} is not a valid URL ({why}); percent-encode any / ? # @ : in the "
+                            "user name or password.") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise SettingsError(
             f"{variable} must start with postgresql:// (got {parts.scheme or 'no scheme'!r})."

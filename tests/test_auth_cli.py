@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 from dataclasses import replace
 
@@ -62,8 +64,9 @@ def test_disable_enable_reset_and_delete(app, runner):
         from handled.models import AuditLog
         actions = [(r.action, r.actor_email) for r in AuditLog.select().where(AuditLog.target_label == user.email)
                    .order_by(AuditLog.id) if not r.action.startswith("auth.")]
-    assert actions == [("user.create", None), ("user.disable", "cli"), ("user.enable", "cli"),
-                       ("user.reset_password", "cli"), ("user.delete", "cli")]
+    cli = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"   # the account that ran the command, not $USER
+    assert actions == [("user.create", None), ("user.disable", cli), ("user.enable", cli),
+                       ("user.reset_password", cli), ("user.delete", cli)]
 
 
 def test_last_admin_is_protected_from_the_cli_too(app, runner):

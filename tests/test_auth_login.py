@@ -113,7 +113,7 @@ def test_anonymous_page_redirects_to_login_with_next(client):
     assert client.get("/api/me").status_code == 401
 
 
-def test_throttling_per_account_with_a_clear_message_and_no_lockout_of_others(app, client, settings):
+def test_throttling_per_account_and_address_with_a_clear_message_and_no_lockout_of_others(app, client, settings):
     victim = make_user(app, role="salesperson")
     bystander = make_user(app, role="salesperson")
     for _ in range(settings.login_max_failures_per_account):

@@ -116,7 +116,8 @@ def test_redis_with_an_acl_user_works_and_a_wrong_password_is_one_sentence(setti
     wrong = f"redis://handled:not-the-password@127.0.0.1:{locked_redis.port}/0"
     bad = create_app(replace(settings, redis_url=wrong))
     assert me(client_with_token(bad, token))[0] == 200  # PRIMARY still answers
-    error = bad.test_client().get("/healthz").get_json()["redis"]["error"]
+    assert bad.test_client().get("/healthz").get_json()["redis"] == {"ok": False}   # anonymous: no details
+    error = json.loads(bad.test_cli_runner().invoke(args=["health"]).output)["redis"]["error"]
     assert "not-the-password" not in error and "handled-pass" not in error
     assert "\n" not in error and "REDIS_URL" in error and "password" in error, error
     assert "redis://handled:***@127.0.0.1" in error

@@ -112,3 +112,23 @@ def test_a_missing_data_role_is_named(app_on_missing_databases):
     result = app_on_missing_databases.test_cli_runner().invoke(args=["db", "check"])
     assert result.exit_code == 1
     assert f"The role '{PREFIX}_no_such_role' in DATA_DATABASE_URL does not exist" in result.output
+
+
+@group.command("leak", with_appcontext=False)
+def leak_command():
+    raise HandledError("Could not reach postgresql://app:hunter2secret@db.internal/handled.")
+
+
+def test_a_url_in_an_error_line_or_a_log_line_has_its_password_redacted():
+    result = CliRunner().invoke(group, ["leak"])
+    assert result.exit_code == 1
+    assert "postgresql://app:***@db.internal/handled" in result.output and "hunter2secret" not in result.output
+    import logging
+
+    from handled import RedactingFormatter
+    record = logging.LogRecord("handled.x", logging.ERROR, __file__, 1, "failed for %s", (
+        "redis://:hunter2secret@cache:6379/0",), None)
+    assert RedactingFormatter("%(message)s").format(record) == "failed for redis://:***@cache:6379/0"
+    from handled.errors import first_line
+    assert first_line(psycopg2.OperationalError("bad dsn postgresql://u:hunter2secret@h/d")) == (
+        "bad dsn postgresql://u:***@h/d")

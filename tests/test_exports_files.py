@@ -12,7 +12,7 @@ from handled.db import data_db
 from handled.errors import Unavailable
 from handled.exports import builders, service
 from handled.models import ExportRun
-from handled.context import system_context
+from handled.context import Actor, system_context
 from handled.transformations.service import run_transformation
 from tests.support.reference_data import build_reference_tables
 
@@ -46,8 +46,7 @@ def test_zone_matrices_take_fewest_ground_days_and_99_where_no_service(built, se
 
 def test_csv_export_matches_the_table_and_is_recorded(built, runner, tmp_path, settings):
     target = tmp_path / "matrix.csv"
-    result = runner.invoke(args=["exports", "write", "delivery_matrix.csv", "-o", str(target),
-                                 "--user-email", "ops@example.test"])
+    result = runner.invoke(args=["exports", "write", "delivery_matrix.csv", "-o", str(target)])
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(target.read_text())))
     assert rows[0] == ["origin_zip3", "dest_zip3", "carrier", "service", "transit_days", "zone",
@@ -57,7 +56,7 @@ def test_csv_export_matches_the_table_and_is_recorded(built, runner, tmp_path, s
     assert {tuple(r) for r in rows[1:]} == as_text and len(rows) - 1 == len(expected)
     run = ExportRun.select().order_by(ExportRun.id.desc()).first()
     assert (run.export, run.status, run.rows_written, run.bytes_written, run.created_by_email) == (
-        "delivery_matrix.csv", "succeeded", len(expected), target.stat().st_size, "ops@example.test")
+        "delivery_matrix.csv", "succeeded", len(expected), target.stat().st_size, Actor.cli_operator().label)
     streamed = b"".join(service.stream_export(system_context(settings), "delivery_matrix.csv"))
     assert streamed == target.read_bytes()               # same bytes every time for one build
 

@@ -11,11 +11,28 @@ def test_healthz_reports_each_database_redis_and_mode(client, settings):
 
 
 def test_home_page_shows_mode_and_migrations_of_both_databases(login_client, settings):
-    page = login_client().get("/").get_data(as_text=True)
+    page = login_client(["view_system"]).get("/").get_data(as_text=True)
     assert f"<strong>{settings.mode}</strong> database mode" in page
     assert "0001_config_customer_schemas" in page
     assert "0001_workspace_reference_schemas" in page
-    assert "PostgreSQL 1" in page
+    assert "PostgreSQL 1" in page and settings.primary.display() in page
+
+
+def test_home_page_shows_hosts_users_and_versions_only_to_view_system(login_client, settings):
+    page = login_client(role="warehouse_lead").get("/").get_data(as_text=True)
+    assert f"<strong>{settings.mode}</strong> database mode" in page
+    assert "0001_config_customer_schemas" in page          # migration status is not infrastructure
+    for detail in (settings.primary.dbname, settings.primary.host, f"{settings.primary.user}@", "PostgreSQL 1"):
+        assert detail not in page, detail
+
+
+def test_healthz_says_only_ok_per_component_to_anyone_without_view_system(client, login_client):
+    body = client.get("/healthz").get_json()
+    assert body == {"status": "ok", "mode": body["mode"], "primary": {"ok": True}, "data": {"ok": True},
+                    "redis": {"ok": True}}
+    assert login_client(role="warehouse_lead").get("/healthz").get_json() == body
+    detailed = login_client(["view_system"]).get("/healthz").get_json()
+    assert "latency_ms" in detailed["primary"] and "latency_ms" in detailed["redis"]
 
 
 # --- with a server stopped: private servers the test starts and stops itself ---
@@ -24,6 +41,7 @@ import pytest  # noqa: E402
 
 from handled import create_app  # noqa: E402
 from handled.settings import load_settings  # noqa: E402
+from tests.support.accounts import make_user, sign_in_client  # noqa: E402
 from tests.support.databases import db_url
 from tests.support.environment import SECRET, TEST_REDIS
 from tests.support.servers import PrivatePostgres, PrivateRedis
@@ -65,8 +83,18 @@ def test_healthz_is_degraded_when_data_is_down(private_pg, migrated_settings):
     response = app.test_client().get("/healthz")
     body = response.get_json()
     assert response.status_code == 200
-    assert body["status"] == "degraded" and body["data"]["ok"] is False and body["primary"]["ok"] is True
-    assert "Connection refused" in body["data"]["error"] or "connection" in body["data"]["error"].lower()
+    assert body["status"] == "degraded" and body["data"] == {"ok": False} and body["primary"] == {"ok": True}
+    assert private_pg.url("handled_private").split("@")[-1].split("/")[0] not in response.get_data(as_text=True)
+    # a holder of view_system reads why (the same user without it: only ok/failing)
+    viewer = sign_in_client(app, make_user(app, ["view_system"]))
+    error = viewer.get("/healthz").get_json()["data"]["error"]
+    assert "Connection refused" in error or "connection" in error.lower()
+    lead = sign_in_client(app, make_user(app, role="warehouse_lead"))
+    assert lead.get("/healthz").get_json()["data"] == {"ok": False}
+    with app.app_context():   # the users live in the shared PRIMARY: leave it as it was
+        from handled.models import Role, User
+        User.delete().where(User.email.endswith("@example.test")).execute()
+        Role.delete().where(Role.code.startswith("test_role_")).execute()
 
 
 def test_healthz_is_degraded_when_redis_is_down(tmp_path, migrated_settings):

@@ -64,6 +64,10 @@ def test_enqueued_run_is_done_by_a_worker_with_progress(data, settings, tmp_path
     run = history.last_run("delivery-matrix")
     assert (run.status, run.job_id, run.created_by_email) == ("succeeded", job_id, "lead@example.test")
     assert run.rows_written == 18
+    # the worker's audit row names the user who queued the job, not the worker
+    from handled.models import AuditLog
+    row = AuditLog.get((AuditLog.action == "transformation.run") & (AuditLog.target_id == "delivery-matrix"))
+    assert (row.actor_email, row.details["job_id"], row.details["run_id"]) == ("lead@example.test", job_id, run.id)
 
 
 def test_failed_job_shows_the_reason(data, settings, tmp_path):

@@ -13,18 +13,19 @@ from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
-from tests.support.databases import connect, database_names, drop_database, mode_env
+from tests.support.databases import connect, database_names, drop_database, mode_env, superuser_config
 from tests.support.environment import ROOT
 from tests.support.processes import start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
-               "0005_session_invalidation_queue"]
+               "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned",
             "0004_live_partition_names"]
 
 
 def sql(config, statement, params=None):
-    conn = connect(config)
+    """``statement`` as the server's superuser: these tests break the schema as someone at psql would."""
+    conn = connect(superuser_config(config))
     with conn.cursor() as cur:
         cur.execute(statement, params)
         rows = cur.fetchall() if cur.description else None
@@ -124,16 +125,17 @@ def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
 def test_running_imports_move_their_worker_out_of_the_message_and_back(scratch):
     migrate_all(scratch)
     primary = resolve_targets(scratch, "primary")[0]
-    assert migrations.rollback(primary, count=len(PRIMARY_IDS) - 2) == PRIMARY_IDS[:1:-1]  # back to before 0003
+    since_0003 = PRIMARY_IDS[2:]  # 0003 and every later migration
+    assert migrations.rollback(primary, count=len(since_0003)) == since_0003[::-1]
     insert = ("INSERT INTO config.import_runs (integration, file_name, file_sha256, file_size, status, message) "
               "VALUES ('us-zips', 'a.csv', 'ab', 1, %s, %s)")
     sql(scratch.primary, insert, ("running", "Running in process host-a:42."))
     sql(scratch.primary, insert, ("failed", "Refused: wrong header. Nothing was written."))
     runs = "SELECT status, worker, message FROM config.import_runs ORDER BY id"
-    assert migrations.migrate(primary) == PRIMARY_IDS[2:]
+    assert migrations.migrate(primary) == since_0003
     assert sql(scratch.primary, runs) == [("running", "host-a:42", None),
                                           ("failed", None, "Refused: wrong header. Nothing was written.")]
-    assert migrations.rollback(primary, count=len(PRIMARY_IDS) - 2) == PRIMARY_IDS[:1:-1]  # back to before 0003
+    assert migrations.rollback(primary, count=len(since_0003)) == since_0003[::-1]
     assert sql(scratch.primary, "SELECT status, message FROM config.import_runs ORDER BY id") == [
         ("running", "Running in process host-a:42."), ("failed", "Refused: wrong header. Nothing was written.")]
     assert cli(scratch, "db", "migrate").exit_code == 0

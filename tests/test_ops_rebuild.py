@@ -69,7 +69,7 @@ def test_rebuild_into_an_empty_data_database_gives_the_same_tables(settings, tmp
         cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname IN ('workspace', 'reference', '_yoyo_data')")
         assert cur.fetchone()[0] == 0  # the dry run changed nothing
 
-    result = runner.invoke(args=["data", "rebuild", "--user-email", "ops@example.test"])
+    result = runner.invoke(args=["data", "rebuild"])
     assert result.exit_code == 0, result.output
     assert "built zip3-reference" in result.output and "built delivery-matrix" in result.output
     after = table_fingerprints(empty, SCHEMAS["data"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from handled.errors import HandledError
-from handled.settings import (SECTIONS, Settings, SettingsError, load_settings, read_environment,
+from handled.settings import (SECTIONS, Settings, SettingsError, load_settings, read_environment, redact_url,
                               render_env_example)
 from tests.support.databases import db_url
 from tests.support.processes import run_flask
@@ -220,3 +220,18 @@ def test_env_example_loads_once_its_placeholders_are_replaced(migrated_settings,
     status = run_flask("--app", str(ROOT / "app.py"), "db", "status", env=env, cwd=tmp_path, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "applied         0001_config_customer_schemas" in status.stdout
+
+
+def test_urls_in_settings_errors_and_messages_never_show_the_password():
+    # a "/" in an unencoded password ends the host: urllib's complaint quotes what follows it
+    message = settings_error(PRIMARY_DATABASE_URL="postgresql://app:s3cr/et99@db.internal:5432/handled")
+    assert "PRIMARY_DATABASE_URL is not a valid URL" in message
+    assert "s3cr" not in message and "et99" not in message
+    message = settings_error(REDIS_URL="http://:hunter2hunter2@cache.internal:6379/0")
+    assert "hunter2" not in message and "http://:***@cache.internal:6379/0" in message
+    # the one helper, and DatabaseConfig.display(), show postgresql://user:***@host/db
+    assert redact_url("pg_dump of postgresql://app:pa:ss@word@db:5432/h failed, redis://:pw@r/0") == (
+        "pg_dump of postgresql://app:***@db:5432/h failed, redis://:***@r/0")
+    primary = load_settings({**BASE, "PRIMARY_DATABASE_URL": "postgresql://app:s3cret@db/handled"}).primary
+    assert primary.display() == "postgresql://app:***@db/handled"
+    assert "s3cret" not in primary.dsn(password=False) and "s3cret" in primary.dsn()

@@ -111,7 +111,8 @@ def test_a_server_without_tls_gives_a_clear_error(plain_pg):
     assert check.exit_code == 1 and expected in check.output
 
     health = app.test_client().get("/healthz")
-    assert health.status_code == 503 and expected in health.get_json()["primary"]["error"]
+    assert health.status_code == 503 and health.get_json()["primary"] == {"ok": False}
+    assert expected in app.test_cli_runner().invoke(args=["health"]).output   # the details, on the server
     page = app.test_client().get("/login")
     assert page.status_code == 200  # the login form itself needs no database
     attempt = app.test_client()

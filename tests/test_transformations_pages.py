@@ -61,9 +61,9 @@ def test_coverage_shows_days_and_scores_of_the_facility_origin(built, login_clie
     viewer = login_client(permissions=["view_customers"])
     page = viewer.get(f"/coverage/?facility={facility.id}").get_data(as_text=True)
     assert "origin ZIP3 100" in page
-    assert '<td class="score score-0" title="score 0">5</td>' in page       # UPS GND to 400 (zone 045)
-    assert '<td class="score score-95" title="score 95">2</td>' in page
-    assert "<th>USPS PFC</th>" in page and "<th>600</th>" in page
+    assert '<td class="s0">5</td>' in page       # UPS GND to 400 (zone 045)
+    assert '<td class="s95">2</td>' in page
+    assert '<span class="carrier">USPS</span>PFC</a></th>' in page and '<th scope="row">600</th>' in page
     other = Facility.get(Facility.code == "NOPE")
     assert "has no rows for origin 999" in viewer.get(f"/coverage/?facility={other.id}").get_data(as_text=True)
 

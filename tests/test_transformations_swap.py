@@ -21,7 +21,7 @@ from handled.context import system_context
 from handled.transformations.service import TransformationFailed, run_transformation
 from handled.transformations.build_plan import BuildBusy, BuildCancelled, BuildFailed
 from handled.transformations.build_runner import BuildControl, build_and_swap
-from tests.support.databases import connect
+from tests.support.databases import connect, superuser_config
 from tests.support.reference_data import add_usps, add_zip, build_backends, load_delivery_sources, load_zip_sources
 from tests.support.waiting import wait_until
 
@@ -84,7 +84,7 @@ def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, setting
 
     blocker = connect(settings.data)
     blocker.autocommit = False
-    watcher = connect(settings.data)
+    watcher = connect(superuser_config(settings.data))   # sees the builder's sessions' queries
     thread = threading.Thread(target=reader)
     outcome = {}
     build = threading.Thread(target=lambda: outcome.update(r=run_transformation(system_context(settings), "delivery-matrix")))
@@ -118,7 +118,7 @@ def test_cancelled_build_leaves_old_rows_serving(app, settings):
     add_usps("100", "900", pri=2)
     blocker = connect(settings.data)
     blocker.autocommit = False
-    watcher = connect(settings.data)
+    watcher = connect(superuser_config(settings.data))   # sees the builder's sessions' queries
     errors = []
 
     def run():
@@ -379,7 +379,7 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
     old = build_with_five_origins(settings)
     blocker = connect(settings.data)
     blocker.autocommit = False
-    watcher = connect(settings.data)
+    watcher = connect(superuser_config(settings.data))   # sees the builder's sessions' queries
     control, errors = BuildControl(), []
 
     def waiting_slices() -> int:

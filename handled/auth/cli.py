@@ -1,6 +1,6 @@
 """``flask users``, ``flask roles`` and ``flask sessions``: thin commands over the account services.
 
-Each command builds the CLI context (the operator, a system actor: the audit trail says "cli")
+Each command builds the CLI context (the operator, a system actor: the audit trail names it "cli:<os user>")
 and calls one service; ``HandledGroup`` turns a ``HandledError`` into one line and exit code 1.
 """
 

@@ -1,8 +1,9 @@
 """Signing in and out, login throttling, and the first administrator.
 
 The context's actor is the visitor at the sign-in form: its address is what the
-throttle counts and the audit trail records. Sign-in events name the account
-being signed in to, not the (anonymous) visitor.
+throttle (handled/auth/throttle.py) counts and the audit trail records. A successful
+sign-in is recorded as done by the account signed in to; a failed or throttled one
+by the anonymous visitor (its address), naming the account only when it exists.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import logging
 import redis
 
 from handled import audit
-from handled.auth import passwords, sessions
+from handled.auth import passwords, sessions, throttle
 from handled.auth.users import ADMIN_ROLE, active_admin_ids, create_user, find_user_by_email
 from handled.cache import get_redis
 from handled.context import Actor, Context
 from handled.db import primary_db
 from handled.errors import HandledError
-from handled.models import User
+from handled.models import AuditLog, Session, User
 from handled.settings import Settings
 from handled.timeutil import utcnow
 
@@ -35,80 +36,95 @@ class LoginRefused(HandledError):
     status = 401
 
 
-def _throttle_keys(email: str, ip: str | None) -> tuple[str, str]:
-    return f"throttle:account:{email.strip().lower()}", f"throttle:ip:{ip or 'unknown'}"
-
-
-def throttled(settings: Settings, email: str, ip: str | None) -> str | None:
-    """A message if this account or this address failed too often recently, else None."""
-    account_key, ip_key = _throttle_keys(email, ip)
-    try:
-        account_failures, ip_failures = (int(v or 0) for v in get_redis().mget(account_key, ip_key))
-    except redis.RedisError as exc:
-        log.warning("login throttling unavailable (Redis): %s", exc)
-        return None
-    minutes = max(1, settings.login_throttle_window // 60)
-    if account_failures >= settings.login_max_failures_per_account:
-        return (f"Too many failed sign-ins for this account. Wait {minutes} minutes and try again, "
-                "or ask an administrator to reset your password.")
-    if ip_failures >= settings.login_max_failures_per_ip:
-        return f"Too many failed sign-ins from your network address. Wait {minutes} minutes and try again."
-    return None
-
-
-def _count_failure(settings: Settings, email: str, ip: str | None) -> None:
-    try:
-        pipe = get_redis().pipeline()
-        for key in _throttle_keys(email, ip):
-            pipe.incr(key)
-            pipe.expire(key, settings.login_throttle_window, nx=True)
-        pipe.execute()
-    except redis.RedisError as exc:
-        log.warning("could not count a failed sign-in (Redis): %s", exc)
-
-
-def _clear_account_failures(email: str, ip: str | None) -> None:
-    try:
-        get_redis().delete(_throttle_keys(email, ip)[0])
-    except redis.RedisError:
-        pass
-
-
-def _as_claimant(ctx: Context, email: str) -> Context:
-    """The context whose actor is the account a sign-in claims (by email), from the visitor's address."""
-    if not email:
-        return ctx
-    return ctx.with_actor(Actor(id=None, email=email, address=ctx.actor.address, channel=ctx.actor.channel))
-
-
 def _as_user(ctx: Context, user: User) -> Context:
     return ctx.with_actor(Actor(id=user.id, email=user.email, address=ctx.actor.address, channel=ctx.actor.channel))
 
 
+def _record_throttled(ctx: Context, email: str, verdict: throttle.Verdict) -> None:
+    """Throttled attempts are not each recorded: the first of a run (one account, one
+    address, one window) gets a row, the rest are counted (see _record_ended_runs)."""
+    with primary_db.atomic():
+        if throttle.count_refused(ctx.settings, email, ctx.actor.address) == 1:
+            user = find_user_by_email(email) if email else None
+            row = audit.record(ctx, "auth.sign_in_throttled", "user", user.id if user else None,
+                               user.email if user else None, {"limit": verdict.limit})
+            throttle.note_first_refusal(ctx.settings, email, ctx.actor.address, row.id)
+
+
+def _record_ended_runs(ctx: Context) -> None:
+    """One `auth.sign_in_throttled_total` row per run of throttled attempts whose window has
+    passed, with their count, written by the next sign-in attempt (anyone's). The audit
+    log stays append-only: the run's first row is never changed."""
+    with primary_db.atomic():
+        for run in throttle.ended_refusal_runs(ctx.settings):
+            first = AuditLog.get_or_none(AuditLog.id == run.first_audit_id) if run.first_audit_id else None
+            if run.count <= 1 or first is None:
+                continue
+            audit.record(ctx.with_actor(Actor.anonymous(first.ip)), "auth.sign_in_throttled_total",
+                         first.target_type, first.target_id, first.target_label,
+                         {"count": run.count, "first": first.id, "from": run.started.isoformat(),
+                          "to": run.last.isoformat()})
+
+
+def _record_failure(ctx: Context, user: User | None, reason: str) -> None:
+    """A failed sign-in: the actor is the anonymous visitor (its address); the target is
+    the account when it exists. The email typed for an unknown account is not kept."""
+    audit.record(ctx, "auth.sign_in_failed", "user", user.id if user else None, user.email if user else None,
+                 {"reason": reason})
+
+
+def _has_session_from(user: User, ip: str | None) -> bool:
+    """Does ``user`` hold a live session started from ``ip`` (the owner's own machine)?
+    Redis also remembers the addresses of successful sign-ins (throttle.KNOWN_ADDRESS_DAYS);
+    this check is what is left of that while Redis is down."""
+    return bool(ip) and Session.select().where((Session.user == user.id) & (Session.ip == ip)
+                                               & (Session.expires_at > utcnow())).exists()
+
+
+def _start_session(settings: Settings, user: User, verified_hash: str, new_hash: str | None,
+                   ip: str | None, user_agent: str | None) -> str | None:
+    """The session for ``user``, unless their password changed (or they were disabled)
+    since ``verified_hash`` was checked: the row is locked and read again first."""
+    current = (User.select(User.password_hash, User.disabled, User.password_changed_at)
+               .where(User.id == user.id).for_update().first())
+    if current is None or current.disabled or current.password_hash != verified_hash:
+        return None
+    changes = {"last_login_at": utcnow()}
+    if new_hash:
+        changes["password_hash"] = new_hash
+    # Never over a newer password's hash, whatever happened meanwhile:
+    User.update(**changes).where((User.id == user.id) & (User.password_hash == verified_hash)).execute()
+    return sessions.create_session(settings, user.id, ip, user_agent, not_before=current.password_changed_at)
+
+
 def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
     """Check credentials and start a session: returns (user, token). The same answer
-    for an unknown email, a wrong password and a disabled account."""
+    for an unknown email, a wrong password and a disabled account.
+
+    The attempt is counted as a failure before the password is checked (so parallel
+    guesses cannot overshoot a limit) and given back when it succeeds."""
     settings, ip = ctx.settings, ctx.actor.address
     email = (email or "").strip()
-    message = throttled(settings, email, ip)
-    if message:
-        audit.record(_as_claimant(ctx, email), "auth.sign_in_throttled", "user", None, email)
-        raise LoginRefused(message)
+    _record_ended_runs(ctx)
     user = find_user_by_email(email) if email else None
-    ok, new_hash = passwords.verify_password(settings, user.password_hash if user else None, password or "")
+    verdict = throttle.reserve(settings, email, ip, known_address=bool(user) and _has_session_from(user, ip))
+    if verdict.limit:
+        _record_throttled(ctx, email, verdict)
+        raise LoginRefused(verdict.message(settings))
+    verified_hash = user.password_hash if user else None
+    ok, new_hash = passwords.verify_password(settings, verified_hash, password or "")
     if not ok or user.disabled:
-        _count_failure(settings, email, ip)
-        audit.record(_as_claimant(ctx, email), "auth.sign_in_failed", "user", user.id if user else None, email,
-                     {"reason": "disabled" if ok else "bad credentials"})
+        _record_failure(ctx, user, "disabled" if ok else "unknown account" if user is None else "wrong password")
         raise LoginRefused(BAD_CREDENTIALS)
     with primary_db.atomic():
-        changes = {"last_login_at": utcnow()}
-        if new_hash:
-            changes["password_hash"] = new_hash
-        User.update(**changes).where(User.id == user.id).execute()
-        token = sessions.create_session(settings, user.id, ip, user_agent)
-        audit.record(_as_user(ctx, user), "auth.sign_in", "user", user.id, user.email, {"rehashed": bool(new_hash)})
-    _clear_account_failures(email, ip)
+        token = _start_session(settings, user, verified_hash, new_hash, ip, user_agent)
+        if token:
+            audit.record(_as_user(ctx, user), "auth.sign_in", "user", user.id, user.email,
+                         {"rehashed": bool(new_hash)})
+    if token is None:
+        _record_failure(ctx, user, "account changed during sign-in")
+        raise LoginRefused(BAD_CREDENTIALS)
+    throttle.succeeded(settings, email, ip, verdict)
     purge_now_and_then(settings)
     return user, token
 
@@ -120,12 +136,14 @@ def sign_out(ctx: Context, token_hash: str) -> None:
 
 
 def purge_now_and_then(settings: Settings) -> int | None:
-    """Purge expired sessions at most once an hour across all workers (piggybacks on sign-ins)."""
+    """Purge expired sessions (and the throttle's expired PRIMARY counters) at most once an
+    hour across all workers (piggybacks on sign-ins)."""
     try:
         if not get_redis().set(PURGE_LOCK_KEY, "1", nx=True, ex=PURGE_INTERVAL):
             return None
     except redis.RedisError:
         return None
+    throttle.purge_expired(settings)
     return sessions.purge_expired(settings)
 
 

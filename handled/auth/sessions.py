@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from handled import audit, metrics  # metrics: counts session-cache hits/misses and PRIMARY lookups
@@ -35,11 +35,17 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)  # 256 bits
 
 
-def create_session(settings: Settings, user_id: int, ip: str | None = None, user_agent: str | None = None) -> str:
-    """Start a session for ``user_id``; returns the token for the cookie (never stored)."""
+def create_session(settings: Settings, user_id: int, ip: str | None = None, user_agent: str | None = None,
+                   not_before: datetime | None = None) -> str:
+    """Start a session for ``user_id``; returns the token for the cookie (never stored).
+
+    A session older than its user's ``password_changed_at`` is refused; ``not_before``
+    (the value sign-in read under the row lock) keeps a clock behind another host's
+    from dating a new session before the change it follows."""
     token = new_token()
     now = utcnow()
-    Session.create(id=hash_token(token), user=user_id, created_at=now, last_seen_at=now,
+    created = max(now, not_before) if not_before else now
+    Session.create(id=hash_token(token), user=user_id, created_at=created, last_seen_at=now,
                    expires_at=now + timedelta(seconds=settings.session_max_age),
                    ip=ip, user_agent=(user_agent or "")[:300] or None)
     return token
@@ -122,10 +128,13 @@ def delete_session(user_id: int, token_hash: str) -> bool:
 
 
 def delete_user_sessions(user_id: int, keep_hash: str | None = None) -> int:
-    """Remove a user's sessions in PRIMARY (inside the caller's transaction)."""
+    """Remove a user's sessions in PRIMARY (inside the caller's transaction). The kept one
+    counts as started now, so it outlives a password change made in it (sessions started
+    before ``password_changed_at`` are refused)."""
     query = Session.delete().where(Session.user == user_id)
     if keep_hash:
         query = query.where(Session.id != keep_hash)
+        Session.update(created_at=utcnow()).where((Session.id == keep_hash) & (Session.user == user_id)).execute()
     return query.execute()
 
 

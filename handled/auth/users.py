@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from peewee import IntegrityError, fn
 
 from handled import audit
-from handled.auth import passwords, session_cache
+from handled.auth import passwords, session_cache, throttle
 from handled.auth.access import audited_refusals, lock_roles, lock_target, refusal
 from handled.auth.sessions import delete_session, delete_user_sessions, revoke_session
 from handled.context import Context
@@ -236,6 +236,7 @@ def reset_password(ctx: Context, user_id: int, new_password: str | None = None) 
         ended = delete_user_sessions(user_id)
         audit.record(ctx, "user.reset_password", "user", user_id, user.email, {"sessions_ended": ended})
     session_cache.invalidate(user_ids=[user_id])
+    throttle.clear(ctx.settings, user.email)  # the owner may sign in again from every address
     return password
 
 

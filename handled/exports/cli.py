@@ -29,11 +29,10 @@ def list_command():
 @exports_cli.command("write")
 @click.argument("export_id")
 @click.option("-o", "--output", default=None, help="File to write, or - for stdout (default: the export's name).")
-@click.option("--user-email", default=None, help="Who to record as having written it.")
-def write_command(export_id, output, user_email):
+def write_command(export_id, output):
     """Write export EXPORT_ID (see `flask exports list`) to a file or stdout."""
     # no progress sink: the one report (rows written) is the summary line printed below
-    ctx = cli_context(user_email=user_email)
+    ctx = cli_context()
     if output == "-":
         result = service.write_export(ctx, export_id, sys.stdout.buffer)
     else:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import redis
 
-from handled import runs
+from handled import audit, runs
 from handled.cache import get_redis
 from handled.context import Context, Progress
 from handled.db import NOT_ANSWERING
@@ -118,7 +118,7 @@ def stream_export(ctx: Context, export_id: str, *, version: ExportVersion | None
 
 
 def _stream(ctx: Context, export: Export, version: ExportVersion) -> Iterator[bytes]:
-    run_id = _start_run(ctx, export)
+    run_id = _start_run(ctx, export, "export.download")
     tally, size = _RowTally(ctx.progress), 0
     try:
         for chunk in _chunks(export, version, tally):
@@ -147,7 +147,7 @@ def _chunks(export: Export, version: ExportVersion, progress: Progress) -> Itera
 def write_export(ctx: Context, export_id: str, fileobj) -> dict:
     """Write the export to an open binary file (or stdout) as ``ctx.actor``; return rows and bytes written."""
     export = get_export(export_id)
-    run_id = _start_run(ctx, export)
+    run_id = _start_run(ctx, export, "export.write")
     counter = _CountingWriter(fileobj)
     try:
         if export.kind == "csv":
@@ -171,8 +171,13 @@ def write_export(ctx: Context, export_id: str, fileobj) -> dict:
     return {"export": export.id, "rows": rows, "bytes": size, "run_id": run_id}
 
 
-def _start_run(ctx: Context, export: Export) -> int:
-    return runs.start_run("export", actor_id=ctx.actor.id, actor_email=ctx.actor.email, export=export.id).id
+def _start_run(ctx: Context, export: Export, action: str) -> int:
+    """The export's run, and its one audit row (``export.download`` on the web, ``export.write``
+    from the CLI) naming the run, whose row says how it ended."""
+    run_id = runs.start_run("export", actor_id=ctx.actor.id, actor_email=audit.actor_text(ctx.actor),
+                            export=export.id).id
+    audit.record(ctx, action, "export", export.id, export.id, {"run_id": run_id})
+    return run_id
 
 
 def _bug(export: Export, run_id: int, exc: Exception, **written) -> ExportFailed:

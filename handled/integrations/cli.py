@@ -52,8 +52,7 @@ class RowsReadLabel:
 @click.option("--partial", is_flag=True, help="Load the good rows of a file that has bad ones "
               "(every rejected row is still recorded).")
 @click.option("--force", is_flag=True, help="Import a file even if the same content was imported before.")
-@click.option("--user-email", default=None, help="Record this email as who ran the import.")
-def import_command(integration_id, files, partial, force, user_email):
+def import_command(integration_id, files, partial, force):
     """Import FILE... (or .zip archives of them) with integration ID.
 
     Exits with status 1 when any file was refused or any row rejected.
@@ -62,10 +61,10 @@ def import_command(integration_id, files, partial, force, user_email):
     if sys.stderr.isatty():
         with click.progressbar(length=len(files), label=f"Importing {integration_id}",
                                file=sys.stderr) as bar:
-            ctx = cli_context(RowsReadLabel(bar), user_email=user_email)
+            ctx = cli_context(RowsReadLabel(bar))
             outcomes = _run(ctx, integration_id, files, partial, force, bar)
     else:
-        outcomes = _run(cli_context(user_email=user_email), integration_id, files, partial, force, None)
+        outcomes = _run(cli_context(), integration_id, files, partial, force, None)
     _print_summary(outcomes)
     if not all(o.clean for o in outcomes):
         raise SystemExit(1)
@@ -156,15 +155,14 @@ def history_command(integration_id, limit, show_rejected):
 
 @integrations_cli.command("rebuild")
 @click.argument("integration_id", metavar="ID")
-@click.option("--user-email", default=None, help="Record this email as who ran the imports.")
-def rebuild_command(integration_id, user_email):
+def rebuild_command(integration_id):
     """Re-import ID's table from the source archive, following the run history.
 
     Replace mode: the latest successful file. Upsert mode: every file that
     succeeded, each content once at its last place in the order.
     """
     progress = echo_progress if sys.stderr.isatty() else NO_PROGRESS
-    outcomes = rebuild_from_archive(cli_context(progress, user_email=user_email), integration_id)
+    outcomes = rebuild_from_archive(cli_context(progress), integration_id)
     for outcome in outcomes:
         click.echo(_outcome_line(outcome), err=not outcome.clean)
     if not outcomes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handled import runs
+from handled import audit, runs
 from handled.models import ImportRun
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def start_run(integration_id: str, file_name: str, sha256: str, size: int, partial: bool,
               actor: Actor, status: str = "running") -> ImportRun:
     """Record a new import run by ``actor`` (the history keeps its id and email)."""
-    return runs.start_run("import", actor_id=actor.id, actor_email=actor.email, status=status,
+    return runs.start_run("import", actor_id=actor.id, actor_email=audit.actor_text(actor), status=status,
                           integration=integration_id, file_name=file_name, file_sha256=sha256,
                           file_size=size, partial=partial)
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from handled import heartbeat
+from psycopg2.errors import QueryCanceled
+
+from handled import audit, heartbeat
 from handled.context import Context
 from handled.db import data_db
 from handled.errors import HandledError
@@ -32,7 +34,7 @@ from handled.integrations.limits import FileLimits, check_archive
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
 from handled.integrations.registry import UnknownIntegration, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
-from handled.jobs.progress import JobCancelled, on_cancel
+from handled.jobs.progress import JobCancelled, cancel_from_hooks, on_cancel
 from handled.settings import Settings
 
 log = logging.getLogger("handled.integrations")
@@ -83,6 +85,9 @@ def import_file(ctx: Context, integration_id: str | Integration, path: str | Pat
     integration = (integration_id if isinstance(integration_id, Integration)
                    else get_integration(integration_id))
     outcome = _import_one(ctx, integration, Path(path), file_name or Path(path).name, partial, force)
+    audit.record(ctx, "integration.import", "integration", integration.id, integration.id,
+                 {"file": outcome.file_name, "run_id": outcome.run_id, "status": outcome.status,
+                  "rows_written": outcome.rows_written, "rows_rejected": outcome.rows_rejected})
     ctx.progress("imported", 1, 1, f"{outcome.file_name}: {outcome.status}. {outcome.message}")   # the file is done
     return outcome
 
@@ -136,8 +141,17 @@ def _load(ctx: Context, integration: Integration, run, path: Path, name: str, fa
                     rows_read.position = getattr(records, "position", None)
                     yield records
 
-            result = load_records(integration, open_source, context, partial=partial,
-                                  rejections=rejections, before_commit=archive, rows_read=rows_read)
+            try:
+                result = load_records(integration, open_source, context, partial=partial,
+                                      rejections=rejections, before_commit=archive, rows_read=rows_read)
+            except Exception as exc:
+                # the job's cancel stopped the statement (psycopg2's error, or peewee's wrapping it):
+                # a cancel, not a bug
+                stopped = isinstance(exc, QueryCanceled) or isinstance(exc.__context__, QueryCanceled)
+                cancel = cancel_from_hooks() if stopped else None
+                if cancel is None:
+                    raise
+                raise cancel from None
     except FileRefused as refusal:
         history.finish_run(run, "failed", f"Refused: {refusal} Nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())

@@ -70,7 +70,6 @@ def upload(integration_id):
     except ImportRequestError as problem:
         flash(str(problem), "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))
-    _audit(ctx, integration.id, names, submission)
     return _after_submission(integration.id, submission)
 
 
@@ -94,15 +93,6 @@ def _job_page_url(job_id: str) -> str | None:
     if "jobs.job_page" not in current_app.view_functions:
         return None
     return url_for("jobs.job_page", job_id=job_id)
-
-
-def _audit(ctx, integration_id: str, names: list[str], submission) -> None:
-    from handled import audit
-
-    details = {"files": names, "job_id": submission.job_id,
-               "runs": [o.run_id for o in submission.outcomes]}
-    audit.record(ctx, "integration.import", target_type="integration", target_id=integration_id,
-                 target_label=integration_id, details=details)
 
 
 @bp.get("/runs/<int:run_id>")

@@ -61,10 +61,29 @@ def bound_job(job) -> Iterator[JobProgress]:
     """Make ``job`` (None: no job) the one this process reports progress to, for the block."""
     global _bound
     _bound = JobProgress(job)
+    _hooks_ran_for.clear()
+    _raised.clear()
     try:
         yield _bound
     finally:
         _bound = None
+
+
+def cancel_from_hooks() -> JobCancelled | None:
+    """The JobCancelled to raise for a statement the cancel hooks stopped (None: they did not run)."""
+    if not _hooks_ran_for:
+        return None
+    _raised.set()
+    return JobCancelled(_hooks_ran_for[0])
+
+
+def cancel_raised() -> bool:
+    """True once this job's cancel was raised in its thread (by the signal or a service)."""
+    return _raised.is_set()
+
+
+def mark_cancel_raised() -> None:
+    _raised.set()
 
 
 def current_job_id() -> str | None:
@@ -88,7 +107,15 @@ def on_cancel(hook: Callable[[], None]) -> Iterator[None]:
         _cancel_hooks.remove(hook)
 
 
-def run_cancel_hooks() -> None:
+# Who cancelled, once the hooks ran: a statement the hooks cancelled raises a driver error in the
+# job's thread, which the service turns into JobCancelled (``cancel_from_hooks``); the worker's
+# signal then raises nothing more (``cancel_raised``), so the run is finished once, as cancelled.
+_hooks_ran_for: list[str | None] = []
+_raised = threading.Event()
+
+
+def run_cancel_hooks(by: str | None = None) -> None:
+    _hooks_ran_for[:] = [by]
     for hook in list(_cancel_hooks):
         try:
             hook()

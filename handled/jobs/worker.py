@@ -21,8 +21,9 @@ from rq.utils import import_attribute
 from handled import db, heartbeat, runs
 from handled.cache import get_jobs_redis
 from handled.context import job_context
-from handled.errors import HandledError
-from handled.jobs.progress import JobCancelled, bound_job, run_cancel_hooks
+from handled.errors import HandledError, redact_url
+from handled.jobs.progress import (JobCancelled, bound_job, cancel_raised, mark_cancel_raised,
+                                   run_cancel_hooks)
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, cancel_requested, get_queue, release_exclusive
 from handled.timeutil import utcnow
 
@@ -82,9 +83,10 @@ class _cancellable:
         return self
 
     def _handler(self, signum, frame):
-        if self.raised:
+        if self.raised or cancel_raised():
             return
         self.raised = True
+        mark_cancel_raised()
         raise JobCancelled(self.by)
 
     def _watch(self) -> None:
@@ -99,7 +101,7 @@ class _cancellable:
                 self.by = by
                 signal.pthread_kill(main, signal.SIGUSR1)
                 if not self.stop.wait(HOOK_AFTER_SECONDS):   # still going: stuck in a statement
-                    run_cancel_hooks()
+                    run_cancel_hooks(by)
                 return
 
     def __exit__(self, *exc):
@@ -114,7 +116,7 @@ class _cancellable:
 def failure_sentence(exc: Exception) -> str:
     """A HandledError's own sentence; anything else is a bug, logged and summarised."""
     if isinstance(exc, HandledError):
-        return str(exc)
+        return redact_url(str(exc))
     log.error("background job failed", exc_info=exc)
     return f"The job failed unexpectedly ({type(exc).__name__}); the error was logged."
 

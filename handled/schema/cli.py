@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import click
 
-from handled.context import app_settings
+from handled import audit
+from handled.context import app_settings, cli_context
 from handled.cli_support import HandledGroup
-from handled.schema import migrations
+from handled.schema import migrations, roles
 from handled.schema.catalog import create_database_if_missing
 from handled.schema.checks import run_checks
 
@@ -40,12 +41,24 @@ def migrate_command(target, lock_timeout, dry_run, repair):
             verb = "would change" if dry_run else "changed"
             click.echo(f"{t.label}: repair {verb} nothing, tracking already agrees." if not changes else
                        "\n".join(f"{verb}: {c}" for c in changes))
+            if changes and not dry_run:
+                _record("db.repair", t, changes=[str(c) for c in changes])
             continue
         applied = migrations.migrate(t, dry_run=dry_run, lock_timeout=lock_timeout)
         if not applied:
             click.echo(f"{t.label}: up to date.")
         for mid in applied:
             click.echo(f"{t.label}: {'would apply' if dry_run else 'applied'} {mid}")
+        if applied and not dry_run:
+            _record("db.migrate", t, applied=list(applied))
+
+
+def _record(action: str, target: migrations.Target, **details) -> None:
+    """The audit row of a migration command, written after it succeeded into PRIMARY (which
+    may be the database just migrated); skipped with a log line while PRIMARY has no audit log."""
+    ctx = cli_context()
+    audit.record_in(ctx.settings.direct_database("primary"), ctx, action, "database", target.name,
+                    target.config.display(), details)
 
 
 @db_cli.command("create")
@@ -90,6 +103,27 @@ def rollback_command(target, lock_timeout, count, dry_run):
             click.echo(f"{t.label}: nothing to roll back.")
         for mid in done:
             click.echo(f"{t.label}: {'would roll back' if dry_run else 'rolled back'} {mid}")
+        if done and not dry_run:
+            _record("db.rollback", t, rolled_back=list(done))
+
+
+@db_cli.command("create-roles")
+def create_roles_command():
+    """Create the owner, runtime and builder roles of each database, grant, and print the URLs to set.
+
+    The administrator connection comes from DB_ADMIN_URL (environment, never the command line).
+    Idempotent: running it again changes nothing and keeps existing passwords."""
+    for plan in roles.create_roles(app_settings()):
+        made = f"created {', '.join(plan.created)}" if plan.created else "roles existed, brought in line"
+        click.echo(f"# database {plan.dbname} ({' + '.join(plan.sides)}): {made}")
+        for variable, url in plan.urls:
+            click.echo(f"{variable}={url}")
+        if plan.passwords:
+            click.echo("# the passwords above were generated now and are not shown again; store them in the "
+                       "service's environment file.")
+        elif any(":PASSWORD@" in url for _, url in plan.urls):
+            click.echo("# PASSWORD: the role existed, so its password was left as it is; put the one you set "
+                       "(or rerun with DB_OWNER_PASSWORD / DB_RUNTIME_PASSWORD / DB_BUILD_PASSWORD).")
 
 
 @db_cli.command("check")

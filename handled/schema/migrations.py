@@ -183,6 +183,7 @@ def migrate(target: Target, dry_run: bool = False, lock_timeout: float = 30) -> 
                 backend.apply_migrations(todo)
             except psycopg2.Error as exc:   # yoyo rolled the failing migration's transaction back
                 raise MigrationError(_failed_migration(target, backend, todo, exc)) from None
+            keep_grants(target)
         return [m.id for m in todo]
 
 
@@ -195,6 +196,16 @@ def _failed_migration(target: Target, backend, todo, exc: Exception) -> str:
     before = f"; {', '.join(kept)} applied before it and stay applied" if kept else ""
     return (f"{target.name}: migration {failed} failed and was rolled back, nothing of it is applied "
             f"({first_line(exc)}){before}. Fix it and run 'flask db migrate' again.")
+
+
+def keep_grants(target: Target) -> None:
+    """Where ``flask db create-roles`` made roles, hand what the migrations created to them
+    (reference tables to the builder, rights to the runtime role): handled/schema/roles.py."""
+    from handled.schema.roles import after_migrate
+
+    with direct_connection(target.config, "migrate", autocommit=False) as conn:
+        after_migrate(conn, target.name)
+        conn.commit()
 
 
 def rollback(target: Target, count: int = 1, dry_run: bool = False, lock_timeout: float = 30) -> list[str]:

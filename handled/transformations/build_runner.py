@@ -112,7 +112,7 @@ def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, p
                    lock_timeout_ms: int = LOCK_TIMEOUT_MS, swap_patience: float = SWAP_PATIENCE_SECONDS,
                    control: BuildControl | None = None) -> BuildResult:
     """Rebuild ``t.target`` from its SELECT in up to ``parallelism`` slices and swap it in,
-    over direct connections to ``settings``' DATA database.
+    over direct connections to ``settings``' DATA database as the builder (DATA_BUILD_URL).
 
     The build runs in a thread; this thread waits, and anything that interrupts it
     (Ctrl-C, a job timeout) cancels the build before it propagates."""
@@ -121,7 +121,7 @@ def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, p
 
     def build() -> None:
         try:
-            outcome["result"] = _Build(t, settings.direct_database("data"), control, progress).run(parallelism, lock_timeout_ms, swap_patience)
+            outcome["result"] = _Build(t, settings.build_database(), control, progress).run(parallelism, lock_timeout_ms, swap_patience)
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
         finally:

@@ -22,13 +22,12 @@ def when(value) -> str:
 @click.argument("ids", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Run every transformation.")
 @click.option("--background", is_flag=True, help="Queue the run for `flask jobs worker` and print the job id.")
-@click.option("--user-email", default=None, help="Who to record as having run it.")
-def run_command(ids, run_all, background, user_email):
+def run_command(ids, run_all, background):
     """Run transformations ID... (plus their stale dependencies), or --all."""
     if not ids and not run_all:
         # a HandledError, not a click.UsageError: the sentence and exit code 1 stay what they were
         raise HandledError("Name at least one transformation (see `flask transformations list`) or use --all.")
-    ctx = cli_context(echo_progress, user_email=user_email)
+    ctx = cli_context(echo_progress)
     if background:
         job_id, plan = service.enqueue_transformations(ctx, list(ids), run_all=run_all)
         click.echo(f"queued job {job_id}: {', '.join(plan)} (follow it with `flask jobs status {job_id} --follow`)")

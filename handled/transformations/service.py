@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rq.timeouts import JobTimeoutException
 
-from handled import heartbeat, jobs
+from handled import audit, heartbeat, jobs
 from handled.context import Context
 from handled.errors import HandledError, first_line
 from handled.jobs.progress import JobCancelled
@@ -47,7 +47,7 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
     t = get_transformation(transformation_id)
     index, count = part
     with heartbeat.Heartbeat():  # beating before the row exists, so no sweep takes it for dead
-        run = history.start_run(t.id, ctx.actor.id, ctx.actor.email, job_id)
+        run = history.start_run(t.id, ctx.actor.id, audit.actor_text(ctx.actor), job_id)
         last_phase = [None]
 
         def record(phase: str, done: int | None = None, total: int | None = None, message: str | None = None):
@@ -65,11 +65,19 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
         except BaseException as exc:
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
+            _audit(ctx, t, run.id, job_id, status="failed", message=message)
             if isinstance(exc, Exception):
                 raise _failed(message, exc) from exc
             raise
     history.finish_run(run.id, "succeeded", rows=result.rows, timings=result.timings)
+    _audit(ctx, t, run.id, job_id, status="succeeded", rows=result.rows)
     return RunOutcome(t.id, run.id, result.rows, result.timings)
+
+
+def _audit(ctx: Context, t: Transformation, run_id: int, job_id: str | None, **details) -> None:
+    """One audit row per run, written when it ends (whoever ran it: page, CLI or job)."""
+    audit.record(ctx, "transformation.run", "transformation", t.id, t.name,
+                 {"run_id": run_id, "job_id": job_id, **details})
 
 
 def _failed(message: str, exc: Exception) -> TransformationFailed:

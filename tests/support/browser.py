@@ -13,7 +13,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
-def screenshot(page, path, attempts: int = 3) -> None:
+def screenshot(page, path, attempts: int = 3, full_page: bool = False) -> None:
     """Save what the page shows (evidence for a reader of the test run). Headless chromium
     now and then answers "Unable to capture screenshot" while it repaints, so try again
     a moment later; the last failure is raised."""
@@ -21,7 +21,7 @@ def screenshot(page, path, attempts: int = 3) -> None:
 
     for attempt in range(1, attempts + 1):
         try:
-            page.screenshot(path=str(path))
+            page.screenshot(path=str(path), full_page=full_page)
             return
         except Error as exc:
             if attempt == attempts or "Unable to capture screenshot" not in str(exc):

@@ -5,12 +5,15 @@ Every database a test creates starts with PREFIX, and only such databases are ev
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg2
 
 from handled.schema.migrations import MIGRATIONS_DIR
 from handled.models import SCHEMAS
 from handled.schema.names import SCRATCH_LIKE_PATTERNS
-from handled.settings import load_settings
+from handled.schema.roles import RoleNames, create_roles
+from handled.settings import load_settings, parse_database_url
 from tests.support.environment import PG_SERVER, PREFIX, SECRET, TEST_REDIS
 
 SEED_FILES = [p for p in sorted(MIGRATIONS_DIR.glob("*/*seed*.sql")) if not p.name.endswith(".rollback.sql")]
@@ -42,11 +45,42 @@ def recreate_database(name: str) -> None:
 
 
 def drop_database(name: str) -> None:
+    """Drop one of the tests' databases, and the roles create-roles named after it (roles are
+    cluster-wide: named after a database under PREFIX, they are only ever the tests' own)."""
     assert name.startswith(PREFIX), "tests only ever drop databases they created"
     conn = connect("postgres")
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for role in RoleNames.for_database(name, builder=True).all():
+            assert role.startswith(PREFIX)
+            cur.execute(f'DROP ROLE IF EXISTS "{role}"')
     conn.close()
+
+
+def superuser_config(config):
+    """The same database as ``config``, as the test server's superuser (fixtures and resets only)."""
+    return parse_database_url(config.variable, db_url(config.dbname))
+
+
+def with_roles(settings):
+    """Run create-roles on ``settings``' databases (as the superuser) and return settings whose URLs
+    use its roles: runtime for PRIMARY/DATA_DATABASE_URL, owner for the *_MIGRATION_URLs, the
+    builder for DATA_BUILD_URL. Trust authentication: no passwords needed."""
+    admin = parse_database_url("DB_ADMIN_URL", db_url("postgres"))
+    plans = create_roles(replace(settings, db_admin=admin))
+    by_side = {side: plan.names for plan in plans for side in plan.sides}
+
+    def as_role(config, variable, role):
+        return replace(config, variable=variable, user=role, password=None)
+
+    primary, data = by_side["primary"], by_side["data"]
+    return replace(
+        settings, db_admin=admin,
+        primary=as_role(settings.primary, "PRIMARY_DATABASE_URL", primary.runtime),
+        data=as_role(settings.data, "DATA_DATABASE_URL", data.runtime),
+        primary_migration=as_role(settings.primary, "PRIMARY_MIGRATION_URL", primary.owner),
+        data_migration=as_role(settings.data, "DATA_MIGRATION_URL", data.owner) if settings.split_db_mode else None,
+        data_build=as_role(settings.data, "DATA_BUILD_URL", data.builder))
 
 
 def mode_env(mode: str, primary: str, data: str | None = None, **extra) -> dict:
@@ -117,6 +151,7 @@ DECLARE
     written text[] := '{}';
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);   -- no wait for the disk: only a reset is at stake
+    PERFORM set_config('session_replication_role', 'replica', true);   -- audit_log's trigger stays out of it
     IF %(drop_leftovers)s THEN
         FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
                     WHERE schemaname = 'reference' AND tablename LIKE ANY(%(scratch)s)
@@ -173,7 +208,7 @@ def reset_tables(settings) -> None:
         else:
             batches[key] = (config, [(statement, params)])
     for config, statements in batches.values():
-        conn = connect(config)
+        conn = connect(superuser_config(config))   # TRUNCATE, and past the audit log's append-only trigger
         try:
             with conn.cursor() as cur:
                 cur.execute(b"".join(cur.mogrify(statement, params) for statement, params in statements))

@@ -35,7 +35,8 @@ def populate_primary(app) -> dict:
 
 def table_fingerprints(name: str, schemas) -> dict:
     """Every table of ``schemas`` (a partitioned one as one table, scratch tables left out):
-    its rows as JSON text sorted, for exact comparison."""
+    its rows as JSON text sorted, for exact comparison. The audit rows a split or unsplit
+    writes into its target after verifying the copy are not part of the copy: left out."""
     conn = connect(name)
     out = {}
     with conn.cursor() as cur:
@@ -44,7 +45,9 @@ def table_fingerprints(name: str, schemas) -> dict:
                     "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
                     "AND NOT c.relname LIKE ANY(%s)", (list(schemas), list(SCRATCH_LIKE_PATTERNS)))
         for schema, table in cur.fetchall():
-            cur.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t')
+            skip = (" WHERE action NOT IN ('db.split', 'db.unsplit')"
+                    if (schema, table) == ("config", "audit_log") else "")
+            cur.execute(f'SELECT row_to_json(t)::text FROM "{schema}"."{table}" t{skip}')
             out[f"{schema}.{table}"] = sorted(row[0] for row in cur.fetchall())
     conn.close()
     return out

@@ -226,8 +226,10 @@ def through_pgbouncer(settings, bouncer: PrivatePgBouncer, **params):
 
     from handled.settings import DatabaseConfig, parse_database_url
 
-    direct = parse_database_url("PRIMARY_MIGRATION_URL", db_url(settings.primary.dbname))
+    direct = settings.primary_migration or parse_database_url("PRIMARY_MIGRATION_URL", db_url(settings.primary.dbname))
     primary = parse_database_url("PRIMARY_DATABASE_URL", bouncer.url(settings.primary.dbname, **params))
+    if settings.primary.user:   # the runtime role through the pooler (it must be in the bouncer's users)
+        primary = replace(primary, user=settings.primary.user)
     data = settings.data if settings.split_db_mode else DatabaseConfig(**{**primary.__dict__,
                                                                           "variable": "DATA_DATABASE_URL"})
     return replace(settings, primary=primary, data=data, primary_migration=direct)

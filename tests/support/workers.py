@@ -22,6 +22,10 @@ def worker_env(settings) -> dict:
                SECRET_KEY=SECRET, PYTHONUNBUFFERED="1")
     if settings.split_db_mode:
         env["DATA_DATABASE_URL"] = url(settings.data)
+    for variable, config in (("PRIMARY_MIGRATION_URL", settings.primary_migration),
+                             ("DATA_MIGRATION_URL", settings.data_migration), ("DATA_BUILD_URL", settings.data_build)):
+        if config is not None:   # the owner's and the builder's roles (tests/support/databases.with_roles)
+            env[variable] = url(config)
     return env
 
 

@@ -1,0 +1,403 @@
+"""Sign-in: strangers cannot lock staff out (issue 12, items 5 to 8).
+
+5. The client address behind a trusted proxy (TRUSTED_PROXY_HOPS), never a forged header.
+6. Throttling per (account, address) and per address, a growing delay per account
+   instead of a hard lock, counted before the password check, in PRIMARY while Redis is down.
+7. A sign-in racing a password change or reset never yields a working session, and a
+   pending rehash never writes the old password's hash over the new one.
+8. Unknown accounts are not written as the actor; throttled attempts make one audit row.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from handled import create_app
+from handled.auth import login, passwords, session_cache, sessions, throttle, users
+from handled.auth.web import COOKIE_NAME
+from handled.context import Actor, Context
+from handled.db import release_connections
+from handled.models import AuditLog, LoginThrottle, Session, User
+from handled.timeutil import utcnow
+from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_context
+from tests.support.databases import connect
+from tests.support.servers import PrivateRedis
+
+WRONG = "not the password at all"
+THROTTLED_ACCOUNT = "Too many failed sign-ins for this account"
+THROTTLED_ADDRESS = "Too many failed sign-ins from your network address"
+
+
+def post_login(client, email, password, address=None, forwarded_for=None):
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    environ = {"REMOTE_ADDR": address} if address else {}
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": csrf_token(client)},
+                       headers=headers, environ_base=environ)
+
+
+def visitor(settings, address: str) -> Context:
+    """The context of an anonymous visitor at the sign-in form from ``address``."""
+    return Context(settings, Actor.anonymous(address))
+
+
+def attempt(settings, email, password, address):
+    """One sign-in through the service: the token, or the refusal's message."""
+    try:
+        return login.sign_in(visitor(settings, address), email, password, "pytest")[1]
+    except login.LoginRefused as refused:
+        return str(refused)
+
+
+def audit_rows(app, action):
+    with app.app_context():
+        return list(AuditLog.select().where(AuditLog.action == action).order_by(AuditLog.id))
+
+
+@pytest.fixture
+def append_only_audit_log(settings):
+    """config.audit_log refuses UPDATE and DELETE for the test, as the least-privilege roles make it."""
+    conn = connect(settings.primary)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'config.audit_log'::regclass "
+                    "AND NOT tgisinternal")
+        if cur.fetchone()[0]:  # a migration made it append-only already
+            conn.close()
+            yield
+            return
+        cur.execute("CREATE FUNCTION config.test_refuse_change() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'config.audit_log is append-only'; END $$; "
+                    "CREATE TRIGGER test_append_only BEFORE UPDATE OR DELETE ON config.audit_log "
+                    "FOR EACH ROW EXECUTE FUNCTION config.test_refuse_change()")
+    yield
+    with conn.cursor() as cur:
+        cur.execute("DROP TRIGGER test_append_only ON config.audit_log; DROP FUNCTION config.test_refuse_change()")
+    conn.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+# --- 5. the client address behind a proxy -----------------------------------------------------
+
+def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(settings):
+    app = create_app(settings)
+    assert settings.trusted_proxy_hops == 0
+    user = make_user(app, role="salesperson")
+    client = app.test_client()
+    post_login(client, user.email, WRONG, forwarded_for="203.0.113.66")
+    assert post_login(client, user.email, TEST_PASSWORD, forwarded_for="203.0.113.66").status_code == 302
+    assert [r.ip for r in audit_rows(app, "auth.sign_in_failed")] == ["127.0.0.1"]
+    assert [r.ip for r in audit_rows(app, "auth.sign_in")] == ["127.0.0.1"]
+    with app.app_context():
+        assert [s.ip for s in Session.select()] == ["127.0.0.1"]
+
+
+def test_one_trusted_hop_gives_each_client_behind_the_proxy_its_own_address(settings):
+    app = create_app(replace(settings, trusted_proxy_hops=1, login_max_failures_per_ip=3))
+    user = make_user(app, role="salesperson")
+    guesser, owner = app.test_client(), app.test_client()
+    for n in range(3):
+        post_login(guesser, f"guess{n}@example.test", WRONG, forwarded_for="203.0.113.5")
+    refused = post_login(guesser, user.email, TEST_PASSWORD, forwarded_for="203.0.113.5")
+    assert THROTTLED_ADDRESS in refused.get_data(as_text=True)
+    # The owner comes through the same nginx (127.0.0.1) from another address:
+    assert post_login(owner, user.email, TEST_PASSWORD, forwarded_for="198.51.100.7").status_code == 302
+    assert {r.ip for r in audit_rows(app, "auth.sign_in_failed")} == {"203.0.113.5"}
+    assert [r.ip for r in audit_rows(app, "auth.sign_in")] == ["198.51.100.7"]
+    with app.app_context():
+        assert [s.ip for s in Session.select()] == ["198.51.100.7"]
+    assert "198.51.100.7" in owner.get("/account", headers={"X-Forwarded-For": "198.51.100.7"}).get_data(as_text=True)
+
+
+def test_a_spoofed_left_most_entry_is_not_used_with_one_hop(settings):
+    app = create_app(replace(settings, trusted_proxy_hops=1))
+    user = make_user(app, role="salesperson")
+    client = app.test_client()
+    # The client sent "X-Forwarded-For: 10.0.0.1"; nginx appended the address it saw.
+    assert post_login(client, user.email, TEST_PASSWORD, forwarded_for="10.0.0.1, 198.51.100.8").status_code == 302
+    assert [r.ip for r in audit_rows(app, "auth.sign_in")] == ["198.51.100.8"]
+
+
+# --- 6. no lock-out of the owner ------------------------------------------------------------------
+
+def test_failures_from_one_address_do_not_lock_the_owner_out_from_another(app, settings):
+    user = make_user(app, role="salesperson")
+    attacker, owner = app.test_client(), app.test_client()
+    for _ in range(settings.login_max_failures_per_account):
+        post_login(attacker, user.email, WRONG, address="192.0.2.66")
+    refused = post_login(attacker, user.email, TEST_PASSWORD, address="192.0.2.66")
+    assert refused.status_code == 401 and THROTTLED_ACCOUNT in refused.get_data(as_text=True)
+    assert post_login(owner, user.email, TEST_PASSWORD, address="198.51.100.20").status_code == 302
+
+
+def test_failures_from_many_addresses_slow_the_account_with_a_growing_capped_delay(app, settings, monkeypatch):
+    settings = replace(settings, login_account_delay_after=3, login_account_delay_max=4)
+    user = make_user(app, role="salesperson")
+    clock = [1_000_000.0]
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
+    addresses = (f"192.0.2.{n}" for n in range(1, 100))
+    for _ in range(3):  # up to the threshold: no delay at all
+        assert attempt(settings, user.email, WRONG, next(addresses)) == login.BAD_CREDENTIALS
+    delays = []
+    for _ in range(5):
+        waited = 0.0
+        while THROTTLED_ACCOUNT in (answer := attempt(settings, user.email, WRONG, next(addresses))):
+            assert "second" in answer
+            clock[0] += 0.5
+            waited += 0.5
+        assert answer == login.BAD_CREDENTIALS
+        delays.append(waited)
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]  # doubles, capped at LOGIN_ACCOUNT_DELAY_MAX
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20")
+    clock[0] += 4
+    token = attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20")  # a new place waits 4 s at most
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+@pytest.mark.parametrize("owner_is", ["signed in there", "signed in there before"])
+def test_the_account_delay_does_not_hold_back_the_owners_address(app, settings, monkeypatch, owner_is):
+    """A stranger guessing as often as the delay lets them cannot keep the owner out: an
+    address the account signed in from (a live session, or a past sign-in) is not delayed."""
+    settings = replace(settings, login_account_delay_after=3, login_account_delay_max=60)
+    user = make_user(app, role="salesperson")
+    assert sessions.authenticate(settings, attempt(settings, user.email, TEST_PASSWORD, "198.51.100.40"))
+    if owner_is == "signed in there before":
+        with app.app_context():
+            Session.delete().execute()  # signed out, or the session expired and was purged
+    monkeypatch.setattr(throttle, "now", lambda: 3_000_000.0)
+    for n in range(3):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, WRONG, "192.0.2.9")
+    token = attempt(settings, user.email, TEST_PASSWORD, "198.51.100.40")  # no wait
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+def test_an_admin_password_reset_clears_the_accounts_counters(app, settings):
+    user = make_user(app, role="salesperson")
+    for _ in range(settings.login_max_failures_per_account):
+        attempt(settings, user.email, WRONG, "192.0.2.66")
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, TEST_PASSWORD, "192.0.2.66")
+    with app.test_request_context():
+        temporary = users.reset_password(setup_context(settings), user.id)
+    token = attempt(settings, user.email, temporary, "192.0.2.66")
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+@pytest.mark.parametrize("counted_in", ["redis", "primary"])
+def test_parallel_wrong_passwords_cannot_overshoot_the_limit(settings, monkeypatch, counted_in, tmp_path):
+    """20 guesses at once on one account from one address: at most the limit get a password check,
+    whether Redis counts them or (Redis stopped) PRIMARY does."""
+    private = PrivateRedis(tmp_path / "redis").start()
+    settings = replace(settings, login_max_failures_per_account=5, redis_url=private.url)
+    app = create_app(settings)
+    user = make_user(app, role="salesperson")
+    if counted_in == "primary":
+        private.stop()
+    real_verify, checked, lock = passwords.verify_password, [], threading.Lock()
+
+    def counting_verify(*args):
+        with lock:
+            checked.append(1)
+        threading.Event().wait(0.2)  # a slow argon2: every thread is inside at once
+        return real_verify(*args)
+
+    monkeypatch.setattr(passwords, "verify_password", counting_verify)
+    start = threading.Barrier(20)
+
+    def hammer():
+        try:
+            start.wait()
+            attempt(settings, user.email, WRONG, "192.0.2.77")
+        finally:
+            release_connections()
+
+    threads = [threading.Thread(target=hammer) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    private.stop()
+    assert 1 <= len(checked) <= 5
+    assert len(audit_rows(app, "auth.sign_in_failed")) == len(checked)
+    assert len(audit_rows(app, "auth.sign_in_throttled")) == 1
+
+
+def test_with_redis_down_the_throttle_counts_in_primary(settings, private_redis):
+    settings = replace(settings, redis_url=private_redis.url)
+    app = create_app(settings)
+    user = make_user(app, role="salesperson")
+    private_redis.stop()
+    for _ in range(settings.login_max_failures_per_account):
+        assert attempt(settings, user.email, WRONG, "192.0.2.66") == login.BAD_CREDENTIALS
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, TEST_PASSWORD, "192.0.2.66")
+    token = attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20")  # the owner, elsewhere
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+    with app.test_request_context():
+        temporary = users.reset_password(setup_context(settings), user.id)
+    assert sessions.authenticate(settings, attempt(settings, user.email, temporary, "192.0.2.66"))
+
+
+def test_counters_left_in_primary_are_purged_once_their_window_has_passed(settings, private_redis, monkeypatch):
+    settings = replace(settings, redis_url=private_redis.url)
+    app = create_app(settings)
+    user = make_user(app, role="salesperson")
+    private_redis.stop()
+    for n in range(5):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    with app.app_context():
+        assert LoginThrottle.select().count() == 5 + 5 + 1  # per account and address, per address, per account
+    monkeypatch.setattr(throttle, "now", lambda: time.time() + settings.login_throttle_window + 1)
+    private_redis.start()  # the purge runs once an hour, when Redis grants its lock
+    assert sessions.authenticate(settings, attempt(settings, user.email, TEST_PASSWORD, "198.51.100.20"))
+    with app.app_context():
+        assert LoginThrottle.select().count() == 0
+
+
+# --- 7. sign-in racing a password change ---------------------------------------------------------
+
+def race_sign_in_against(settings, monkeypatch, email, change):
+    """Sign in as ``email`` in a thread whose password check finishes before
+    ``change()`` runs and commits; returns what the sign-in gave (token or message)."""
+    real_verify = passwords.verify_password
+    checked, changed = threading.Event(), threading.Event()
+
+    def verify_then_wait(*args):
+        result = real_verify(*args)
+        if threading.current_thread().name == "racing-sign-in":
+            checked.set()
+            assert changed.wait(20)
+        return result
+
+    monkeypatch.setattr(passwords, "verify_password", verify_then_wait)
+    outcome = []
+
+    def sign_in():
+        try:
+            outcome.append(attempt(settings, email, TEST_PASSWORD, "198.51.100.30"))
+        finally:
+            release_connections()
+
+    thread = threading.Thread(target=sign_in, name="racing-sign-in")
+    thread.start()
+    assert checked.wait(20)
+    try:
+        change()
+    finally:
+        changed.set()
+    thread.join(20)
+    return outcome[0]
+
+
+def test_a_sign_in_checked_before_a_reset_committed_gets_no_working_session(app, settings, monkeypatch):
+    user = make_user(app, role="salesperson")
+
+    def reset():
+        with app.test_request_context():
+            users.reset_password(setup_context(settings), user.id, "a brand new password 123")
+
+    outcome = race_sign_in_against(settings, monkeypatch, user.email, reset)
+    assert outcome == login.BAD_CREDENTIALS  # not a token: no session at all
+    with app.app_context():
+        assert Session.select().where(Session.user == user.id).count() == 0
+
+
+def test_a_sign_in_checked_before_the_owner_changed_their_password_gets_no_working_session(
+        app, settings, monkeypatch):
+    user = make_user(app, role="salesperson")
+    with app.app_context():
+        kept = sessions.create_session(settings, user.id, "127.0.0.1", "pytest")
+
+    def change():
+        with app.test_request_context():
+            ctx = Context(settings, Actor(id=user.id, email=user.email, address="127.0.0.1"))
+            users.change_own_password(ctx, user.id, TEST_PASSWORD, "a brand new password 123",
+                                      sessions.hash_token(kept))
+
+    outcome = race_sign_in_against(settings, monkeypatch, user.email, change)
+    assert outcome == login.BAD_CREDENTIALS  # not a token: no session at all
+    assert sessions.authenticate(settings, kept)["user_id"] == user.id  # the session it was changed in
+
+
+def test_a_pending_rehash_never_writes_the_old_passwords_hash_over_the_new_one(app, settings, monkeypatch):
+    user = make_user(app, role="salesperson")  # hashed with time cost 1
+    stronger = replace(settings, password_hash_time_cost=2)  # sign-in will want to rehash
+
+    def reset():
+        with app.test_request_context():
+            users.reset_password(setup_context(settings), user.id, "a brand new password 123")
+
+    race_sign_in_against(stronger, monkeypatch, user.email, reset)
+    monkeypatch.undo()
+    with app.app_context():
+        stored = User.get_by_id(user.id).password_hash
+    assert passwords.verify_password(settings, stored, "a brand new password 123")[0]
+    assert not passwords.verify_password(settings, stored, TEST_PASSWORD)[0]
+
+
+def test_sessions_created_before_the_password_changed_are_refused(app, settings):
+    user = make_user(app, role="salesperson")
+    with app.app_context():
+        token = sessions.create_session(settings, user.id, "127.0.0.1", "pytest")
+        assert sessions.authenticate(settings, token)["user_id"] == user.id
+        # A session that slipped past the change (the change's own cleanup ran first):
+        User.update(password_changed_at=utcnow() + timedelta(seconds=5)).where(User.id == user.id).execute()
+        session_cache.invalidate(user_ids=[user.id])
+        assert sessions.authenticate(settings, token) is None
+
+
+def test_changing_ones_own_password_keeps_the_session_it_was_changed_in(app, settings):
+    user = make_user(app, role="salesperson")
+    client = app.test_client()
+    assert post_login(client, user.email, TEST_PASSWORD).status_code == 302
+    token = client.get_cookie(COOKIE_NAME).value
+    with app.test_request_context():
+        ctx = Context(settings, Actor(id=user.id, email=user.email, address="127.0.0.1"))
+        users.change_own_password(ctx, user.id, TEST_PASSWORD, "a brand new password 123",
+                                  sessions.hash_token(token))
+    assert client.get("/api/me").status_code == 200
+
+
+# --- 8. what the audit log says about failures ---------------------------------------------------
+
+def test_a_failure_for_an_unknown_account_does_not_record_the_typed_email(app, settings):
+    attempt(settings, "my secret password typed in the email box", WRONG, "192.0.2.9")
+    (row,) = audit_rows(app, "auth.sign_in_failed")
+    assert row.actor_email is None and row.ip == "192.0.2.9"
+    with app.app_context():
+        assert AuditLog.select().where(AuditLog.id == row.id, AuditLog.actor.is_null()).count() == 1
+    assert "secret" not in (row.target_label or "") and "secret" not in str(row.details)
+
+
+def test_throttled_attempts_make_one_audit_row_then_one_with_their_count(app, settings, monkeypatch,
+                                                                        append_only_audit_log):
+    """The audit log stays append-only: a row at the first throttled attempt, none for the
+    49 after it, and one with the total once the window has passed."""
+    settings = replace(settings, login_max_failures_per_account=3)
+    clock = [2_000_000.0]
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
+    user = make_user(app, role="salesperson")
+    for _ in range(3):
+        attempt(settings, user.email, WRONG, "192.0.2.50")
+    for _ in range(50):
+        assert THROTTLED_ACCOUNT in attempt(settings, user.email, WRONG, "192.0.2.50")
+        clock[0] += 1
+    (first,) = audit_rows(app, "auth.sign_in_throttled")
+    assert (first.ip, first.actor_email, first.target_label) == ("192.0.2.50", None, user.email)
+    assert len(audit_rows(app, "auth.sign_in_failed")) == 3
+    assert audit_rows(app, "auth.sign_in_throttled_total") == []
+
+    clock[0] += settings.login_throttle_window
+    attempt(settings, "someone.else@example.test", WRONG, "198.51.100.1")  # any later sign-in writes it
+    (total,) = audit_rows(app, "auth.sign_in_throttled_total")
+    assert total.details["count"] == 50 and total.details["first"] == first.id
+    assert (total.ip, total.actor_email, total.target_label) == ("192.0.2.50", None, user.email)
+    assert len(audit_rows(app, "auth.sign_in_throttled")) == 1
