@@ -63,10 +63,10 @@ def add_data_page(app):
 
 # A page that reads DATA is a 503 while DATA is down (the integrations overview counts rows);
 # one that shows only PRIMARY's run history or lists (an integration's page, transformations,
-# exports, the coverage picker, the job list) is served, with the banner saying what cannot run.
+# exports, the coverage picker and comparison, the job list) is served, with the banner saying what cannot run.
 DATA_PAGE_STATUS_WHEN_DATA_IS_DOWN = {"/integrations/": 503, "/integrations/us-zips": 200,
                                       "/transformations/": 200, "/exports/": 200, "/coverage/": 200,
-                                      "/jobs/": 200}
+                                      "/jobs/": 200, "/coverage/compare": 200}
 
 
 def real_data_pages(app) -> list[str]:

@@ -26,7 +26,7 @@ from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fault-injection run needs root (tmpfs, postgres user)")
 
-PASSING = ("redis-empty", "redis-kept", "pgbouncer-restart", "primary-pause", "disk-full-upload")
+PASSING = ("redis-empty", "redis-kept", "primary-pause", "disk-full-upload")
 
 MUST_BE_ZERO = ("5xx", "tb", "revoked", "imports", "refs", "scratch", "stuck", "noreason", "short")
 
