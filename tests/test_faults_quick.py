@@ -8,8 +8,9 @@ PgBouncer run as the postgres user) and about a minute and a half.
 
 LIMITED to the faults that pass today (PASSING below). The others still fail, for the
 reasons listed in docs/FAULTS.md ("Still failing"): the DATA stops and the worker kills
-leave scratch tables and log tracebacks, and a killed or interrupted export stream leaves
-its run "running". Add each to PASSING as it is fixed; the full list is
+leave scratch tables and log tracebacks, a killed or interrupted export stream leaves its
+run "running", and the job worker logs a traceback when Redis goes away (redis-empty and
+redis-kept pass only on the runs where the worker was not talking to Redis at that moment). Add each to PASSING as it is fixed; the full list is
 `bench/faults.py --quick` without --only.
 """
 
@@ -26,7 +27,7 @@ from tests.support.environment import ROOT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fault-injection run needs root (tmpfs, postgres user)")
 
-PASSING = ("redis-empty", "redis-kept", "primary-pause", "disk-full-upload")
+PASSING = ("primary-pause", "disk-full-upload")
 
 MUST_BE_ZERO = ("5xx", "tb", "revoked", "imports", "refs", "scratch", "stuck", "noreason", "short")
 
