@@ -746,6 +746,13 @@ print(json.dumps(out))
             self.rec.note(f"no {kind} run started within {timeout:.0f} s: the fault hit no run")
             return False
 
+    def check_worker(self, window: Window):
+        """A job worker that ended by itself is noted (and, as systemd's Restart= would, started again)."""
+        code = self.world.worker.poll()
+        if code is not None:
+            window.notes.append(f"the job worker exited by itself (exit status {code}); started a new one")
+            self.world.start_worker()
+
     def quiet(self) -> tuple | None:
         """The newest import/transformation run ids when none runs, else None."""
         with contextlib.closing(self.primary()) as conn, conn.cursor() as cur:
@@ -953,6 +960,7 @@ print(json.dumps(out))
                 if time.monotonic() - started > budget - 60:
                     break
                 window = fault()
+                self.check_worker(window)
                 self.check_data(window)
                 time.sleep(self.args.settle)
             rounds += 1
