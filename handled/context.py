@@ -12,7 +12,8 @@ Flask's request globals:
 
 - ``web_context()``: the signed-in user of the current request (channel ``web``);
 - ``cli_context()``: the command-line operator, a system actor (channel ``cli``);
-- ``job_context(actor_data, progress)``: the user who queued the job (channel ``job``),
+- ``job_context(actor_data, progress, signed=...)``: the user who queued the job (channel
+  ``job``; a CLI operator keeps ``system`` only when the worker checked the job's signature),
   reporting progress into the RQ job's meta for ``/jobs/<id>``.
 
 Progress is one protocol: ``progress(phase, done=None, total=None, message=None)``.
@@ -85,11 +86,16 @@ class Actor:
                 "address": self.address, "system": self.system, "name": self.name}
 
     @classmethod
-    def from_job(cls, data: dict | None) -> Actor:
+    def from_job(cls, data: dict | None, *, signed: bool = False) -> Actor:
+        """The actor of a queued job, always on channel ``job``. ``system`` is kept only when the
+        job's signature held (``signed``, checked by the worker: handled/jobs/signing.py) and the
+        actor is a CLI operator (no account, named ``cli:...``); otherwise it is dropped."""
         data = data or {}
+        name = data.get("name")
+        system = (signed and data.get("system") is True and data.get("id") is None
+                  and isinstance(name, str) and name.startswith("cli:"))
         return cls(id=data.get("id"), email=data.get("email"), permissions=frozenset(data.get("permissions") or ()),
-                   address=data.get("address"), channel="job", system=bool(data.get("system")),
-                   name=data.get("name"))
+                   address=data.get("address"), channel="job", system=system, name=name)
 
     @classmethod
     def cli_operator(cls) -> Actor:
@@ -162,13 +168,20 @@ def cli_context(progress: Progress = NO_PROGRESS) -> Context:
     return Context(app_settings(), Actor.cli_operator(), progress)
 
 
-def job_context(actor_data: dict | None, progress: Progress, settings: Settings | None = None) -> Context:
-    """The context of a background job: the user who queued it; ``progress`` is the job's own
-    (handled/jobs/progress.py), which the worker binds when the job starts."""
+def job_settings() -> Settings:
+    """The settings a job runs with: the app's under `flask jobs worker`, else the environment's."""
     from flask import has_app_context
 
     from handled.settings import get_settings
 
+    return app_settings() if has_app_context() else get_settings()
+
+
+def job_context(actor_data: dict | None, progress: Progress, settings: Settings | None = None, *,
+                signed: bool = False) -> Context:
+    """The context of a background job: the user who queued it; ``progress`` is the job's own
+    (handled/jobs/progress.py), which the worker binds when the job starts. ``signed``: the
+    worker checked the job's signature (only then may a CLI operator's job keep ``system``)."""
     if settings is None:    # `flask jobs worker` runs its jobs inside the app's context
-        settings = app_settings() if has_app_context() else get_settings()
-    return Context(settings, Actor.from_job(actor_data), progress)
+        settings = job_settings()
+    return Context(settings, Actor.from_job(actor_data, signed=signed), progress)

@@ -89,3 +89,19 @@ ensure_nginx_binary() {
   rm -rf "$tmp"
   "$NGINX_TOOL" -v 2>/dev/null || die "the unpacked nginx does not run ($NGINX_TOOL); install Debian's nginx libraries."
 }
+
+# ensure_axe: npm's axe-core (pinned) under var/tools/axe, for the accessibility test that
+# Playwright injects into chromium. Installed from the npm registry with npm, never by hand.
+AXE_VERSION=4.14.1
+AXE_TOOL="$ROOT/var/tools/axe/node_modules/axe-core/axe.min.js"
+ensure_axe() {
+  local installed="$ROOT/var/tools/axe/node_modules/axe-core/package.json"
+  if [ -f "$AXE_TOOL" ] && grep -q "\"version\": \"$AXE_VERSION\"" "$installed" 2>/dev/null; then return 0; fi
+  command -v npm >/dev/null || die "npm is missing: the accessibility test needs npm's axe-core $AXE_VERSION in var/tools/axe (apt-get install npm)."
+  say "installing npm's axe-core $AXE_VERSION into var/tools/axe (the accessibility test injects it into chromium)"
+  mkdir -p "$ROOT/var/tools/axe"
+  npm install --prefix "$ROOT/var/tools/axe" --no-save --no-audit --no-fund --ignore-scripts --silent \
+    "axe-core@$AXE_VERSION" >/dev/null \
+    || die "npm install axe-core@$AXE_VERSION failed; the npm registry is needed once."
+  [ -f "$AXE_TOOL" ] || die "npm installed axe-core but $AXE_TOOL is missing."
+}

@@ -58,9 +58,13 @@
       cell(tr, f.rows_read.toLocaleString(), "num");
       cell(tr, f.rows_written.toLocaleString(), "num");
       cell(tr, f.rows_rejected.toLocaleString(), "num");
-      var link = document.createElement("a");
-      link.href = f.run_url; link.textContent = "run #" + f.run_id;
-      cell(tr, "", "nowrap").appendChild(link);
+      if (f.run_url) {
+        var link = document.createElement("a");
+        link.href = f.run_url; link.textContent = "run #" + f.run_id;
+        cell(tr, "", "nowrap").appendChild(link);
+      } else {
+        cell(tr, "no run", "nowrap");  // a file of a .zip that no integration reads: ignored
+      }
       cell(tr, f.message);
       body.appendChild(tr);
     });

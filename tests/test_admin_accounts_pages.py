@@ -19,6 +19,7 @@ import re
 
 import pytest
 
+from handled.admin.user_views import TEMPORARY_PASSWORD_COOKIE
 from handled.context import system_context
 from handled.models import AuditLog, User
 from tests.support.accounts import TEST_PASSWORD, make_user, sign_in
@@ -123,6 +124,44 @@ def test_create_with_a_generated_password_redirects_to_the_one_time_page(app, lo
     reload = admin.get(location).get_data(as_text=True)
     assert "already shown" in reload and temporary not in reload
     sign_in(app, "temp.hire@warehouse.test", temporary)
+
+
+def test_temporary_password_is_not_readable_from_redis(app, login_client, redis_client):
+    """Review F5: while it waits to be shown, nothing in Redis (values or key names) gives the password."""
+    admin = login_client(role="admin")
+    target = make_user(app, role="salesperson")
+    done = admin.post(f"/admin/users/{target.id}/reset-password")
+    assert done.status_code == 303
+    kept = {key: redis_client.get(key) for key in redis_client.scan_iter("handled:temporary-password:*")}
+    assert len(kept) == 1
+    shown = admin.get(done.headers["Location"])
+    temporary = PASSWORD_SHOWN.search(shown.get_data(as_text=True)).group(1)
+    assert not any(temporary.encode() in key or temporary.encode() in value for key, value in kept.items()), \
+        "the temporary password is readable in Redis"
+
+
+def test_the_one_time_key_is_only_in_a_cookie_scoped_to_the_page(app, login_client, redis_client):
+    """The key that opens the kept password travels in an HttpOnly cookie for that one page:
+    the link and the Redis value without it show nothing, and use nothing up."""
+    admin = login_client(role="admin")
+    target = make_user(app, role="salesperson")
+    done = admin.post(f"/admin/users/{target.id}/reset-password")
+    location = done.headers["Location"]
+    cookie = next(c for c in done.headers.getlist("Set-Cookie") if c.startswith(TEMPORARY_PASSWORD_COOKIE))
+    key = cookie.split(";", 1)[0].split("=", 1)[1]
+    assert f"Path={location}" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert key not in location and not any(key.encode() in value for value in redis_values(redis_client))
+
+    admin.delete_cookie(TEMPORARY_PASSWORD_COOKIE, path=location)
+    without = admin.get(location)
+    assert without.status_code == 410 and not PASSWORD_SHOWN.search(without.get_data(as_text=True))
+    admin.set_cookie(TEMPORARY_PASSWORD_COOKIE, "A" * 43, path=location)  # a wrong key shows nothing either
+    assert admin.get(location).status_code == 410
+
+    done = admin.post(f"/admin/users/{target.id}/reset-password")  # the wrong key used the first one up
+    shown = admin.get(done.headers["Location"])
+    assert shown.status_code == 200 and PASSWORD_SHOWN.search(shown.get_data(as_text=True))
+    assert any(c.startswith(f"{TEMPORARY_PASSWORD_COOKIE}=;") for c in shown.headers.getlist("Set-Cookie"))
 
 
 # -- role deletion ------------------------------------------------------------------------------

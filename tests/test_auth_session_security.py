@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from handled import create_app
-from handled.auth import sessions
+from handled.auth import session_cache, sessions, users
 from handled.models import AuditLog, Session
 from handled.settings import SettingsError, load_settings
 from tests.support.accounts import client_with_token, make_user, new_session, setup_context, sign_in_client
@@ -75,6 +75,60 @@ def test_a_genuine_entry_still_hits_the_cache(app):
     with count_primary_statements() as warm:
         for _ in range(10):
             assert me(client)[0] == 200
+    assert session_lookups(warm) == 0
+
+
+def test_replayed_cache_entry_does_not_outlive_disable(app, settings):
+    """Review F2: an entry copied before a revocation and SET back (without a TTL) is refused."""
+    user = make_user(app, role="superuser")
+    client = client_with_token(app, token := new_session(app, user))
+    assert me(client)[0] == 200
+    redis_client = open_test_redis()
+    key = f"sess:{sessions.hash_token(token)}"
+    saved = redis_client.get(key)
+    assert saved is not None
+    with app.app_context():
+        users.set_disabled(setup_context(settings), user.id, True)
+    assert me(client)[0] == 401
+    redis_client.set(key, saved)  # replayed, and kept with no expiry
+    assert me(client_with_token(app, token)) == (401, None)
+
+
+def test_a_signed_entry_older_than_the_ttl_is_a_miss(app, settings, caplog):
+    """An entry whose signed write time is older than SESSION_CACHE_TTL is not trusted, even when
+    it is still in Redis (SET back without a TTL) and the epoch has not moved."""
+    user = make_user(app, role="salesperson")
+    token = new_session(app, user)
+    token_hash = sessions.hash_token(token)
+    entry = {"user_id": user.id, "email": user.email, "name": "Old", "must_change_password": False,
+             "expires_at": time.time() + 3600, "permissions": EVERYTHING}
+    key = session_cache.signing_key(settings.secret_key)
+    redis_client = open_test_redis()
+    epoch = (redis_client.get(session_cache.EPOCH_KEY) or b"0").decode()
+    old = session_cache.seal(key, token_hash, entry, epoch, written_at=time.time() - settings.session_cache_ttl - 60)
+    redis_client.set(f"sess:{token_hash}", old)
+    with caplog.at_level(logging.WARNING, logger="handled.auth"):
+        status, permissions = me(client_with_token(app, token))
+    assert status == 200 and "manage_users" not in permissions  # read from PRIMARY
+    refused = [r.getMessage() for r in caplog.records if "older than" in r.getMessage()]
+    assert len(refused) == 1 and token_hash not in refused[0]
+
+
+def test_an_entry_read_as_redis_expires_it_is_still_a_hit(app, settings):
+    """The stamp is taken just before the SET that starts the TTL: an entry a little past
+    SESSION_CACHE_TTL by its stamp, still in Redis, is genuine and hits without a warning."""
+    user = make_user(app, role="salesperson")
+    client = client_with_token(app, token := new_session(app, user))
+    assert me(client)[0] == 200
+    token_hash = sessions.hash_token(token)
+    redis_client = open_test_redis()
+    epoch = (redis_client.get(session_cache.EPOCH_KEY) or b"0").decode()
+    entry = json.loads(redis_client.get(f"sess:{token_hash}").partition(b".")[2])["entry"]
+    late = session_cache.seal(session_cache.signing_key(settings.secret_key), token_hash, entry, epoch,
+                              written_at=time.time() - settings.session_cache_ttl - 1)
+    redis_client.set(f"sess:{token_hash}", late, ex=5)
+    with count_primary_statements() as warm:
+        assert me(client)[0] == 200
     assert session_lookups(warm) == 0
 
 
@@ -165,8 +219,8 @@ def test_jobs_go_to_the_jobs_redis(settings, tmp_path):
         app = create_app(replace(settings, jobs_redis_url=jobs_redis.url))
         from handled.jobs import queue
         with app.app_context():
-            job_id = queue.enqueue("export", "handled.nothing.here", ctx=setup_context(app.config["HANDLED_SETTINGS"]),
-                                   description="where does it go")
+            job_id = queue.enqueue("export", "transformation", ["nothing"],
+                                   ctx=setup_context(app.config["HANDLED_SETTINGS"]), description="where does it go")
             assert queue.job_status(job_id)["status"] == "queued"
         assert redis.Redis.from_url(jobs_redis.url).exists(f"rq:job:{job_id}")
         assert not open_test_redis().exists(f"rq:job:{job_id}")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from handled.db import data_db
 from handled.models import Facility
 from tests.support.accounts import TEST_PASSWORD, make_user
 from tests.support.browser import screenshot, sign_in
 from tests.support.environment import ROOT
+from tests.support.reference_data import write_reference
 
 # (city, state, lat, lng) in rough ZIP3 order, east to west: 918 ZIP3s are spread over them with
 # a jitter, so the map draws something like the country; Anchorage falls outside the lower 48.
@@ -55,8 +55,8 @@ INSERT INTO reference.delivery_matrix
 def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, browser, artifacts_dir):
     app, base = live_server
     with app.app_context():
-        data_db.execute_sql(FILL, {"cities": json.dumps([dict(zip(("city", "state", "lat", "lng"), c))
-                                                         for c in CITIES])})
+        write_reference(FILL, {"cities": json.dumps([dict(zip(("city", "state", "lat", "lng"), c))
+                                                     for c in CITIES])})
         Facility.create(code="EWR1", name="Newark", zip="10001", timezone="America/New_York")
         Facility.create(code="RNO1", name="Reno", zip="89501", timezone="America/Los_Angeles", active=False)
     viewer = make_user(app, permissions=["view_customers"], email="lead@example.test", name="Lead")
@@ -98,9 +98,9 @@ def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, brow
 
     # Reno's rows (its days from Reno instead of New York), then the two compared
     with app.app_context():
-        data_db.execute_sql(FILL.split("INSERT INTO reference.delivery_matrix", 1)[1]
-                            .replace("'100'", "'895'").replace("40.7", "39.5").replace("+ 74", "+ 119.8")
-                            .join(["INSERT INTO reference.delivery_matrix", ""]), {})
+        write_reference(FILL.split("INSERT INTO reference.delivery_matrix", 1)[1]
+                        .replace("'100'", "'895'").replace("40.7", "39.5").replace("+ 74", "+ 119.8")
+                        .join(["INSERT INTO reference.delivery_matrix", ""]), {})
     page.select_option("select[name=other]", label="RNO1 · Reno (89501) · inactive")
     page.click("form.coverage-filters button[type=submit]")
     page.wait_for_load_state("load")       # the whole table parsed, not only its top

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from handled.db import data_db
 from handled.models import Facility
 from handled.transformations.coverage import csv_safe
+from tests.support.reference_data import write_reference
 
 # zip3 -> (city, state, population); 400's city is a formula, 600 has nobody
 DESTINATIONS = {
@@ -41,10 +41,10 @@ def score(days: int) -> int:
 @pytest.fixture
 def facilities(app):
     for zip3, (city, state, population) in DESTINATIONS.items():
-        data_db.execute_sql("INSERT INTO reference.zip3_reference (zip3, primary_city, primary_state, total_population)"
+        write_reference("INSERT INTO reference.zip3_reference (zip3, primary_city, primary_state, total_population)"
                             " VALUES (%s, %s, %s, %s)", (zip3, city, state, population))
     for (origin, dest, carrier, service), days in MATRIX.items():
-        data_db.execute_sql("INSERT INTO reference.delivery_matrix VALUES (%s, %s, %s, %s, %s, NULL, %s, 'test')",
+        write_reference("INSERT INTO reference.delivery_matrix VALUES (%s, %s, %s, %s, %s, NULL, %s, 'test')",
                             (origin, dest, carrier, service, days, score(days)))
     newark = Facility.create(code="EWR1", name="Newark", zip="10001", timezone="America/New_York")
     reno = Facility.create(code="AAA-RNO", name="Reno", zip="70012", timezone="America/Los_Angeles", active=False)
@@ -144,9 +144,9 @@ def test_summary_shares_of_zip3s_and_population_per_service(facilities, login_cl
 
 def test_map_draws_lower_48_destinations_coloured_by_the_sorted_service(facilities, login_client):
     newark, _ = facilities
-    data_db.execute_sql("UPDATE reference.zip3_reference SET pop_lat = 42.65, pop_lng = -73.75 WHERE zip3 = '200'")
-    data_db.execute_sql("UPDATE reference.zip3_reference SET geo_lat = 42.36, geo_lng = -71.06 WHERE zip3 = '300'")
-    data_db.execute_sql("UPDATE reference.zip3_reference SET pop_lat = 61.2, pop_lng = -149.9 WHERE zip3 = '500'")
+    write_reference("UPDATE reference.zip3_reference SET pop_lat = 42.65, pop_lng = -73.75 WHERE zip3 = '200'")
+    write_reference("UPDATE reference.zip3_reference SET geo_lat = 42.36, geo_lng = -71.06 WHERE zip3 = '300'")
+    write_reference("UPDATE reference.zip3_reference SET pop_lat = 61.2, pop_lng = -149.9 WHERE zip3 = '500'")
     viewer = login_client(permissions=["view_customers"])
     page = viewer.get(f"/coverage/?facility={newark.id}").get_data(as_text=True)
     assert "<h3>Map: UPS GND days</h3>" in page

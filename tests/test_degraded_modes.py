@@ -14,6 +14,7 @@ from flask import Blueprint
 from handled import create_app
 from handled.auth.permissions import login_required
 from handled.db import data_db
+from handled.dashboard import COVERAGE_UNAVAILABLE
 from handled.ops import degraded
 from handled.ops.degraded import DATA_BANNER
 from handled.schema.migrations import migrate, resolve_targets
@@ -63,10 +64,10 @@ def add_data_page(app):
 
 # A page that reads DATA is a 503 while DATA is down (the integrations overview counts rows);
 # one that shows only PRIMARY's run history or lists (an integration's page, transformations,
-# exports, the coverage picker and comparison, the job list) is served, with the banner saying what cannot run.
+# exports, the coverage pickers, the job list) is served, with the banner saying what cannot run.
 DATA_PAGE_STATUS_WHEN_DATA_IS_DOWN = {"/integrations/": 503, "/integrations/us-zips": 200,
                                       "/transformations/": 200, "/exports/": 200, "/coverage/": 200,
-                                      "/jobs/": 200, "/coverage/compare": 200}
+                                      "/coverage/compare": 200, "/jobs/": 200}
 
 
 def real_data_pages(app) -> list[str]:
@@ -135,6 +136,8 @@ def test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner(private_pg
         response = client.get(page)
         assert response.status_code == 200, page
         assert DATA_BANNER in response.get_data(as_text=True), page
+    home = client.get("/").get_data(as_text=True)  # PRIMARY's sections stay, coverage says why it is missing
+    assert "Source files" in home and "Failed runs" in home and COVERAGE_UNAVAILABLE in home
     data_page = client.get("/test-data-page")
     assert data_page.status_code == 503
     assert "DATA database unavailable" in data_page.get_data(as_text=True)

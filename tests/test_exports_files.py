@@ -14,7 +14,7 @@ from handled.exports import builders, service
 from handled.models import ExportRun
 from handled.context import Actor, system_context
 from handled.transformations.service import run_transformation
-from tests.support.reference_data import build_reference_tables
+from tests.support.reference_data import build_reference_tables, write_reference
 
 
 @pytest.fixture
@@ -222,7 +222,7 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised_numbers_are_not(imp_a
 
 
 def test_formula_neutralising_covers_tab_and_carriage_return(app, settings):
-    data_db.execute_sql("INSERT INTO reference.zip3_reference (zip3, primary_city, pop_lng) VALUES "
+    write_reference("INSERT INTO reference.zip3_reference (zip3, primary_city, pop_lng) VALUES "
                         "('001', %s, -1.5), ('002', %s, 2), ('003', %s, NULL)", ["\tTabbed", "\rReturned", "'=quoted"])
     out = io.BytesIO()
     service.write_export(system_context(settings), "zip3_reference.csv", out)

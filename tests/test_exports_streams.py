@@ -40,7 +40,7 @@ BIG_EXPORT = "/exports/zip3_reference.csv"
 def fill_zip3_reference(settings, rows: int = 60_000) -> None:
     """About 30 MB of CSV: far more than the loopback's socket buffers, so a download that is
     not read stays open in the server."""
-    with connect(settings.data) as conn, conn.cursor() as cur:
+    with connect(settings.data.dbname) as conn, conn.cursor() as cur:   # the superuser: the app may only read reference
         cur.execute("INSERT INTO reference.zip3_reference (zip3, primary_city, pop_lng) "
                     "SELECT lpad(g::text, 6, '0'), repeat('Springfield ', 40), -73.25 "
                     "FROM generate_series(1, %s) g", [rows])

@@ -22,7 +22,10 @@ from handled.integrations.service import import_paths
 from handled.models import ImportRun
 from tests.support.databases import mode_env
 from tests.support.environment import ROOT
-from tests.support.import_files import (write_far_cell_xls, write_far_cell_xlsx, write_sheet_xlsx,
+from handled.integrations.base import FileRefused
+from handled.integrations.limits import FileLimits, check_spreadsheet
+from tests.support.import_files import (SPREADSHEETML, patch_xls_records, shared_strings_xml, sheet_xml, write_far_cell_xls,
+                                        write_far_cell_xlsx, write_sheet_xlsx, write_xlsx_parts,
                                         write_zone_chart, zone_rows)
 from tests.support.imports import table_digest
 from tests.support.processes import run_flask
@@ -108,6 +111,127 @@ def test_upload_page_refuses_a_spreadsheet_bomb_as_a_failed_run(imp_app, setting
     assert status == "302" and "/integrations/runs/" in location, result.stdout
     assert f"error {path.name}: failed." in result.stdout and declared in result.stdout, result.stdout
     assert_failed_run(path.name, declared)
+
+
+# ---- ways round the check (security review F3): each one made calamine abort the process
+
+
+def _xls_with_a_zero_record_before_a_far_cell(path):
+    """A zero-length record of opcode 0 (which looks like the stream's padding) where DIMENSIONS was,
+    then a text cell moved to row 65536, column 65536: 4.3 billion cells for calamine."""
+    import struct
+
+    import xlwt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    book = xlwt.Workbook()
+    sheet = book.add_sheet("Zones")
+    sheet.write(0, 0, "UPS Zone Chart")
+    sheet.write(2, 3, "x")
+    book.save(str(path))
+
+    def patch(opcode, body):
+        if opcode == 0x0200:   # DIMENSIONS -> an empty record 0, then an unknown record filling the rest
+            return struct.pack("<HHHH", 0, 0, 0x0FFF, len(body) - 4) + bytes(len(body) - 4)
+        if opcode == 0x00FD and struct.unpack_from("<HH", body) == (2, 3):   # LABELSST at D3
+            return struct.pack("<HHHH", 0x00FD, len(body), 65535, 65535) + bytes(body[4:])
+        return None
+
+    return patch_xls_records(path, patch)
+
+
+BYPASSES = {
+    # name: (writer, what the refusal names)
+    "sheet part not named .xml": (
+        lambda p: write_xlsx_parts(p, sheet_xml(), "xl/worksheets/sheet1.bin"), "A1:XFD1048576"),
+    "sheet part under xl/media named .png": (
+        lambda p: write_xlsx_parts(p, sheet_xml(), "xl/media/image1.png"), "A1:XFD1048576"),
+    "root element is not <worksheet>": (
+        lambda p: write_xlsx_parts(p, sheet_xml(root="chartsheet")), "A1:XFD1048576"),
+    "row number of 10 digits": (lambda p: write_xlsx_parts(p, sheet_xml("B4000000000")), "B4000000000"),
+    "column of 8 letters": (lambda p: write_xlsx_parts(p, sheet_xml("AAAAAAAA1")), "AAAAAAAA1"),
+    "shared strings declaring 4 billion": (
+        lambda p: write_xlsx_parts(p, sheet_xml(None), extra={
+            "xl/sharedStrings.xml": ("sharedStrings", shared_strings_xml("4000000000"))}),
+        "4,000,000,000 shared strings"),
+    "xls: a zero record hides a far cell": (_xls_with_a_zero_record_before_a_far_cell, "A1:CRXP65536"),
+}
+
+
+@pytest.mark.parametrize("label", list(BYPASSES))
+def test_spreadsheet_bomb_variants_are_refused_not_aborting(imp_app, settings, tmp_path, label):
+    writer, named = BYPASSES[label]
+    path = writer(tmp_path / "files" / ("007.xls" if label.startswith("xls") else "007.xlsx"))
+    assert path.stat().st_size < 10_000
+    before = table_digest("ups_zones")
+    result = run_flask("integrations", "import", "ups-zones", str(path), env=app_env(settings, tmp_path),
+                       cwd=tmp_path, timeout=300)
+    assert result.returncode == 1, (label, "process died", result.returncode, result.stderr[-600:])
+    assert f"{path.name}: failed" in result.stderr and named in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert ImportRun.select().where(ImportRun.status == "running").count() == 0
+    run = ImportRun.select().order_by(ImportRun.id.desc()).first()
+    assert (run.file_name, run.status) == (path.name, "failed") and named in run.message, run.message
+    assert table_digest("ups_zones") == before
+
+
+def test_upload_page_survives_a_sheet_part_not_named_xml(imp_app, settings, tmp_path):
+    path = write_xlsx_parts(tmp_path / "files" / "007.xlsx", sheet_xml(), "xl/worksheets/sheet1.bin")
+    result = subprocess.run([sys.executable, "-c", UPLOAD_SCRIPT, str(path)], env=app_env(settings, tmp_path),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, ("the web worker died", result.returncode, result.stderr[-300:])
+    assert "error 007.xlsx: failed." in result.stdout and "A1:XFD1048576" in result.stdout, result.stdout
+    assert_failed_run(path.name, "A1:XFD1048576")
+
+
+# The guard alone (no reader runs, so nothing here can abort the test process): each sheet below
+# makes calamine or openpyxl read a size the cells do not justify, or names a cell outside Excel's grid.
+LIMITS = FileLimits(sheet_max_cells=200_000, zip_max_files=2000, zip_max_bytes=4 << 30)
+REFUSED_SHEETS = {
+    "a lowercase reference (calamine reads xfd as column 38,000)": (sheet_xml("xfd1048576"), "'xfd1048576'"),
+    "a row of 10 digits holding a cell without a reference": (
+        sheet_xml(None, rows='<row r="4000000000"><c t="inlineStr"><is><t>b</t></is></c></row>'), "'4000000000'"),
+    "a row number 0": (sheet_xml("B0"), "'B0'"),
+    "a row past 1,048,576": (sheet_xml("A1048577"), "'A1048577'"),
+    "a column past XFD": (sheet_xml("XFE1"), "'XFE1'"),
+    "a reference with junk after it": (sheet_xml("A1B2"), "'A1B2'"),
+    "a row r= that is not a number": (sheet_xml(None, rows='<row r="+2"/>'), "'+2'"),
+    "a row r=1048576 and no cells": (sheet_xml(None, rows='<row r="1048576"/>'), "A1:A1048576"),
+    "a <dimension> alone": (sheet_xml(None, head='<dimension ref="A1:XFD1048576"/>'), "A1:XFD1048576"),
+    "a <dimension> past the grid": (sheet_xml(None, head='<dimension ref="A1:B4000000000"/>'), "'A1:B4000000000'"),
+    "a merged range past the grid": (
+        sheet_xml(None).replace("</sheetData>", '</sheetData><mergeCells count="1">'
+                                '<mergeCell ref="A1:XFD1048577"/></mergeCells>'), "'A1:XFD1048577'"),
+}
+
+
+@pytest.mark.parametrize("label", list(REFUSED_SHEETS))
+def test_sheets_that_name_a_size_their_cells_do_not_hold_are_refused(tmp_path, label):
+    sheet, named = REFUSED_SHEETS[label]
+    path = write_xlsx_parts(tmp_path / "007.xlsx", sheet)
+    with pytest.raises(FileRefused) as refused:
+        check_spreadsheet(path, "007.xlsx", "xlsx", LIMITS)
+    assert str(refused.value).startswith("007.xlsx ") and named in str(refused.value), str(refused.value)
+
+
+def test_a_sheet_hidden_at_a_literal_dot_path_is_scanned(tmp_path):
+    # calamine joins "xl/" and the target as written: "./worksheets/s.bin" is the member "xl/./worksheets/s.bin"
+    path = write_xlsx_parts(tmp_path / "007.xlsx", sheet_xml(), "xl/./worksheets/s.bin")
+    with pytest.raises(FileRefused, match="A1:XFD1048576"):
+        check_spreadsheet(path, "007.xlsx", "xlsx", LIMITS)
+
+
+def test_binary_parts_and_honest_shared_strings_are_not_refused(tmp_path):
+    png = "\x89PNG\r\n\x1a\n" + "\x00" * 64
+    path = write_xlsx_parts(tmp_path / "007.xlsx", sheet_xml("G1000"), extra={
+        "xl/sharedStrings.xml": ("sharedStrings", shared_strings_xml("3", ["a", "b", "c"])),
+        "xl/media/image1.png": ("image", png),
+        "xl/printerSettings/printerSettings1.bin": ("printerSettings", "\x00\x01binary"),
+        "xl/custom/blob.bin": ("customData", "\x00\x01 not xml"),
+        # the formula cells of every sheet in one list: A50000 of one sheet and Z1 of another are no sheet's size
+        "xl/calcChain.xml": ("calcChain", f'<calcChain xmlns="{SPREADSHEETML}"><c r="A50000" i="1"/>'
+                                          '<c r="Z1" i="2"/></calcChain>')})
+    check_spreadsheet(path, "007.xlsx", "xlsx", LIMITS)   # 1,000 x 7 cells: a zone chart's size
 
 
 def test_a_real_zone_chart_is_well_inside_the_cell_budget(imp_app, imp_ctx, files):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import replace
@@ -31,6 +32,7 @@ from tests.support.servers import PrivateRedis
 WRONG = "not the password at all"
 THROTTLED_ACCOUNT = "Too many failed sign-ins for this account"
 THROTTLED_ADDRESS = "Too many failed sign-ins from your network address"
+THROTTLED_ADDRESS_OR_PAIR = "from your network address"
 
 
 def post_login(client, email, password, address=None, forwarded_for=None):
@@ -190,6 +192,111 @@ def test_an_admin_password_reset_clears_the_accounts_counters(app, settings):
         temporary = users.reset_password(setup_context(settings), user.id)
     token = attempt(settings, user.email, temporary, "192.0.2.66")
     assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+class Stranger:
+    """Guesses at one account every time they are called, moving to the next of their
+    addresses whenever one is refused for its network address: what a patient stranger
+    with a handful of addresses does to keep the account's delay going."""
+
+    def __init__(self, app, email, addresses=59):
+        self.app, self.email, self.addresses, self.next = app, email, addresses, 0
+
+    def guess(self):
+        for _ in range(self.addresses):
+            address = f"198.51.100.{self.next + 1}"
+            if THROTTLED_ADDRESS_OR_PAIR not in post_login(self.app.test_client(), self.email, WRONG,
+                                                            address=address).get_data(as_text=True):
+                return
+            self.next = (self.next + 1) % self.addresses
+
+
+@pytest.mark.parametrize("owner_at", ["10.0.0.1", "203.0.113.200"], ids=["usual machine", "new machine"])
+def test_owner_gets_in_after_a_password_reset_while_a_stranger_keeps_guessing(app, settings, monkeypatch, owner_at):
+    """Security review F4: the owner asks an administrator to reset their password (as the
+    throttle's message tells them) while a stranger keeps the account's delay going; the
+    owner, obeying every "Wait", gets in with the temporary password from their usual
+    machine or from one they never used."""
+    owner = make_user(app, role="salesperson")
+    clock = [time.time()]
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
+    assert post_login(app.test_client(), owner.email, TEST_PASSWORD, address="10.0.0.1").status_code == 302
+    stranger = Stranger(app, owner.email)
+    for _ in range(settings.login_account_delay_after + 2):
+        stranger.guess()
+    with app.test_request_context():
+        temporary = users.reset_password(setup_context(settings), owner.id)
+    for _ in range(settings.login_account_delay_after + 2):
+        stranger.guess()
+    refused, next_try = [], clock[0] + 5
+    for _ in range(20 * 60):  # twenty minutes, the stranger guessing every second
+        clock[0] += 1
+        stranger.guess()
+        if clock[0] < next_try:
+            continue
+        response = post_login(app.test_client(), owner.email, temporary, address=owner_at)
+        if response.status_code == 302:
+            break
+        answer = response.get_data(as_text=True)
+        refused.append(re.sub(r"\s+", " ", re.search(r"Too many[^<]*|The email[^<]*", answer).group(0)))
+        wait = re.search(r"Wait (\d+) second", answer)
+        next_try = clock[0] + (int(wait.group(1)) if wait else 60)
+    assert response.status_code == 302, f"owner refused {len(refused)} times in 20 minutes: {refused[-1:]}"
+
+
+def test_a_password_reset_does_not_forget_the_owners_usual_machines(app, settings, monkeypatch):
+    """A reset clears the failure counters, not the addresses the owner signed in from: after
+    signing in with the temporary password somewhere new, their usual machine is still theirs."""
+    settings = replace(settings, login_account_delay_after=3)
+    user = make_user(app, role="salesperson")
+    assert sessions.authenticate(settings, attempt(settings, user.email, TEST_PASSWORD, "198.51.100.40"))
+    with app.test_request_context():
+        temporary = users.reset_password(setup_context(settings), user.id)
+    assert sessions.authenticate(settings, attempt(settings, user.email, temporary, "203.0.113.41"))
+    monkeypatch.setattr(throttle, "now", lambda: 4_000_000.0)
+    for n in range(3):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, WRONG, "192.0.2.9")
+    token = attempt(settings, user.email, temporary, "198.51.100.40")  # the usual machine: no wait
+    assert THROTTLED_ACCOUNT not in token, token
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+def test_an_unused_temporary_password_is_still_bound_by_the_address_limits_and_only_until_used(
+        app, settings, monkeypatch):
+    """What the exemption does not give: a stranger guessing the temporary password is still
+    refused per account and address, and once the owner has used it the delay is back."""
+    settings = replace(settings, login_account_delay_after=3)
+    user = make_user(app, role="salesperson")
+    with app.test_request_context():
+        temporary = users.reset_password(setup_context(settings), user.id)
+    monkeypatch.setattr(throttle, "now", lambda: 6_000_000.0)
+    for _ in range(settings.login_max_failures_per_account):
+        assert attempt(settings, user.email, WRONG, "192.0.2.66") == login.BAD_CREDENTIALS  # no delay
+    assert THROTTLED_ADDRESS_OR_PAIR in attempt(settings, user.email, temporary, "192.0.2.66")
+    assert sessions.authenticate(settings, attempt(settings, user.email, temporary, "203.0.113.7"))
+    for n in range(3):
+        attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}")
+    assert THROTTLED_ACCOUNT in attempt(settings, user.email, temporary, "203.0.113.8")  # a new place waits
+
+
+@pytest.mark.parametrize("counted_in", ["redis", "primary"])
+def test_attempts_refused_by_the_delay_count_toward_the_address_limit(settings, monkeypatch, counted_in,
+                                                                       private_redis):
+    """Asking again and again whether the delay has passed is not free: each refused attempt
+    counts toward LOGIN_MAX_FAILURES_PER_IP like a failure."""
+    settings = replace(settings, login_account_delay_after=3, login_max_failures_per_ip=5,
+                       redis_url=private_redis.url)
+    app = create_app(settings)
+    user = make_user(app, role="salesperson")
+    if counted_in == "primary":
+        private_redis.stop()
+    monkeypatch.setattr(throttle, "now", lambda: 5_000_000.0)
+    for n in range(3):
+        assert attempt(settings, user.email, WRONG, f"192.0.2.{n + 1}") == login.BAD_CREDENTIALS
+    for _ in range(5):
+        assert THROTTLED_ACCOUNT in attempt(settings, user.email, WRONG, "192.0.2.99")
+    assert THROTTLED_ADDRESS in attempt(settings, "someone.else@example.test", WRONG, "192.0.2.99")
 
 
 @pytest.mark.parametrize("counted_in", ["redis", "primary"])
@@ -373,7 +480,7 @@ def test_a_failure_for_an_unknown_account_does_not_record_the_typed_email(app, s
     (row,) = audit_rows(app, "auth.sign_in_failed")
     assert row.actor_email is None and row.ip == "192.0.2.9"
     with app.app_context():
-        assert AuditLog.select().where(AuditLog.id == row.id, AuditLog.actor.is_null()).count() == 1
+        assert AuditLog.select().where(AuditLog.id == row.id, AuditLog.actor_id.is_null()).count() == 1
     assert "secret" not in (row.target_label or "") and "secret" not in str(row.details)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, make_response, redirect, render_template, request, url_for
 
 from handled.admin import bp
 from handled.auth import access, sessions, temporary_passwords, users
@@ -23,6 +23,7 @@ from handled.errors import HandledError, InvalidFields, NotFound
 from handled.models import Role
 
 PER_PAGE = 25
+TEMPORARY_PASSWORD_COOKIE = "handled_temporary_password_key"
 
 
 def flash_errors(fallback_endpoint: str):
@@ -145,12 +146,7 @@ def user_roles(user_id):
 @bp.get("/users/<int:user_id>/reset-password")
 @permission_required("manage_users")
 def user_reset_password_confirm(user_id):
-    user = users.get_user(user_id)
-    refusal = access.why_not_act_on(web_context().actor, user, "reset the password of")
-    if refusal:
-        flash(refusal, "error")
-        return redirect(url_for("admin.user_edit", user_id=user_id))
-    return render_template("admin/user_reset_password.html", user=user)
+    return _confirmation_page(user_id, "reset the password of", "admin/user_reset_password.html")
 
 
 @bp.post("/users/<int:user_id>/reset-password")
@@ -166,17 +162,29 @@ def user_reset_password(user_id):
 
 def _show_once(ctx, user_id: int, password: str):
     """Keep ``password`` for one read and send the browser (303: a GET) to the page that reads it."""
-    token = temporary_passwords.keep(ctx, user_id, password)
-    return redirect(url_for("admin.user_temporary_password", user_id=user_id, token=token), 303)
+    token, key = temporary_passwords.keep(ctx, user_id, password)
+    location = url_for("admin.user_temporary_password", user_id=user_id, token=token)
+    response = redirect(location, 303)
+    # the one-time key reaches this browser only, and only that page: never Redis, a URL or a log
+    response.set_cookie(TEMPORARY_PASSWORD_COOKIE, key, max_age=temporary_passwords.SHOW_FOR_SECONDS,
+                        path=location, httponly=True, samesite="Strict",
+                        secure=ctx.settings.session_cookie_secure)
+    return response
 
 
 @bp.get("/users/<int:user_id>/temporary-password/<token>")
 @permission_required("manage_users")
 def user_temporary_password(user_id, token):
+    ctx = web_context()
     user = users.get_user(user_id)
-    password = temporary_passwords.take(web_context(), user_id, token)
-    return render_template("admin/temporary_password.html", user=user, password=password,
-                           minutes=temporary_passwords.SHOW_FOR_SECONDS // 60), 200 if password else 410
+    password = temporary_passwords.take(ctx, user_id, token, request.cookies.get(TEMPORARY_PASSWORD_COOKIE))
+    response = make_response(render_template("admin/temporary_password.html", user=user, password=password,
+                                             minutes=temporary_passwords.SHOW_FOR_SECONDS // 60),
+                             200 if password else 410)
+    if TEMPORARY_PASSWORD_COOKIE in request.cookies:  # the key is of no use once the entry is read
+        response.delete_cookie(TEMPORARY_PASSWORD_COOKIE, path=request.path, httponly=True, samesite="Strict",
+                               secure=ctx.settings.session_cookie_secure)
+    return response
 
 
 @bp.post("/users/<int:user_id>/disable")
@@ -202,12 +210,18 @@ def _set_disabled(user_id: int, disabled: bool, done_text: str):
 @bp.get("/users/<int:user_id>/delete")
 @permission_required("manage_users")
 def user_delete_confirm(user_id):
+    return _confirmation_page(user_id, "delete", "admin/user_delete.html")
+
+
+def _confirmation_page(user_id: int, verb: str, template: str):
+    """The page asking to confirm ``verb`` on a user; the user page with the reason when the actor
+    may not act on that user (the POST is refused by the service anyway)."""
     user = users.get_user(user_id)
-    refusal = access.why_not_act_on(web_context().actor, user, "delete")
+    refusal = access.why_not_act_on(web_context().actor, user, verb)
     if refusal:
         flash(refusal, "error")
         return redirect(url_for("admin.user_edit", user_id=user_id))
-    return render_template("admin/user_delete.html", user=user)
+    return render_template(template, user=user)
 
 
 @bp.post("/users/<int:user_id>/delete")

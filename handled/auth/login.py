@@ -81,6 +81,16 @@ def _has_session_from(user: User, ip: str | None) -> bool:
                                                & (Session.expires_at > utcnow())).exists()
 
 
+def _holds_unused_temporary_password(user: User) -> bool:
+    """Was ``user``'s password set by an administrator (a reset, or the account's creation)
+    and never used to sign in since? Then the account's delay does not apply: the owner
+    asked for it, typically because the delay held them back, and a stranger would be
+    guessing a generated password (or one an administrator typed, which passed the password
+    rules); the per-account-and-address and per-address limits still bound them."""
+    return bool(user.must_change_password) and (user.last_login_at is None
+                                                 or user.last_login_at < user.password_changed_at)
+
+
 def _start_session(settings: Settings, user: User, verified_hash: str, new_hash: str | None,
                    ip: str | None, user_agent: str | None) -> str | None:
     """The session for ``user``, unless their password changed (or they were disabled)
@@ -107,7 +117,8 @@ def sign_in(ctx: Context, email: str, password: str, user_agent: str | None):
     email = (email or "").strip()
     _record_ended_runs(ctx)
     user = find_user_by_email(email) if email else None
-    verdict = throttle.reserve(settings, email, ip, known_address=bool(user) and _has_session_from(user, ip))
+    exempt = bool(user) and (_holds_unused_temporary_password(user) or _has_session_from(user, ip))
+    verdict = throttle.reserve(settings, email, ip, exempt=exempt)
     if verdict.limit:
         _record_throttled(ctx, email, verdict)
         raise LoginRefused(verdict.message(settings))

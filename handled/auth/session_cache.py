@@ -15,7 +15,14 @@ So a write either lands before the invalidation (and is deleted by it) or after 
 Every entry is signed (HMAC-SHA256 over the token hash and the entry's JSON, with a
 key derived from SECRET_KEY): someone who can write to Redis but does not know
 SECRET_KEY cannot add or alter an entry; one that fails the check is a miss (PRIMARY
-is read), logged once and deleted.
+is read), logged once and deleted. The signed part also holds the entry's write time
+and the epoch it was written under, and a read fetches the entry and the current epoch
+together (one MGET, so a warm request stays one round trip): an entry written more than
+SESSION_CACHE_TTL (+ WRITE_TIME_SLACK) ago, or under another epoch, is a miss (logged). So an entry copied
+before a revocation and SET back afterwards (even without a TTL) is refused: the
+revocation moved the epoch; and were the epoch key rolled back as well, the entry still
+dies SESSION_CACHE_TTL after it was first written. The price: any invalidation turns
+every cached entry into a miss once (each session reads PRIMARY again at its next request).
 
 When Redis cannot be reached every call here says so (``CacheUnavailable``) and
 callers read PRIMARY instead. An invalidation that could not reach Redis is recorded
@@ -51,6 +58,9 @@ LOOKUP_LOCK_MS = 2000  # one PRIMARY lookup per session at a time across all wor
 LOOKUP_WAIT_SECONDS = 0.5
 PENDING_CHECK_INTERVAL = 1.0  # seconds between a process's checks of config.pending_invalidations
 SIGNING_CONTEXT = b"handled session cache v1"
+# An entry is stamped just before the SET that starts its TTL, and hosts' clocks differ a
+# little: an entry is refused as too old only past SESSION_CACHE_TTL plus this.
+WRITE_TIME_SLACK = 5.0
 EVERYTHING = "*"  # the pending-key marker of "every entry"
 
 _WRITE_SCRIPT = """
@@ -98,27 +108,52 @@ def _signature(key: bytes, token_hash: str, body: bytes) -> bytes:
     return hmac.new(key, token_hash.encode() + b"\n" + body, hashlib.sha256).hexdigest().encode()
 
 
-def seal(key: bytes, token_hash: str, entry: dict) -> bytes:
-    """``<hex signature>.<entry JSON>``, as stored in Redis."""
-    body = json.dumps(entry, separators=(",", ":")).encode()
+def seal(key: bytes, token_hash: str, entry: dict, epoch: str, written_at: float | None = None) -> bytes:
+    """``<hex signature>.<JSON>``, as stored in Redis; the signed JSON holds the entry, the epoch
+    it is written under and the write time (now unless given)."""
+    sealed = {"epoch": str(epoch), "written_at": time.time() if written_at is None else written_at,
+              "entry": entry}
+    body = json.dumps(sealed, separators=(",", ":")).encode()
     return _signature(key, token_hash, body) + b"." + body
 
 
-def _unseal(client: redis.Redis, key: bytes, token_hash: str, raw: bytes | None) -> dict | None:
-    """The entry if its signature holds; a forged or altered one is logged, deleted and a miss."""
-    if not raw:
-        return None
-    signature, dot, body = raw.partition(b".")
-    if dot and hmac.compare_digest(signature, _signature(key, token_hash, body)):
-        return json.loads(body)
-    log.warning("session cache entry for session %s... failed its signature check (written without "
-                "SECRET_KEY, or SECRET_KEY changed); ignored and removed, the session is read from PRIMARY",
-                token_hash[:8])
+def _drop(client: redis.Redis, token_hash: str) -> None:
     try:
         client.delete(entry_key(token_hash))
     except redis.RedisError:
         pass
-    return None
+
+
+def _unseal(client: redis.Redis, key: bytes, token_hash: str, raw: bytes | None, epoch: str,
+            max_age: float) -> dict | None:
+    """The entry if its signature holds, it was written under ``epoch`` and at most ``max_age``
+    seconds ago. A forged, altered or too old one (Redis would have expired it: it was put back)
+    is logged, deleted and a miss; one from an earlier epoch is a miss, logged at DEBUG (routine
+    after any invalidation; the next PRIMARY lookup overwrites it)."""
+    if not raw:
+        return None
+    signature, dot, body = raw.partition(b".")
+    if not (dot and hmac.compare_digest(signature, _signature(key, token_hash, body))):
+        log.warning("session cache entry for session %s... failed its signature check (written without "
+                    "SECRET_KEY, or SECRET_KEY changed); ignored and removed, the session is read from PRIMARY",
+                    token_hash[:8])
+        _drop(client, token_hash)
+        return None
+    sealed = json.loads(body)
+    if not isinstance(sealed, dict) or "entry" not in sealed:  # the format before write times were signed
+        return None
+    age = time.time() - float(sealed.get("written_at", 0))
+    if age > max_age + WRITE_TIME_SLACK:
+        # Redis expires entries after SESSION_CACHE_TTL: this one was put back (or kept) by hand.
+        log.warning("session cache entry for session %s... was written %.0f s ago, older than SESSION_CACHE_TTL "
+                    "(%d s): ignored and removed, the session is read from PRIMARY", token_hash[:8], age, max_age)
+        _drop(client, token_hash)
+        return None
+    if sealed.get("epoch") != epoch:
+        log.debug("session cache entry for session %s... predates the last invalidation (epoch %s, now %s); "
+                 "the session is read from PRIMARY", token_hash[:8], sealed.get("epoch"), epoch)
+        return None
+    return sealed["entry"]
 
 
 def entry_key(token_hash: str) -> str:
@@ -229,33 +264,27 @@ def take_pending_notice() -> int:
     return count
 
 
-def current_epoch() -> str:
-    """The invalidation epoch, read before a PRIMARY lookup."""
+def read(token_hash: str, key: bytes, max_age: float) -> tuple[dict | None, str]:
+    """The signed, fresh entry of this session (or None), and the current epoch: both from one
+    MGET, so the epoch doubles as the one a miss's PRIMARY lookup must be checked against."""
     try:
         client = _client()
         _replay_pending(client)
-        return (client.get(EPOCH_KEY) or b"0").decode()
-    except redis.RedisError as exc:
-        raise _failed(exc) from None
-
-
-def read(token_hash: str, key: bytes) -> dict | None:
-    """The signed entry of this session, or None (missing, or failing its signature)."""
-    try:
-        client = _client()
-        _replay_pending(client)
-        return _unseal(client, key, token_hash, client.get(entry_key(token_hash)))
+        raw, epoch = client.mget(entry_key(token_hash), EPOCH_KEY)
+        epoch = (epoch or b"0").decode()
+        return _unseal(client, key, token_hash, raw, epoch, max_age), epoch
     except redis.RedisError as exc:
         raise _failed(exc) from None
 
 
 def write(token_hash: str, entry: dict, epoch: str, ttl: int, key: bytes) -> bool:
-    """Cache ``entry`` (signed) unless an invalidation happened since ``epoch`` was read."""
+    """Cache ``entry`` (signed, with ``epoch`` and the write time) unless an invalidation
+    happened since ``epoch`` was read."""
     if ttl <= 0:
         return False
     try:
         stored = _client().eval(_WRITE_SCRIPT, 3, EPOCH_KEY, entry_key(token_hash), user_set_key(entry["user_id"]),
-                                epoch, seal(key, token_hash, entry), ttl, ttl * 2)
+                                epoch, seal(key, token_hash, entry, epoch), ttl, ttl * 2)
     except (redis.RedisError, CacheUnavailable) as exc:
         if isinstance(exc, redis.RedisError):
             _failed(exc)
@@ -263,10 +292,10 @@ def write(token_hash: str, entry: dict, epoch: str, ttl: int, key: bytes) -> boo
     return bool(stored)
 
 
-def read_quietly(token_hash: str, key: bytes) -> dict | None:
+def read_quietly(token_hash: str, key: bytes, max_age: float) -> dict | None:
     """The cached entry, or None (also when Redis fails: the caller reads PRIMARY)."""
     try:
-        return read(token_hash, key)
+        return read(token_hash, key, max_age)[0]
     except CacheUnavailable:
         return None
 
@@ -293,17 +322,17 @@ def release_lookup(token_hash: str) -> None:
         pass  # the lock expires by itself
 
 
-def wait_for_entry(token_hash: str, key: bytes) -> dict | None:
+def wait_for_entry(token_hash: str, key: bytes, max_age: float) -> dict | None:
     """Wait (briefly) for the request holding the lookup lock to cache the entry.
     None when it finished without one or took too long: then look up PRIMARY."""
     deadline = time.monotonic() + LOOKUP_WAIT_SECONDS
     try:
         client = _client()
         while time.monotonic() < deadline:
-            raw, locked = client.pipeline(transaction=False).get(entry_key(token_hash)).exists(
-                lock_key(token_hash)).execute()
+            (raw, epoch), locked = client.pipeline(transaction=False).mget(
+                entry_key(token_hash), EPOCH_KEY).exists(lock_key(token_hash)).execute()
             if raw:
-                return _unseal(client, key, token_hash, raw)
+                return _unseal(client, key, token_hash, raw, (epoch or b"0").decode(), max_age)
             if not locked:
                 return None
             time.sleep(0.005)

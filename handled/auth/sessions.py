@@ -71,14 +71,15 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
     token_hash = hash_token(token)
     key = session_cache.signing_key(settings.secret_key)
     epoch = None
+    max_age = settings.session_cache_ttl
     if settings.session_cache_enabled:
         try:
-            entry = session_cache.read(token_hash, key)
+            # the epoch comes with the entry (one round trip), read before any PRIMARY lookup
+            entry, epoch = session_cache.read(token_hash, key, max_age)
             if entry is not None and entry["expires_at"] > time.time():
                 metrics.session_cache_hit()
                 return entry
             metrics.session_cache_miss()
-            epoch = session_cache.current_epoch()
         except session_cache.CacheUnavailable:
             metrics.session_cache_unavailable()
             epoch = None
@@ -86,13 +87,13 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
         metrics.primary_session_lookup()
         return lookup_primary(settings, token_hash)
     if session_cache.claim_lookup(token_hash):
-        entry = session_cache.read_quietly(token_hash, key)  # cached while we were claiming?
+        entry = session_cache.read_quietly(token_hash, key, max_age)  # cached while we were claiming?
         if entry is not None:
             session_cache.release_lookup(token_hash)
             return entry
     else:
         # Another request is reading this session from PRIMARY: use its result.
-        entry = session_cache.wait_for_entry(token_hash, key)
+        entry = session_cache.wait_for_entry(token_hash, key, max_age)
         if entry is not None:
             return entry
     try:

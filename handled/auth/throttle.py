@@ -10,7 +10,11 @@ Three counters, each within ``LOGIN_THROTTLE_WINDOW`` from its first failure:
   ``LOGIN_ACCOUNT_DELAY_MAX``) after the account's last one. A delay, never a lock,
   and none for an address the account signed in from successfully in the last
   ``KNOWN_ADDRESS_DAYS`` days (or holds a live session from): the owner's own machine,
-  so a stranger guessing each time the delay allows cannot keep the owner out.
+  so a stranger guessing each time the delay allows cannot keep the owner out; and
+  none while the account holds an unused temporary password (login.sign_in decides),
+  so the owner gets in after an administrator's reset from any machine. An attempt the
+  delay refuses counts toward the per-address limit: asking over and over whether the
+  delay has passed costs a stranger their addresses.
 
 An attempt is *reserved* (counted as a failure) before the password is checked,
 in one atomic step with the check, so parallel requests cannot overshoot a limit;
@@ -92,8 +96,9 @@ class Verdict:
 
 # KEYS: pair, address, account (a hash: n, last), known (the account's addresses of
 # successful sign-ins). ARGV: pair limit, address limit, delay after, delay max, window,
-# now, 1 when the address is exempt from the account's delay anyway, the address.
-# Checks every limit, then counts the attempt.
+# now, 1 when the attempt is exempt from the account's delay anyway, the address.
+# Checks every limit, then counts the attempt (an attempt refused by the delay counts
+# toward the address's limit only).
 _RESERVE = """
 local function count(key) return tonumber(redis.call('GET', key) or '0') end
 if count(KEYS[1]) >= tonumber(ARGV[1]) then return {'pair', '0'} end
@@ -104,7 +109,12 @@ local exempt = ARGV[7] == '1' or redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 1
 if n >= after and not exempt then
   local delay = math.min(2 ^ (n - after), tonumber(ARGV[4]))
   local wait = tonumber(redis.call('HGET', KEYS[3], 'last') or '0') + delay - tonumber(ARGV[6])
-  if wait > 0 then return {'account', tostring(wait)} end
+  if wait > 0 then
+    -- refused, but not for free: it counts toward the address's limit
+    redis.call('INCR', KEYS[2])
+    if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+    return {'account', tostring(wait)}
+  end
 end
 for i = 1, 2 do
   redis.call('INCR', KEYS[i])
@@ -154,6 +164,10 @@ UPDATE config.login_throttle
  WHERE (kind, key) IN (('pair', %(pair)s), ('address', %(address)s), ('account', %(account)s))
 """
 
+_PRIMARY_COUNT_REFUSED = """
+UPDATE config.login_throttle SET count = count + 1 WHERE kind = 'address' AND key = %(address)s
+"""
+
 _PRIMARY_GIVE_BACK = """
 DELETE FROM config.login_throttle WHERE (kind, key) IN (('pair', %(pair)s), ('account', %(account)s));
 UPDATE config.login_throttle SET count = greatest(count - 1, 0) WHERE kind = 'address' AND key = %(address)s;
@@ -180,7 +194,7 @@ def _params(settings: Settings, keys: Keys) -> dict:
             "window": settings.login_throttle_window}
 
 
-def _reserve_in_primary(settings: Settings, keys: Keys, known_address: bool) -> Verdict:
+def _reserve_in_primary(settings: Settings, keys: Keys, exempt: bool) -> Verdict:
     params = _params(settings, keys)
     with primary_db.atomic():
         rows = {kind: (count, last) for kind, count, last in primary_db.execute_sql(_PRIMARY_LOCK, params)}
@@ -189,10 +203,11 @@ def _reserve_in_primary(settings: Settings, keys: Keys, known_address: bool) -> 
         if rows[ADDRESS][0] >= settings.login_max_failures_per_ip:
             return Verdict(ADDRESS, backend="primary")
         failures, last = rows[ACCOUNT]
-        if failures >= settings.login_account_delay_after and not known_address:
+        if failures >= settings.login_account_delay_after and not exempt:
             delay = min(2 ** (failures - settings.login_account_delay_after), settings.login_account_delay_max)
             wait = (last or 0) + delay - params["now"]
             if wait > 0:
+                primary_db.execute_sql(_PRIMARY_COUNT_REFUSED, params)
                 return Verdict(ACCOUNT, wait, backend="primary")
         primary_db.execute_sql(_PRIMARY_COUNT, params)
     return Verdict(backend="primary")
@@ -200,21 +215,22 @@ def _reserve_in_primary(settings: Settings, keys: Keys, known_address: bool) -> 
 
 # --- the service ---------------------------------------------------------------------------------
 
-def reserve(settings: Settings, email: str, address: str | None, known_address: bool = False) -> Verdict:
+def reserve(settings: Settings, email: str, address: str | None, exempt: bool = False) -> Verdict:
     """Check every limit and, if none is reached, count this attempt as a failure (before the
-    password is checked). ``known_address``: the account has a live session from this
-    address, so the account's delay does not apply. Redis first; PRIMARY while Redis is
-    unreachable."""
+    password is checked). ``exempt``: the account's delay does not apply to this attempt (the
+    account has a live session from this address, or holds an unused temporary password; see
+    login.sign_in); the per-account-and-address and per-address limits always do. Redis
+    first; PRIMARY while Redis is unreachable."""
     keys = Keys.of(email, address)
     try:
         limit, wait = get_redis().eval(
             _RESERVE, 4, *_redis_keys(keys), settings.login_max_failures_per_account,
             settings.login_max_failures_per_ip, settings.login_account_delay_after,
             settings.login_account_delay_max, settings.login_throttle_window, repr(now()),
-            "1" if known_address else "0", keys.address)
+            "1" if exempt else "0", keys.address)
     except redis.RedisError as exc:
         log.warning("sign-in throttle counts in PRIMARY (Redis: %s)", exc)
-        return _reserve_in_primary(settings, keys, known_address)
+        return _reserve_in_primary(settings, keys, exempt)
     limit = limit.decode()
     return Verdict(None if limit == "ok" else limit, float(wait), backend="redis")
 
@@ -270,12 +286,14 @@ def purge_expired(settings: Settings) -> int:
 
 
 def clear(settings: Settings, email: str) -> None:
-    """Forget an account's failures from every address, and the addresses it signed in from
-    (an administrator reset its password: they may have been an intruder's)."""
+    """Forget an account's failures from every address (an administrator reset its password).
+    The addresses it signed in from are kept: they are the owner's usual machines, which the
+    account's delay must not hold back while a stranger keeps guessing (an intruder's address
+    among them is still bound by the per-account-and-address limit)."""
     account = account_key(email)
     try:
         client = get_redis()
-        names = [f"{PREFIX}{ACCOUNT}:{account}", f"{PREFIX}{KNOWN}:{account}"]
+        names = [f"{PREFIX}{ACCOUNT}:{account}"]
         names += list(client.scan_iter(match=f"{PREFIX}{PAIR}:{account}|*", count=1000))
         client.delete(*names)
     except redis.RedisError as exc:

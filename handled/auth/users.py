@@ -236,7 +236,7 @@ def reset_password(ctx: Context, user_id: int, new_password: str | None = None) 
         ended = delete_user_sessions(user_id)
         audit.record(ctx, "user.reset_password", "user", user_id, user.email, {"sessions_ended": ended})
     session_cache.invalidate(user_ids=[user_id])
-    throttle.clear(ctx.settings, user.email)  # the owner may sign in again from every address
+    throttle.clear(ctx.settings, user.email)  # failure counters only: the known addresses stay
     return password
 
 

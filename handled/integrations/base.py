@@ -38,6 +38,12 @@ class FileRefused(HandledError):
     """The file as a whole is wrong; the message is one sentence for the user."""
 
 
+class WrongKind(FileRefused):
+    """The content does not show the integration's kind of file: no header or the wrong
+    one, or not a spreadsheet at all. A browser-renamed file (``names.py``) is then
+    refused for its name, since nothing proves what it is."""
+
+
 Record = tuple[int, list]  # (line number in the file, cell values)
 Converter = Callable[[list, dict], Iterable[tuple]]
 FastPattern = Callable[[dict], "re.Pattern | None"]
@@ -80,6 +86,10 @@ class Integration:
     # Columns whose value the file name fixes (column -> context key). In
     # upsert mode a file whose scope has no rows yet can be copied straight in.
     scope: tuple[tuple[str, str], ...] = ()
+    # Cells of a record that repeat a value the file name gives (cell index ->
+    # context key), e.g. the origin column of a UPS ground file. A file whose
+    # first data record names another value is refused as misnamed.
+    name_cells: tuple[tuple[int, str], ...] = ()
     extensions: tuple[str, ...] = field(default=(".csv",))
 
     def __post_init__(self):

@@ -92,7 +92,8 @@ def _echo_outcome(outcome, leave_bar: bool = False) -> None:
 
 
 def _outcome_line(outcome) -> str:
-    return f"{outcome.file_name}: {outcome.status} (run {outcome.run_id}). {outcome.message}"
+    run = f" (run {outcome.run_id})" if outcome.run_id is not None else ""
+    return f"{outcome.file_name}: {outcome.status}{run}. {outcome.message}"
 
 
 SHOWN_REJECTED_ROWS = 20

@@ -34,12 +34,21 @@ def finish_run(run: ImportRun, status: str, message: str, rows_read: int = 0,
     return run
 
 
-def succeeded_before(integration_id: str, sha256: str) -> ImportRun | None:
-    """The latest successful import of the same content, if any."""
-    return (ImportRun.select()
-            .where((ImportRun.integration == integration_id) & (ImportRun.file_sha256 == sha256)
-                   & (ImportRun.status == "succeeded"))
-            .order_by(ImportRun.id.desc()).first())
+def succeeded_with(integration_id: str, sha256: str) -> list[ImportRun]:
+    """Every successful import of this content, the one that committed last first."""
+    return list(ImportRun.select()
+                .where((ImportRun.integration == integration_id) & (ImportRun.file_sha256 == sha256)
+                       & (ImportRun.status == "succeeded"))
+                .order_by(ImportRun.finished_at.desc(), ImportRun.id.desc()))
+
+
+def succeeded_after(integration_id: str, run: ImportRun) -> list[ImportRun]:
+    """The successful imports that committed after ``run`` did (finished_at is set after the
+    DATA commit, so its order is the order in which they changed the table)."""
+    return list(ImportRun.select()
+                .where((ImportRun.integration == integration_id) & (ImportRun.status == "succeeded")
+                       & (ImportRun.finished_at > run.finished_at) & (ImportRun.id != run.id))
+                .order_by(ImportRun.finished_at))
 
 
 def last_success(integration_id: str) -> ImportRun | None:

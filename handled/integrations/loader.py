@@ -325,8 +325,7 @@ def _reject_and_apply(cur, integration: Integration, partial: bool, rejections: 
 def _refusal(rejections: Rejections, rows_read: int) -> str:
     first = rejections.sorted_rows()[0]
     return (f"Nothing was written: {rejections.total:,} of {rows_read:,} rows were rejected "
-            f"(first on line {first['line']}, {first['column']}: {first['reason']}). "
-            "Fix the file, or import with --partial (\"load the good rows\") to load the rest.")
+            f"(first on line {first['line']}, {first['column']}: {first['reason']}).")
 
 
 def _idents(names: Iterable[str]) -> sql.Composable:

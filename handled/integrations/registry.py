@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from datetime import timedelta
 from functools import lru_cache
 
 from handled.errors import NotFound
 from handled.integrations import definitions
 from handled.integrations.base import Integration
+
+
+# How long a source file stays current before the home page flags it as due for a
+# newer one: roughly how often its publisher puts out a new edition, plus slack.
+# Every integration needs an entry (tests/test_home_page.py checks), so a new kind of
+# file makes its author pick one. A per-origin integration (one file per origin, upsert
+# mode) is measured by its oldest origin's latest import: one forgotten origin is stale.
+REFRESH_EVERY: dict[str, timedelta] = {
+    # Census Gazetteer: one release a year (each summer).
+    "gaz-zcta": timedelta(days=400),
+    # SimpleMaps US ZIP database: the free edition is refreshed a few times a year;
+    # ZIP boundaries and populations move slowly, so yearly is the honest minimum.
+    "us-zips": timedelta(days=365),
+    # UPS zone charts: republished with the yearly rate change (late December).
+    "ups-zones": timedelta(days=400),
+    # UPS ground time-in-transit: changes with UPS's network, any month.
+    "ups-ground-service": timedelta(days=31),
+    # USPS 3-digit service standards directory: republished about monthly.
+    "usps-3d-base": timedelta(days=31),
+}
+
+
+def refresh_every(integration_id: str) -> timedelta:
+    """How old its last import may be before the home page flags it (REFRESH_EVERY)."""
+    return REFRESH_EVERY[integration_id]
 
 
 class UnknownIntegration(NotFound):

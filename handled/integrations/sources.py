@@ -21,9 +21,9 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from handled.integrations.base import FileRefused, Integration, Record
+from handled.integrations.base import FileRefused, Integration, Record, WrongKind
 from handled.integrations.limits import FileLimits, check_spreadsheet
 
 CHUNK = 1 << 20
@@ -82,7 +82,7 @@ def _spreadsheet_kind(path: Path, name: str) -> str:
         return "xlsx"
     if head == XLS_MAGIC:
         return "xls"
-    raise FileRefused(f"{name} is not a spreadsheet (.xls or .xlsx).")
+    raise WrongKind(f"{name} is not a spreadsheet (.xls or .xlsx).")
 
 
 def _scan_text(path: Path, name: str) -> tuple[str, int]:
@@ -123,7 +123,7 @@ def check_header(cells, integration: Integration, name: str, where: str) -> None
     found = normalise_header(cells)
     if found != expected:
         shown = ", ".join(str(c).strip() for c in cells if str(c or "").strip()) or "nothing"
-        raise FileRefused(f"{name} has the wrong header {where}: expected "
+        raise WrongKind(f"{name} has the wrong header {where}: expected "
                           f"{', '.join(integration.header)}; found {shown}.")
 
 
@@ -142,26 +142,29 @@ class PositionedRecords:
 
 
 @contextmanager
-def open_records(path: Path, name: str, integration: Integration, kind: str):
+def open_records(path: Path, name: str, integration: Integration, kind: str,
+                 check_first: Callable[[Record], None] | None = None):
     """Yield an iterator of data records after the header has been checked.
 
     Raises FileRefused for a wrong header or a file without data rows, before
-    the caller writes anything.
+    the caller writes anything (WrongKind when the content is not this kind of
+    file); ``check_first`` may refuse the file by its first data record.
     """
     if kind == "text":
         handle = open(path, encoding="utf-8-sig", newline="")
         try:
             records = _text_records(handle, name, integration)
-            yield PositionedRecords(_require_data(records, name, integration), handle.buffer.tell)
+            yield PositionedRecords(_require_data(records, name, integration, check_first), handle.buffer.tell)
         finally:
             handle.close()
     else:
         with _sheet_rows(path, name, kind) as rows:
             records = _sheet_records(rows, name, integration)
-            yield _require_data(records, name, integration)
+            yield _require_data(records, name, integration, check_first)
 
 
-def _require_data(records: Iterator[Record], name: str, integration: Integration) -> Iterator[Record]:
+def _require_data(records: Iterator[Record], name: str, integration: Integration,
+                  check_first: Callable[[Record], None] | None = None) -> Iterator[Record]:
     """Read up to the first data record now (so header problems and files
     without data rows are refused before any write), then stream the rest."""
     skip = integration.skip_record
@@ -170,6 +173,8 @@ def _require_data(records: Iterator[Record], name: str, integration: Integration
     first = next(records, None)
     if first is None:
         raise FileRefused(f"{name} has no data rows.")
+    if check_first is not None:
+        check_first(first)
     return itertools.chain((first,), records)
 
 
@@ -182,12 +187,14 @@ def _text_records(handle, name: str, integration: Integration) -> Iterator[Recor
         if integration.header is not None:
             header = next(reader, None)
             if header is None:
-                raise FileRefused(f"{name} has no header.")
+                raise WrongKind(f"{name} has no header.")
             check_header(header, integration, name, "on line 1")
         yield from _numbered(reader, name)
     except csv.Error as exc:
-        raise FileRefused(f"{name} is not valid {integration.format.upper()} near line "
-                          f"{reader.line_num}: {exc}.") from None
+        # broken quoting in the header itself: nothing shows what kind of file it is
+        refused = WrongKind if integration.header is not None and reader.line_num <= 1 else FileRefused
+        raise refused(f"{name} is not valid {integration.format.upper()} near line "
+                      f"{reader.line_num}: {exc}.") from None
 
 
 def _numbered(reader, name: str) -> Iterator[Record]:
@@ -214,7 +221,7 @@ def _sheet_records(rows: Iterator[tuple], name: str, integration: Integration) -
         if any(values):
             yield number, values
     if not seen_header:
-        raise FileRefused(f"{name} has no header: the first sheet ends before row {header_row}.")
+        raise WrongKind(f"{name} has no header: the first sheet ends before row {header_row}.")
 
 
 def cell_text(value, number_format: str | None = None) -> str:
@@ -289,10 +296,10 @@ def _xlsx_rows(path: Path, name: str):
         try:
             book = load_workbook(handle, read_only=True, data_only=True)
         except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError):
-            raise FileRefused(f"{name} is not a spreadsheet (.xlsx could not be opened).") from None
+            raise WrongKind(f"{name} is not a spreadsheet (.xlsx could not be opened).") from None
         try:
             if not book.worksheets:
-                raise FileRefused(f"{name} has no sheets.")
+                raise WrongKind(f"{name} has no sheets.")
             yield ([cell_text(c.value, getattr(c, "number_format", None)) for c in row]
                    for row in book.worksheets[0].iter_rows())
         finally:
@@ -309,7 +316,7 @@ def _xls_rows(path: Path, name: str):
         book = xlrd.open_workbook(str(path), on_demand=True, formatting_info=True)
         sheet = book.sheet_by_index(0)
     except Exception:  # xlrd raises many unrelated types for a damaged file
-        raise FileRefused(f"{name} is not a spreadsheet (.xls could not be opened).") from None
+        raise WrongKind(f"{name} is not a spreadsheet (.xls could not be opened).") from None
     try:
         yield ([cell_text(value, _xls_format(book, sheet, r, c))
                 for c, value in enumerate(sheet.row_values(r))] for r in range(sheet.nrows))

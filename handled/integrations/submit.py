@@ -100,14 +100,14 @@ def import_job(ctx: Context, integration_id: str, folder: str, paths: list[str],
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     outcome, message = job_outcome(outcomes)
-    return {"runs": [o.run_id for o in outcomes], "statuses": {o.file_name: o.status for o in outcomes},
+    return {"runs": [o.run_id for o in outcomes if o.run_id is not None], "statuses": {o.file_name: o.status for o in outcomes},
             "files": [o.as_dict() for o in outcomes], "outcome": outcome, "message": message}
 
 
 def job_outcome(outcomes: list[ImportOutcome]) -> tuple[str, str]:
     """How an import job ends: "failed" when any file was refused or rejected, "problems" when a
     partial import left rows out, else "finished"; and one sentence saying so."""
-    if not outcomes:
+    if not outcomes or all(o.status == "ignored" for o in outcomes):
         return "failed", "The upload held no file to import."
     counts: dict[str, int] = {}
     for o in outcomes:
@@ -120,7 +120,8 @@ def job_outcome(outcomes: list[ImportOutcome]) -> tuple[str, str]:
                 "skipped as a duplicate": f"{o.file_name} was skipped: the same file was imported before.",
                 "rejected": f"{o.file_name} was rejected: {o.rows_rejected:,} of {o.rows_read:,} rows were bad, "
                             "so nothing was written.",
-                "failed": f"{o.file_name} failed: {o.message}"}[o.outcome]
+                "failed": f"{o.file_name} failed: {o.message}",
+                "ignored": f"{o.file_name} was ignored: no integration reads it."}[o.outcome]
     else:
         said = f"{len(outcomes)} files: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."
     if counts.get("rejected") or counts.get("failed"):

@@ -13,7 +13,7 @@ from handled import runs
 from handled.auth.permissions import permission_required
 from handled.context import web_context
 from handled.formula_cells import neutralise
-from handled.integrations import history
+from handled.integrations import history, options
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 from handled.integrations.service import ImportRequestError
 from handled.integrations.status import table_row_counts
@@ -46,9 +46,14 @@ def integration_page(integration_id):
     integration = _integration_or_404(integration_id)
     runs.sweep_dead_runs("import")
     return render_template("integrations/integration.html", integration=integration,
-                           runs=history.recent_runs(integration.id, limit=50),
-                           max_bytes=web_context().settings.import_max_bytes,
-                           upload_mb=web_context().settings.max_upload_mb)
+                           runs=history.recent_runs(integration.id, limit=50), **_form_values())
+
+
+def _form_values(offer: str | None = None) -> dict:
+    """What the upload form needs: limits, the boxes' labels, and which box to tick."""
+    settings = web_context().settings
+    return {"max_bytes": settings.import_max_bytes, "upload_mb": settings.max_upload_mb,
+            "labels": options.LABELS, "ticked": offer}
 
 
 @bp.post("/<integration_id>/import")
@@ -83,8 +88,9 @@ def _after_submission(integration_id: str, submission):
     for outcome in outcomes:
         flash(f"{outcome.file_name}: {outcome.status}. {outcome.message}",
               "info" if outcome.clean else "error")
-    if len(outcomes) == 1:
-        return redirect(url_for(".run_page", run_id=outcomes[0].run_id))
+    with_runs = [o for o in outcomes if o.run_id is not None]
+    if len(with_runs) == 1:
+        return redirect(url_for(".run_page", run_id=with_runs[0].run_id))
     return redirect(url_for(".integration_page", integration_id=integration_id))
 
 
@@ -99,7 +105,27 @@ def _job_page_url(job_id: str) -> str | None:
 @permission_required(PERMISSION)
 def run_page(run_id):
     run = _run_or_404(run_id)
-    return render_template("integrations/run.html", run=run, took=history.duration_seconds(run))
+    offer = offered_option(run)
+    integration = _integration_or_none(run.integration)
+    return render_template("integrations/run.html", run=run, took=history.duration_seconds(run),
+                           offer=offer, integration=integration, **_form_values(offer))
+
+
+def offered_option(run) -> str | None:
+    """The upload form's box that would have changed this run's fate: "force" for a file skipped
+    as already imported, "partial" for one refused for its bad rows; None otherwise."""
+    if run.status == "skipped":
+        return "force"
+    if run.status == "failed" and run.rows_rejected and not run.partial:
+        return "partial"
+    return None
+
+
+def _integration_or_none(integration_id: str):
+    try:
+        return get_integration(integration_id)
+    except UnknownIntegration:
+        return None
 
 
 @bp.get("/runs/<int:run_id>/rejected.csv")

@@ -4,6 +4,7 @@
   the same work), ``job_status`` (state, progress, elapsed, files), ``recent_jobs``, ``cancel_job``;
 - worker.py: ``flask jobs worker`` runs each job as ``func(job_ctx, *args)`` in a
   forked work horse, and sweeps what dead workers left behind;
+- signing.py: what makes a job trustworthy (JSON, only ``run_job``, HMAC, ``JOB_TARGETS``);
 - progress.py: the job's Progress (its meta, shown live on ``/jobs/<id>``);
 - views.py: ``/jobs``, ``/jobs/<id>``, its JSON and Cancel; cli.py: ``flask jobs worker|status``.
 

@@ -20,7 +20,7 @@ import uuid
 from datetime import datetime, timezone
 
 from rq import Queue
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import (CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry)
 
@@ -28,6 +28,7 @@ from handled import heartbeat
 from handled.cache import get_jobs_redis
 from handled.context import Context
 from handled.errors import Conflict, Forbidden, NotFound
+from handled.jobs.signing import RUN_JOB, SERIALIZER, HandledJob, sign, target_name
 from handled.timeutil import utcnow
 
 QUEUE_NAME = "handled"
@@ -64,7 +65,8 @@ class JobAlreadyQueued(Conflict):
 
 
 def get_queue() -> Queue:
-    return Queue(QUEUE_NAME, connection=get_jobs_redis())
+    """The queue, read and written as JSON with HandledJob (signing.py): never pickle."""
+    return Queue(QUEUE_NAME, connection=get_jobs_redis(), job_class=HandledJob, serializer=SERIALIZER)
 
 
 def _exclusive_key(name: str) -> str:
@@ -137,19 +139,24 @@ def enqueue(kind: str, func, *args, ctx: Context, description: str, result_url: 
             exclusive: list[str] | None = None, exclusive_label: str | None = None, **kwargs) -> str:
     """Queue ``func(job_ctx, *args, **kwargs)`` as a job of ``kind`` run for ``ctx.actor``; return its id.
 
-    ``func`` (a function or its dotted path) takes the job's context first; the
-    other arguments must be plain values (they travel through Redis). With
+    ``func`` (a function, its dotted path or its name in ``signing.JOB_TARGETS``;
+    anything else is a ValueError) takes the job's context first; the other arguments
+    must be JSON values (they travel through Redis as JSON: a Path is a str, a tuple
+    arrives as a list). The payload is signed with a key derived from SECRET_KEY, so
+    the worker runs it only as queued here (signing.py). With
     ``exclusive`` names, the job is refused (``JobAlreadyQueued``) while another
     queued or running job holds any of them.
     """
-    target = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    target = target_name(func)
     job_id = uuid.uuid4().hex
+    actor_data = ctx.actor.to_job()
+    signature = sign(ctx.settings.secret_key, job_id, target, actor_data, args, kwargs)  # TypeError: not JSON
     exclusive = list(exclusive or ())
     if exclusive:
         _claim(exclusive, job_id, exclusive_label or description)
     try:
         job = get_queue().enqueue(
-            "handled.jobs.worker.run_job", args=(target, ctx.actor.to_job(), args, kwargs), description=description,
+            RUN_JOB, args=(target, actor_data, list(args), kwargs, signature), description=description,
             job_id=job_id, job_timeout=JOB_TIMEOUT, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
             meta={"kind": kind, "phase": "queued", "done": None, "total": None, "message": None,
                   "result_url": result_url, "enqueued_at": utcnow().isoformat(),
@@ -164,10 +171,13 @@ def enqueue(kind: str, func, *args, ctx: Context, description: str, result_url: 
 
 def fetch_job(job_id: str) -> Job:
     try:
-        return Job.fetch(job_id, connection=get_jobs_redis())
+        return HandledJob.fetch(job_id, connection=get_jobs_redis(), serializer=SERIALIZER)
     except NoSuchJobError:
         raise JobNotFound(f"There is no job {job_id!r}: no job ever had this id, or it ended "
                           "more than a week ago and its record was removed.") from None
+    except (DeserializationError, ValueError):     # not JSON: handled did not write it
+        raise JobNotFound(f"Job {job_id!r} cannot be read: its record in Redis was not written "
+                          "by handled.") from None
 
 
 def job_status(job_id: str) -> dict:
@@ -222,10 +232,24 @@ def recent_jobs(limit: int = 50) -> list[dict]:
     for registry in (StartedJobRegistry, FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry):
         ids.update(i.split(":", 1)[0] if registry is StartedJobRegistry else i
                    for i in registry(queue=queue).get_job_ids(cleanup=False))
-    jobs = [job for job in Job.fetch_many(sorted(ids), connection=redis) if job is not None]
+    jobs = [job for job in _fetch_readable(sorted(ids), redis) if job is not None]
     statuses = [_status(job) for job in jobs]
     statuses.sort(key=lambda s: s["enqueued_at"] or "", reverse=True)
     return statuses[:limit]
+
+
+def _fetch_readable(ids: list[str], redis) -> list[Job | None]:
+    """The jobs of ``ids``; one whose record is not JSON (not written by handled) is left out."""
+    try:
+        return HandledJob.fetch_many(ids, connection=redis, serializer=SERIALIZER)
+    except Exception:
+        jobs = []
+        for job_id in ids:
+            try:
+                jobs.append(HandledJob.fetch(job_id, connection=redis, serializer=SERIALIZER))
+            except Exception:
+                continue
+        return jobs
 
 
 def may_see(actor, status: dict) -> bool:

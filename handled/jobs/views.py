@@ -35,7 +35,8 @@ def _for_page(status: dict, actor) -> dict:
     for key in ("enqueued_at", "started_at", "ended_at"):
         shown[key + "_text"] = readable_time(status[key])
     shown["elapsed_text"] = readable_seconds(status["elapsed_seconds"])
-    shown["files"] = [dict(f, run_url=url_for("integrations.run_page", run_id=f["run_id"]))
+    shown["files"] = [dict(f, run_url=url_for("integrations.run_page", run_id=f["run_id"])
+                           if f.get("run_id") is not None else None)   # an ignored .zip member has no run
                       for f in status["files"]]
     return shown
 

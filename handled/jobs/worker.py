@@ -3,7 +3,9 @@
 Several workers on several hosts may share one Redis: RQ hands each job to one
 worker, and the services themselves refuse to run one transformation twice.
 A starting worker first sweeps what dead workers left behind: their runs
-(handled/runs.py) and their started jobs.
+(handled/runs.py) and their started jobs. Jobs are read as JSON and run only if
+handled queued them (signed, allow-listed target: signing.py); anything else
+fails with one sentence and nothing of it runs.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import threading
 
 from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import import_attribute
 
 from handled import db, heartbeat, runs
 from handled.cache import get_jobs_redis
-from handled.context import job_context
+from handled.context import job_context, job_settings
 from handled.errors import HandledError, redact_url
 from handled.jobs.progress import (JobCancelled, bound_job, cancel_raised, mark_cancel_raised,
                                    run_cancel_hooks)
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, cancel_requested, get_queue, release_exclusive
+from handled.jobs.signing import SERIALIZER, HandledJob, JobRefused, target_path, verify
 from handled.timeutil import utcnow
 
 log = logging.getLogger("handled.jobs")
@@ -32,8 +35,13 @@ CANCEL_POLL_SECONDS = 0.3
 HOOK_AFTER_SECONDS = 1.0     # a cancel not acted on by then runs the job's cancel hooks
 
 
-def run_job(target: str, actor_data: dict, args: tuple, kwargs: dict):
+def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: str | None = None):
     """What the work horse executes: ``target(job_ctx, *args, **kwargs)``, its failure told in words.
+
+    First the job must be one handled queued: its ``signature`` must hold for the job id,
+    target, actor and arguments (signing.verify), and ``target`` must be a name in
+    JOB_TARGETS; otherwise it fails with one sentence, logged at warning, and nothing runs.
+    Only then is the actor trusted (a CLI operator keeps ``system``, see Actor.from_job).
 
     A job function may return a dict with ``outcome`` ("finished", "problems" or
     "failed"), ``message`` (one sentence), ``files`` and ``runs``: the job then
@@ -43,10 +51,21 @@ def run_job(target: str, actor_data: dict, args: tuple, kwargs: dict):
     """
     job = get_current_job()
     with bound_job(job) as progress:
+        settings = job_settings()
+        try:
+            verify(settings.secret_key, job.id if job is not None else None, target, actor_data, args, kwargs,
+                   signature)
+            function = import_attribute(target_path(target))
+        except JobRefused as refused:
+            log.warning("%s", refused)
+            progress.update(phase="failed", message=str(refused), ended_at=utcnow().isoformat())
+            if job is not None:
+                release_exclusive(job)
+            raise
         progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
         try:
             with heartbeat.Heartbeat(), _cancellable(job):
-                result = import_attribute(target)(job_context(actor_data, progress), *args, **kwargs)
+                result = function(job_context(actor_data, progress, settings, signed=True), *args, **kwargs)
             if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
                 progress.update(outcome=result["outcome"], phase=result["outcome"],
                                 message=result.get("message"), files=result.get("files") or [],
@@ -129,8 +148,11 @@ def sweep_dead_workers() -> dict:
     for job_id in registry.get_job_ids(cleanup=False):
         job_id = job_id.split(":", 1)[0]
         try:
-            job = Job.fetch(job_id, connection=get_jobs_redis())
+            job = HandledJob.fetch(job_id, connection=get_jobs_redis(), serializer=SERIALIZER)
         except NoSuchJobError:
+            continue
+        except Exception:      # not JSON: not written by handled, nothing to sweep
+            log.warning("job %s in the started registry cannot be read; left alone", job_id)
             continue
         runner = job.meta.get("runner")
         if runner and heartbeat.runner_alive(runner) is False:
@@ -143,7 +165,10 @@ def sweep_dead_workers() -> dict:
 
 
 class HandledWorker(Worker):
-    """An RQ worker that never lets a pooled database connection cross its fork."""
+    """An RQ worker that reads jobs as JSON into HandledJob (signing.py) and never lets a pooled
+    database connection cross its fork."""
+
+    job_class = HandledJob
 
     def execute_job(self, job, queue):
         db.close_databases()
@@ -156,7 +181,8 @@ def run_worker(*, burst: bool = False, name: str | None = None, max_jobs: int | 
     if swept["runs"] or swept["jobs"]:
         log.warning("marked failed after their worker died: runs %s, jobs %s", swept["runs"], swept["jobs"])
     connection = get_jobs_redis()
-    worker = HandledWorker([get_queue()], connection=connection, name=name)
+    worker = HandledWorker([get_queue()], connection=connection, name=name, job_class=HandledJob,
+                           serializer=SERIALIZER)
     connection.connection_pool.disconnect()  # RQ raised the socket timeout; reconnect with it
     db.close_databases()
     return worker.work(burst=burst, max_jobs=max_jobs, logging_level="INFO")

@@ -22,6 +22,7 @@ from handled.context import app_settings, settings_of
 from handled.ops import degraded
 from handled.ops.chart import hour_chart
 from handled.ops.monitoring import LiveCollector, snapshot
+from handled.schema.checks import migration_summary
 
 bp = Blueprint("system", __name__)
 
@@ -72,6 +73,7 @@ def index():
     settings = app_settings()
     return render_template("ops/system.html", report=snapshot(settings), chart=hour_chart(metrics.last_hour()),
                            counters=counter_totals(settings), settings=settings,
+                           migrations=migration_summary(settings),
                            pending_invalidations=_pending_invalidations())
 
 

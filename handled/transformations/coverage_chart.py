@@ -13,7 +13,7 @@ import math
 from handled.transformations.coverage import BUCKETS
 
 WIDTH, LABEL, BAR, GAP, TOP = 560, 86, 11, 9, 26
-COLOURS = {"1": "#1a9850", "2": "#91cf60", "3": "#fee08b", "4": "#fc8d59", "5+": "#d73027", "none": "#d9d9d9"}
+COLOURS = {"1": "#157a41", "2": "#91cf60", "3": "#fee08b", "4": "#fc8d59", "5+": "#d73027", "none": "#d9d9d9"}
 LEGEND = {"1": "1 day", "2": "2 days", "3": "3 days", "4": "4 days", "5+": "5+ days", "none": "no service"}
 
 

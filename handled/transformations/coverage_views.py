@@ -40,9 +40,9 @@ def _query() -> coverage.CoverageQuery:
 def _columns(table: coverage.CoverageTable, query: coverage.CoverageQuery) -> list[dict]:
     """The header cells: label, and a link that sorts by the column (again: the other way)."""
     args = request.args.to_dict(flat=False)
-    columns = [{"key": key, "label": label} for key, label in
+    columns = [{"key": key, "label": label, "num": key == "population"} for key, label in
                (("zip3", "ZIP3"), ("city", "City"), ("state", "State"), ("population", "Population"))]
-    columns += [{"key": coverage.service_key(s), "label": s[1], "carrier": s[0]} for s in table.services]
+    columns += [{"key": coverage.service_key(s), "label": s[1], "carrier": s[0], "num": True} for s in table.services]
     for column in columns:
         current = query.sort == column["key"]
         flip = "desc" if current and not query.descending else "asc"

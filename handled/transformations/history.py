@@ -97,16 +97,34 @@ def source_freshness(t: Transformation) -> dict[str, object]:
 
 def staleness(t: Transformation) -> str | None:
     """Why ``t`` needs a rebuild (a sentence), or None when it is up to date."""
-    done = last_success(t.id)
+    builds = {tid: last_success(tid) for tid in (t.id, *t.depends_on)}
+    return stale_reason(t, builds, source_freshness(t))
+
+
+def stale_reason(t: Transformation, builds: dict, imports: dict) -> str | None:
+    """The one staleness rule, over facts already read: ``builds`` maps transformation ids to
+    their last successful run (anything with ``started_at`` and ``finished_at``; missing or
+    None: never built), ``imports`` integration ids to their last successful import's end."""
+    done = builds.get(t.id)
     if done is None:
         return "never built"
-    for integration, finished in source_freshness(t).items():
+    for integration in t.source_integrations:
+        finished = imports.get(integration)
         if finished is not None and finished > done.started_at:
             return f"{integration} was imported since the last build"
     for dep in t.depends_on:
-        dep_done = last_success(dep)
+        dep_done = builds.get(dep)
         if dep_done is None:
             return f"{dep} has never been built"
         if dep_done.finished_at > done.started_at:
             return f"{dep} was rebuilt since"
     return None
+
+
+def last_builds() -> dict[str, TransformationRun]:
+    """Every transformation's last successful run, in one query (the home page)."""
+    return {run.transformation: run for run in (
+        TransformationRun.select()
+        .where(TransformationRun.status == "succeeded")
+        .order_by(TransformationRun.transformation, TransformationRun.finished_at.desc())
+        .distinct(TransformationRun.transformation))}

@@ -6,11 +6,30 @@ installs Debian's package when it is missing).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+
+from werkzeug.serving import make_server
+
+from tests.support.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Serve ``app`` on a free local port in a thread; yields its base URL (live_server uses it)."""
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
 
 
 def screenshot(page, path, attempts: int = 3, full_page: bool = False) -> None:

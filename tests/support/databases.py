@@ -214,3 +214,12 @@ def reset_tables(settings) -> None:
                 cur.execute(b"".join(cur.mogrify(statement, params) for statement, params in statements))
         finally:
             conn.close()
+
+
+def session_runtime_roles() -> list[str]:
+    """The runtime (app) roles of the session's migrated databases, one per mode: what a private
+    PgBouncer in front of them must list in its auth file."""
+    from handled.schema.roles import RoleNames
+    from tests.support.environment import MODES
+
+    return [RoleNames.for_database(database_names(mode)[0], builder=False).runtime for mode in MODES]

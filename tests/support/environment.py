@@ -4,6 +4,7 @@
   HANDLED_TEST_REDIS         Redis URL of a database the tests may flush (default redis://127.0.0.1:6379/15)
   HANDLED_TEST_DB_PREFIX     prefix of every database the tests create (default handled_test)
   HANDLED_TEST_VIA_PGBOUNCER 1: every test's PRIMARY goes through a real PgBouncer (see fixtures/databases.py)
+  HANDLED_TEST_AXE           npm's axe-core (axe.min.js) that scripts/test installs in var/tools/axe
 """
 
 from __future__ import annotations
@@ -16,5 +17,6 @@ PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5
 TEST_REDIS = os.environ.get("HANDLED_TEST_REDIS", "redis://127.0.0.1:6379/15")
 PREFIX = os.environ.get("HANDLED_TEST_DB_PREFIX", "handled_test")
 VIA_PGBOUNCER = os.environ.get("HANDLED_TEST_VIA_PGBOUNCER", "") == "1"
+AXE = Path(os.environ.get("HANDLED_TEST_AXE", ROOT / "var/tools/axe/node_modules/axe-core/axe.min.js"))
 SECRET = "test-secret-key-0123456789abcdef"
 MODES = ["single", "split"]

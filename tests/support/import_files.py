@@ -204,3 +204,72 @@ def write_far_cell_xls(path: Path) -> Path:
     sheet.write(65535, 255, "x")
     book.save(str(path))
     return path
+
+
+SPREADSHEETML = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+_REL = ('<Relationship Id="{id}" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/{type}" '
+        'Target="{target}"/>')
+
+
+def sheet_xml(far: str | None = "XFD1048576", root: str = "worksheet", head: str = "", rows: str = "") -> str:
+    """A sheet part: text at A1 (and at ``far`` when given), ``head`` before <sheetData>, ``rows`` after row 1."""
+    cells = '<c r="A1" t="inlineStr"><is><t>a</t></is></c>'
+    if far:
+        cells += f'<c r="{far}" t="inlineStr"><is><t>b</t></is></c>'
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            f'<{root} xmlns="{SPREADSHEETML}">{head}<sheetData><row>{cells}</row>{rows}</sheetData></{root}>')
+
+
+def write_xlsx_parts(path: Path, sheet: str, sheet_part: str = "xl/worksheets/sheet1.xml",
+                     extra: dict[str, tuple[str, str]] | None = None) -> Path:
+    """A hand-written .xlsx whose one sheet is ``sheet`` stored as ``sheet_part`` (any name, named in
+    workbook.xml.rels), plus ``extra`` parts {member: (relationship type, text)} the workbook points to."""
+    import zipfile
+
+    parts = {name: text.replace("worksheets/sheet1.xml", sheet_part.split("xl/", 1)[1])
+             for name, text in _XLSX_PARTS.items()}
+    links = "".join(_REL.format(id=f"rId{n}", type=kind, target=member.split("xl/", 1)[1])
+                    for n, (member, (kind, _)) in enumerate((extra or {}).items(), start=2))
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        "</Relationships>", links + "</Relationships>")
+    parts[sheet_part] = sheet
+    parts.update({member: text for member, (_, text) in (extra or {}).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in parts.items():
+            archive.writestr(name, text)
+    return path
+
+
+def shared_strings_xml(unique_count: str, strings=("a",)) -> str:
+    items = "".join(f"<si><t>{s}</t></si>" for s in strings)
+    return (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="{SPREADSHEETML}" '
+            f'count="{len(strings)}" uniqueCount="{unique_count}">{items}</sst>')
+
+
+def patch_xls_records(path: Path, patch) -> Path:
+    """Rewrite, in place and at the same length, BIFF records of an .xls written by xlwt:
+    ``patch(opcode, body)`` returns the record's new bytes (header included) or None to keep it."""
+    import struct
+
+    from io import StringIO
+
+    from xlrd import compdoc
+
+    data = bytearray(path.read_bytes())
+    mem, base, length = compdoc.CompDoc(bytes(data), logfile=StringIO()).locate_named_stream("Workbook")
+    stream = bytes(mem[base:base + length])
+    offset = data.find(stream[:512])
+    assert offset >= 0 and data[offset:offset + length] == stream, "xlwt's workbook stream is not contiguous"
+    position = 0
+    while position + 4 <= length:
+        opcode, size = struct.unpack_from("<HH", stream, position)
+        if opcode == 0 and size == 0:
+            break
+        new = patch(opcode, stream[position + 4:position + 4 + size])
+        if new is not None:
+            assert len(new) == 4 + size
+            data[offset + position:offset + position + 4 + size] = new
+        position += 4 + size
+    path.write_bytes(bytes(data))
+    return path

@@ -96,3 +96,17 @@ def build_backends() -> int:
 def reference_tables() -> list[str]:
     return [row[0] for row in data_db.execute_sql(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'reference'").fetchall()]
+
+
+def write_reference(statement: str, params=None) -> None:
+    """Write test rows straight into a ``reference`` table. The app's runtime role may only read
+    them (the builder owns them), so this goes as the test server's superuser to the same DATA
+    database: the tests stand in for a build."""
+    from tests.support.databases import connect
+
+    conn = connect(data_db.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+    finally:
+        conn.close()

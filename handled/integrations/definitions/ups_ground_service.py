@@ -41,4 +41,5 @@ INTEGRATION = Integration(
     convert=convert,
     fast_pattern=fast_row,
     scope=(("origin_zip", "origin"),),
+    name_cells=((0, "origin"),),
 )
