@@ -2,6 +2,7 @@
 
 - a ``HandledError`` becomes an error page (or JSON) with its own status and sentence;
 - a database that does not answer becomes a 503 page that says which one and what still works;
+- Redis not answering on a page that needs the job queue becomes a 503 page naming Redis;
 - anything else is a bug: logged with its traceback, a generic 500 page.
 """
 
@@ -11,6 +12,7 @@ import logging
 
 from flask import jsonify, render_template, request
 from peewee import InterfaceError, OperationalError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from handled.errors import HandledError
@@ -18,6 +20,9 @@ from handled.errors import HandledError
 log = logging.getLogger("handled.errors")
 
 GENERIC_TITLE = "Something went wrong"
+REDIS_DOWN_MESSAGE = ("The job queue (Redis) is not answering, so job lists and queued runs cannot be shown "
+                      "or started right now. Sign-in, users, customers and inline imports keep working; "
+                      "see 'Redis down' in docs/OPS_RUNBOOK.md.")
 GENERIC_MESSAGE = "The error has been logged. Try again, and tell an administrator if it persists."
 
 
@@ -55,6 +60,13 @@ def init_app(app) -> None:
         log.error("database unavailable: %s", exc)
         title, message = outage_text(exc)
         return render_error(503, title, message)
+
+    @app.errorhandler(RedisError)
+    def redis_unavailable(exc):
+        # a page that needs the job queue (job lists, queueing a run) while Redis is down:
+        # the same kind of 503 as a database outage, naming Redis, with no traceback
+        log.error("Redis unavailable on %s %s: %s", request.method, request.path, exc)
+        return render_error(503, "Job queue unavailable", REDIS_DOWN_MESSAGE)
 
     @app.errorhandler(Exception)
     def unexpected(exc):

@@ -179,3 +179,21 @@ def test_redis_down_checks_sessions_against_primary(settings, tmp_path):
         assert health["status"] == "degraded" and not health["redis"]["ok"]
     finally:
         server.stop()
+
+
+def test_data_stopping_as_an_export_starts_gives_the_data_503(private_pg, dbs):
+    """DATA gone while this process still believes it answers (its probe is remembered for a
+    few seconds): the download's first chunk fails inside the view, so the page is the DATA
+    503, not an error raised from the stream (under gunicorn: a bare 500; bench/faults.py
+    data-stop-* saw those)."""
+    primary = dbs.name("primary", create=True)
+    env = mode_env("split", primary, "unused")
+    env["DATA_DATABASE_URL"] = private_pg.url("handled")
+    app = migrated_app(env)
+    client = sign_in(app, make_user(app, role="admin").email)
+    assert client.get("/exports/carriers.csv").status_code == 200   # DATA probed: answering
+    private_pg.stop()
+    response = client.get("/exports/carriers.csv")
+    assert response.status_code == 503
+    assert "DATA database unavailable" in response.get_data(as_text=True)
+    private_pg.start()

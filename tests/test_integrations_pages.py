@@ -1,8 +1,11 @@
 """Integrations pages: overview, upload (inline and queued), run page, rejected rows CSV."""
 
+import contextlib
 import csv
 import dataclasses
 import io
+import os
+import subprocess
 import zipfile
 
 import pytest
@@ -169,3 +172,36 @@ def test_large_upload_with_redis_down_is_refused_cleanly(settings, tmp_path, fil
         assert not any((tmp_path / "uploads").iterdir())
     finally:
         private.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_an_upload_onto_a_full_disk_is_refused_with_a_sentence(settings, tmp_path, files):
+    """The upload folder on a full filesystem (a 1 MiB tmpfs, filled): the page says the upload
+    folder is full, nothing is imported, and no half-written upload is left (bench/faults.py
+    disk-full-upload answered 500 here)."""
+    from tests.support.accounts import make_user, sign_in_client
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        own = dataclasses.replace(settings, import_archive_dir=str(tmp_path / "archive"),
+                                  import_upload_dir=str(disk / "uploads"))
+        application = create_app(own)
+        application.config.update(TESTING=True)
+        client = sign_in_client(application, make_user(application, ["run_imports"]))
+        (disk / "uploads").mkdir()
+        with open(disk / "filler", "wb") as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        path = write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(2000)])
+        response = upload(client, "us-zips", [path])
+        assert response.status_code == 302, response.status_code
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        assert "could not be stored in the upload folder (IMPORT_UPLOAD_DIR): it is full" in page
+        with application.app_context():
+            assert ImportRun.select().count() == 0 and table_rows("us_zips") == []
+        assert not any((disk / "uploads").iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -57,13 +57,26 @@ def download(export_id):
         response = Response(status=304)
     else:
         chunks = service.stream_export(web_context(), export.id, version=version)
-        response = Response(stream_with_context(chunks), content_type=export.content_type)
+        # the first chunk is made here, inside the view: DATA not answering as the stream
+        # starts is then the error handlers' 503 page, not a bare 500 from gunicorn
+        first = next(chunks, b"")
+        response = Response(stream_with_context(_then(first, chunks)), content_type=export.content_type)
         response.headers["Content-Disposition"] = f'attachment; filename="{export.id}"'
     if version.etag:
         response.set_etag(version.etag)
         response.last_modified = version.last_modified
         response.cache_control.no_cache = True   # revalidate every time: cheap with the ETag
     return response
+
+
+def _then(first: bytes, chunks):
+    """``first``, then the rest of ``chunks`` (closed with the response: the slot and the run end)."""
+    try:
+        if first:
+            yield first
+        yield from chunks
+    finally:
+        chunks.close()
 
 
 def _unchanged(version: service.ExportVersion) -> bool:

@@ -8,6 +8,7 @@ see too) and are deleted once their import has run.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import uuid
@@ -36,14 +37,23 @@ class Submission:
 def save_uploads(files, settings: Settings) -> tuple[Path, list[Path], list[str]]:
     """Store uploaded files (werkzeug FileStorage) in a fresh folder; keep their names."""
     folder = Path(settings.import_upload_dir) / uuid.uuid4().hex
-    folder.mkdir(parents=True)
     paths, names = [], []
-    for index, upload in enumerate(files):
-        name = Path(upload.filename or "").name
-        path = folder / f"{index:04d}-{secure_filename(name) or 'upload'}"
-        upload.save(path)
-        paths.append(path)
-        names.append(name)
+    try:
+        folder.mkdir(parents=True)
+        for index, upload in enumerate(files):
+            name = Path(upload.filename or "").name
+            path = folder / f"{index:04d}-{secure_filename(name) or 'upload'}"
+            upload.save(path)
+            paths.append(path)
+            names.append(name)
+    except OSError as problem:
+        # a full disk (or a folder the app may not write) is the operator's to fix, not a bug
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning("could not store an upload in %s: %s", settings.import_upload_dir, problem)
+        reason = "it is full" if problem.errno in (errno.ENOSPC, errno.EDQUOT) else problem.strerror
+        raise ImportRequestError(f"The upload could not be stored in the upload folder (IMPORT_UPLOAD_DIR): "
+                                 f"{reason}. Nothing was imported; ask an administrator to free space "
+                                 f"there, then try again.") from None
     return folder, paths, names
 
 

@@ -66,9 +66,9 @@ def upload(integration_id):
     if not files:
         flash("Choose one or more files (or a .zip of them) to import.", "error")
         return redirect(url_for(".integration_page", integration_id=integration.id))
-    folder, paths, names = save_uploads(files, ctx.settings)
     result_url = url_for(".integration_page", integration_id=integration.id)
     try:
+        folder, paths, names = save_uploads(files, ctx.settings)
         submission = submit_import(ctx, integration.id, folder, paths, names,
                                    partial=request.form.get("partial") == "on",
                                    force=request.form.get("force") == "on", result_url=result_url)
