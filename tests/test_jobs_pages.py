@@ -171,7 +171,7 @@ def test_cancel_by_the_owner_rolls_back_an_import_waiting_on_a_lock(app, setting
     finally:
         blocker.rollback()
         blocker.close()
-    assert status["status"] == "cancelled" and "Cancelled by lead@example.test" in status["message"]
+    assert status["status"] == "cancelled" and "Cancelled by lead@example.test" in status["message"], (status, ImportRun.get().message)
     run = ImportRun.get()
     assert run.status == "failed" and run.rows_written == 0
     assert run.message.startswith("Cancelled by lead@example.test") and "nothing was written" in run.message

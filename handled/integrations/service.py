@@ -205,6 +205,16 @@ def _first_record_check(integration: Integration, judged: JudgedName):
     return check
 
 
+def _stopped_by_a_cancel(exc: BaseException) -> bool:
+    """True when a cancelled statement (QueryCanceled) is anywhere in ``exc``'s chain."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, QueryCanceled):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def _load(ctx: Context, integration: Integration, run, path: Path, judged: JudgedName, facts,
           partial: bool) -> ImportOutcome:
     settings = ctx.settings
@@ -244,10 +254,9 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
                 result = load_records(integration, open_source, context, partial=partial,
                                       rejections=rejections, before_commit=archive, rows_read=rows_read)
             except Exception as exc:
-                # the job's cancel stopped the statement (psycopg2's error, or peewee's wrapping it):
-                # a cancel, not a bug
-                stopped = isinstance(exc, QueryCanceled) or isinstance(exc.__context__, QueryCanceled)
-                cancel = cancel_from_hooks() if stopped else None
+                # the job's cancel stopped the statement (psycopg2's error, peewee's wrapping it, or
+                # the loader's LoadFailed saying so): a cancel, not a bug
+                cancel = cancel_from_hooks() if _stopped_by_a_cancel(exc) else None
                 if cancel is None:
                     raise
                 raise cancel from None

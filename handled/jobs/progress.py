@@ -29,6 +29,7 @@ class JobCancelled(BaseException):
     def __init__(self, by: str | None = None):
         super().__init__(by)
         self.by = by
+        _raised.set()   # one cancel per job: the worker's signal raises no second one (worker._cancellable)
 
     def sentence(self) -> str:
         return f"Cancelled by {self.by or 'someone'} while it ran; what it had started was rolled back."

@@ -68,6 +68,9 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
         try:
             with heartbeat.Heartbeat(), _cancellable(job):
                 result = function(job_context(actor_data, progress, settings, signed=True), *args, **kwargs)
+            by = _cancelled_by(job) if isinstance(result, dict) and result.get("outcome") == "failed" else None
+            if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
+                raise JobCancelled(by)
             if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
                 progress.update(outcome=result["outcome"], phase=result["outcome"],
                                 message=result.get("message"), files=result.get("files") or [],
@@ -78,12 +81,27 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
                             message=cancel.sentence())
             return {"outcome": "cancelled"}
         except Exception as exc:
+            by = _cancelled_by(job)
+            if by is not None:   # an error the cancel caused (a statement it stopped): cancelled
+                progress.update(outcome="cancelled", phase="cancelled", ended_at=utcnow().isoformat(),
+                                message=JobCancelled(by).sentence())
+                return {"outcome": "cancelled"}
             progress.update(phase="failed", message=failure_sentence(exc))
             raise
         finally:
             if job is not None:
                 release_exclusive(job)
             db.release_connections()
+
+
+def _cancelled_by(job) -> str | None:
+    """Who cancelled this running job, if anyone did (a failure after a cancel is the cancel)."""
+    if job is None:
+        return None
+    try:
+        return cancel_requested(job.id)
+    except Exception:   # Redis away: the failure stands as it is
+        return None
 
 
 class _cancellable:
