@@ -23,6 +23,7 @@ from handled.cache import get_redis
 from handled.context import Context
 from handled.db import data_db
 from handled.errors import HandledError, NotFound
+from handled.formula_cells import FORMULA_STARTS
 from handled.models import Facility
 
 SERVICES_SQL = "SELECT carrier_code, code FROM reference.services ORDER BY carrier_code, code"
@@ -50,7 +51,6 @@ STATES_SQL = "SELECT DISTINCT primary_state FROM reference.zip3_reference WHERE 
 Service = tuple[str, str]           # (carrier, service code)
 BUCKETS = ("1", "2", "3", "4", "5+")  # days reached in; ≤1 day counts as 1
 FIXED_COLUMNS = ("zip3", "city", "state", "population")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def service_key(service: Service) -> str:
@@ -253,7 +253,9 @@ def summarise(table: CoverageTable) -> list[dict]:
 
 
 def csv_safe(value):
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe."""
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe (the starts of
+    handled/formula_cells.py; stricter than its ``neutralise``: a cell here is never a number in
+    text, so even ``-1`` is prefixed)."""
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
