@@ -65,6 +65,14 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
                 release_exclusive(job)
             raise
         progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
+
+        def ended(**values) -> None:
+            """Give the job's exclusive keys back, then say how it ended: whoever sees it ended
+            may start the same work again at once."""
+            if job is not None:
+                release_exclusive(job)
+            progress.update(ended_at=utcnow().isoformat(), **values)
+
         try:
             with heartbeat.Heartbeat(), _cancellable(job):
                 result = function(job_context(actor_data, progress, settings, signed=True), *args, **kwargs)
@@ -72,20 +80,19 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
             if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
                 raise JobCancelled(by)
             if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
-                progress.update(outcome=result["outcome"], phase=result["outcome"],
-                                message=result.get("message"), files=result.get("files") or [],
-                                runs=result.get("runs") or [], ended_at=utcnow().isoformat())
+                ended(outcome=result["outcome"], phase=result["outcome"], message=result.get("message"),
+                      files=result.get("files") or [], runs=result.get("runs") or [])
             return result
         except JobCancelled as cancel:
-            progress.update(outcome="cancelled", phase="cancelled", ended_at=utcnow().isoformat(),
-                            message=cancel.sentence())
+            ended(outcome="cancelled", phase="cancelled", message=cancel.sentence())
             return {"outcome": "cancelled"}
         except Exception as exc:
             by = _cancelled_by(job)
             if by is not None:   # an error the cancel caused (a statement it stopped): cancelled
-                progress.update(outcome="cancelled", phase="cancelled", ended_at=utcnow().isoformat(),
-                                message=JobCancelled(by).sentence())
+                ended(outcome="cancelled", phase="cancelled", message=JobCancelled(by).sentence())
                 return {"outcome": "cancelled"}
+            if job is not None:
+                release_exclusive(job)
             progress.update(phase="failed", message=failure_sentence(exc))
             raise
         finally:
