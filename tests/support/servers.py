@@ -83,7 +83,9 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A throwaway redis-server on a free port, nothing kept on disk."""
+    """A throwaway redis-server on a free port. Nothing is saved on its own; ``save()`` writes a
+    snapshot (dump.rdb in its folder), which the next ``start()`` loads, as a Redis restarted
+    from its saved data does."""
 
     def __init__(self, base: Path):
         self.base = Path(base)
@@ -113,6 +115,21 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def save(self) -> None:
+        """A snapshot of what it holds now (SAVE: dump.rdb, loaded by the next start)."""
+        client = self.client()
+        client.save()
+        client.close()
+
+    def crash_and_restart(self) -> None:
+        """Killed (SIGKILL, even while stopped by SIGSTOP: what it had not saved is lost), then
+        started again on the same port from its last snapshot."""
+        self.stop()
+        self.start()
 
 
 # --- PgBouncer and TLS --------------------------------------
