@@ -23,7 +23,7 @@ from tests.support.workers import worker_env
 # A log record of handled's: "2026-01-01 12:00:00,123 INFO handled.db: [primary] 0.4 ms <sql>"; the
 # SQL may run over several lines, up to the next record (handled's, gunicorn's or an access line).
 _RECORD_START = r"(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} |\[\d{4}-|127\.0\.0\.1 - )"
-_STATEMENT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO handled\.db: \[[^\]]+\] [\d.]+ ms (.*?)"
+_STATEMENT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO handled\.db: \[([^\]]+)\] [\d.]+ ms (.*?)"
                         rf"(?=^{_RECORD_START}|\Z)", re.S | re.M)
 
 
@@ -46,8 +46,10 @@ class Instance:
         return WebClient(self, token)
 
     def statements(self) -> list[str]:
-        """The SQL of every statement this process ran so far (its LOG_DB_QUERIES log)."""
-        return [match.group(1) for match in _STATEMENT.finditer(self.server.log_path.read_text())]
+        """The SQL of every statement this process ran on PRIMARY so far (its LOG_DB_QUERIES log;
+        in single mode PRIMARY and DATA are one database, labelled primary+data)."""
+        return [match.group(2) for match in _STATEMENT.finditer(self.server.log_path.read_text())
+                if "primary" in match.group(1).split("+")]
 
     def log_text(self) -> str:
         return self.server.log_path.read_text()

@@ -1,6 +1,7 @@
-"""A loopback TCP proxy a test puts between an app process and a server (Redis), to lose or
-hold traffic for real: what the app sends while the proxy drops is never delivered, and
-the request carrying a marker can be held until the test releases it.
+"""A loopback TCP proxy a test puts between an app process and a server (Redis), to lose,
+hold or watch traffic for real: what the app sends while the proxy drops is never delivered,
+the request carrying a marker can be held until the test releases it, and requests carrying
+a marker can be counted as they go by.
 
 It runs in threads of the test process; the app process only sees a server on another port.
 """
@@ -29,6 +30,14 @@ class Hold:
         self.released.set()
 
 
+class Watch:
+    """Counts the client-to-server reads in which ``marker`` ends (requests of a kind going by)."""
+
+    def __init__(self, marker: bytes):
+        self.marker = marker
+        self.count = 0
+
+
 class _Link:
     """One client connection and its connection to the server."""
 
@@ -54,8 +63,8 @@ class _Link:
                     self.dropping = True   # swallowed: never delivered, no answer comes back
                     continue
                 if upstream:
-                    self.proxy._maybe_hold(tail + data)
-                    tail = data[-256:]
+                    self.proxy._maybe_hold(tail, data)
+                    tail = (tail + data)[-4096:]
                 sink.sendall(data)
         except OSError:
             pass
@@ -88,6 +97,7 @@ class TcpProxy:
         self.dropping = False
         self.links: list[_Link] = []
         self._holds: list[Hold] = []
+        self._watches: list[Watch] = []
         self._lock = threading.Lock()
         self._stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -109,9 +119,16 @@ class TcpProxy:
             with self._lock:
                 self.links = [existing for existing in self.links if not existing.closed] + [link]
 
-    def _maybe_hold(self, data: bytes) -> None:
+    def _maybe_hold(self, tail: bytes, data: bytes) -> None:
+        """Hold ``data`` if a marker ends in it (one split between two reads counts; one wholly
+        in ``tail``, the bytes already sent, does not)."""
+        def ends_in_data(marker: bytes) -> bool:
+            return (tail + data).find(marker, max(0, len(tail) - len(marker) + 1)) >= 0
+
         with self._lock:
-            hold = next((h for h in self._holds if h.marker in data), None)
+            for watch in self._watches:
+                watch.count += ends_in_data(watch.marker)
+            hold = next((h for h in self._holds if ends_in_data(h.marker)), None)
             if hold is not None:
                 self._holds.remove(hold)
         if hold is not None:
@@ -125,6 +142,13 @@ class TcpProxy:
         with self._lock:
             self._holds.append(hold)
         return hold
+
+    def watch(self, marker: bytes) -> Watch:
+        """Count the requests carrying ``marker`` from now on."""
+        watch = Watch(marker)
+        with self._lock:
+            self._watches.append(watch)
+        return watch
 
     def drop(self) -> None:
         """From now on nothing a client sends is delivered and nothing comes back (a network
