@@ -19,6 +19,11 @@ pytest_plugins = [
 ]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "flow(name): the test exercises the flow a docs section of that name "
+                                       "describes (tests/test_ops_docs.py checks the docs against the marks)")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say how many tests ran in each database mode, so both modes show in CI output."""
     counts = {mode: {"passed": 0, "failed": 0} for mode in MODES}

@@ -30,6 +30,7 @@ def context_of(app):
     return setup_context(app.config["HANDLED_SETTINGS"])
 
 
+@pytest.mark.flow("Redis down")
 def test_requests_fall_back_to_primary_and_revocations_hold_when_redis_is_killed(settings, private_redis):
     app = create_app(replace(settings, redis_url=private_redis.url))
     admin = make_user(app, role="admin")
@@ -57,6 +58,7 @@ def test_requests_fall_back_to_primary_and_revocations_hold_when_redis_is_killed
     assert fresh.get("/api/me").get_json()["email"] == admin.email
 
 
+@pytest.mark.flow("Redis down")
 def test_change_while_redis_hangs_is_bounded_by_the_cache_ttl(settings, private_redis, tmp_path):
     """Redis hangs (SIGSTOP) while a user is disabled, then dies and comes back from its saved data:
     the invalidation the change sent is lost for real. Another instance (a process of its own that

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 
 import psycopg2
@@ -9,13 +10,16 @@ import psycopg2.errors
 import pytest
 
 from handled import create_app
+from handled.db import close_databases
 from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
-from tests.support.databases import connect, database_names, drop_database, mode_env, superuser_config
+from tests.support.accounts import csrf_token
+from tests.support.databases import (Databases, connect, database_names, db_url, drop_database, mode_env,
+                                     superuser_config)
 from tests.support.environment import ROOT
-from tests.support.processes import start_flask
+from tests.support.processes import run_flask, start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
                "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only"]
@@ -256,7 +260,7 @@ def test_migrations_refuse_a_transaction_pooler():
     env["PRIMARY_DATABASE_URL"] += "?pgbouncer=true"
     with pytest.raises(MigrationError, match="set PRIMARY_MIGRATION_URL"):
         resolve_targets(load_settings(env))
-    env["PRIMARY_MIGRATION_URL"] = "postgresql://postgres@127.0.0.1:5432/anything"
+    env["PRIMARY_MIGRATION_URL"] = db_url("anything")
     target = resolve_targets(load_settings(env), "primary")[0]
     assert target.config.variable == "PRIMARY_MIGRATION_URL" and not target.config.pgbouncer
 
@@ -314,3 +318,58 @@ def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_p
     tracked = [r[0] for r in sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")]
     assert tracked == PRIMARY_IDS + ["0900_adds_a_column"]
     assert {s.id: s.verdict for s in migrations.target_status(broken).states}["0901_fails_half_way"] == "pending"
+
+
+@pytest.mark.flow("Roles, then migrate each side")
+@pytest.mark.flow("First administrator")
+def test_deployment_steps_5_and_6_as_the_checklist_writes_them(tmp_path):
+    """Two empty databases and an admin URL; then DEPLOYMENT_CHECKLIST steps 5 and 6, each a
+    `flask` process in the environment the checklist builds: create-roles (admin URL in the
+    environment only), the URLs it prints, check, migrate PRIMARY dry then for real, DATA, status,
+    ensure-admin; the first administrator then signs in as the runtime role."""
+    dbs = Databases("deploy")
+    primary, data = dbs.name("primary", create=True), dbs.name("data", create=True)
+    base = {key: value for key, value in os.environ.items()
+            if not key.startswith(("PRIMARY_", "DATA_", "DB_", "SPLIT_", "REDIS_", "FLASK_", "HANDLED_"))}
+    env = {**base, **mode_env("split", primary, data), "DB_ADMIN_URL": db_url("postgres")}
+
+    def flask(*args):
+        result = run_flask("--app", str(ROOT / "app.py"), *args, env=env, cwd=tmp_path)
+        return result.returncode, result.stdout + result.stderr
+
+    try:
+        code, out = flask("db", "create-roles")
+        assert code == 0, out
+        printed = dict(line.split("=", 1) for line in out.splitlines() if re.match(r"^[A-Z_]+_URL=", line))
+        assert set(printed) == {"PRIMARY_DATABASE_URL", "PRIMARY_MIGRATION_URL", "DATA_DATABASE_URL",
+                                "DATA_MIGRATION_URL", "DATA_BUILD_URL"}, out
+        del env["DB_ADMIN_URL"]          # used once, never kept in handled.env
+        env.update(printed)
+
+        code, out = flask("db", "check")
+        assert code == 0 and "[FAIL]" not in out, out
+        code, out = flask("db", "migrate", "--target", "primary", "--dry-run")
+        assert code == 0 and f"would apply {PRIMARY_IDS[0]}" in out and "data" not in out.lower(), out
+        assert flask("db", "status")[0] == 1                       # the dry run applied nothing
+        code, out = flask("db", "migrate", "--target", "primary")
+        assert code == 0 and f"applied {PRIMARY_IDS[-1]}" in out, out
+        assert flask("db", "status")[0] == 1                       # DATA is still to do
+        code, out = flask("db", "migrate", "--target", "data")
+        assert code == 0 and f"applied {DATA_IDS[-1]}" in out, out
+        code, out = flask("db", "status")
+        assert code == 0, out
+        code, out = flask("db", "check")
+        assert code == 0 and "[FAIL]" not in out and "may only read and write rows" in out, out
+
+        code, out = flask("users", "ensure-admin")
+        assert code == 0, out
+        password = re.search(r"generated password .*: (\S+)", out).group(1)
+        app = create_app(load_settings({key: env[key] for key in env if key in printed or key in mode_env(
+            "split", primary, data)}))
+        client = app.test_client()
+        signed_in = client.post("/login", data={"email": "admin@example.com", "password": password,
+                                                "csrf_token": csrf_token(client)})
+        assert signed_in.status_code == 302 and signed_in.headers["Location"].endswith("/account/password")
+    finally:
+        close_databases()
+        dbs.drop_all()

@@ -196,6 +196,7 @@ def test_python_m_handled_settings_prints_the_env_example():
     assert result.stdout == render_env_example()
 
 
+@pytest.mark.flow("Environment")
 def test_env_example_loads_once_its_placeholders_are_replaced(migrated_settings, tmp_path):
     """A new developer copies .env.example to .env: the app reads it, refuses the placeholder
     secret in one sentence, and runs once the databases and secret are their own."""

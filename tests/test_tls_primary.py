@@ -74,6 +74,7 @@ def exercise_sign_in_and_admin_pages(app):
     assert sign_in(app, "tls@example.test", "a long password 123").get("/api/me").status_code == 200
 
 
+@pytest.mark.flow("TLS")
 def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
     app = app_for(tls_pg.url("handled", sslmode="require"))
     exercise_sign_in_and_admin_pages(app)
@@ -84,6 +85,7 @@ def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
     assert apps and all(apps), rows
 
 
+@pytest.mark.flow("TLS")
 def test_sign_in_and_admin_pages_through_pgbouncer_with_tls_on_both_sides(tls_pg, certificate):
     bouncer = PrivatePgBouncer(server_port=tls_pg.port, pool_size=3, client_tls=certificate, server_tls=True).start()
     try:
@@ -97,6 +99,7 @@ def test_sign_in_and_admin_pages_through_pgbouncer_with_tls_on_both_sides(tls_pg
         bouncer.destroy()
 
 
+@pytest.mark.flow("TLS")
 def test_a_server_without_tls_gives_a_clear_error(plain_pg):
     url = plain_pg.url("handled", sslmode="require")
     env = mode_env("single", "unused")
