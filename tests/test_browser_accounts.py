@@ -10,7 +10,7 @@ from tests.support.accounts import TEST_PASSWORD, make_user
 from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # pages render the same in both database modes
 
 
 def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, browser, artifacts_dir):
