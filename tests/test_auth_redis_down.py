@@ -17,6 +17,8 @@ from tests.support.instances import Instance
 from tests.support.servers import PrivateRedis
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 
 @pytest.fixture
 def private_redis(tmp_path):

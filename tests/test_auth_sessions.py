@@ -196,6 +196,7 @@ def _assert_after(trigger, ctx, olds):
         assert keeper_status == [200, 200]  # a permission change ends no session
 
 
+@pytest.mark.one_mode   # PRIMARY only; the rest of this file is the split-mode subset
 @pytest.mark.parametrize("trigger", sorted(TRIGGERS))
 def test_revocation_holds_on_both_instances_once_the_change_returns(setup_app, instances, trigger):
     ctx, olds = _prepare(setup_app, instances)
@@ -203,6 +204,7 @@ def test_revocation_holds_on_both_instances_once_the_change_returns(setup_app, i
     _assert_after(trigger, ctx, olds)
 
 
+@pytest.mark.one_mode   # PRIMARY only; the rest of this file is the split-mode subset
 @pytest.mark.parametrize("trigger", sorted(TRIGGERS))
 def test_revocation_survives_a_lookup_that_read_primary_before_the_change(setup_app, instances, trigger):
     """Instance A reads the session from PRIMARY; its cache write is held on the way to Redis while
