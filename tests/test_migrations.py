@@ -15,10 +15,11 @@ from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
+from handled.settings_parsers import ServerVersion
 from tests.support.accounts import csrf_token
 from tests.support.databases import (Databases, connect, database_names, db_url, drop_database, mode_env,
                                      superuser_config)
-from tests.support.environment import ROOT
+from tests.support.environment import PREFIX, ROOT
 from tests.support.processes import run_flask, start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
@@ -168,6 +169,72 @@ def test_check_passes_on_a_migrated_database(scratch):
     assert {"reachable", "server version", "rights to create", "tracking matches catalog",
             "models match catalog"} <= names
     assert ("no schemas of the other side" in names) == scratch.split_db_mode
+
+
+@pytest.mark.flow("Provision PRIMARY")
+def test_check_fails_on_a_server_older_than_the_minimum(scratch):
+    """The server's real version (server_version_num over the connection) against DB_MIN_SERVER_VERSION:
+    a minimum one minor release above this server fails the check, naming both; its own version passes."""
+    migrate_all(scratch)
+    real = int(sql(scratch.primary, "SHOW server_version_num")[0][0])
+    here, next_release = ServerVersion(real), ServerVersion(real + 1)
+    newer = replace_minimum(scratch, str(next_release))
+    result = cli(newer, "db", "check")
+    assert result.exit_code == 1, result.output
+    for side in ("primary", "data"):
+        assert (f"[FAIL] {side}: server version: PostgreSQL {here}; DB_MIN_SERVER_VERSION asks for "
+                f"{next_release} or newer") in result.output
+    same = cli(replace_minimum(scratch, str(here)), "db", "check")
+    assert same.exit_code == 0 and f"[ok] primary: server version: PostgreSQL {here}" in same.output
+
+
+def replace_minimum(settings, release: str):
+    """``settings`` with DB_MIN_SERVER_VERSION read from ``release`` as the environment gives it."""
+    parsed = load_settings({**mode_env("single", "unused"), "DB_MIN_SERVER_VERSION": release})
+    return dataclasses.replace(settings, db_min_server_version=parsed.db_min_server_version)
+
+
+def test_check_fails_for_a_migration_role_without_create(scratch):
+    """A real role that may connect and use the schemas but lacks CREATE in one of them (migrated
+    database), or in the database itself (schemas not made yet): `db check` names what it may not
+    create in and exits 1."""
+    migrate_all(scratch)
+    role = f"{scratch.primary.dbname}_nocreate"
+    assert role.startswith(PREFIX)
+    empty = Databases("nocreate")
+    fresh = empty.name("fresh", create=True)
+    for database in (scratch.primary.dbname, fresh):
+        sql(superuser_config(dataclasses.replace(scratch.primary, dbname=database)),
+            f'DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN '
+            f'CREATE ROLE "{role}" LOGIN; END IF; END $$;', (role,))
+    grants = [f'GRANT CONNECT ON DATABASE "{scratch.primary.dbname}" TO "{role}"',
+              f'REVOKE CREATE ON DATABASE "{scratch.primary.dbname}" FROM PUBLIC',
+              f'GRANT USAGE, CREATE ON SCHEMA config, _yoyo_primary TO "{role}"',
+              f'GRANT USAGE ON SCHEMA customer TO "{role}"']
+    try:
+        for statement in grants:
+            sql(scratch.primary, statement)
+        as_role = dataclasses.replace(scratch, primary_migration=dataclasses.replace(
+            scratch.direct_database("primary"), variable="PRIMARY_MIGRATION_URL", user=role, password=None))
+        result = cli(as_role, "db", "check", "--target", "primary")
+        assert result.exit_code == 1, result.output
+        assert f"[FAIL] primary: rights to create: the role {role} may not create in: customer\n" in result.output
+        assert (f"[FAIL] primary: tracking matches catalog: The role {role} of PRIMARY_MIGRATION_URL may not read "
+                "_yoyo_primary._yoyo_migration") in result.output and "Traceback" not in result.output
+
+        sql(superuser_config(dataclasses.replace(scratch.primary, dbname=fresh)),
+            f'REVOKE CREATE ON DATABASE "{fresh}" FROM PUBLIC')
+        in_fresh = dataclasses.replace(as_role, primary_migration=dataclasses.replace(
+            as_role.primary_migration, dbname=fresh))
+        result = cli(in_fresh, "db", "check", "--target", "primary")
+        assert result.exit_code == 1, result.output
+        assert (f"the role {role} may not create in: config (cannot create schemas in this database), "
+                "customer (cannot create schemas in this database)") in result.output
+    finally:
+        for database in (scratch.primary.dbname, fresh):
+            sql(superuser_config(dataclasses.replace(scratch.primary, dbname=database)), f'DROP OWNED BY "{role}"')
+        empty.drop_all()
+        sql(scratch.primary, f'DROP ROLE IF EXISTS "{role}"')
 
 
 def test_check_finds_a_schema_of_the_other_side_in_split_mode(scratch):
