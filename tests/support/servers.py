@@ -156,6 +156,40 @@ def self_signed_certificate(folder: Path | None = None, common_name: str = "127.
     return cert, key
 
 
+class CertificateAuthority:
+    """A test CA made with openssl: ``cert`` is what a client names in sslrootcert, and ``issue``
+    signs server certificates for the names given (IP:127.0.0.1, DNS:localhost, ...)."""
+
+    def __init__(self, folder: Path | None = None, name: str = "handled test CA"):
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="handled-ca-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.cert, self.key = self.folder / "ca.crt", self.folder / "ca.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+                        "-keyout", str(self.key), "-out", str(self.cert)], check=True, capture_output=True)
+        self.cert.chmod(0o644)
+
+    def issue(self, common_name: str, names: list[str], stem: str = "server") -> tuple[Path, Path]:
+        """(cert, key) for a server known by ``names`` (subjectAltName entries), signed by this CA;
+        the key is the postgres user's, mode 0600."""
+        cert, key, request = (self.folder / f"{stem}.crt", self.folder / f"{stem}.key", self.folder / f"{stem}.csr")
+        extensions = self.folder / f"{stem}.ext"
+        extensions.write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n")
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
+                        "-keyout", str(key), "-out", str(request)], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(self.cert), "-CAkey", str(self.key),
+                        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert)],
+                       check=True, capture_output=True)
+        _owned_by_postgres(cert, 0o644)
+        _owned_by_postgres(key, 0o600)
+        return cert, key
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class PrivatePgBouncer:
     """A PgBouncer (Debian package) on a free loopback port in transaction pooling mode,
     forwarding every database name to one PostgreSQL server. Trust auth for the users
