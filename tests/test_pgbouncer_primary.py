@@ -12,7 +12,7 @@ import redis
 from handled import create_app
 from tests.support.accounts import csrf_token, make_user, sign_in
 from tests.support.databases import connect, db_url, session_runtime_roles
-from tests.support.environment import ROOT, SECRET, TEST_REDIS
+from tests.support.environment import PG_HOST, PG_PORT, ROOT, SECRET, TEST_REDIS
 from tests.support.processes import run_flask
 from tests.support.servers import PrivatePgBouncer, through_pgbouncer
 
@@ -20,7 +20,7 @@ from tests.support.servers import PrivatePgBouncer, through_pgbouncer
 
 @pytest.fixture
 def bouncer():
-    server = PrivatePgBouncer(server_port=5432, pool_size=3, users=("postgres", *session_runtime_roles())).start()
+    server = PrivatePgBouncer(server_host=PG_HOST, server_port=PG_PORT, pool_size=3, users=("postgres", *session_runtime_roles())).start()
     yield server
     server.destroy()
 

@@ -196,10 +196,11 @@ class PrivatePgBouncer:
     given; ``admin_url`` opens its console (SHOW POOLS / SHOW STATS)."""
 
     def __init__(self, server_port: int, pool_size: int = 3, users=("postgres",),
-                 client_tls: tuple[Path, Path] | None = None, server_tls: bool = False):
+                 client_tls: tuple[Path, Path] | None = None, server_tls: bool = False,
+                 server_host: str = "127.0.0.1"):
         self.base = Path(tempfile.mkdtemp(prefix="handled-pgbouncer-"))
         self.port = free_port()
-        self.server_port = server_port
+        self.server_host, self.server_port = server_host, server_port
         self.pool_size = pool_size
         self.users = users
         self.client_tls = client_tls
@@ -216,7 +217,7 @@ class PrivatePgBouncer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/pgbouncer{tls}"
 
     def _config(self) -> str:
-        lines = ["[databases]", f"* = host=127.0.0.1 port={self.server_port}", "", "[pgbouncer]",
+        lines = ["[databases]", f"* = host={self.server_host} port={self.server_port}", "", "[pgbouncer]",
                  "listen_addr = 127.0.0.1", f"listen_port = {self.port}", "unix_socket_dir =",
                  "auth_type = trust", f"auth_file = {self.base / 'users.txt'}", "admin_users = postgres",
                  "pool_mode = transaction", f"default_pool_size = {self.pool_size}", "min_pool_size = 0",
