@@ -93,15 +93,20 @@ def exercise_sign_in_and_admin_pages(app):
     assert sign_in(app, "tls@example.test", "a long password 123").get("/api/me").status_code == 200
 
 
-@pytest.mark.flow("TLS")
-def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
-    app = app_for(tls_pg.url("handled", sslmode="require"))
+def assert_encrypted_sign_in_and_admin_pages(app, server: PrivatePostgres):
+    """Sign-in and the admin pages work, and every connection of the app's to ``server`` uses TLS."""
     exercise_sign_in_and_admin_pages(app)
     with app.app_context():
         assert primary_db.connection().info.ssl_in_use
-    rows = ssl_of_server_connections(tls_pg)
+    rows = ssl_of_server_connections(server)
     apps = [ssl for name, ssl in rows if name.startswith("handled-")]
     assert apps and all(apps), rows
+
+
+@pytest.mark.flow("TLS")
+def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
+    app = app_for(tls_pg.url("handled", sslmode="require"))
+    assert_encrypted_sign_in_and_admin_pages(app, tls_pg)
 
 
 @pytest.mark.flow("TLS")
@@ -113,12 +118,7 @@ def test_verify_full_with_sslrootcert_checks_the_servers_certificate(verified_pg
             "@127.0.0.1:", f"@{host}:")
 
     app = app_for(url())
-    exercise_sign_in_and_admin_pages(app)
-    with app.app_context():
-        assert primary_db.connection().info.ssl_in_use
-    rows = ssl_of_server_connections(verified_pg)
-    apps = [ssl for name, ssl in rows if name.startswith("handled-")]
-    assert apps and all(apps), rows
+    assert_encrypted_sign_in_and_admin_pages(app, verified_pg)
     for host in ("127.0.0.1", "localhost"):
         check = app_for(url(host=host)).test_cli_runner().invoke(args=["db", "check"])
         assert f"[ok] primary: reachable: postgresql://postgres@{host}:" in check.output, check.output
