@@ -1,7 +1,8 @@
 """A job page in a real browser shows progress live: queued, then finished (or failed, with each
 file's outcome and run), without a reload (its script is a static file, so the
 Content-Security-Policy lets it run). The failed import's page is docs/screenshots/job.png.
-A queued rebuild disables its Run button, and a second request for it links to the job."""
+A queued rebuild disables its Run button, a second request for it links to the job, and the
+user who queued it (not another lead) cancels it from its page."""
 
 from __future__ import annotations
 
@@ -117,3 +118,14 @@ def test_a_queued_rebuild_disables_its_run_button_and_a_second_request_links_to_
     screenshot(second, artifacts_dir / "2-second-request-refused.png")
     second.goto(f"{base}/jobs/")
     assert second.locator("table.jobs tbody tr").count() == 1     # one rebuild queued, not two
+
+    other = browser.new_context().new_page()                      # someone else may see it, not cancel it
+    sign_in(other, base, make_user(app, role="warehouse_lead", email="other@example.test").email, TEST_PASSWORD)
+    other.goto(f"{base}{job_path}")
+    assert other.locator("#job-cancel").count() == 0
+    first.goto(f"{base}{job_path}")                               # who queued it cancels it
+    first.click("#job-cancel button")
+    assert first.locator("#job-status").inner_text() == "cancelled"
+    assert "Cancelled by lead@example.test before it started" in first.locator("#job-message").inner_text()
+    first.goto(f"{base}/transformations/")
+    assert first.locator(run_button).is_enabled()                 # free to run again
