@@ -10,10 +10,10 @@ import pytest
 
 from handled.auth import roles
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_context
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # pages render the same in both database modes
 
 
 def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, browser, artifacts_dir):
@@ -29,7 +29,7 @@ def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, 
     admin_page.fill("input[name=name]", "Pat Picker")
     admin_page.fill("input[name=password]", "a strong dock passphrase")
     admin_page.check("input[name=roles][value=salesperson]")
-    admin_page.click("main button[type=submit]")
+    submit(admin_page)
     assert "/admin/users/" in admin_page.url and "Created picker@example.test" in admin_page.content()
     screenshot(admin_page, artifacts_dir / "2-user-created.png")
 
@@ -97,16 +97,18 @@ def test_role_delete_shows_the_holder_count_and_asks_first(live_server, browser,
     link = row.locator("a.role-delete")
     assert link.is_visible() and link.bounding_box()["x"] + link.bounding_box()["width"] <= 1280  # on screen
     link.click()
+    page.wait_for_load_state("load")
     assert page.url.endswith("/delete")
     assert page.locator("h1").inner_text() == "Delete the role Night shift?"
     assert page.locator("#role-holders").inner_text().startswith("3 users hold it.")
     assert page.locator("main li").all_inner_texts() == [f"Night Worker {n} night{n}@example.test" for n in range(3)]
     screenshot(page, artifacts_dir / "1-confirm-role-delete.png")
-    page.click("main a:has-text('Cancel')")                  # nothing happens without the confirmation
+    submit(page, "main a:has-text('Cancel')")                  # nothing happens without the confirmation
     assert page.url == f"{base}/admin/roles" and page.locator("table.matrix", has_text="night_shift").count() == 1
 
     page.locator("table.matrix tbody tr", has_text="night_shift").locator("a.role-delete").click()
-    page.click("#confirm-role-delete")
+    page.wait_for_load_state("load")
+    submit(page, "#confirm-role-delete")
     assert "Deleted role night_shift" in page.locator(".flash").inner_text()
     assert page.locator("table.matrix", has_text="night_shift").count() == 0
     screenshot(page, artifacts_dir / "2-role-deleted.png")
@@ -127,20 +129,20 @@ def test_a_throttled_account_is_listed_shown_and_unlocked(live_server, browser, 
 
     page.goto(f"{base}/admin/users")
     page.select_option("select[name=state]", "locked")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert "state=locked" in page.url
     assert page.locator("main tbody tr").all_inner_texts() == [
         "dana.dock@example.test\tDana Dock\tsalesperson\tactive, sign-in throttled\tnever"]
     screenshot(page, artifacts_dir / "1-locked-users.png")
 
-    page.click("text=dana.dock@example.test")
+    submit(page, "text=dana.dock@example.test")
     status = page.locator("#throttle-status").inner_text()
     assert "Sign-in is throttled for this account." in status
     assert f"Refused from 1 address after {settings.login_max_failures_per_account} failures there: 203.0.113.77." \
         in status
     assert "UTC" not in page.locator("#throttle-status time").inner_text()     # the reader's local time
     screenshot(page, artifacts_dir / "2-throttled.png")
-    page.click("#unlock-user")
+    submit(page, "#unlock-user")
     assert "Unlocked dana.dock@example.test" in page.locator(".flash").inner_text()
     assert page.locator("#throttle-status").inner_text().startswith("Not throttled")
     assert page.locator("#unlock-user").count() == 0
@@ -166,7 +168,7 @@ def test_a_blank_or_common_password_is_refused_next_to_its_field(live_server, br
     page.fill("input[name=email]", "new.picker@example.test")
     page.fill("input[name=name]", "New Picker")
     page.fill("input[name=password]", password)
-    page.click("main button[type=submit]")
+    submit(page, "main button[type=submit]")
     assert page.locator("#password-error").inner_text().startswith(refusal)
     assert page.locator("input[name=password]").get_attribute("aria-describedby") == "password-error"
     assert page.locator("input[name=name]").input_value() == "New Picker"      # what was typed stays

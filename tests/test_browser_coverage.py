@@ -8,11 +8,15 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from handled.models import Facility
 from tests.support.accounts import TEST_PASSWORD, make_user
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 from tests.support.reference_data import write_reference
+
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # the page renders the same in both database modes
 
 # (city, state, lat, lng) in rough ZIP3 order, east to west: 918 ZIP3s are spread over them with
 # a jitter, so the map draws something like the country; Anchorage falls outside the lower 48.
@@ -104,7 +108,7 @@ def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, brow
                         .replace("'100'", "'895'").replace("40.7", "39.5").replace("+ 74", "+ 119.8")
                         .join(["INSERT INTO reference.delivery_matrix", ""]), {})
     page.select_option("select[name=other]", label="RNO1 · Reno (89501) · inactive")
-    page.click("form.coverage-filters button[type=submit]")
+    submit(page, "form.coverage-filters button[type=submit]")
     page.wait_for_load_state("load")       # the whole table parsed, not only its top
     assert page.locator("h2").inner_text() == "Best of EWR1 (origin 100) and RNO1 (origin 895)"
     assert page.locator("table.coverage tbody tr").count() == 918
@@ -135,14 +139,14 @@ def test_filter_sort_and_csv_through_the_page_controls(live_server, browser, art
     assert page.locator("table.coverage tbody tr").first.locator("td").all_inner_texts()[:3] == ["Albany", "NY", "1,000"]
     page.select_option("select[name=state]", "NY")
     page.check("input[name=service][value=UPS-GND]")
-    page.click("form.coverage-filters button[type=submit]")
+    submit(page, "form.coverage-filters button[type=submit]")
     assert zip3s() == ["200", "400"]
     headers = [" ".join(h.split()).rstrip(" ▲▼") for h in page.locator("table.coverage thead th").all_inner_texts()]
     assert headers == ["ZIP3", "City", "State", "Population", "UPS GND"]
-    page.click("table.coverage thead th a:has-text('GND')")            # sort by that service, fewest days first
+    submit(page, "table.coverage thead th a:has-text('GND')")            # sort by that service, fewest days first
     assert zip3s() == ["400", "200"]
     assert page.locator("table.coverage thead th").nth(4).get_attribute("aria-sort") == "ascending"
-    page.click("table.coverage thead th a:has-text('GND')")            # the same header again: the other way
+    submit(page, "table.coverage thead th a:has-text('GND')")            # the same header again: the other way
     assert zip3s() == ["200", "400"]
     assert page.locator("select[name=state]").input_value() == "NY"    # the filters outlive the sort
     assert page.locator("svg").count() >= 1 and "UPS GND" in page.locator("figure").first.inner_text()

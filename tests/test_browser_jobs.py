@@ -6,8 +6,10 @@ user who queued it (not another lead) cancels it from its page."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.accounts import TEST_PASSWORD, make_user
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 from tests.support.import_files import uszip_row, write_uszips
 from tests.support.reference_data import load_zip_sources
@@ -90,6 +92,7 @@ def test_an_upload_with_bad_lines_ends_failed_on_its_job_page(live_app, browser,
     screenshot(page, artifacts_dir / "job-list.png")
 
 
+@pytest.mark.one_mode     # nothing runs: the queue and the page, the same in both database modes
 def test_a_queued_rebuild_disables_its_run_button_and_a_second_request_links_to_its_job(live_server, browser,
                                                                                       artifacts_dir):
     app, base = live_server
@@ -100,7 +103,7 @@ def test_a_queued_rebuild_disables_its_run_button_and_a_second_request_links_to_
     run_button = "form[action$='/zip3-reference/run'] button"
     second.goto(f"{base}/transformations/")                # opened before the first click: still enabled
     first.goto(f"{base}/transformations/")
-    first.click(run_button)                                # no worker runs: the job stays queued
+    submit(first, run_button)                                # no worker runs: the job stays queued
     assert "/jobs/" in first.url
     job_path = first.url[len(base):]
 
@@ -111,7 +114,7 @@ def test_a_queued_rebuild_disables_its_run_button_and_a_second_request_links_to_
     screenshot(first, artifacts_dir / "1-run-disabled.png")
 
     assert second.locator(run_button).is_enabled()
-    second.click(run_button)                               # the double click, from a stale page
+    submit(second, run_button)                               # the double click, from a stale page
     refusal = second.locator(".flash-error")
     assert "zip3-reference" in refusal.inner_text() and refusal.get_attribute("role") == "alert"
     assert refusal.locator(f"a[href='{job_path}']").inner_text() == "See that job"
@@ -124,7 +127,7 @@ def test_a_queued_rebuild_disables_its_run_button_and_a_second_request_links_to_
     other.goto(f"{base}{job_path}")
     assert other.locator("#job-cancel").count() == 0
     first.goto(f"{base}{job_path}")                               # who queued it cancels it
-    first.click("#job-cancel button")
+    submit(first, "#job-cancel button")
     assert first.locator("#job-status").inner_text() == "cancelled"
     assert "Cancelled by lead@example.test before it started" in first.locator("#job-message").inner_text()
     first.goto(f"{base}/transformations/")

@@ -16,7 +16,7 @@ from handled.db import data_db
 from handled.models import Facility, FacilityOrganization, Organization
 from handled.auth import users
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.import_files import uszip_row, write_uszips, write_zone_chart, zone_row
 from tests.support.reference_data import build_reference_tables
 
@@ -27,6 +27,7 @@ def emails_listed(page) -> list[str]:
     return page.locator("main tbody td:first-child a").all_inner_texts()
 
 
+@pytest.mark.one_mode     # PRIMARY only: the same in both database modes
 def test_users_and_facilities_filter_through_their_forms(live_server, browser, artifacts_dir):
     app, base = live_server
     admin = make_user(app, role="admin", email="boss@warehouse.test", name="Boss")
@@ -47,20 +48,20 @@ def test_users_and_facilities_filter_through_their_forms(live_server, browser, a
 
     page.goto(f"{base}/admin/users")
     page.select_option("select[name=role]", "warehouse_lead")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert emails_listed(page) == ["lead.active@warehouse.test", "lead.gone@warehouse.test"]
     page.select_option("select[name=state]", "disabled")      # the role chosen stays chosen
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert emails_listed(page) == ["lead.gone@warehouse.test"]
     assert page.locator("main tbody tr").inner_text().split("\t")[3] == "disabled"
     screenshot(page, artifacts_dir / "1-users-role-and-state.png")
     assert page.locator("select[name=state] option").all_inner_texts() == ["any", "active", "disabled", "locked"]
     page.goto(f"{base}/admin/users")
     page.fill("input[name=q]", "_1")                          # a literal underscore, not "any character"
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert emails_listed(page) == ["sales_1@warehouse.test"]
     page.fill("input[name=q]", "100%")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert emails_listed(page) == ["sales_1@warehouse.test"]
     page.goto(f"{base}/admin/users?page=99")                 # past the end: the last page
     assert "boss@warehouse.test" in emails_listed(page)
@@ -68,14 +69,15 @@ def test_users_and_facilities_filter_through_their_forms(live_server, browser, a
     page.goto(f"{base}/customers/facilities")
     page.select_option("select[name=organization]", label="GLOBEX Globex")
     page.select_option("select[name=state]", "TX")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert page.locator("main tbody td:first-child code").all_inner_texts() == ["TX-1", "TX-2"]
     page.select_option("select[name=organization]", label="ACME Acme")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert page.locator("main tbody td:first-child code").all_inner_texts() == ["TX-1"]
     screenshot(page, artifacts_dir / "2-facilities-organization-and-state.png")
 
 
+@pytest.mark.one_mode
 def test_audit_log_filters_one_exact_action_and_shows_details_as_fields(live_server, browser, artifacts_dir):
     app, base = live_server
     admin = make_user(app, role="admin", email="boss@example.test", name="Boss")
@@ -90,10 +92,10 @@ def test_audit_log_filters_one_exact_action_and_shows_details_as_fields(live_ser
 
     page.goto(f"{base}/admin/audit")
     page.select_option("select[name=action]", "auth.sign_in")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert page.locator("main tbody td:nth-child(3)").all_inner_texts() == ["auth.sign_in"]     # not ..._failed
     page.select_option("select[name=action]", "auth.sign_in_failed")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     rows = page.locator("main tbody tr")
     assert rows.count() == 2
     assert rows.first.locator("dl.details dt").all_inner_texts() == ["reason"]
@@ -101,11 +103,11 @@ def test_audit_log_filters_one_exact_action_and_shows_details_as_fields(live_ser
     target = rows.first.locator("td:nth-child(4) a")
     assert target.inner_text() == "clerk@example.test" and target.get_attribute("href") == f"/admin/users/{clerk.id}"
     page.select_option("select[name=action]", "auth.*")              # a whole family, when asked for
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert sorted(set(page.locator("main tbody td:nth-child(3)").all_inner_texts())) == [
         "auth.sign_in", "auth.sign_in_failed"]
     page.select_option("select[name=action]", "user.disable")
-    page.click("form.filters button[type=submit]")
+    submit(page, "form.filters button[type=submit]")
     assert page.locator("main tbody tr").inner_text().split("\t")[1] == "boss@example.test"
     assert "{" not in page.locator("main tbody").inner_text()            # no raw JSON anywhere
     screenshot(page, artifacts_dir / "audit.png")
@@ -151,7 +153,7 @@ def test_imports_take_a_renamed_download_and_list_zip_extras_as_ignored(live_app
     renamed = write_uszips(tmp_path / "uszips (1).csv", [uszip_row("10001"), uszip_row("10002")])
     page.goto(f"{base}/integrations/us-zips")
     page.set_input_files("#upload-form input[name=files]", str(renamed))
-    page.click("#upload-form button[type=submit]")
+    submit(page, "#upload-form button[type=submit]")
     assert "succeeded" in page.locator("h1").inner_text()
     assert "judged as uszips.csv" in page.locator("main > p").first.inner_text()
     screenshot(page, artifacts_dir / "1-renamed-download.png")
@@ -163,7 +165,7 @@ def test_imports_take_a_renamed_download_and_list_zip_extras_as_ignored(live_app
         archive.writestr("zones/license.txt", "Data (c) UPS\n")
     page.goto(f"{base}/integrations/ups-zones")
     page.set_input_files("#upload-form input[name=files]", str(bundle))
-    page.click("#upload-form button[type=submit]")
+    submit(page, "#upload-form button[type=submit]")
     assert "succeeded" in page.locator("h1").inner_text()             # one run: the chart's
     said = page.locator(".flash").all_inner_texts()
     assert said[0].startswith("007.xlsx: succeeded. 2 rows written")
