@@ -16,7 +16,7 @@ pytest_plugins = [
     "tests.fixtures.app",         # app, client, runner
     "tests.fixtures.accounts",    # login_client, csrf_token
     "tests.fixtures.imports",     # imp_settings, imp_app, files
-    "tests.fixtures.browser",     # live_server, browser, artifacts_dir
+    "tests.fixtures.browser",     # live_server, live_app, browser, artifacts_dir
     "tests.fixtures.workers",     # (autouse) job workers a test started are stopped after it
 ]
 
