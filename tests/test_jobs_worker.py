@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -20,7 +22,7 @@ from handled.transformations.service import enqueue_transformation
 from tests.support.databases import connect
 from tests.support.reference_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
 from tests.support.waiting import wait_until
-from tests.support.workers import start_worker
+from tests.support.workers import start_worker, worker_env
 
 
 def queued_by(settings, email=None) -> Context:
@@ -117,6 +119,61 @@ def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings,
     assert at_start[1] == "started", at_start       # the job's own beat (the first is this test's)
     assert len(seen) >= 2 and seen[-2] == ended, seen    # the job's own beat (the last is this test's)
     assert jobs.job_status(job_id)["status"] == ended
+
+
+@pytest.mark.one_mode
+def test_a_cancel_and_the_work_horse_keep_each_others_fields_of_the_meta(data, settings, tmp_path):
+    """The job's meta is written by two processes: the work horse (its progress, how it ended)
+    and whoever cancels it. Each writes only its own fields, so the horse's later writes, from
+    the copy it read when it started, keep who asked to cancel (a whole-meta save dropped it)."""
+    blocker = lock_source(settings)   # holds delivery-matrix in its insert phase
+    worker = start_worker(settings, tmp_path)
+    try:
+        job_id = enqueue_transformation(queued_by(settings, "lead@example.test"), "delivery-matrix")
+        wait_until(lambda: jobs.job_status(job_id)["phase"] == "insert", message="the insert phase")
+        jobs.cancel_job(queued_by(settings, "boss@example.test"), job_id)
+        status = wait_until(lambda: (s := jobs.job_status(job_id))["finished"] and s, message="the cancel")
+    finally:
+        blocker.rollback()
+        blocker.close()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert status["status"] == "cancelled" and "Cancelled by boss@example.test" in status["message"], status
+    assert status["cancel_requested_by"] == "boss@example.test", status    # the canceller's field
+    assert status["kind"] == "transformation" and status["by"] == "lead@example.test"   # enqueue's fields
+
+
+META_WRITER = """
+import sys
+from handled.jobs.progress import update_meta
+from handled.jobs.queue import fetch_job
+job = fetch_job(sys.argv[1])               # each writer's copy, read before either writes
+print("ready", flush=True)
+sys.stdin.readline()                       # both writers go at once
+for i in range(int(sys.argv[3])):
+    update_meta(job, **{f"{sys.argv[2]}{i}": i})
+"""
+
+
+@pytest.mark.one_mode
+def test_two_processes_writing_the_meta_at_once_lose_nothing(app, settings, tmp_path):
+    """Two processes (a work horse reporting, a cancel or the sweep) writing one job's meta at the
+    same moment: every field either of them wrote is there afterwards, and enqueue's too."""
+    job_id = jobs.enqueue("transformation", "handled.transformations.service.transformation_job",
+                          ["zip3-reference"], ctx=queued_by(settings), description="Run zip3-reference")
+    writes = 200
+    writers = [subprocess.Popen([sys.executable, "-c", META_WRITER, job_id, tag, str(writes)], cwd=tmp_path,
+                                env=worker_env(settings), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for tag in "ab"]
+    assert [writer.stdout.readline() for writer in writers] == ["ready\n", "ready\n"]
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    meta = jobs.queue.fetch_job(job_id).meta
+    lost = [f"{tag}{i}" for tag in "ab" for i in range(writes) if meta.get(f"{tag}{i}") != i]
+    assert not lost, f"{len(lost)} fields lost, e.g. {lost[:5]}"
+    assert meta["kind"] == "transformation" and meta["enqueued_at"], meta
 
 
 def test_cli_background_run_refuses_when_part_of_its_plan_is_running(data, runner):

@@ -5,6 +5,11 @@ could not find its job. Instead the worker binds a ``JobProgress`` to the job
 object when the job starts (``bound_job``); a work horse runs one job at a
 time, so the binding is process-wide and every thread reports through it.
 The worker hands it to ``handled.context.job_context``, so services get it as ``ctx.progress``.
+
+Several processes write one job's meta: the work horse (progress, how it ended), a cancel
+(queue.cancel_job) and the dead-worker sweep, each from a copy it read earlier. RQ keeps the meta
+as one value, and ``Job.save_meta()`` writes the whole copy back, erasing whatever another writer
+changed since. So every write goes through ``update_meta``, which writes only the fields given.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
+
+from redis.exceptions import WatchError
 
 from handled.timeutil import utcnow
 
@@ -35,12 +42,37 @@ class JobCancelled(BaseException):
         return f"Cancelled by {self.by or 'someone'} while it ran; what it had started was rolled back."
 
 
+def update_meta(job, **values) -> dict:
+    """Set ``values`` in ``job``'s meta in Redis and leave every other field as it is there now;
+    return the merged meta (also ``job.meta``). Read, merge and write happen in one WATCHed
+    transaction, retried if anything changed the job's record in between, so two writers never
+    lose each other's fields. A record that is gone (expired) is not written back as a stub."""
+    with job.connection.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(job.key)
+                raw = pipe.hget(job.key, "meta")
+                if raw is None and not pipe.exists(job.key):
+                    pipe.unwatch()
+                    job.meta.update(values)
+                    return job.meta
+                meta = job.serializer.loads(raw) if raw else {}
+                meta.update(values)
+                pipe.multi()
+                pipe.hset(job.key, "meta", job.serializer.dumps(meta))
+                pipe.execute()
+            except WatchError:
+                continue
+            job.meta = meta
+            return meta
+
+
 class JobProgress:
     """The Progress of one RQ job: each report updates its meta in Redis."""
 
     def __init__(self, job):
         self.job = job
-        self._lock = threading.Lock()   # meta is one dict, saved whole
+        self._lock = threading.Lock()   # one report at a time, in the order the threads made them
 
     def __call__(self, phase: str, done: int | None = None, total: int | None = None,
                  message: str | None = None) -> None:
@@ -50,8 +82,7 @@ class JobProgress:
         if self.job is None:    # run outside a worker (synchronously): nobody watches
             return
         with self._lock:
-            self.job.meta.update(values)
-            self.job.save_meta()
+            update_meta(self.job, **values)
 
 
 _bound: JobProgress | None = None

@@ -28,6 +28,7 @@ from handled import heartbeat
 from handled.cache import get_jobs_redis
 from handled.context import Context
 from handled.errors import Conflict, Forbidden, NotFound
+from handled.jobs.progress import update_meta
 from handled.jobs.signing import RUN_JOB, SERIALIZER, HandledJob, sign, target_name
 from handled.timeutil import utcnow
 
@@ -278,12 +279,10 @@ def cancel_job(ctx: Context, job_id: str) -> dict:
     if status["finished"]:
         raise Conflict(f"This job has already ended ({status['label']}); there is nothing to cancel.")
     who = ctx.actor.label
-    job.meta.update(cancel_requested_by=who)
-    job.save_meta()
+    update_meta(job, cancel_requested_by=who)     # only its fields: the horse may be writing its own
     if status["status"] == "queued":
-        job.meta.update(outcome="cancelled", phase="cancelled", ended_at=utcnow().isoformat(),
-                        message=f"Cancelled by {who} before it started; nothing was done.")
-        job.save_meta()
+        update_meta(job, outcome="cancelled", phase="cancelled", ended_at=utcnow().isoformat(),
+                    message=f"Cancelled by {who} before it started; nothing was done.")
         job.cancel()
         release_exclusive(job)
     else:

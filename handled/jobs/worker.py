@@ -25,7 +25,7 @@ from handled.cache import get_jobs_redis
 from handled.context import job_context, job_settings
 from handled.errors import HandledError, redact_url
 from handled.jobs.progress import (JobCancelled, bound_job, cancel_raised, mark_cancel_raised,
-                                   run_cancel_hooks)
+                                   run_cancel_hooks, update_meta)
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, ENDED, cancel_requested, get_queue, release_exclusive
 from handled.jobs.signing import SERIALIZER, HandledJob, JobRefused, target_path, verify
 from handled.timeutil import utcnow
@@ -209,8 +209,7 @@ def sweep_dead_workers() -> dict:
         if job.meta.get("outcome") in ENDED:   # it said how it ended; RQ has not filed it yet
             continue
         if runner and heartbeat.runner_alive(runner) is False:
-            job.meta.update(phase="failed", message=DEAD_WORKER_MESSAGE.format(runner=runner))
-            job.save_meta()
+            update_meta(job, phase="failed", message=DEAD_WORKER_MESSAGE.format(runner=runner))
             job.set_status(JobStatus.FAILED)
             release_exclusive(job)
             failed_jobs.append(job.id)
