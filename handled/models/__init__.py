@@ -6,13 +6,13 @@ from handled.models.config import (AuditLog, ExportRun, ImportRun, LoginThrottle
                                    RolePermission, Session, TransformationRun, User, UserRole)
 from handled.models.customer import Facility, FacilityOrganization, Organization
 from handled.models.reference import Carrier, DeliveryMatrix, Service, Zip3Reference
-from handled.models.workspace import (GazZcta, UpsGroundServiceZip5, UpsZone, Usps3dBaseService,
-                                      UsZip)
+from handled.models.workspace import (GazZcta, RunLedgerEntry, UpsGroundServiceZip5, UpsZone,
+                                      Usps3dBaseService, UsZip)
 
 PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog, LoginThrottle,
                   ImportRun, TransformationRun, ExportRun, PendingInvalidation,
                   Organization, Facility, FacilityOrganization]
-DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService,
+DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService, RunLedgerEntry,
                Carrier, Service, Zip3Reference, DeliveryMatrix]
 ALL_MODELS = PRIMARY_MODELS + DATA_MODELS
 

@@ -168,7 +168,8 @@ data_cli = HandledGroup("data", help="The DATA database as a whole.")
 
 
 @data_cli.command("rebuild")
-@click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing "
+              "(but the run history, which is first brought in line with DATA's run ledger).")
 @click.option("--force", is_flag=True, help="Re-import even though DATA's workspace tables hold rows.")
 def data_rebuild_command(dry_run, force):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
@@ -176,6 +177,8 @@ def data_rebuild_command(dry_run, force):
     report = rebuild.rebuild_data(ctx, force=force, dry_run=dry_run)
     for migration_id in report.migrations:
         click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")
+    for run_id in report.reconciled:
+        click.echo(f"history: run {run_id} ended as DATA's run ledger says")
     for integration_id, files in report.plan.items():
         for planned in files:
             click.echo(f"{integration_id}: {'would re-import' if dry_run else 're-imported'} {planned.file_name} "
