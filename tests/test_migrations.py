@@ -294,19 +294,24 @@ def test_migration_ids_are_unique_across_both_sides():
             assert path.with_name(path.stem + ".rollback.sql").exists(), f"{path.name} has no rollback"
 
 
+def with_a_failing_migration(folder, target):
+    """A copy of ``target``'s migrations plus 0900 (adds a column) and 0901 (creates a table, fills
+    it, then divides by zero)."""
+    folder.mkdir()
+    for path in target.directory.iterdir():
+        (folder / path.name).write_text(path.read_text())
+    (folder / "0900_adds_a_column.sql").write_text("ALTER TABLE config.roles ADD COLUMN half_way_ok integer;\n")
+    (folder / "0901_fails_half_way.sql").write_text(
+        "CREATE TABLE config.half_done (x integer);\nINSERT INTO config.half_done VALUES (1);\nSELECT 1 / 0;\n")
+    return dataclasses.replace(target, directory=folder)
+
+
 def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_path):
     """A new migration that creates a table and then fails: its transaction is rolled back
     (no table), tracking is unchanged, earlier ones stay applied, and the sentence names it."""
     migrate_all(scratch)
     target = resolve_targets(scratch, "primary")[0]
-    directory = tmp_path / "primary"
-    directory.mkdir()
-    for path in target.directory.iterdir():
-        (directory / path.name).write_text(path.read_text())
-    (directory / "0900_adds_a_column.sql").write_text("ALTER TABLE config.roles ADD COLUMN half_way_ok integer;\n")
-    (directory / "0901_fails_half_way.sql").write_text(
-        "CREATE TABLE config.half_done (x integer);\nINSERT INTO config.half_done VALUES (1);\nSELECT 1 / 0;\n")
-    broken = dataclasses.replace(target, directory=directory)
+    broken = with_a_failing_migration(tmp_path / "primary", target)
     with pytest.raises(MigrationError) as refused:
         migrations.migrate(broken)
     message = str(refused.value)
@@ -316,3 +321,21 @@ def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_p
     tracked = [r[0] for r in sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")]
     assert tracked == PRIMARY_IDS + ["0900_adds_a_column"]
     assert {s.id: s.verdict for s in migrations.target_status(broken).states}["0901_fails_half_way"] == "pending"
+
+
+def test_flask_db_migrate_stops_on_a_failing_migration_with_one_sentence_and_exit_1(scratch, tmp_path, monkeypatch):
+    migrate_all(scratch)
+    with_a_failing_migration(tmp_path / "primary", resolve_targets(scratch, "primary")[0])
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)      # what `flask db migrate` reads
+    tracked = "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1"
+    result = cli(scratch, "db", "migrate", "--target", "primary")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: primary: migration 0901_fails_half_way failed and was rolled back, nothing of it "
+                                "is applied (division by zero); 0900_adds_a_column applied before it"), result.output
+    assert "Traceback" not in result.output and lines[-1].count(". ") <= 1, result.output   # one sentence (+ what to do)
+    assert sql(scratch.primary, "SELECT to_regclass('config.half_done')")[0][0] is None
+    assert [r[0] for r in sql(scratch.primary, tracked)] == PRIMARY_IDS + ["0900_adds_a_column"]
+    again = cli(scratch, "db", "migrate", "--target", "primary")     # nothing half-applied to trip over
+    assert again.exit_code == 1 and "0901_fails_half_way failed and was rolled back" in again.output
+    assert [r[0] for r in sql(scratch.primary, tracked)] == PRIMARY_IDS + ["0900_adds_a_column"]
