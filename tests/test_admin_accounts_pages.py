@@ -24,6 +24,8 @@ from handled.context import system_context
 from handled.models import AuditLog, User
 from tests.support.accounts import TEST_PASSWORD, make_user, sign_in
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 PASSWORD_SHOWN = re.compile(r'id="temporary-password">([^<]+)<')
 
 

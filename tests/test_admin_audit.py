@@ -3,9 +3,13 @@ targets linked to their pages, details shown as fields, pages past the end."""
 
 from __future__ import annotations
 
+import pytest
+
 from handled import audit
 from handled.context import Actor, Context
 from tests.support.accounts import make_user
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 
 def add_rows(app, settings, action: str, count: int, actor_email: str = "someone@example.test", **fields):

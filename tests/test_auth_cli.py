@@ -7,9 +7,13 @@ import pwd
 import re
 from dataclasses import replace
 
+import pytest
+
 from handled import create_app
 from handled.models import User
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 
 def can_sign_in(app, email, password):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.support.accounts import TEST_PASSWORD, make_user
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # pages render the same in both database modes
 
 
 def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, browser, artifacts_dir):
@@ -26,7 +26,7 @@ def test_disabled_user_is_sent_to_the_login_page_on_the_next_click(live_server, 
     admin_page.fill("input[name=name]", "Pat Picker")
     admin_page.fill("input[name=password]", "a strong dock passphrase")
     admin_page.check("input[name=roles][value=salesperson]")
-    admin_page.click("main button[type=submit]")
+    submit(admin_page)
     assert "/admin/users/" in admin_page.url and "Created picker@example.test" in admin_page.content()
     screenshot(admin_page, artifacts_dir / "2-user-created.png")
 

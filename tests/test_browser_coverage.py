@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from handled.models import Facility
 from tests.support.accounts import TEST_PASSWORD, make_user
 from tests.support.browser import screenshot, sign_in
 from tests.support.environment import ROOT
 from tests.support.reference_data import write_reference
+
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # the page renders the same in both database modes
 
 # (city, state, lat, lng) in rough ZIP3 order, east to west: 918 ZIP3s are spread over them with
 # a jitter, so the map draws something like the country; Anchorage falls outside the lower 48.

@@ -26,6 +26,8 @@ from handled.models import AuditLog, Role, Session, User
 from tests.support.accounts import TEST_PASSWORD, client_with_token, make_user, new_session, sign_in
 from tests.support.databases import connect
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 REFUSED_USER_ACTIONS = ("user.update.refused", "user.roles.refused", "user.reset_password.refused",
                         "user.disable.refused", "user.enable.refused", "user.delete.refused",
                         "session.revoke.refused")

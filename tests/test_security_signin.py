@@ -29,6 +29,8 @@ from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_c
 from tests.support.databases import connect
 from tests.support.servers import PrivateRedis
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 WRONG = "not the password at all"
 THROTTLED_ACCOUNT = "Too many failed sign-ins for this account"
 THROTTLED_ADDRESS = "Too many failed sign-ins from your network address"
