@@ -129,7 +129,7 @@ def test_last_admin_cannot_be_disabled_deleted_or_demoted(app, login_client):
                                                      follow_redirects=True).get_data(as_text=True)
 
 
-@pytest.mark.parametrize("db_mode", ["single"], indirect=True)    # PRIMARY alone: one mode says it
+@pytest.mark.one_mode    # PRIMARY alone
 def test_two_admins_removing_each_others_admin_role_at_once_leave_one_admin(app, settings, login_client):
     """Both requests are held inside their transactions (the test holds the admin role's row, which
     each one's check locks) until both wait, then released together: without the lock that

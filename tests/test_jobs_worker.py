@@ -86,6 +86,7 @@ def test_failed_job_shows_the_reason(data, settings, tmp_path):
     history.finish_run(going.id, "failed", message="test over")
 
 
+@pytest.mark.one_mode    # Redis and the worker's order of steps; no database crossing
 @pytest.mark.parametrize("busy, ended", [(False, "finished"), (True, "failed")])
 def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings, monkeypatch, busy, ended):
     """A started job whose runner no longer beats reads as a dead worker's ("failed"). The job

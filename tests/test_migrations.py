@@ -323,6 +323,7 @@ def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_p
     assert {s.id: s.verdict for s in migrations.target_status(broken).states}["0901_fails_half_way"] == "pending"
 
 
+@pytest.mark.one_mode    # the primary side's migrations only
 def test_flask_db_migrate_stops_on_a_failing_migration_with_one_sentence_and_exit_1(scratch, tmp_path, monkeypatch):
     migrate_all(scratch)
     with_a_failing_migration(tmp_path / "primary", resolve_targets(scratch, "primary")[0])
