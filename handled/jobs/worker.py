@@ -64,7 +64,6 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
             if job is not None:
                 release_exclusive(job)
             raise
-        progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
 
         def ended(**values) -> None:
             """Give the job's exclusive keys back, then say how it ended: whoever sees it ended
@@ -73,11 +72,13 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
                 release_exclusive(job)
             progress.update(ended_at=utcnow().isoformat(), **values)
 
-        # The heartbeat outlives the work until the job has said how it ended: a started job whose
-        # runner no longer beats reads as a dead worker's (queue._status), so stopping the beat first
-        # let a page (or the cancel test) read "failed" for a job about to say "cancelled".
+        # The heartbeat spans the job from before it names its runner until after it has said how
+        # it ended: a started job whose runner does not beat reads as a dead worker's (queue._status),
+        # so stopping the beat first let a page (or the cancel test) read "failed" for a job about
+        # to say "cancelled".
         try:
             with heartbeat.Heartbeat():
+                progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
                 return _run_and_say_how_it_ended(job, lambda: function(
                     job_context(actor_data, progress, settings, signed=True), *args, **kwargs), ended)
         finally:
