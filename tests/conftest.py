@@ -16,7 +16,7 @@ pytest_plugins = [
     "tests.fixtures.app",         # app, client, runner
     "tests.fixtures.accounts",    # login_client, csrf_token
     "tests.fixtures.imports",     # imp_settings, imp_app, files
-    "tests.fixtures.browser",     # live_server, browser, artifacts_dir
+    "tests.fixtures.browser",     # live_server, live_app, browser, artifacts_dir
     "tests.fixtures.workers",     # (autouse) job workers a test started are stopped after it
 ]
 
@@ -31,6 +31,8 @@ _LEFT_OUT = pytest.StashKey[int]()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", ONE_MODE_HELP)
+    config.addinivalue_line("markers", "flow(name): the test exercises the flow a docs section of that name "
+                                       "describes (tests/test_ops_docs.py checks the docs against the marks)")
 
 
 def _mode_of(item) -> str | None:
