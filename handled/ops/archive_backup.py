@@ -51,6 +51,7 @@ class ArchiveBackupResult:
     stored: int           # of which this backup holds
     stored_bytes: int
     deleted: list[Path] = field(default_factory=list)
+    lacking: list[str] = field(default_factory=list)   # files the run history needs that the archive lacks
 
 
 @dataclass
@@ -131,7 +132,18 @@ def create_archive_backup(ctx: Context, now: datetime | None = None) -> ArchiveB
     audit.record(ctx, "backup.create", "archive", "archive", str(settings.import_archive_dir), {
         "file": path.name, "bytes": path.stat().st_size, "files": len(files), "stored": len(new),
         "retention_deleted": [p.name for p in deleted]})
-    return ArchiveBackupResult(path, manifest, len(files), len(new), sum(sizes.values()), deleted)
+    return ArchiveBackupResult(path, manifest, len(files), len(new), sum(sizes.values()), deleted,
+                               lacking_from_archive(settings, current))
+
+
+def lacking_from_archive(settings, current: dict[str, Path]) -> list[str]:
+    """The files `flask data rebuild` would re-import (PRIMARY's history) that the archive lacks:
+    a backup of the archive without them cannot rebuild DATA."""
+    from handled.ops.rebuild import plan_rebuild
+
+    return [f"{integration}: {planned.file_name} (run {planned.run_id}, sha256 {planned.sha256[:12]}…)"
+            for integration, files in plan_rebuild(settings).items() for planned in files
+            if planned.sha256 not in current]
 
 
 class _Hashing:

@@ -82,21 +82,35 @@ def create_one(ctx: Context, target: str) -> BackupOutcome:
                 runs.fail_run("backup", run_ids[0], f"The backup failed unexpectedly ({first_line(exc)}); "
                               "see the log.")
             raise
-        run_id = run_ids[0]
-        fields = {"file_name": made.path.name, "file_size": made.path.stat().st_size,
-                  "rows_written": sum(t.rows for t in made.tables.values()) if target != "archive" else 0}
-        summary = _summary(target, made)
-        problem = None
-        if ctx.settings.backup_copy_command:
-            problem = copy_off_host(ctx.settings, [made.path, made.manifest])
-            fields["copy_status"] = "failed" if problem else "copied"
-            summary += "; copied off this host" if not problem else ""
-        if problem:
-            message = f"{made.path.name} was written, but copying it off this host failed: {problem}"
-            runs.fail_run("backup", run_id, message, **fields)
-            return BackupOutcome(target, run_id, False, message, made.path, made)
-        runs.finish_run("backup", run_id, "succeeded", message=summary, **fields)
-        return BackupOutcome(target, run_id, True, summary, made.path, made)
+        return _finish(ctx, target, run_ids[0], made)
+
+
+def _finish(ctx: Context, target: str, run_id: int, made) -> BackupOutcome:
+    """Copy a written backup off the host and end its run: failed when the copy failed or when an
+    archive backup lacks files the history needs (the backup stays written either way)."""
+    fields = {"file_name": made.path.name, "file_size": made.path.stat().st_size,
+              "rows_written": sum(t.rows for t in made.tables.values()) if target != "archive" else 0}
+    summary = _summary(target, made)
+    problems = [_incomplete(made)] if target == "archive" and made.lacking else []
+    if ctx.settings.backup_copy_command:
+        failed_copy = copy_off_host(ctx.settings, [made.path, made.manifest])
+        fields["copy_status"] = "failed" if failed_copy else "copied"
+        if failed_copy:
+            problems.append(f"copying it off this host failed: {failed_copy}")
+        else:
+            summary += "; copied off this host"
+    if problems:
+        message = f"{made.path.name} was written, but " + "; and ".join(problems)
+        runs.fail_run("backup", run_id, message, **fields)
+        return BackupOutcome(target, run_id, False, message, made.path, made)
+    runs.finish_run("backup", run_id, "succeeded", message=summary, **fields)
+    return BackupOutcome(target, run_id, True, summary, made.path, made)
+
+
+def _incomplete(made) -> str:
+    """Why an archive backup cannot rebuild DATA: files the history needs are not in the archive."""
+    return (f"the archive lacks {len(made.lacking)} file(s) that 'flask data rebuild' needs (first: {made.lacking[0]}); "
+            "restore them from an earlier archive backup or import them again, then back up again.")
 
 
 def _start(ctx: Context, operation: str, target: str) -> BackupRun:
