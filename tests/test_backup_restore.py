@@ -183,8 +183,10 @@ def test_backups_are_0600_in_a_0700_folder_also_ones_made_before(backup_app):
 
 
 def test_the_systemd_units_set_a_private_umask():
-    for unit in ("handled-backup.service", "handled-web.service", "handled-worker.service"):
-        assert "UMask=0077" in (ROOT / "deploy" / unit).read_text(), unit
+    units = sorted((ROOT / "deploy").glob("handled-*.service"))
+    assert len(units) == 6
+    for unit in units:
+        assert "UMask=0077" in unit.read_text(), unit.name
 
 
 PASSPHRASE = "a long passphrase nobody guesses 42"

@@ -40,7 +40,19 @@ FLOWS = {
     "Redis down": ["tests.test_degraded_modes:test_redis_down_checks_sessions_against_primary"],
     "backup and restore": [
         "tests.test_backup_restore:test_backup_destroy_restore_compares_every_table",
-        "tests.test_backup_restore:test_retention_keeps_the_newest_and_drops_the_old"],
+        "tests.test_backup_restore:test_retention_keeps_the_newest_and_drops_the_old",
+        "tests.test_backup_restore:test_restore_into_a_split_pair_runs_the_app_in_split_mode"],
+    "archive backup, restore and rebuild": [
+        "tests.test_backup_archive:test_back_up_lose_primary_data_and_archive_restore_rebuild_every_table_as_before",
+        "tests.test_backup_archive:test_archive_backups_store_only_new_files_and_the_newest_restores_them_all",
+        "tests.test_backup_archive:test_retention_keeps_every_archive_backup_a_kept_one_needs"],
+    "copy backups off the host": [
+        "tests.test_backup_copy:test_a_copy_that_works_is_recorded_and_dated_in_metrics",
+        "tests.test_backup_copy:test_a_failed_copy_fails_the_run_shows_on_system_and_leaves_the_metric_at_the_last_success"],
+    "verify a backup": [
+        "tests.test_backup_verify:test_a_good_backup_passes_and_its_scratch_database_is_gone",
+        "tests.test_backup_verify:test_a_tampered_or_damaged_backup_fails_naming_the_first_difference",
+        "tests.test_backup_verify:test_newest_all_verifies_the_newest_backup_of_each_target"],
     "rebuild DATA": ["tests.test_ops_rebuild:test_rebuild_into_an_empty_data_database_gives_the_same_tables"],
     "metrics and System page": [
         "tests.test_metrics_system:test_session_counters_and_live_gauges",
@@ -112,16 +124,25 @@ def test_deploy_files_agree_with_the_docs_and_the_app():
     worker = configparser.ConfigParser(interpolation=None, strict=False)
     worker.read(ROOT / "deploy" / "handled-worker.service")
     assert worker["Service"]["ExecStart"].endswith("flask --app app jobs worker")
-    backup = configparser.ConfigParser(interpolation=None, strict=False)
-    backup.read(ROOT / "deploy" / "handled-backup.service")
-    assert backup["Service"]["ExecStart"].endswith("flask --app app backup create --target primary")
+    scheduled = {"handled-backup": "backup create --target primary",
+                 "handled-backup-data": "backup create --target data",
+                 "handled-backup-archive": "backup create --target archive",
+                 "handled-backup-verify": "backup verify --newest all"}
+    for unit, command in scheduled.items():
+        service = configparser.ConfigParser(interpolation=None, strict=False)
+        service.read(ROOT / "deploy" / f"{unit}.service")
+        assert service["Service"]["ExecStart"].endswith(f"flask --app app {command}"), unit
+        timer = configparser.ConfigParser(interpolation=None, strict=False)
+        timer.read(ROOT / "deploy" / f"{unit}.timer")   # each is started by its own timer
+        assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target", unit
     gunicorn_conf = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
     default_bind = re.search(r'"HANDLED_BIND", "([^"]+)"', gunicorn_conf).group(1)
     assert f"server {default_bind};" in (ROOT / "deploy" / "nginx-handled.conf").read_text()
     compile(gunicorn_conf, "gunicorn.conf.py", "exec")
     checklist = DOCS[0].read_text()
-    for name in ("gunicorn.conf.py", "handled-web.service", "handled-worker.service", "nginx-handled.conf"):
-        assert f"deploy/{name}" in checklist
+    for name in ("gunicorn.conf.py", "handled-web.service", "handled-worker.service", "nginx-handled.conf",
+                 *(f"{unit}.{kind}" for unit in scheduled for kind in ("service", "timer"))):
+        assert f"deploy/{name}" in checklist, name
 
 
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
@@ -137,7 +158,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         copy = tmp_path / unit.name
         copy.write_text(unit.read_text().replace("/opt/handled", str(tmp_path / "opt")))
         units.append(str(copy))
-    assert len(units) == 4
+    assert len(units) == 10   # web, worker, and the backups of PRIMARY, DATA, the archive and their verify
 
     def verify(*paths):
         return subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True, timeout=60)
@@ -183,3 +204,49 @@ def test_nginx_site_passes_nginx_t(tmp_path):
     assert "[warn]" not in done.stderr and "[emerg]" not in done.stderr, done.stderr
     broken = nginx_t(site.replace("proxy_buffering off;", "proxy_bufering off;"))
     assert broken.returncode != 0 and 'unknown directive "proxy_bufering"' in broken.stderr
+
+
+def checklist_section_blocks(title: str) -> list[list[str]]:
+    """The fenced blocks of one section of DEPLOYMENT_CHECKLIST.md, each as its lines."""
+    text = DOCS[0].read_text()
+    section = text.split(f"### {title}\n", 1)[1].split("\n## ", 1)[0]
+    return [[line.strip() for line in block.splitlines() if line.strip()]
+            for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+
+
+def test_the_verify_split_operations_steps_work_as_written(imp_app, imp_settings, tmp_path, monkeypatch):
+    """Each command of "Verify split operations", run as written on a real-format uszips.csv:
+    the import, the history, the transformations, the export, and the same run through a worker."""
+    from tests.support.import_files import uszip_row, write_uszips
+    from tests.support.workers import start_worker
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    write_uszips(work / "uszips.csv", [uszip_row("10001", population="100", zcta="TRUE"),
+                                       uszip_row("10002", population="300", zcta="TRUE")])
+    runner = imp_app.test_cli_runner()
+    blocks = checklist_section_blocks("Verify split operations")
+    assert [len(block) for block in blocks] == [2, 3, 2]
+    outputs = {}
+    for line in blocks[0] + blocks[1]:
+        words = shlex.split(line)
+        if words[0] == "flask":
+            result = runner.invoke(args=words[1:])
+            assert result.exit_code == 0, (line, result.output)
+        else:   # head: the export's first lines
+            result = subprocess.run(words, capture_output=True, text=True, check=True)
+        outputs[line] = result.output if words[0] == "flask" else result.stdout
+    imported, history, transformed, exported, head = (outputs[line] for line in blocks[0] + blocks[1])
+    assert "uszips.csv: succeeded (run 1)" in imported and " succeeded read=2 written=2 " in history
+    assert "\nzip3-reference: run #1 succeeded, 1 rows" in transformed, transformed
+    assert "zip3_reference.csv: 1 rows" in exported, exported
+    head = head.splitlines()
+    assert head[0].startswith("zip3,") and len(head) == 2 and head[1].startswith("100,"), head
+
+    queued = runner.invoke(args=shlex.split(blocks[2][0])[1:])
+    assert queued.exit_code == 0, queued.output
+    job_id = re.search(r"queued job (\S+):", queued.output).group(1)
+    assert start_worker(imp_settings, tmp_path, "--burst").wait(timeout=120) == 0
+    follow = runner.invoke(args=shlex.split(blocks[2][1].replace("JOB_ID", job_id))[1:])
+    assert follow.exit_code == 0 and "finished" in follow.output, follow.output
