@@ -20,7 +20,8 @@ from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.support.databases import Databases, db_url, drop_database, mode_env, with_roles
 from tests.support.environment import MODES
-from tests.support.import_files import uszip_row, write_uszips, gaz_row, write_gaz
+from handled.context import system_context
+from tests.support.import_files import gaz_row, uszip_row, write_gaz, write_uszips, write_zone_chart, zone_row
 from tests.support.operations import import_everything, populate_primary, table_fingerprints
 from tests.support.redis import flush_test_redis
 
@@ -48,7 +49,6 @@ def archive_app(imp_settings, tmp_path):
 
 def import_zips(app, files, name: str, zips: list[str]):
     settings = app.config["HANDLED_SETTINGS"]
-    from handled.context import system_context
     with app.app_context():
         path = write_uszips(files / name, [uszip_row(z) for z in zips])
         assert import_file(system_context(settings), "us-zips", path).status == "succeeded"
@@ -66,7 +66,6 @@ def test_archive_backups_store_only_new_files_and_the_newest_restores_them_all(a
 
     import_zips(archive_app, files / "b", "uszips.csv", ["10001", "10002"])
     with archive_app.app_context():
-        from handled.context import system_context
         gaz = write_gaz(files / "2020_Gaz_zcta_national.txt", [gaz_row("10001")])
         assert import_file(system_context(settings), "gaz-zcta", gaz).status == "succeeded"
     archived = archive_files(settings.import_archive_dir)
@@ -203,6 +202,12 @@ def test_back_up_lose_primary_data_and_archive_restore_rebuild_every_table_as_be
     live_data = own_databases.name(f"{mode}_live_data", create=True) if mode == "split" else None
     app = app_over(deployment(mode, live_primary, live_data, tmp_path))
     populate_primary(app)
+    early = tmp_path / "early"
+    early.mkdir()
+    with app.app_context():   # an upsert-mode file whose only archive backup is an earlier one
+        chart = write_zone_chart(early / "300.xlsx", [zone_row("100")])
+        assert import_file(system_context(app.config["HANDLED_SETTINGS"]), "ups-zones", chart).status == "succeeded"
+    assert cli(app, "backup", "create", "--target", "archive").exit_code == 0
     import_everything(app, tmp_path / "files")
     before = {"primary": table_fingerprints(live_primary, SCHEMAS["primary"]),
               "data": table_fingerprints(live_data or live_primary, SCHEMAS["data"])}
@@ -212,7 +217,8 @@ def test_back_up_lose_primary_data_and_archive_restore_rebuild_every_table_as_be
     assert made.exit_code == 0, made.output
     primary_dump, data_dump, archive = written(made.output)
     assert "primary" in primary_dump.name and "data" in data_dump.name and archive.suffix == ".tgz"
-    assert json.loads(archive.with_suffix(".json").read_text())["stored"] == 7   # every file imported (us-zips twice)
+    manifest = json.loads(archive.with_suffix(".json").read_text())
+    assert manifest["stored"] == 7 and len(manifest["files"]) == 8   # the early chart is in the earlier backup
 
     # The disaster: both databases and the archive are gone (the backups survive, e.g. copied off).
     for name in filter(None, (live_primary, live_data)):
@@ -225,7 +231,7 @@ def test_back_up_lose_primary_data_and_archive_restore_rebuild_every_table_as_be
     assert restored.exit_code == 0 and "every table matches" in restored.output, restored.output
     assert table_fingerprints(new_primary, SCHEMAS["primary"]) == before["primary"]
     files = cli(app, "backup", "restore", str(archive))
-    assert files.exit_code == 0 and "7 file(s) written" in files.output, files.output
+    assert files.exit_code == 0 and "8 file(s) written" in files.output, files.output
 
     # DATA is not restored from its dump: it is rebuilt from the archive and PRIMARY's history.
     rebuilt_app = app_over(deployment(mode, new_primary, new_data, tmp_path, migrated=False))

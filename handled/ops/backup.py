@@ -50,7 +50,8 @@ from handled.settings import DatabaseConfig, Settings, redact_url
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 # handled-<side>-<database>-<stamp>.dump, and handled-archive-<stamp>.tgz (ops/archive_backup.py)
-NAME_PATTERN = re.compile(r"^handled-(?:(primary|data)-.+|(archive))-(\d{8}T\d{12}Z)\.(?:dump|tgz)$")
+NAME_PATTERN = re.compile(r"^handled-(?:(?P<side>primary|data)-.+-(?P<dumped>\d{8}T\d{12}Z)\.dump"
+                          r"|(?P<archive>archive)-(?P<archived>\d{8}T\d{12}Z)\.tgz)$")
 TARGETS = ("primary", "data", "archive")
 
 
@@ -246,8 +247,9 @@ def parse_name(name: str) -> tuple[str, datetime] | None:
     match = NAME_PATTERN.match(name)
     if not match:
         return None
-    taken = datetime.strptime(match.group(3), STAMP_FORMAT).replace(tzinfo=timezone.utc)
-    return match.group(1) or match.group(2), taken
+    stamp = match.group("dumped") or match.group("archived")
+    taken = datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return match.group("side") or match.group("archive"), taken
 
 
 def list_backups(folder: Path, side: str | None = None) -> list[tuple[Path, str, datetime]]:

@@ -26,10 +26,11 @@ from pathlib import Path
 
 from handled import audit, heartbeat, runs
 from handled.context import Context
+from handled.db import primary_db
 from handled.errors import HandledError, first_line, redact_url
 from handled.models import BackupRun
 from handled.ops.archive_backup import create_archive_backup
-from handled.ops.backup import TARGETS, create_backup
+from handled.ops.backup import TARGETS, create_backup, dump_side
 from handled.ops.backup_verify import VerifyReport, verify_backup
 from handled.settings import Settings, variables
 from handled.timeutil import utcnow
@@ -182,8 +183,6 @@ def _last_line(output: bytes, command: tuple[str, ...]) -> str:
 
 def verify_recorded(ctx: Context, path: Path) -> VerifyReport:
     """Verify one backup file (backup_verify.verify_backup), recorded as a run of its target."""
-    from handled.ops.backup import dump_side
-
     with heartbeat.Heartbeat():
         run = _start(ctx, "verify", dump_side(Path(path)))
         try:
@@ -214,8 +213,6 @@ LAST_SUCCESS_SQL = """
 def backup_status() -> list[dict]:
     """Per target that has any run: its last backup run and last successful one, the same for
     verifies (dead runs are swept first, so a killed backup does not show as running)."""
-    from handled.db import primary_db
-
     runs.sweep_dead_runs("backup")
     with primary_db.atomic():
         last = {(op, target): {"status": status, "message": message, "file_name": name, "started_at": started,

@@ -130,7 +130,8 @@ TARGET_CHOICE = click.Choice([*backup.TARGETS, "all"])
                    "archive, incremental by sha256), or all three in that order.")
 def backup_create_command(target):
     """Back up into BACKUP_DIR with a JSON manifest, copy off the host (BACKUP_COPY_COMMAND); apply retention."""
-    outcomes = backup_runs.create_backups(cli_context(echo_progress), target)
+    ctx = cli_context(echo_progress)
+    outcomes = backup_runs.create_backups(ctx, target)
     for outcome in outcomes:
         made = outcome.result
         if made is None:
@@ -144,7 +145,7 @@ def backup_create_command(target):
         click.echo(f"manifest {made.manifest}")
         for path in made.deleted:
             click.echo(f"retention: deleted {path}")
-        if outcome.succeeded and cli_context().settings.backup_copy_command:
+        if outcome.succeeded and ctx.settings.backup_copy_command:
             click.echo(f"copied {made.path.name} and its manifest off this host (BACKUP_COPY_COMMAND)")
     _raise_first([o.message for o in outcomes if not o.succeeded])
 
