@@ -54,6 +54,8 @@ def import_zips(app, files, name: str, zips: list[str]):
         assert import_file(system_context(settings), "us-zips", path).status == "succeeded"
 
 
+@pytest.mark.flow("Backups")
+@pytest.mark.flow("Restore")
 def test_archive_backups_store_only_new_files_and_the_newest_restores_them_all(archive_app, files):
     settings = archive_app.config["HANDLED_SETTINGS"]
     (files / "a").mkdir(), (files / "b").mkdir()
@@ -125,6 +127,7 @@ def test_archive_backups_store_only_new_files_and_the_newest_restores_them_all(a
     assert "3 files listed, 1 new stored" in heal.output
 
 
+@pytest.mark.flow("Backups")
 def test_retention_keeps_every_archive_backup_a_kept_one_needs(imp_settings, files, tmp_path):
     app = create_app(replace(imp_settings, backup_dir=str(tmp_path / "backups"), backup_keep=1))
     app.config.update(TESTING=True)
@@ -195,6 +198,8 @@ def app_over(settings):
     return app
 
 
+@pytest.mark.flow("Backups")
+@pytest.mark.flow("Restore")
 @pytest.mark.parametrize("mode", MODES)
 def test_back_up_lose_primary_data_and_archive_restore_rebuild_every_table_as_before(mode, tmp_path,
                                                                                     own_databases):

@@ -44,6 +44,7 @@ def viewer(app):
     return sign_in(app, make_user(app, permissions=["view_system"]).email)
 
 
+@pytest.mark.flow("Backups")
 def test_a_copy_that_works_is_recorded_and_dated_in_metrics(settings, tmp_path, monkeypatch):
     offsite = tmp_path / "offsite"
     offsite.mkdir()
@@ -75,6 +76,7 @@ def test_a_copy_that_works_is_recorded_and_dated_in_metrics(settings, tmp_path, 
     assert all(run.file_name in backups for run in made) and "failed" not in backups
 
 
+@pytest.mark.flow("Backups")
 def test_a_failed_copy_fails_the_run_shows_on_system_and_leaves_the_metric_at_the_last_success(settings, tmp_path):
     good = backup_app(settings, tmp_path, ["cp", "{file}", str(tmp_path)])
     assert cli(good, "backup", "create", "--target", "primary").exit_code == 0
@@ -116,6 +118,7 @@ sys.exit(3)
 """
 
 
+@pytest.mark.one_mode   # the copy command and the run history: the mode changes nothing
 def test_the_command_gets_the_path_as_one_word_and_no_secret_is_printed_kept_or_inherited(settings, tmp_path,
                                                                                         monkeypatch, caplog):
     spy_out = tmp_path / "spy.json"
@@ -143,6 +146,7 @@ def test_the_command_gets_the_path_as_one_word_and_no_secret_is_printed_kept_or_
         assert TOKEN not in where and SPY.strip().splitlines()[1] not in where
 
 
+@pytest.mark.one_mode   # the copy command and the run history: the mode changes nothing
 def test_a_copy_that_hangs_is_stopped_after_backup_copy_timeout(settings, tmp_path):
     app = backup_app(settings, tmp_path, [sys.executable, "-c", "import time; time.sleep(600)", "{file}"],
                      backup_copy_timeout=1)
@@ -153,6 +157,7 @@ def test_a_copy_that_hangs_is_stopped_after_backup_copy_timeout(settings, tmp_pa
     assert runs_of(app)[-1].copy_status == "failed"
 
 
+@pytest.mark.one_mode   # the copy command and the run history: the mode changes nothing
 def test_a_command_that_cannot_start_or_be_parsed_is_one_sentence(settings, tmp_path):
     app = backup_app(settings, tmp_path, ["/no/such/copy-tool", "{file}"])
     result = cli(app, "backup", "create", "--target", "archive")
@@ -166,6 +171,7 @@ def test_a_command_that_cannot_start_or_be_parsed_is_one_sentence(settings, tmp_
     assert TOKEN not in repr(load_settings(mode_env("single", "x", BACKUP_COPY_COMMAND=f"rclone --token {TOKEN}")))
 
 
+@pytest.mark.one_mode   # the copy command and the run history: the mode changes nothing
 def test_a_backup_whose_process_died_shows_failed_not_running(settings, tmp_path):
     app = backup_app(settings, tmp_path, None)
     with app.app_context():

@@ -75,6 +75,8 @@ def verify_runs(app) -> list[BackupRun]:
         return list(BackupRun.select().where(BackupRun.operation == "verify").order_by(BackupRun.id))
 
 
+@pytest.mark.flow("Backups")
+@pytest.mark.flow("Restore")
 def test_a_good_backup_passes_and_its_scratch_database_is_gone(verify_app, settings):
     populate_primary(verify_app)
     dump = written(cli(verify_app, "backup", "create", "--target", "primary").output)[0]
@@ -103,6 +105,8 @@ def redump(dump: Path, database: str) -> None:
                    check=True, capture_output=True)
 
 
+@pytest.mark.one_mode   # a PRIMARY backup into a scratch database: the mode changes nothing
+@pytest.mark.flow("Backups")
 def test_a_tampered_or_damaged_backup_fails_naming_the_first_difference(verify_app, settings, dbs):
     populate_primary(verify_app)
     dump = written(cli(verify_app, "backup", "create", "--target", "primary").output)[0]
@@ -193,6 +197,8 @@ def test_an_archive_backup_is_checked_file_by_file(verify_app, files):
     assert "Traceback" not in flipped.output
 
 
+@pytest.mark.flow("Backups")
+@pytest.mark.flow("Verify")
 def test_newest_all_verifies_the_newest_backup_of_each_target(verify_app, settings, files):
     import_zips(verify_app, files, "uszips.csv", ["10001"])
     missing = cli(verify_app, "backup", "verify", "--newest", "all")
@@ -219,6 +225,7 @@ def test_a_role_that_may_not_create_databases_gets_one_sentence(settings, tmp_pa
     assert "set BACKUP_VERIFY_URL to a role with CREATEDB there." in result.output
 
 
+@pytest.mark.one_mode   # a PRIMARY backup into a scratch database: the mode changes nothing
 def test_sigterm_during_the_restore_still_drops_the_scratch_database(settings, tmp_path):
     """systemd stops a verify with SIGTERM (a timeout, a shutdown). A stand-in pg_restore that
     says it started and then waits holds the verify inside its restore for as long as the test
