@@ -65,7 +65,7 @@ def test_rebuild_replaces_rows_and_models_still_match_catalog(app, settings):
         conn.close()
     run = TransformationRun.get_by_id(second.run_id)
     assert run.status == "succeeded" and run.rows_written == second.rows
-    assert set(run.phase_timings) == {"prepare", "insert", "index", "check", "swap"}
+    assert set(run.phase_timings) == {"prepare", "insert", "index", "derive", "check", "swap"}
 
 
 def test_reader_in_a_loop_never_sees_an_empty_table_during_rebuilds(app, settings):
