@@ -84,13 +84,12 @@ def test_dry_run_lists_and_changes_nothing(scratch):
 
 def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
     migrate_all(scratch)
-    result = cli(scratch, "db", "rollback", "--target", "data", "--count", "3")
+    result = cli(scratch, "db", "rollback", "--target", "data", "--count", str(len(DATA_IDS) - 1))
     assert result.exit_code == 0, result.output
     assert "rolled back 0003_delivery_matrix_partitioned" in result.output
     assert "rolled back 0002_seed_carriers_services" in result.output
     assert sql(scratch.data, "SELECT count(*) FROM reference.carriers")[0][0] == 0
-    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", DATA_IDS[1]: "pending", DATA_IDS[2]: "pending",
-                                         DATA_IDS[3]: "pending"}
+    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", **{i: "pending" for i in DATA_IDS[1:]}}
     assert verdicts(scratch, "primary") == {i: "applied" for i in PRIMARY_IDS}
     result = cli(scratch, "db", "rollback", "--target", "primary", "--count", str(len(PRIMARY_IDS)))
     assert result.exit_code == 0
@@ -102,13 +101,14 @@ def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
 def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
     migrate_all(scratch)
     data = resolve_targets(scratch, "data")[0]
-    assert migrations.rollback(data, count=2) == [DATA_IDS[3], DATA_IDS[2]]     # back to one plain table
+    since_0003 = DATA_IDS[2:]   # 0003 and every later migration
+    assert migrations.rollback(data, count=len(since_0003)) == since_0003[::-1]     # back to one plain table
     relkind = "SELECT relkind FROM pg_class WHERE oid = 'reference.delivery_matrix'::regclass"
     assert sql(scratch.data, relkind) == [("r",)]
     assert verdicts(scratch, "data")[DATA_IDS[2]] == "pending"
     sql(scratch.data, "INSERT INTO reference.delivery_matrix VALUES ('100', '200', 'UPS', 'GND', 2, NULL, 95, 'x'),"
                       " ('900', '200', 'USPS', 'PRI', 1, NULL, 100, 'x')")
-    assert migrations.migrate(data) == [DATA_IDS[2], DATA_IDS[3]]      # the rows stay, in one partition
+    assert migrations.migrate(data) == since_0003      # the rows stay, in one partition
     assert sql(scratch.data, relkind) == [("p",)]
     assert sql(scratch.data, "SELECT count(*), count(DISTINCT tableoid) FROM reference.delivery_matrix") == [(2, 1)]
     assert sql(scratch.data, "SELECT conname FROM pg_constraint WHERE contype = 'p' "
@@ -116,7 +116,7 @@ def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
     with pytest.raises(psycopg2.errors.UniqueViolation):
         sql(scratch.data, "INSERT INTO reference.delivery_matrix VALUES ('100', '200', 'UPS', 'GND', 3, NULL, 60, 'x')")
     assert verdicts(scratch, "data")[DATA_IDS[2]] == "applied"
-    assert migrations.rollback(data, count=2) == [DATA_IDS[3], DATA_IDS[2]]
+    assert migrations.rollback(data, count=len(since_0003)) == since_0003[::-1]
     assert sql(scratch.data, "SELECT count(*) FROM reference.delivery_matrix") == [(2,)]
     assert cli(scratch, "db", "migrate").exit_code == 0
     assert cli(scratch, "db", "check").exit_code == 0
@@ -148,11 +148,24 @@ def test_live_partitions_are_renamed_out_of_the_scratch_names_and_back(scratch):
              "JOIN pg_index x ON x.indrelid = c.oid JOIN pg_class ic ON ic.oid = x.indexrelid "
              "WHERE i.inhparent = 'reference.delivery_matrix'::regclass")
     assert sql(scratch.data, names) == [("delivery_matrix__p0", "delivery_matrix__p0_pkey")]
-    assert migrations.rollback(data) == [DATA_IDS[3]]
+    since_0004 = DATA_IDS[3:]
+    assert migrations.rollback(data, count=len(since_0004)) == since_0004[::-1]
     assert sql(scratch.data, names) == [("_delivery_matrix_0", "_delivery_matrix_0_pkey")]
     assert verdicts(scratch, "data")[DATA_IDS[3]] == "pending"
-    assert migrations.migrate(data) == [DATA_IDS[3]]
+    assert migrations.migrate(data) == since_0004
     assert sql(scratch.data, names) == [("delivery_matrix__p0", "delivery_matrix__p0_pkey")]
+    assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_ground_days_comes_and_goes_with_its_migration(scratch):
+    migrate_all(scratch)
+    data = resolve_targets(scratch, "data")[0]
+    exists = "SELECT to_regclass('reference.ground_days') IS NOT NULL"
+    assert sql(scratch.data, exists) == [(True,)]
+    assert migrations.rollback(data) == ["0005_ground_days"]
+    assert sql(scratch.data, exists) == [(False,)]
+    assert migrations.migrate(data) == ["0005_ground_days"]
+    assert sql(scratch.data, exists) == [(True,)]
     assert cli(scratch, "db", "check").exit_code == 0
 
 

@@ -35,9 +35,9 @@ import psycopg2.extensions
 from handled.context import NO_PROGRESS, Progress
 from handled.db import direct_connection, release_connections
 from handled.settings import DatabaseConfig, Settings
-from handled.transformations.build_plan import (INDEX_SQL, PROGRESS_TOTAL, SCHEMA, BuildBusy, BuildCancelled,
-                                                BuildFailed, BuildPlan, LiveIndex, Slice, Statement, parse_index,
-                                                progress_point)
+from handled.transformations.build_plan import (INDEX_SQL, LEFTOVER_LOCK_TIMEOUT, PROGRESS_TOTAL, SCHEMA, BuildBusy,
+                                                BuildCancelled, BuildFailed, BuildPlan, LiveIndex, Slice, Statement,
+                                                parse_index, progress_point)
 from handled.transformations.registry import Companion, Transformation
 
 log = logging.getLogger("handled.transformations")
@@ -409,18 +409,28 @@ class _Build:
                 break
 
     def drop_quietly(self, conn, statements: list[str]) -> None:
-        """After a failure: drop the build tables (the slices go with theirs); never raise over the real error."""
-        try:
-            if conn.closed:
+        """After a failure: drop the build tables (the slices go with theirs); never raise over the real error.
+
+        The connection is first taken out of the build's control, whose waiting thread keeps
+        cancelling every statement of a stopping build; a cancel already on its way is retried."""
+        self.control.forget(conn)
+        for attempt in range(3):
+            try:
+                if conn.closed:
+                    return
+                if conn.status != psycopg2.extensions.STATUS_READY:
+                    conn.rollback()
+                with _transaction(conn) as cur:
+                    cur.execute(f"SET LOCAL lock_timeout = '{LEFTOVER_LOCK_TIMEOUT}'")
+                    for statement in statements:
+                        cur.execute(statement)
                 return
-            if conn.status != psycopg2.extensions.STATUS_READY:
-                conn.rollback()
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        except psycopg2.Error as exc:
-            log.warning("could not drop the build tables of %s after a failed build (the next build drops "
-                        "them): %s", self.t.id, exc)
+            except psycopg2.Error as exc:
+                if pg_code(exc) == "57014" and attempt < 2:
+                    continue
+                log.warning("could not drop the build tables of %s after a failed build (the next build drops "
+                            "them): %s", self.t.id, exc)
+                return
 
 
 @contextmanager
