@@ -135,6 +135,16 @@ def phase_at(timings: dict, offset: float) -> str:
     return "after the run"
 
 
+def peak_rss_kb() -> int:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries that over from the parent across
+    fork and exec, so a child started by a big bench process reported the parent's size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def export_child(dbname: str, target: str) -> None:
     """Runs in a child process: the CLI's export path, then the streamed path; prints JSON."""
     from handled import create_app
@@ -153,7 +163,7 @@ def export_child(dbname: str, target: str) -> None:
     for chunk in service.stream_export(ctx, "delivery_matrix.csv"):
         size += len(chunk)
     stream_seconds = time.monotonic() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = peak_rss_kb()
     print(json.dumps({"rows": result["rows"], "bytes": result["bytes"], "file_seconds": file_seconds,
                       "stream_seconds": stream_seconds, "stream_bytes": size, "peak_rss_mb": peak_kb / 1024}))
 
