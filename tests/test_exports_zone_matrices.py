@@ -13,9 +13,12 @@ from handled.context import system_context
 from handled.db import data_db
 from handled.exports import builders, service
 from handled.exports.registry import EXPORTS, get_export
+from handled.transformations import history
 from handled.transformations.registry import GROUND_SERVICES
 from handled.transformations.service import run_transformations
-from tests.support.reference_data import (build_reference_tables, load_random_delivery_sources, write_reference)
+from tests.support.databases import connect, superuser_config
+from tests.support.reference_data import (add_usps, build_reference_tables, load_random_delivery_sources,
+                                          write_reference)
 
 ZONE_MATRICES = [e.id for e in EXPORTS.values() if e.kind == "zone-matrix"]
 
@@ -121,3 +124,21 @@ def test_a_missing_table_is_a_sentence_on_the_page_and_the_cli(app, settings, lo
     assert response.status_code == 503 and sentence in response.get_data(as_text=True)
     assert result.exit_code == 1 and sentence in result.output and "Traceback" not in result.output
     assert "migrate the DATA database" in result.output
+
+
+def test_a_run_id_used_again_after_primary_is_restored_is_a_new_version(app, settings):
+    """The cached JSON is keyed by the export's version: a restored PRIMARY hands out run ids again,
+    and the first download after the next build must be the new matrix, not the cached old one."""
+    build_reference_tables(settings)
+    old = downloaded(settings, "zone-matrix-usps.json")                      # cached in Redis
+    matrix = history.last_success("delivery-matrix")
+    primary = connect(superuser_config(settings.primary))
+    with primary.cursor() as cur:                                            # PRIMARY as it was before that run
+        cur.execute("DELETE FROM config.transformation_runs WHERE id >= %s", (matrix.id,))
+        cur.execute("SELECT setval(pg_get_serial_sequence('config.transformation_runs', 'id'), %s, false)",
+                    (matrix.id,))
+    primary.close()
+    add_usps("700", "300", gal=1)
+    assert run_transformations(system_context(settings), ["delivery-matrix"])[0].run_id == matrix.id
+    new = downloaded(settings, "zone-matrix-usps.json")
+    assert new != old and json.loads(new)["matrix"] == [[2, 2], [3, 1]]
