@@ -11,7 +11,8 @@ import pytest
 from handled.context import system_context
 from handled.db import data_db
 from handled.transformations.build_plan import BuildCancelled, current_together
-from handled.transformations.build_runner import BuildControl, build_and_swap
+from handled.transformations.build_control import BuildControl
+from handled.transformations.build_runner import build_and_swap
 from handled.transformations.registry import GROUND_SERVICES, Companion, get_transformation
 from handled.transformations.service import TransformationFailed, run_transformation
 from tests.support.databases import connect, superuser_config

@@ -20,7 +20,8 @@ from handled.transformations.registry import Transformation, get_transformation
 from handled.context import system_context
 from handled.transformations.service import TransformationFailed, run_transformation
 from handled.transformations.build_plan import BuildBusy, BuildCancelled, BuildFailed
-from handled.transformations.build_runner import BuildControl, build_and_swap
+from handled.transformations.build_control import BuildControl
+from handled.transformations.build_runner import build_and_swap
 from tests.support.databases import connect, superuser_config
 from tests.support.reference_data import add_usps, add_zip, build_backends, load_delivery_sources, load_zip_sources
 from tests.support.waiting import wait_until

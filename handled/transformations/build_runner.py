@@ -15,7 +15,7 @@ tables serving; a killed process leaves them for the next build to drop.
 The build runs in a thread of its own (its slices in a pool), so the calling
 thread stays free to notice Ctrl-C or a job timeout: it is the one loop that
 waits for the build, and it cancels every connection of the build through its
-``BuildControl``. Progress goes straight from the build thread to the sink.
+``BuildControl`` (build_control.py). Progress goes straight from the build thread to the sink.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import psycopg2.extensions
 from handled.context import NO_PROGRESS, Progress
 from handled.db import direct_connection, release_connections
 from handled.settings import DatabaseConfig, Settings
+from handled.transformations.build_control import BuildControl, Stopped, pg_code
 from handled.transformations.build_plan import (INDEX_SQL, LEFTOVER_LOCK_TIMEOUT, PROGRESS_TOTAL, SCHEMA, BuildBusy,
                                                 BuildCancelled, BuildFailed, BuildPlan, LiveIndex, Slice, Statement,
                                                 parse_index, progress_point)
@@ -48,65 +49,12 @@ DROP_PATIENCE_SECONDS = 5     # how long to try dropping the old table after the
 POLL_SECONDS = 0.2            # how often the waiting thread re-cancels a stopping build
 
 
-class _Stopped(Exception):
-    """A slice was stopped because a sibling failed (never the error a run reports)."""
-
-
 @dataclass
 class BuildResult:
     rows: int
     sources_empty: bool
     timings: dict = field(default_factory=dict)
     slices: int = 1
-
-
-class BuildControl:
-    """Lets another thread cancel a running build: every connection it uses is cancelled."""
-
-    def __init__(self) -> None:
-        self.cancelled = threading.Event()   # someone asked: the run fails as cancelled
-        self.stopping = threading.Event()    # no statement may start any more (cancel, or a slice failed)
-        self._connections: set = set()
-        self._lock = threading.Lock()
-
-    def register(self, conn) -> None:
-        with self._lock:
-            self._connections.add(conn)
-
-    def forget(self, conn) -> None:
-        with self._lock:
-            self._connections.discard(conn)
-
-    def cancel(self) -> None:
-        """Stop the build: cancel what each connection is running and refuse what comes next."""
-        self.cancelled.set()
-        self.stop()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.interrupt()
-
-    def interrupt(self) -> None:
-        """Cancel the statements running now."""
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.cancel()
-            except psycopg2.Error as exc:  # already closed or never busy
-                log.debug("could not cancel a build connection: %s", exc)
-
-
-def pg_code(exc: BaseException) -> str | None:
-    """SQLSTATE of a psycopg2 error, also when Peewee wrapped it."""
-    seen = exc
-    while seen is not None:
-        code = getattr(seen, "pgcode", None)
-        if code:
-            return code
-        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = nested or seen.__cause__ or seen.__context__
-    return None
 
 
 def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, progress: Progress = NO_PROGRESS,
@@ -241,7 +189,7 @@ class _Build:
             if self.control.cancelled.is_set():
                 raise self.cancelled()
             if self.control.stopping.is_set():
-                raise _Stopped()
+                raise Stopped()
             cur.execute(sql, params)
 
     def cancelled(self) -> BuildCancelled:
@@ -350,7 +298,7 @@ class _Build:
         if self.control.cancelled.is_set():
             return self.cancelled()
         # the slice that failed, not a sibling stopped because of it
-        return next((e for e in errors if not isinstance(e, _Stopped) and pg_code(e) != "57014"), errors[0])
+        return next((e for e in errors if not isinstance(e, Stopped) and pg_code(e) != "57014"), errors[0])
 
     # -- derive, check, swap, clean up -------------------------------------------------------
 
