@@ -20,9 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from handled.settings_parsers import (
-    COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, DatabaseConfig, Required, Section, SettingsError, Variable,
-    boolean, database_url, direct_database_url, email, existing_folder, parse_database_url, redis_url, secret,
-    redact_url, text, verbatim, whole,
+    COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, OLDEST_SERVER_VERSION, DatabaseConfig, Required, Section,
+    ServerVersion, SettingsError, Variable, boolean, database_url, direct_database_url, email, existing_folder,
+    parse_database_url, redis_url, redact_url, secret, server_version, text, verbatim, whole,
 )
 
 __all__ = ["DatabaseConfig", "Settings", "SettingsError", "SECTIONS", "default_transform_parallelism",
@@ -89,6 +89,11 @@ SECTIONS: tuple[Section, ...] = (
                  "create-roles: the runtime role's password (same rules).", attribute="db_runtime_password"),
         Variable("DB_BUILD_PASSWORD", secret(16), None,
                  "create-roles: the builder role's password (same rules).", attribute="db_build_password"),
+        Variable("DB_MIN_SERVER_VERSION", server_version, ServerVersion(OLDEST_SERVER_VERSION),
+                 "The oldest PostgreSQL release `flask db check` accepts for each database, e.g. 16 or 16.4. "
+                 "Default: the oldest handled runs on; set it to hold every database to your own minimum "
+                 "(a managed provider's supported releases). A lower value than the default is refused.",
+                 attribute="db_min_server_version"),
         Variable("LOG_DB_QUERIES", boolean, False,
                  "Log every SQL statement with its database (primary/data) and duration. Errors and "
                  "warnings are always logged."),
@@ -232,6 +237,7 @@ class Settings:
     db_owner_password: str | None = field(repr=False)
     db_runtime_password: str | None = field(repr=False)
     db_build_password: str | None = field(repr=False)
+    db_min_server_version: ServerVersion
     log_db_queries: bool
     # Redis
     redis_url: str = field(repr=False)  # may hold a password: shown only through cache.display_url

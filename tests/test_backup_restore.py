@@ -45,10 +45,11 @@ def add_data_rows(settings):
                        SELECT '100', lpad(g::text, 3, '0'), (g % 8)::text FROM generate_series(0, 999) g""")
 
 
-def cli(app, *args):
-    return app.test_cli_runner().invoke(args=list(args))
+def cli(app, *args, env=None):
+    return app.test_cli_runner().invoke(args=list(args), env=env)
 
 
+@pytest.mark.flow("Restore")
 def test_backup_destroy_restore_compares_every_table(backup_app, settings, dbs):
     people = populate_primary(backup_app)
     add_data_rows(settings)
@@ -86,6 +87,7 @@ def test_backup_destroy_restore_compares_every_table(backup_app, settings, dbs):
     assert sign_in(app, people["admin"].email).get("/admin/users").status_code == 200
 
 
+@pytest.mark.flow("Restore")
 def test_restore_refuses_a_database_holding_the_side_and_flags_a_mismatch(backup_app, settings, dbs):
     populate_primary(backup_app)
     dump = cli(backup_app, "backup", "create", "--target", "primary").output.split()[1]
@@ -106,11 +108,13 @@ def test_restore_refuses_a_database_holding_the_side_and_flags_a_mismatch(backup
     shutil.os.remove(manifest_file)
     no_manifest = cli(backup_app, "backup", "restore", dump, "--to", db_url(dbs.name("nomanifest")))
     assert no_manifest.exit_code == 1 and "--compare-with" in no_manifest.output
-    live = cli(backup_app, "backup", "restore", dump, "--to", db_url(dbs.name("live")),
-               "--compare-with", db_url(copy))
+    live = cli(backup_app, "backup", "restore", dump, "--to-env", "RESTORE_URL", "--compare-with", db_url(copy),
+               env={"RESTORE_URL": db_url(dbs.name("live"))})   # as OPS_RUNBOOK "Restore" writes it
     assert live.exit_code == 0 and "every table matches" in live.output, live.output
 
 
+@pytest.mark.flow("Restore")
+@pytest.mark.flow("Verify")
 def test_retention_keeps_the_newest_and_drops_the_old(backup_app, settings):
     folder = backup_app.config["HANDLED_SETTINGS"].backup_dir
     first = cli(backup_app, "backup", "create", "--target", "primary").output.split()[1]
@@ -239,6 +243,8 @@ def test_pg_dump_and_pg_restore_get_the_password_from_the_environment_only(setti
     assert SECRET_PASSWORD not in result.output and "pa%20ss" not in result.output
 
 
+@pytest.mark.flow("Moving between single and split mode")
+@pytest.mark.flow("Restore")
 def test_restore_split_and_unsplit_take_the_url_from_the_environment_or_stdin(backup_app, settings, dbs,
                                                                                 monkeypatch):
     dump = cli(backup_app, "backup", "create", "--target", "primary").output.split()[1]

@@ -58,6 +58,7 @@ def uszips_with_bad_lines(path, good=200, bad=5):
     return write_uszips(path, rows)
 
 
+@pytest.mark.flow("A stuck job")
 def test_an_import_with_bad_lines_ends_failed_and_lists_the_file_and_its_run(app, settings, tmp_path, files,
                                                                             runner):
     lead = user(app, ["run_imports"], "lead@example.test")
@@ -125,6 +126,7 @@ def delivery_matrix_rows(settings):
         return cur.fetchone()[0]
 
 
+@pytest.mark.flow("A stuck job")
 def test_cancel_by_the_owner_stops_a_rebuild_and_leaves_the_live_table(app, settings, tmp_path):
     load_zip_sources()
     load_delivery_sources()

@@ -9,11 +9,11 @@ import threading
 import pytest
 
 from handled import heartbeat, jobs
-from handled.context import Actor, Context, system_context
+from handled.context import Actor, Context
 from handled.models import TransformationRun
 from handled.schema.names import is_scratch
 from handled.transformations import history
-from handled.transformations.service import enqueue_transformation, run_transformation
+from handled.transformations.service import enqueue_transformation
 from tests.support.databases import connect
 from tests.support.reference_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
 from tests.support.waiting import wait_until
@@ -98,7 +98,11 @@ def test_cli_background_run_refuses_when_part_of_its_plan_is_running(data, runne
         jobs.get_queue().empty()
 
 
-def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, settings, tmp_path):
+@pytest.mark.flow("A stuck job")
+def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, settings, tmp_path, runner):
+    """The runbook's "A stuck job": the next worker marks the dead worker's run failed, `jobs status`
+    (and `--follow`, which ends at once) names the reason and exits 1, and `transformations run
+    --all` builds again and clears what the killed build left."""
     blocker = lock_source(settings)
     worker = start_worker(settings, tmp_path)
     try:
@@ -123,9 +127,13 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     assert next_worker.wait(timeout=60) == 0
     dead = TransformationRun.get_by_id(run.id)
     assert dead.status == "failed" and "stopped before it finished" in dead.message
-    status = jobs.job_status(job_id)
-    assert status["status"] == "failed" and "stopped before it finished" in status["message"]
-    assert run_transformation(system_context(settings), "delivery-matrix").rows == 18    # the next build clears up
+    shown = runner.invoke(args=["jobs", "status", job_id])
+    followed = runner.invoke(args=["jobs", "status", job_id, "--follow", "--interval", "0.1"])   # ends at once
+    for result in (shown, followed):
+        assert result.exit_code == 1 and "stopped before it finished" in result.output, result.output
+    again = runner.invoke(args=["transformations", "run", "--all"])    # the next build clears up
+    assert again.exit_code == 0, again.output
+    assert history.last_run("delivery-matrix").rows_written == 18
     assert not [t for t in reference_tables() if is_scratch(t)]
 
 

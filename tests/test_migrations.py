@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 
 import psycopg2
@@ -9,13 +10,17 @@ import psycopg2.errors
 import pytest
 
 from handled import create_app
+from handled.db import close_databases
 from handled.schema import migrations
 from handled.schema.checks import run_checks
 from handled.schema.migrations import MigrationError, resolve_targets
 from handled.settings import load_settings
-from tests.support.databases import connect, database_names, drop_database, mode_env, superuser_config
-from tests.support.environment import ROOT
-from tests.support.processes import start_flask
+from handled.settings_parsers import ServerVersion
+from tests.support.accounts import csrf_token
+from tests.support.databases import (Databases, connect, database_names, db_url, drop_database, mode_env,
+                                     superuser_config)
+from tests.support.environment import PREFIX, ROOT
+from tests.support.processes import run_flask, start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
                "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only"]
@@ -179,6 +184,72 @@ def test_check_passes_on_a_migrated_database(scratch):
     assert ("no schemas of the other side" in names) == scratch.split_db_mode
 
 
+@pytest.mark.flow("Provision PRIMARY")
+def test_check_fails_on_a_server_older_than_the_minimum(scratch):
+    """The server's real version (server_version_num over the connection) against DB_MIN_SERVER_VERSION:
+    a minimum one minor release above this server fails the check, naming both; its own version passes."""
+    migrate_all(scratch)
+    real = int(sql(scratch.primary, "SHOW server_version_num")[0][0])
+    here, next_release = ServerVersion(real), ServerVersion(real + 1)
+    newer = replace_minimum(scratch, str(next_release))
+    result = cli(newer, "db", "check")
+    assert result.exit_code == 1, result.output
+    for side in ("primary", "data"):
+        assert (f"[FAIL] {side}: server version: PostgreSQL {here}; DB_MIN_SERVER_VERSION asks for "
+                f"{next_release} or newer") in result.output
+    same = cli(replace_minimum(scratch, str(here)), "db", "check")
+    assert same.exit_code == 0 and f"[ok] primary: server version: PostgreSQL {here}" in same.output
+
+
+def replace_minimum(settings, release: str):
+    """``settings`` with DB_MIN_SERVER_VERSION read from ``release`` as the environment gives it."""
+    parsed = load_settings({**mode_env("single", "unused"), "DB_MIN_SERVER_VERSION": release})
+    return dataclasses.replace(settings, db_min_server_version=parsed.db_min_server_version)
+
+
+def test_check_fails_for_a_migration_role_without_create(scratch):
+    """A real role that may connect and use the schemas but lacks CREATE in one of them (migrated
+    database), or in the database itself (schemas not made yet): `db check` names what it may not
+    create in and exits 1."""
+    migrate_all(scratch)
+    role = f"{scratch.primary.dbname}_nocreate"
+    assert role.startswith(PREFIX)
+    empty = Databases("nocreate")
+    fresh = empty.name("fresh", create=True)
+    for database in (scratch.primary.dbname, fresh):
+        sql(superuser_config(dataclasses.replace(scratch.primary, dbname=database)),
+            f'DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN '
+            f'CREATE ROLE "{role}" LOGIN; END IF; END $$;', (role,))
+    grants = [f'GRANT CONNECT ON DATABASE "{scratch.primary.dbname}" TO "{role}"',
+              f'REVOKE CREATE ON DATABASE "{scratch.primary.dbname}" FROM PUBLIC',
+              f'GRANT USAGE, CREATE ON SCHEMA config, _yoyo_primary TO "{role}"',
+              f'GRANT USAGE ON SCHEMA customer TO "{role}"']
+    try:
+        for statement in grants:
+            sql(scratch.primary, statement)
+        as_role = dataclasses.replace(scratch, primary_migration=dataclasses.replace(
+            scratch.direct_database("primary"), variable="PRIMARY_MIGRATION_URL", user=role, password=None))
+        result = cli(as_role, "db", "check", "--target", "primary")
+        assert result.exit_code == 1, result.output
+        assert f"[FAIL] primary: rights to create: the role {role} may not create in: customer\n" in result.output
+        assert (f"[FAIL] primary: tracking matches catalog: The role {role} of PRIMARY_MIGRATION_URL may not read "
+                "_yoyo_primary._yoyo_migration") in result.output and "Traceback" not in result.output
+
+        sql(superuser_config(dataclasses.replace(scratch.primary, dbname=fresh)),
+            f'REVOKE CREATE ON DATABASE "{fresh}" FROM PUBLIC')
+        in_fresh = dataclasses.replace(as_role, primary_migration=dataclasses.replace(
+            as_role.primary_migration, dbname=fresh))
+        result = cli(in_fresh, "db", "check", "--target", "primary")
+        assert result.exit_code == 1, result.output
+        assert (f"the role {role} may not create in: config (cannot create schemas in this database), "
+                "customer (cannot create schemas in this database)") in result.output
+    finally:
+        for database in (scratch.primary.dbname, fresh):
+            sql(superuser_config(dataclasses.replace(scratch.primary, dbname=database)), f'DROP OWNED BY "{role}"')
+        empty.drop_all()
+        sql(scratch.primary, f'DROP ROLE IF EXISTS "{role}"')
+
+
 def test_check_finds_a_schema_of_the_other_side_in_split_mode(scratch):
     migrate_all(scratch)
     if scratch.split_db_mode:
@@ -269,7 +340,7 @@ def test_migrations_refuse_a_transaction_pooler():
     env["PRIMARY_DATABASE_URL"] += "?pgbouncer=true"
     with pytest.raises(MigrationError, match="set PRIMARY_MIGRATION_URL"):
         resolve_targets(load_settings(env))
-    env["PRIMARY_MIGRATION_URL"] = "postgresql://postgres@127.0.0.1:5432/anything"
+    env["PRIMARY_MIGRATION_URL"] = db_url("anything")
     target = resolve_targets(load_settings(env), "primary")[0]
     assert target.config.variable == "PRIMARY_MIGRATION_URL" and not target.config.pgbouncer
 
@@ -327,3 +398,58 @@ def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_p
     tracked = [r[0] for r in sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")]
     assert tracked == PRIMARY_IDS + ["0900_adds_a_column"]
     assert {s.id: s.verdict for s in migrations.target_status(broken).states}["0901_fails_half_way"] == "pending"
+
+
+@pytest.mark.flow("Roles, then migrate each side")
+@pytest.mark.flow("First administrator")
+def test_deployment_steps_5_and_6_as_the_checklist_writes_them(tmp_path):
+    """Two empty databases and an admin URL; then DEPLOYMENT_CHECKLIST steps 5 and 6, each a
+    `flask` process in the environment the checklist builds: create-roles (admin URL in the
+    environment only), the URLs it prints, check, migrate PRIMARY dry then for real, DATA, status,
+    ensure-admin; the first administrator then signs in as the runtime role."""
+    dbs = Databases("deploy")
+    primary, data = dbs.name("primary", create=True), dbs.name("data", create=True)
+    base = {key: value for key, value in os.environ.items()
+            if not key.startswith(("PRIMARY_", "DATA_", "DB_", "SPLIT_", "REDIS_", "FLASK_", "HANDLED_"))}
+    env = {**base, **mode_env("split", primary, data), "DB_ADMIN_URL": db_url("postgres")}
+
+    def flask(*args):
+        result = run_flask("--app", str(ROOT / "app.py"), *args, env=env, cwd=tmp_path)
+        return result.returncode, result.stdout + result.stderr
+
+    try:
+        code, out = flask("db", "create-roles")
+        assert code == 0, out
+        printed = dict(line.split("=", 1) for line in out.splitlines() if re.match(r"^[A-Z_]+_URL=", line))
+        assert set(printed) == {"PRIMARY_DATABASE_URL", "PRIMARY_MIGRATION_URL", "DATA_DATABASE_URL",
+                                "DATA_MIGRATION_URL", "DATA_BUILD_URL"}, out
+        del env["DB_ADMIN_URL"]          # used once, never kept in handled.env
+        env.update(printed)
+
+        code, out = flask("db", "check")
+        assert code == 0 and "[FAIL]" not in out, out
+        code, out = flask("db", "migrate", "--target", "primary", "--dry-run")
+        assert code == 0 and f"would apply {PRIMARY_IDS[0]}" in out and "data" not in out.lower(), out
+        assert flask("db", "status")[0] == 1                       # the dry run applied nothing
+        code, out = flask("db", "migrate", "--target", "primary")
+        assert code == 0 and f"applied {PRIMARY_IDS[-1]}" in out, out
+        assert flask("db", "status")[0] == 1                       # DATA is still to do
+        code, out = flask("db", "migrate", "--target", "data")
+        assert code == 0 and f"applied {DATA_IDS[-1]}" in out, out
+        code, out = flask("db", "status")
+        assert code == 0, out
+        code, out = flask("db", "check")
+        assert code == 0 and "[FAIL]" not in out and "may only read and write rows" in out, out
+
+        code, out = flask("users", "ensure-admin")
+        assert code == 0, out
+        password = re.search(r"generated password .*: (\S+)", out).group(1)
+        app = create_app(load_settings({key: env[key] for key in env if key in printed or key in mode_env(
+            "split", primary, data)}))
+        client = app.test_client()
+        signed_in = client.post("/login", data={"email": "admin@example.com", "password": password,
+                                                "csrf_token": csrf_token(client)})
+        assert signed_in.status_code == 302 and signed_in.headers["Location"].endswith("/account/password")
+    finally:
+        close_databases()
+        dbs.drop_all()

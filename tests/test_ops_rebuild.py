@@ -49,6 +49,7 @@ def import_everything(app, files):
         run_transformations(ctx, [], run_all=True)
 
 
+@pytest.mark.flow("DATA down")
 def test_rebuild_into_an_empty_data_database_gives_the_same_tables(settings, tmp_path, dbs):
     archive = tmp_path / "archive"
     app = create_app(replace(settings, import_archive_dir=str(archive), import_upload_dir=str(tmp_path / "up")))
@@ -80,6 +81,7 @@ def test_rebuild_into_an_empty_data_database_gives_the_same_tables(settings, tmp
     assert again.exit_code == 1 and "already holds workspace rows" in again.output
 
 
+@pytest.mark.flow("DATA down")
 def test_rebuild_refuses_when_the_archive_lacks_a_file(settings, tmp_path, dbs):
     archive = tmp_path / "archive"
     app = create_app(replace(settings, import_archive_dir=str(archive), import_upload_dir=str(tmp_path / "up")))

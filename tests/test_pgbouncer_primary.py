@@ -12,7 +12,7 @@ import redis
 from handled import create_app
 from tests.support.accounts import csrf_token, make_user, sign_in
 from tests.support.databases import connect, db_url, session_runtime_roles
-from tests.support.environment import ROOT, SECRET, TEST_REDIS
+from tests.support.environment import PG_HOST, PG_PORT, ROOT, SECRET, TEST_REDIS
 from tests.support.processes import run_flask
 from tests.support.servers import PrivatePgBouncer, through_pgbouncer
 
@@ -20,7 +20,7 @@ from tests.support.servers import PrivatePgBouncer, through_pgbouncer
 
 @pytest.fixture
 def bouncer():
-    server = PrivatePgBouncer(server_port=5432, pool_size=3, users=("postgres", *session_runtime_roles())).start()
+    server = PrivatePgBouncer(server_host=PG_HOST, server_port=PG_PORT, pool_size=3, users=("postgres", *session_runtime_roles())).start()
     yield server
     server.destroy()
 
@@ -35,6 +35,7 @@ def pooler_stats(bouncer, dbname: str) -> dict:
     return next(row for row in rows if row["database"] == dbname)
 
 
+@pytest.mark.flow("Pooler (PgBouncer, transaction mode)")
 def test_sign_in_session_cache_and_admin_pages_through_pgbouncer(settings, bouncer):
     app = create_app(through_pgbouncer(settings, bouncer, connection_limit=4))
     app.config.update(TESTING=True)
@@ -71,6 +72,7 @@ def run_flask_cleanly(tmp_path, env: dict, *args) -> subprocess.CompletedProcess
     return run_flask(*args, env=full_env, cwd=tmp_path)
 
 
+@pytest.mark.flow("Pooler (PgBouncer, transaction mode)")
 def test_migrations_refuse_the_pooler_and_ask_for_a_direct_url(settings, tmp_path, bouncer):
     mode = settings.mode
     env = {"SPLIT_DB_MODE": "true" if mode == "split" else "false", "REDIS_URL": TEST_REDIS,

@@ -41,6 +41,7 @@ def runtime_connections(settings):
     return [(side, connect(settings.database(side))) for side in ("primary", "data")]
 
 
+@pytest.mark.flow("Provision PRIMARY")
 def test_runtime_role_cannot_create_alter_or_drop(settings):
     for side, conn in runtime_connections(settings):
         with closing(conn):
@@ -68,6 +69,7 @@ def test_runtime_role_cannot_change_the_audit_log(settings):
         assert cur.fetchone() == ("test.kept",)
 
 
+@pytest.mark.flow("Provision PRIMARY")
 def test_audit_trigger_refuses_even_the_owner(settings):
     owner = connect(settings.direct_database("primary"))
     superuser = connect(db_url(settings.primary.dbname))
@@ -149,6 +151,7 @@ def test_db_check_passes_for_the_least_privilege_runtime_role(settings):
         assert result.ok, result.detail
 
 
+@pytest.mark.flow("Roles, then migrate each side")
 @pytest.mark.parametrize("who", ["superuser", "owner"])
 def test_db_check_flags_a_runtime_url_with_too_much_power(settings, who):
     if who == "superuser":
