@@ -18,9 +18,11 @@ of what is swept, with the sentence each kind's dead runs are given.
 Rows are written through ``primary_db`` only, never inside a DATA transaction:
 in single-database mode both proxies share one connection.
 
-Backups keep no run table: a backup is its dump and the manifest written
-beside it (ops/backup.py), and a dump that did not finish is never renamed
-into place.
+Backups and their verifications (config.backup_runs, one row per target made or
+file verified) are runs too: a timer starts them with nobody watching, so a
+failure (of pg_dump, of the archive, of BACKUP_COPY_COMMAND) is kept here for
+/system and /metrics (handled/ops/backup_runs.py). A dump that did not finish is
+never renamed into place, whatever its row says.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from handled import heartbeat
-from handled.models import ExportRun, ImportRun, TransformationRun
+from handled.models import BackupRun, ExportRun, ImportRun, TransformationRun
 from handled.models.config import RunRecord
 from handled.timeutil import utcnow
 
@@ -56,6 +58,11 @@ RUN_KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
     # An export streams inside a web request, which keeps no heartbeat: a live
     # download cannot be told from a dead one, so export runs are never swept.
     RunKind("export", ExportRun, "export", None),
+    # subject "target": a backup's last success is read per operation by ops/backup_runs.py
+    RunKind("backup", BackupRun, "target",
+            "The process running it ({runner}) stopped before it finished; a backup it was writing was never "
+            "put in place, and a verify's scratch database is dropped by the next verify.",
+            last_success_by="finished_at"),
 )}
 
 

@@ -1,7 +1,7 @@
 """All models, one module per schema; ``ALL_MODELS`` is what the drift check compares."""
 
 from handled.models import config, customer, reference, workspace
-from handled.models.config import (AuditLog, ExportRun, ImportRun, LoginThrottle, PendingInvalidation,
+from handled.models.config import (AuditLog, BackupRun, ExportRun, ImportRun, LoginThrottle, PendingInvalidation,
                                     Permission, Role,
                                    RolePermission, Session, TransformationRun, User, UserRole)
 from handled.models.customer import Facility, FacilityOrganization, Organization
@@ -10,7 +10,7 @@ from handled.models.workspace import (GazZcta, UpsGroundServiceZip5, UpsZone, Us
                                       UsZip)
 
 PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog, LoginThrottle,
-                  ImportRun, TransformationRun, ExportRun, PendingInvalidation,
+                  ImportRun, TransformationRun, ExportRun, BackupRun, PendingInvalidation,
                   Organization, Facility, FacilityOrganization]
 DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService,
                Carrier, Service, Zip3Reference, DeliveryMatrix, GroundDays]
