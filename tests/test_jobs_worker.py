@@ -88,6 +88,7 @@ def test_failed_job_shows_the_reason(data, settings, tmp_path):
     history.finish_run(going.id, "failed", message="test over")
 
 
+@pytest.mark.one_mode    # Redis and the worker's order of steps; no database crossing
 @pytest.mark.parametrize("busy, ended", [(False, "finished"), (True, "failed")])
 def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings, monkeypatch, busy, ended):
     """A started job whose runner no longer beats reads as a dead worker's ("failed"). The job
@@ -121,7 +122,7 @@ def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings,
     assert jobs.job_status(job_id)["status"] == ended
 
 
-@pytest.mark.one_mode
+@pytest.mark.one_mode    # who writes which field of the meta in Redis; no database crossing
 def test_a_cancel_and_the_work_horse_keep_each_others_fields_of_the_meta(data, settings, tmp_path):
     """The job's meta is written by two processes: the work horse (its progress, how it ended)
     and whoever cancels it. Each writes only its own fields, so the horse's later writes, from
@@ -155,7 +156,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
-@pytest.mark.one_mode
+@pytest.mark.one_mode    # Redis only
 def test_two_processes_writing_the_meta_at_once_lose_nothing(app, settings, tmp_path):
     """Two processes (a work horse reporting, a cancel or the sweep) writing one job's meta at the
     same moment: every field either of them wrote is there afterwards, and enqueue's too."""

@@ -20,7 +20,8 @@ from handled.errors import HandledError, first_line
 from handled.jobs.progress import JobCancelled
 from handled.transformations import history
 from handled.transformations.build_plan import PHASES, BuildFailed
-from handled.transformations.build_runner import build_and_swap, pg_code
+from handled.transformations.build_control import pg_code
+from handled.transformations.build_runner import build_and_swap
 from handled.transformations.registry import TRANSFORMATIONS, Transformation, dependency_order, get_transformation
 
 log = logging.getLogger("handled.transformations")
@@ -61,7 +62,8 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
             ctx.progress(phase, done, total, message)
 
         try:
-            result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record)
+            result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record,
+                                    run_id=run.id)
         except BaseException as exc:
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
