@@ -224,7 +224,7 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
     def before_commit(cur, written: int) -> None:
         """Archive the file, then record the commit in DATA's ledger, in the rows' transaction."""
         archive_file(path, facts.sha256, settings.import_archive_dir)
-        cur.execute(*ledger.record("import", run.id, integration.id, file_sha256=facts.sha256,
+        cur.execute(*ledger.record("import", ledger.RunRef.of(run), integration.id, file_sha256=facts.sha256,
                                    rows_read=rows_read.count, rows_written=written, rows_rejected=rejections.total,
                                    rejected_rows=rejections.sorted_rows()))
     try:
