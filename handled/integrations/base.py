@@ -44,6 +44,15 @@ class WrongKind(FileRefused):
     refused for its name, since nothing proves what it is."""
 
 
+class WrongHeader(WrongKind):
+    """The header row is not the integration's: ``expected`` and ``found`` say both, so a
+    browser-renamed file can be refused for its header, not for its name."""
+
+    def __init__(self, message: str, expected: str, found: str):
+        super().__init__(message)
+        self.expected, self.found = expected, found
+
+
 Record = tuple[int, list]  # (line number in the file, cell values)
 Converter = Callable[[list, dict], Iterable[tuple]]
 FastPattern = Callable[[dict], "re.Pattern | None"]
