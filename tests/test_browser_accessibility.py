@@ -335,3 +335,20 @@ def test_no_page_an_admin_reaches_scrolls_sideways_at_phone_width(site, browser,
     assert len(walked) >= 25, walked
     assert problems == [], "\n".join(problems)
 
+
+
+def test_pages_ask_for_no_missing_file_and_show_an_icon(live_server, browser):
+    """Every page links its icon (a small SVG under static/), so a browser asks for no /favicon.ico
+    that would answer 404; signed out and signed in, no request a page makes fails."""
+    app, base = live_server
+    admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    failed = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(f"{base}/login")
+    sign_in(page, base, admin.email, TEST_PASSWORD)
+    for path in ("/", "/admin/users", "/jobs/"):
+        page.goto(base + path)
+        icon = page.locator("head link[rel=icon]")
+        assert icon.count() == 1 and page.request.get(base + icon.get_attribute("href")).status == 200
+    assert failed == [], failed
