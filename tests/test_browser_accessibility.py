@@ -352,3 +352,22 @@ def test_pages_ask_for_no_missing_file_and_show_an_icon(live_server, browser):
         icon = page.locator("head link[rel=icon]")
         assert icon.count() == 1 and page.request.get(base + icon.get_attribute("href")).status == 200
     assert failed == [], failed
+
+
+def test_an_admins_top_bar_fits_one_row_at_1280(live_server, browser):
+    """At 1280 px every nav link of an admin (the most links) sits on one row, beside the brand
+    and the user's name: the database mode is written under the name, not in the row."""
+    app, base = live_server
+    admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(page, base, admin.email, TEST_PASSWORD)
+    page.goto(f"{base}/admin/users")
+    boxes = page.evaluate("""() => [...document.querySelectorAll("header .brand, header nav a, header .userbar a")]
+        .map(e => { const r = e.getBoundingClientRect(); return [e.textContent.trim(), r.top, r.bottom, r.right]; })""")
+    assert len(boxes) >= 14, boxes
+    links = [b for b in boxes[1:-1]]                 # the nav links: one line, all at the same height
+    assert max(b[1] for b in links) - min(b[1] for b in links) < 2, f"the nav wraps: {boxes}"
+    top, bottom = links[0][1], links[0][2]           # brand and name sit beside them, on that line
+    assert all(b[1] < bottom and b[2] > top for b in boxes), f"the top bar wraps: {boxes}"
+    assert all(b[3] <= 1280 for b in boxes), boxes
+    assert page.locator("header .mode").is_visible()
