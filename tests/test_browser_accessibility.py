@@ -330,6 +330,7 @@ def test_no_page_an_admin_reaches_scrolls_sideways_at_phone_width(site, browser,
         response = page.goto(base + url)
         assert response.status in (200, 404, 410), f"{url} answered {response.status}"
         walked.append(url)
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")   # folded parts too
         problems += [f"{url}: {p}" for p in _sideways(page, 375)]
         screenshot(page, artifacts_dir / f"{len(walked):02d}-{name.replace('.', '-').replace(' ', '-')}.png")
     assert len(walked) >= 25, walked
