@@ -78,13 +78,16 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
                 result = function(job_context(actor_data, progress, settings, signed=True), *args, **kwargs)
             by = _cancelled_by(job) if isinstance(result, dict) and result.get("outcome") == "failed" else None
             if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
-                raise JobCancelled(by)
+                cancel = JobCancelled(by)
+                cancel.files, cancel.runs = result.get("files") or [], result.get("runs") or []
+                raise cancel
             if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
                 ended(outcome=result["outcome"], phase=result["outcome"], message=result.get("message"),
                       files=result.get("files") or [], runs=result.get("runs") or [])
             return result
         except JobCancelled as cancel:
-            ended(outcome="cancelled", phase="cancelled", message=cancel.sentence())
+            ended(outcome="cancelled", phase="cancelled", message=cancel.sentence(), files=cancel.files,
+                  runs=cancel.runs)
             return {"outcome": "cancelled"}
         except Exception as exc:
             by = _cancelled_by(job)
