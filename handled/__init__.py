@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from handled.errors import redact_url
 from handled.timeutil import time_element
+from handled.wording import short_duration
 
 if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs the module only once
     from handled.settings import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     cache.init_redis(settings)
     app.teardown_appcontext(lambda exc: db.release_connections())
     app.add_template_filter(lambda value: Markup(time_element(value)), "when")
+    app.add_template_filter(short_duration, "duration")
     for feature in FEATURES:
         importlib.import_module(feature).init_app(app)
     return app

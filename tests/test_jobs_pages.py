@@ -294,3 +294,17 @@ def test_a_rebuild_reports_progress_through_its_phases_and_slices(app, settings)
     assert all(40 <= done < 600 for done, _ in inserts)          # each slice inserted moves it
     indexes = [done for phase, done, _ in matrix if phase == "index"]
     assert indexes and all(600 <= done <= 870 for done in indexes) and indexes[-1] == 870
+
+
+def test_a_refused_file_is_said_once_not_failed_refused(app, settings, tmp_path, files):
+    lead = user(app, ["run_imports"], "lead@example.test")
+    wrong = files / "uszips.csv"
+    wrong.write_text("name,colour\nfig,purple\n")       # not the uszips header: refused
+    job_id = upload(lead, wrong)
+    assert start_worker(settings, tmp_path, "--burst").wait(timeout=120) == 0
+    status = jobs.job_status(job_id)
+    run = ImportRun.get()
+    assert run.status == "failed" and run.message.startswith("Refused: "), run.message
+    assert status["message"].startswith("uszips.csv was refused: "), status["message"]
+    assert "Refused:" not in status["message"] and "failed: " not in status["message"]
+    assert status["message"].removeprefix("uszips.csv was refused: ") == run.message.removeprefix("Refused: ")
