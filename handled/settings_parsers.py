@@ -10,6 +10,7 @@ variable in the words of its unit. This module reads no environment itself.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -153,6 +154,18 @@ def secret(min_length: int):
                                 "set a long random string of your own.")
         return value
     return parse
+
+
+def command_line(raw: str, var: Variable) -> tuple[str, ...]:
+    """A command as its argument list, split like a shell would split it (quotes, backslashes), but
+    never run through a shell: the program gets exactly these words, plus what handled adds."""
+    try:
+        words = tuple(shlex.split(raw))
+    except ValueError as exc:   # an unclosed quote; the value itself may hold a credential: not quoted
+        raise SettingsError(f"{var.name} cannot be split into words ({exc}); check its quotes.") from None
+    if not words:
+        raise SettingsError(f"{var.name} names no program.")
+    return words
 
 
 def email(raw: str, var: Variable) -> str:

@@ -7,9 +7,12 @@ import signal
 import threading
 
 import pytest
+from rq import SimpleWorker
 
 from handled import heartbeat, jobs
+from handled.cache import get_jobs_redis
 from handled.context import Actor, Context
+from handled.jobs.signing import SERIALIZER, HandledJob
 from handled.models import TransformationRun
 from handled.schema.names import is_scratch
 from handled.transformations import history
@@ -81,6 +84,40 @@ def test_failed_job_shows_the_reason(data, settings, tmp_path):
     assert status["status"] == "failed"
     assert f"run #{going.id}" in status["message"] and "already running" in status["message"]
     history.finish_run(going.id, "failed", message="test over")
+
+
+@pytest.mark.one_mode    # Redis and the worker's order of steps; no database crossing
+@pytest.mark.parametrize("busy, ended", [(False, "finished"), (True, "failed")])
+def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings, monkeypatch, busy, ended):
+    """A started job whose runner no longer beats reads as a dead worker's ("failed"). The job
+    must record how it ended before its heartbeat stops, or a page polling at that moment reads
+    "failed" for a job about to say "finished" or "cancelled" (the import-cancel test's old race);
+    and just started, before its beat, it is starting, not dead. Run in this process (RQ's
+    SimpleWorker) to look at the job at the very moments the beat starts and stops."""
+    job_id = jobs.enqueue("transformation", "handled.transformations.service.transformation_job",
+                          ["zip3-reference"], ctx=queued_by(settings), description="Run zip3-reference")
+    seen, at_start, start_beating, stop_beating = [], [], heartbeat.Heartbeat.__enter__, heartbeat.Heartbeat.__exit__
+
+    def look_then_start(self):
+        at_start.append(jobs.job_status(job_id)["status"])
+        return start_beating(self)
+
+    def look_then_stop(self, *exc):
+        seen.append(jobs.job_status(job_id)["status"])
+        return stop_beating(self, *exc)
+
+    monkeypatch.setattr(heartbeat.Heartbeat, "__enter__", look_then_start)
+    monkeypatch.setattr(heartbeat.Heartbeat, "__exit__", look_then_stop)
+    with app.app_context(), heartbeat.Heartbeat():
+        going = history.start_run("zip3-reference") if busy else None   # the job's run is then refused
+        worker = SimpleWorker([jobs.get_queue()], connection=get_jobs_redis(), job_class=HandledJob,
+                              serializer=SERIALIZER)
+        worker.work(burst=True)
+        if going is not None:
+            history.finish_run(going.id, "failed", message="test over")
+    assert at_start[1] == "started", at_start       # the job's own beat (the first is this test's)
+    assert len(seen) >= 2 and seen[-2] == ended, seen    # the job's own beat (the last is this test's)
+    assert jobs.job_status(job_id)["status"] == ended
 
 
 def test_cli_background_run_refuses_when_part_of_its_plan_is_running(data, runner):

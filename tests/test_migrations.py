@@ -24,9 +24,9 @@ from tests.support.processes import run_flask, start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
                "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only",
-               "0007_run_status_cancelled"]
+               "0007_backup_runs", "0008_run_status_cancelled"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned",
-            "0004_live_partition_names"]
+            "0004_live_partition_names", "0005_run_ledger"]
 
 
 def sql(config, statement, params=None):
@@ -90,13 +90,13 @@ def test_dry_run_lists_and_changes_nothing(scratch):
 
 def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
     migrate_all(scratch)
-    result = cli(scratch, "db", "rollback", "--target", "data", "--count", "3")
+    since_0002 = DATA_IDS[1:]
+    result = cli(scratch, "db", "rollback", "--target", "data", "--count", str(len(since_0002)))
     assert result.exit_code == 0, result.output
     assert "rolled back 0003_delivery_matrix_partitioned" in result.output
     assert "rolled back 0002_seed_carriers_services" in result.output
     assert sql(scratch.data, "SELECT count(*) FROM reference.carriers")[0][0] == 0
-    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", DATA_IDS[1]: "pending", DATA_IDS[2]: "pending",
-                                         DATA_IDS[3]: "pending"}
+    assert verdicts(scratch, "data") == {DATA_IDS[0]: "applied", **{i: "pending" for i in since_0002}}
     assert verdicts(scratch, "primary") == {i: "applied" for i in PRIMARY_IDS}
     result = cli(scratch, "db", "rollback", "--target", "primary", "--count", str(len(PRIMARY_IDS)))
     assert result.exit_code == 0
@@ -108,13 +108,14 @@ def test_rollback_undoes_the_latest_migration_of_one_side_only(scratch):
 def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
     migrate_all(scratch)
     data = resolve_targets(scratch, "data")[0]
-    assert migrations.rollback(data, count=2) == [DATA_IDS[3], DATA_IDS[2]]     # back to one plain table
+    since_0003 = DATA_IDS[2:]
+    assert migrations.rollback(data, count=len(since_0003)) == since_0003[::-1]     # back to one plain table
     relkind = "SELECT relkind FROM pg_class WHERE oid = 'reference.delivery_matrix'::regclass"
     assert sql(scratch.data, relkind) == [("r",)]
     assert verdicts(scratch, "data")[DATA_IDS[2]] == "pending"
     sql(scratch.data, "INSERT INTO reference.delivery_matrix VALUES ('100', '200', 'UPS', 'GND', 2, NULL, 95, 'x'),"
                       " ('900', '200', 'USPS', 'PRI', 1, NULL, 100, 'x')")
-    assert migrations.migrate(data) == [DATA_IDS[2], DATA_IDS[3]]      # the rows stay, in one partition
+    assert migrations.migrate(data) == since_0003      # the rows stay, in one partition
     assert sql(scratch.data, relkind) == [("p",)]
     assert sql(scratch.data, "SELECT count(*), count(DISTINCT tableoid) FROM reference.delivery_matrix") == [(2, 1)]
     assert sql(scratch.data, "SELECT conname FROM pg_constraint WHERE contype = 'p' "
@@ -122,7 +123,7 @@ def test_delivery_matrix_turns_partitioned_and_back_keeping_its_rows(scratch):
     with pytest.raises(psycopg2.errors.UniqueViolation):
         sql(scratch.data, "INSERT INTO reference.delivery_matrix VALUES ('100', '200', 'UPS', 'GND', 3, NULL, 60, 'x')")
     assert verdicts(scratch, "data")[DATA_IDS[2]] == "applied"
-    assert migrations.rollback(data, count=2) == [DATA_IDS[3], DATA_IDS[2]]
+    assert migrations.rollback(data, count=len(since_0003)) == since_0003[::-1]
     assert sql(scratch.data, "SELECT count(*) FROM reference.delivery_matrix") == [(2,)]
     assert cli(scratch, "db", "migrate").exit_code == 0
     assert cli(scratch, "db", "check").exit_code == 0
@@ -154,10 +155,11 @@ def test_live_partitions_are_renamed_out_of_the_scratch_names_and_back(scratch):
              "JOIN pg_index x ON x.indrelid = c.oid JOIN pg_class ic ON ic.oid = x.indexrelid "
              "WHERE i.inhparent = 'reference.delivery_matrix'::regclass")
     assert sql(scratch.data, names) == [("delivery_matrix__p0", "delivery_matrix__p0_pkey")]
-    assert migrations.rollback(data) == [DATA_IDS[3]]
+    since_0004 = DATA_IDS[3:]
+    assert migrations.rollback(data, count=len(since_0004)) == since_0004[::-1]
     assert sql(scratch.data, names) == [("_delivery_matrix_0", "_delivery_matrix_0_pkey")]
     assert verdicts(scratch, "data")[DATA_IDS[3]] == "pending"
-    assert migrations.migrate(data) == [DATA_IDS[3]]
+    assert migrations.migrate(data) == since_0004
     assert sql(scratch.data, names) == [("delivery_matrix__p0", "delivery_matrix__p0_pkey")]
     assert cli(scratch, "db", "check").exit_code == 0
 
@@ -364,19 +366,24 @@ def test_migration_ids_are_unique_across_both_sides():
             assert path.with_name(path.stem + ".rollback.sql").exists(), f"{path.name} has no rollback"
 
 
+def with_a_failing_migration(folder, target):
+    """A copy of ``target``'s migrations plus 0900 (adds a column) and 0901 (creates a table, fills
+    it, then divides by zero)."""
+    folder.mkdir()
+    for path in target.directory.iterdir():
+        (folder / path.name).write_text(path.read_text())
+    (folder / "0900_adds_a_column.sql").write_text("ALTER TABLE config.roles ADD COLUMN half_way_ok integer;\n")
+    (folder / "0901_fails_half_way.sql").write_text(
+        "CREATE TABLE config.half_done (x integer);\nINSERT INTO config.half_done VALUES (1);\nSELECT 1 / 0;\n")
+    return dataclasses.replace(target, directory=folder)
+
+
 def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_path):
     """A new migration that creates a table and then fails: its transaction is rolled back
     (no table), tracking is unchanged, earlier ones stay applied, and the sentence names it."""
     migrate_all(scratch)
     target = resolve_targets(scratch, "primary")[0]
-    directory = tmp_path / "primary"
-    directory.mkdir()
-    for path in target.directory.iterdir():
-        (directory / path.name).write_text(path.read_text())
-    (directory / "0900_adds_a_column.sql").write_text("ALTER TABLE config.roles ADD COLUMN half_way_ok integer;\n")
-    (directory / "0901_fails_half_way.sql").write_text(
-        "CREATE TABLE config.half_done (x integer);\nINSERT INTO config.half_done VALUES (1);\nSELECT 1 / 0;\n")
-    broken = dataclasses.replace(target, directory=directory)
+    broken = with_a_failing_migration(tmp_path / "primary", target)
     with pytest.raises(MigrationError) as refused:
         migrations.migrate(broken)
     message = str(refused.value)
@@ -386,6 +393,25 @@ def test_a_migration_that_fails_part_way_is_rolled_back_and_named(scratch, tmp_p
     tracked = [r[0] for r in sql(scratch.primary, "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1")]
     assert tracked == PRIMARY_IDS + ["0900_adds_a_column"]
     assert {s.id: s.verdict for s in migrations.target_status(broken).states}["0901_fails_half_way"] == "pending"
+
+
+@pytest.mark.one_mode    # the primary side's migrations only
+def test_flask_db_migrate_stops_on_a_failing_migration_with_one_sentence_and_exit_1(scratch, tmp_path, monkeypatch):
+    migrate_all(scratch)
+    with_a_failing_migration(tmp_path / "primary", resolve_targets(scratch, "primary")[0])
+    monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)      # what `flask db migrate` reads
+    tracked = "SELECT migration_id FROM _yoyo_primary._yoyo_migration ORDER BY 1"
+    result = cli(scratch, "db", "migrate", "--target", "primary")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: primary: migration 0901_fails_half_way failed and was rolled back, nothing of it "
+                                "is applied (division by zero); 0900_adds_a_column applied before it"), result.output
+    assert "Traceback" not in result.output and lines[-1].count(". ") <= 1, result.output   # one sentence (+ what to do)
+    assert sql(scratch.primary, "SELECT to_regclass('config.half_done')")[0][0] is None
+    assert [r[0] for r in sql(scratch.primary, tracked)] == PRIMARY_IDS + ["0900_adds_a_column"]
+    again = cli(scratch, "db", "migrate", "--target", "primary")     # nothing half-applied to trip over
+    assert again.exit_code == 1 and "0901_fails_half_way failed and was rolled back" in again.output
+    assert [r[0] for r in sql(scratch.primary, tracked)] == PRIMARY_IDS + ["0900_adds_a_column"]
 
 
 @pytest.mark.flow("Roles, then migrate each side")

@@ -210,16 +210,25 @@ def test_deploy_files_agree_with_the_docs_and_the_app():
     worker = configparser.ConfigParser(interpolation=None, strict=False)
     worker.read(ROOT / "deploy" / "handled-worker.service")
     assert worker["Service"]["ExecStart"].endswith("flask --app app jobs worker")
-    backup = configparser.ConfigParser(interpolation=None, strict=False)
-    backup.read(ROOT / "deploy" / "handled-backup.service")
-    assert backup["Service"]["ExecStart"].endswith("flask --app app backup create --target primary")
+    scheduled = {"handled-backup": "backup create --target primary",
+                 "handled-backup-data": "backup create --target data",
+                 "handled-backup-archive": "backup create --target archive",
+                 "handled-backup-verify": "backup verify --newest all"}
+    for unit, command in scheduled.items():
+        service = configparser.ConfigParser(interpolation=None, strict=False)
+        service.read(ROOT / "deploy" / f"{unit}.service")
+        assert service["Service"]["ExecStart"].endswith(f"flask --app app {command}"), unit
+        timer = configparser.ConfigParser(interpolation=None, strict=False)
+        timer.read(ROOT / "deploy" / f"{unit}.timer")   # each is started by its own timer
+        assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target", unit
     gunicorn_conf = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
     default_bind = re.search(r'"HANDLED_BIND", "([^"]+)"', gunicorn_conf).group(1)
     assert f"server {default_bind};" in (ROOT / "deploy" / "nginx-handled.conf").read_text()
     compile(gunicorn_conf, "gunicorn.conf.py", "exec")
     checklist = DOCS[0].read_text()
-    for name in ("gunicorn.conf.py", "handled-web.service", "handled-worker.service", "nginx-handled.conf"):
-        assert f"deploy/{name}" in checklist
+    for name in ("gunicorn.conf.py", "handled-web.service", "handled-worker.service", "nginx-handled.conf",
+                 *(f"{unit}.{kind}" for unit in scheduled for kind in ("service", "timer"))):
+        assert f"deploy/{name}" in checklist, name
 
 
 @pytest.mark.flow("Services")
@@ -236,7 +245,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
         copy = tmp_path / unit.name
         copy.write_text(unit.read_text().replace("/opt/handled", str(tmp_path / "opt")))
         units.append(str(copy))
-    assert len(units) == 4
+    assert len(units) == 10   # web, worker, and the backups of PRIMARY, DATA, the archive and their verify
 
     def verify(*paths):
         return subprocess.run(["systemd-analyze", "verify", *paths], capture_output=True, text=True, timeout=60)
@@ -283,3 +292,50 @@ def test_nginx_site_passes_nginx_t(tmp_path):
     assert "[warn]" not in done.stderr and "[emerg]" not in done.stderr, done.stderr
     broken = nginx_t(site.replace("proxy_buffering off;", "proxy_bufering off;"))
     assert broken.returncode != 0 and 'unknown directive "proxy_bufering"' in broken.stderr
+
+
+def checklist_section_blocks(title: str) -> list[list[str]]:
+    """The fenced blocks of one section of DEPLOYMENT_CHECKLIST.md, each as its lines."""
+    text = DOCS[0].read_text()
+    section = text.split(f"### {title}\n", 1)[1].split("\n## ", 1)[0]
+    return [[line.strip() for line in block.splitlines() if line.strip()]
+            for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+
+
+@pytest.mark.flow("Verify")
+def test_the_verify_split_operations_steps_work_as_written(imp_app, imp_settings, tmp_path, monkeypatch):
+    """Each command of "Verify split operations", run as written on a real-format uszips.csv:
+    the import, the history, the transformations, the export, and the same run through a worker."""
+    from tests.support.import_files import uszip_row, write_uszips
+    from tests.support.workers import start_worker
+
+    assert checklist_section_blocks("Verify split operations") == [
+        ["flask integrations import us-zips uszips.csv", "flask integrations history us-zips --limit 1"],
+        ["flask transformations run --all", "flask exports write zip3_reference.csv --output zip3_reference.csv",
+         "head -3 zip3_reference.csv"],
+        ["flask transformations run --all --background", "flask jobs status JOB_ID --follow"]]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    write_uszips(work / "uszips.csv", [uszip_row("10001", population="100", zcta="TRUE"),
+                                       uszip_row("10002", population="300", zcta="TRUE")])
+    runner = imp_app.test_cli_runner()
+
+    def flask(*words: str) -> str:
+        result = runner.invoke(args=list(words))
+        assert result.exit_code == 0, (words, result.output)
+        return result.output
+
+    assert "uszips.csv: succeeded (run 1)" in flask("integrations", "import", "us-zips", "uszips.csv")
+    assert " succeeded read=2 written=2 " in flask("integrations", "history", "us-zips", "--limit", "1")
+    assert "\nzip3-reference: run #1 succeeded, 1 rows" in flask("transformations", "run", "--all")
+    assert "zip3_reference.csv: 1 rows" in flask("exports", "write", "zip3_reference.csv", "--output",
+                                                 "zip3_reference.csv")
+    head = subprocess.run(["head", "-3", "zip3_reference.csv"], capture_output=True, text=True, check=True)
+    lines = head.stdout.splitlines()
+    assert lines[0].startswith("zip3,") and len(lines) == 2 and lines[1].startswith("100,"), lines
+
+    queued = flask("transformations", "run", "--all", "--background")
+    job_id = re.search(r"queued job (\S+):", queued).group(1)
+    assert start_worker(imp_settings, tmp_path, "--burst").wait(timeout=120) == 0
+    assert "finished" in flask("jobs", "status", job_id, "--follow")

@@ -61,7 +61,8 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
             ctx.progress(phase, done, total, message)
 
         try:
-            result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record)
+            result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record,
+                                    run_id=run.id)
         except BaseException as exc:
             message = _failure_message(t, exc)
             # stopped by a user (Cancel on the job page, Ctrl-C at the CLI): not a failure

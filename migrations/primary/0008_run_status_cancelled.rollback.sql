@@ -1,4 +1,4 @@
--- Back to the statuses before 0007: a cancelled run is recorded as failed again
+-- Back to the statuses before 0008: a cancelled run is recorded as failed again
 -- (its message still says who cancelled it).
 UPDATE config.import_runs SET status = 'failed' WHERE status = 'cancelled';
 UPDATE config.transformation_runs SET status = 'failed' WHERE status = 'cancelled';
