@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import dataclasses
+import datetime
 import io
 import os
 import subprocess
@@ -60,7 +61,7 @@ def test_upload_one_good_file_shows_its_run(importer, files):
     response = upload(importer, "ups-ground-service", [write_ground(files / "10001.csv", [ground_row()])])
     assert response.status_code == 302 and "/integrations/runs/" in response.headers["Location"]
     page = importer.get(response.headers["Location"]).get_data(as_text=True)
-    assert "succeeded" in page and "10001.csv" in page and "1 rows written" in page
+    assert "succeeded" in page and "10001.csv" in page and "1 row written" in page and "1 rows" not in page
     run = ImportRun.select().first()
     assert run.created_by_id == importer.user.id and run.created_by_email == importer.user.email
     assert AuditLog.select().where(AuditLog.action == "integration.import").count() == 1
@@ -141,6 +142,20 @@ def test_large_uploads_are_queued_and_the_job_runs_the_same_service(app, importe
     assert not any((files.parent / "uploads").iterdir())  # the upload folder was cleaned up
 
 
+@pytest.mark.one_mode   # page rendering only
+@pytest.mark.parametrize("upload_mb,file_bytes,shown", [
+    (128, 1 << 30, "at most 128 MB in all per upload, 128 MB per file;"),     # the upload caps each file
+    (128, 48 << 20, "at most 128 MB in all per upload, 48 MB per file;"),
+    (2048, 3 << 19, "at most 2,048 MB in all per upload, 1.5 MB per file;")])
+def test_the_upload_form_shows_both_limits_in_mb_and_never_a_file_over_the_upload(app, importer, upload_mb,
+                                                                                file_bytes, shown):
+    app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], max_upload_mb=upload_mb,
+                                                         import_max_bytes=file_bytes)
+    page = importer.get("/integrations/us-zips").get_data(as_text=True)
+    assert shown in " ".join(page.split()), page
+    assert "bytes per file" not in page
+
+
 def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
     app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], max_upload_mb=1)
     path = write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(8000)])
@@ -205,3 +220,15 @@ def test_an_upload_onto_a_full_disk_is_refused_with_a_sentence(settings, tmp_pat
         assert not any((disk / "uploads").iterdir())
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_run_faster_than_a_tenth_of_a_second_says_so(importer, files):
+    response = upload(importer, "ups-ground-service", [write_ground(files / "10001.csv", [ground_row()])])
+    run = ImportRun.select().first()
+    ImportRun.update(finished_at=run.started_at + datetime.timedelta(milliseconds=30)).where(
+        ImportRun.id == run.id).execute()
+    page = importer.get(response.headers["Location"]).get_data(as_text=True)
+    assert '<th scope="row">Took</th><td>under 0.1 s</td>' in page and "0.0 s" not in page
+    ImportRun.update(finished_at=run.started_at + datetime.timedelta(seconds=4.25)).where(
+        ImportRun.id == run.id).execute()
+    assert '<th scope="row">Took</th><td>4.2 s</td>' in importer.get(response.headers["Location"]).get_data(as_text=True)

@@ -30,6 +30,7 @@ from handled.context import NO_PROGRESS, Progress
 from handled.db import data_db
 from handled.errors import HandledError
 from handled.integrations.base import FileRefused, Integration, Record, RowError
+from handled.wording import how_many
 
 log = logging.getLogger("handled.integrations")
 OpenSource = Callable[[], ContextManager[Iterator[Record]]]
@@ -295,9 +296,10 @@ def _load_staged(cur, integration: Integration, open_source: OpenSource, context
 
 
 def _summary(written: int, rejections: Rejections) -> str:
-    text = f"{written:,} rows written to the table."
+    text = f"{how_many(written, 'row')} written to the table."
     if rejections.total:
-        text += (f" {rejections.total:,} rows were rejected and not loaded"
+        were = "was" if rejections.total == 1 else "were"
+        text += (f" {how_many(rejections.total, 'row')} {were} rejected and not loaded"
                  " (partial import: the good rows were kept).")
     return text
 
@@ -327,7 +329,8 @@ def _reject_and_apply(cur, integration: Integration, partial: bool, rejections: 
 def _refusal(rejections: Rejections, rows_read: int) -> str:
     first = rejections.sorted_rows()[0]
     return (f"Nothing was written: {rejections.total:,} of {rows_read:,} rows were rejected "
-            f"(first on line {first['line']}, {first['column']}: {first['reason']}).")
+            f"(first on line {first['line']}{', ' + first['column'] if first['column'] else ''}: "
+            f"{first['reason']}).")
 
 
 def _idents(names: Iterable[str]) -> sql.Composable:

@@ -30,11 +30,11 @@ from handled.db import data_db
 from handled.errors import HandledError
 from handled.integrations import history
 from handled.integrations.archive import archive_file
-from handled.integrations.base import FileRefused, Integration, RowError, WrongKind
+from handled.integrations.base import FileRefused, Integration, RowError, WrongHeader, WrongKind
 from handled.integrations.limits import FileLimits, check_archive
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
-from handled.integrations.names import (JudgedName, describe_scope, judge_name, read_by_any, scope_of,
-                                        scope_of_name)
+from handled.integrations.names import (JudgedName, describe_scope, header_refusal, judge_name, read_by_any,
+                                        scope_of, scope_of_name)
 from handled.integrations.options import force_hint, partial_hint
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
@@ -50,7 +50,7 @@ class ImportOutcome:
     run_id: int | None  # None for a file of a .zip that was ignored (no run)
     integration: str
     file_name: str
-    status: str  # succeeded | failed | skipped | ignored
+    status: str  # succeeded | failed | skipped | ignored | cancelled
     rows_read: int
     rows_written: int
     rows_rejected: int
@@ -67,6 +67,8 @@ class ImportOutcome:
             return "skipped as a duplicate"
         if self.status == "ignored":
             return "ignored"
+        if self.status == "cancelled":
+            return "cancelled"
         return "rejected" if self.rows_rejected else "failed"
 
     def as_dict(self) -> dict:
@@ -224,7 +226,7 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
     def before_commit(cur, written: int) -> None:
         """Archive the file, then record the commit in DATA's ledger, in the rows' transaction."""
         archive_file(path, facts.sha256, settings.import_archive_dir)
-        cur.execute(*ledger.record("import", run.id, integration.id, file_sha256=facts.sha256,
+        cur.execute(*ledger.record("import", ledger.RunRef.of(run), integration.id, file_sha256=facts.sha256,
                                    rows_read=rows_read.count, rows_written=written, rows_rejected=rejections.total,
                                    rejected_rows=rejections.sorted_rows()))
     try:
@@ -238,7 +240,9 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
             try:
                 opened = [stack.enter_context(open_records(path, name, integration, facts.kind,
                                                            _first_record_check(integration, judged)))]
-            except WrongKind:
+            except WrongKind as wrong:
+                if judged.renamed and isinstance(wrong, WrongHeader):   # another file's header: say so
+                    raise header_refusal(judged, wrong) from None
                 if judged.renamed:   # its content does not prove what it is: refused for its name
                     raise FileRefused(str(judged.refusal)) from None
                 raise
@@ -275,9 +279,11 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
         return _outcome(run)
     except JobCancelled as cancel:
-        history.finish_run(run, "failed", f"Cancelled by {cancel.by or 'someone'} while it was being "
+        history.finish_run(run, "cancelled", f"Cancelled by {cancel.by or 'someone'} while it was being "
                            "imported; its transaction was rolled back and nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
+        cancel.files.append(_outcome(run).as_dict())
+        cancel.runs.append(run.id)
         raise
     except BaseException:
         log.exception("import run %s of %s failed unexpectedly", run.id, name)
@@ -371,6 +377,10 @@ def import_paths(ctx: Context, integration_id: str, paths: Iterable[str | Path],
             outcome = _refused_early(ctx, integration, path, name, partial, str(refusal))
             ctx.progress("imported", 0, None, f"{name}: {outcome.status}. {outcome.message}")
             outcomes.append(outcome)
+        except JobCancelled as cancel:   # the files done before the cancelled one stay on the job page
+            cancel.files[:0] = [o.as_dict() for o in outcomes]
+            cancel.runs[:0] = [o.run_id for o in outcomes if o.run_id is not None]
+            raise
     return outcomes
 
 

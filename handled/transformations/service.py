@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rq.timeouts import JobTimeoutException
 
-from handled import audit, heartbeat, jobs
+from handled import audit, heartbeat, jobs, ledger
 from handled.context import Context
 from handled.errors import HandledError, first_line
 from handled.jobs.progress import JobCancelled
@@ -63,11 +63,13 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
 
         try:
             result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record,
-                                    run_id=run.id)
+                                    run=ledger.RunRef.of(run))
         except BaseException as exc:
             message = _failure_message(t, exc)
-            history.finish_run(run.id, "failed", message=message)
-            _audit(ctx, t, run.id, job_id, status="failed", message=message)
+            # stopped by a user (Cancel on the job page, Ctrl-C at the CLI): not a failure
+            status = "cancelled" if isinstance(exc, (JobCancelled, KeyboardInterrupt)) else "failed"
+            history.finish_run(run.id, status, message=message)
+            _audit(ctx, t, run.id, job_id, status=status, message=message)
             if isinstance(exc, Exception):
                 raise _failed(message, exc) from exc
             raise
