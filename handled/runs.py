@@ -11,8 +11,9 @@ starts a run with ``start_run``, may record its phase, and ends it with
 
 A process can die mid-run (killed, host restarted) and leave its row
 'running' forever. ``sweep_dead_runs`` marks failed the running rows whose
-worker no longer beats; a worker sweeps every kind when it starts, and pages
-sweep their own kind before they show it. ``RUN_KINDS`` below is the one list
+worker no longer beats; a job worker sweeps every kind when it starts and every
+few seconds while idle (jobs/worker.py), and pages sweep their own kind before
+they show it. ``RUN_KINDS`` below is the one list
 of what is swept, with the sentence each kind's dead runs are given.
 
 Rows are written through ``primary_db`` only, never inside a DATA transaction:
@@ -53,9 +54,11 @@ RUN_KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
     RunKind("transformation", TransformationRun, "transformation",
             "The worker running it ({runner}) stopped before it finished; the live table was left as it was.",
             last_success_by="finished_at"),
-    # An export streams inside a web request, which keeps no heartbeat: a live
-    # download cannot be told from a dead one, so export runs are never swept.
-    RunKind("export", ExportRun, "export", None),
+    # A download or export file keeps a heartbeat while it runs (exports/service.py), so a
+    # web worker killed mid-download leaves a run the sweep can tell is dead.
+    RunKind("export", ExportRun, "export",
+            "The process writing this export ({runner}) stopped before it finished; the file it was "
+            "sending is incomplete."),
 )}
 
 
