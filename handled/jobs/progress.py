@@ -14,6 +14,9 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import redis
+
+from handled.errors import first_line
 from handled.timeutil import utcnow
 
 log = logging.getLogger("handled.jobs")
@@ -41,6 +44,7 @@ class JobProgress:
     def __init__(self, job):
         self.job = job
         self._lock = threading.Lock()   # meta is one dict, saved whole
+        self._unsaved = False           # the last save failed (said once until one succeeds)
 
     def __call__(self, phase: str, done: int | None = None, total: int | None = None,
                  message: str | None = None) -> None:
@@ -51,7 +55,15 @@ class JobProgress:
             return
         with self._lock:
             self.job.meta.update(values)
-            self.job.save_meta()
+            try:
+                self.job.save_meta()
+            except redis.RedisError as exc:   # Redis away: the work goes on, its page catches up later
+                if not self._unsaved:
+                    log.warning("job %s: progress not saved while Redis is not answering (%s)", self.job.id,
+                                first_line(exc))
+                self._unsaved = True
+            else:
+                self._unsaved = False
 
 
 _bound: JobProgress | None = None
