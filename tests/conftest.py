@@ -6,6 +6,8 @@ docs/TESTING.md describes the layout and how to add a test.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.environment import MODES
 
 pytest_plugins = [
@@ -14,9 +16,43 @@ pytest_plugins = [
     "tests.fixtures.app",         # app, client, runner
     "tests.fixtures.accounts",    # login_client, csrf_token
     "tests.fixtures.imports",     # imp_settings, imp_app, files
-    "tests.fixtures.browser",     # live_server, browser, artifacts_dir
+    "tests.fixtures.browser",     # live_server, live_app, browser, artifacts_dir
     "tests.fixtures.workers",     # (autouse) job workers a test started are stopped after it
 ]
+
+
+ONE_MODE_HELP = ("one_mode: what the test proves does not depend on the database mode (it touches only "
+                 "PRIMARY, or refuses input before anything is written), so it runs in single mode only; "
+                 "split mode keeps the tests whose behaviour crosses the two databases")
+
+
+_LEFT_OUT = pytest.StashKey[int]()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", ONE_MODE_HELP)
+
+
+def _mode_of(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    return callspec.params.get("db_mode") or next(
+        (value for value in callspec.params.values() if value in MODES), None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Leave out the split-mode run of every test marked ``one_mode`` (reported as deselected)."""
+    kept, left_out = [], []
+    for item in items:
+        if item.get_closest_marker("one_mode") and _mode_of(item) == "split":
+            left_out.append(item)
+        else:
+            kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+    config.stash[_LEFT_OUT] = len(left_out)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -33,3 +69,7 @@ def pytest_terminal_summary(terminalreporter):
     for mode in MODES:
         terminalreporter.write_line(f"{mode:>6} mode: {counts[mode]['passed']} passed, "
                                     f"{counts[mode]['failed']} failed or errored")
+    left_out = terminalreporter.config.stash.get(_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(f"  (split-mode runs of {left_out} one_mode tests left out: "
+                                    "what they prove does not depend on the mode)")

@@ -5,7 +5,8 @@
   log); a reload says it was shown and resets nothing;
 - a user created with a generated password goes the same way;
 - deleting a role shows how many users hold it (and who) before the POST;
-- the users list filters by role and state, searches ``%``, ``_`` and ``\\`` literally,
+- the user page says whether sign-in to the account is throttled, and Unlock clears it;
+- the users list filters by role and state (active, disabled, locked), searches ``%``, ``_`` and ``\\`` literally,
   and a page past the end shows the last page;
 - an unknown user is a 404 page with a sentence (a POST about one: the list, with that sentence);
 - with Redis not answering, no password is reset or generated that could not be shown;
@@ -23,6 +24,8 @@ from handled.admin.user_views import TEMPORARY_PASSWORD_COOKIE
 from handled.context import system_context
 from handled.models import AuditLog, User
 from tests.support.accounts import TEST_PASSWORD, make_user, sign_in
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 PASSWORD_SHOWN = re.compile(r'id="temporary-password">([^<]+)<')
 
@@ -249,6 +252,49 @@ def test_users_filter_by_role_and_state(app, settings, login_client):
     assert re.search(r'<option value="disabled"\s+selected', page)
     unknown = admin.get("/admin/users?role=no_such_role&state=sleepy").get_data(as_text=True)
     assert "There is no role no_such_role" in unknown and "sleepy is not a state" in unknown
+
+
+def test_the_user_page_shows_a_throttled_sign_in_and_unlock_clears_it(app, settings, login_client):
+    admin = login_client(role="admin", email="boss@warehouse.test")
+    clerk = make_user(app, role="salesperson", email="dana@warehouse.test")
+    make_user(app, role="salesperson", email="eli@warehouse.test")
+
+    def emails(query):
+        page = admin.get(f"/admin/users?{query}").get_data(as_text=True)
+        return sorted(set(re.findall(r">([a-z.]+@warehouse\.test)</a>", page)))
+
+    page = admin.get(f"/admin/users/{clerk.id}").get_data(as_text=True)
+    assert "Not throttled: no failed sign-ins in the last 15 minutes." in page and 'id="unlock-user"' not in page
+    assert emails("state=locked") == []
+    stranger = app.test_client()
+    for _ in range(settings.login_max_failures_per_account):
+        stranger.post("/login", data={"email": clerk.email, "password": "not it"}, environ_base={"REMOTE_ADDR": "192.0.2.66"})
+    def owner_signs_in_from_that_address():
+        return stranger.post("/login", data={"email": clerk.email, "password": TEST_PASSWORD},
+                             environ_base={"REMOTE_ADDR": "192.0.2.66"}).status_code
+
+    assert owner_signs_in_from_that_address() == 401
+    page = admin.get(f"/admin/users/{clerk.id}").get_data(as_text=True)
+    assert "Sign-in is throttled for this account." in page
+    assert "Refused from 1 address after 10 failures there:\n    <code>192.0.2.66</code>." in page
+    assert 'id="unlock-user"' in page
+    assert emails("state=locked") == ["dana@warehouse.test"]
+    assert "sign-in throttled" in admin.get("/admin/users?q=dana").get_data(as_text=True)
+    assert "sign-in throttled" not in admin.get("/admin/users?q=eli").get_data(as_text=True)
+
+    clerk_only = login_client(permissions=["view_customers"])
+    assert clerk_only.post(f"/admin/users/{clerk.id}/unlock").status_code == 403
+    admin.send_csrf = False
+    assert admin.post(f"/admin/users/{clerk.id}/unlock").status_code == 400     # no CSRF token
+    admin.send_csrf = True
+    assert emails("state=locked") == ["dana@warehouse.test"] and audit_count(app, "user.unlock") == 0
+
+    done = admin.post(f"/admin/users/{clerk.id}/unlock", follow_redirects=True).get_data(as_text=True)
+    assert "Unlocked dana@warehouse.test" in done and "Not throttled: no failed sign-ins" in done
+    assert emails("state=locked") == [] and audit_count(app, "user.unlock") == 1
+    assert owner_signs_in_from_that_address() == 302
+    again = admin.post(f"/admin/users/{clerk.id}/unlock", follow_redirects=True).get_data(as_text=True)
+    assert "was not throttled; there was nothing to unlock" in again
 
 
 def test_users_search_treats_percent_underscore_and_backslash_literally(app, login_client):

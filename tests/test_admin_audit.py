@@ -3,9 +3,13 @@ targets linked to their pages, details shown as fields, pages past the end."""
 
 from __future__ import annotations
 
+import pytest
+
 from handled import audit
 from handled.context import Actor, Context
 from tests.support.accounts import make_user
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 
 def add_rows(app, settings, action: str, count: int, actor_email: str = "someone@example.test", **fields):
@@ -56,10 +60,11 @@ def test_targets_link_to_their_pages_for_those_who_may_open_them(app, settings, 
 def test_details_are_fields_not_raw_json(app, settings, login_client):
     viewer = login_client(permissions=["view_audit"])
     add_rows(app, settings, "role.update", 1, target_type="role", target_id=1, target_label="dock",
-             details={"added": ["run_imports", "view_customers"], "removed": [], "rehashed": True})
+             details={"added": ["run_imports", "view_customers"], "removed": [], "rehashed": True, "job_id": None})
     page = viewer.get("/admin/audit?action=role.update").get_data(as_text=True)
     assert "<dt>added</dt><dd>run_imports, view_customers</dd>" in page
     assert "<dt>removed</dt><dd>none</dd>" in page and "<dt>rehashed</dt><dd>yes</dd>" in page
+    assert "<dt>job id</dt><dd>none</dd>" in page and "None" not in page.split("<tbody>", 1)[1]
     assert "{&#34;added&#34;" not in page and '{"added"' not in page
 
 

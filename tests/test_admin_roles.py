@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from handled.models import AuditLog, Role
 from tests.support.accounts import make_user
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 
 def role_id(app, code):

@@ -7,9 +7,13 @@ import pwd
 import re
 from dataclasses import replace
 
+import pytest
+
 from handled import create_app
 from handled.models import User
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 
 def can_sign_in(app, email, password):
@@ -67,6 +71,23 @@ def test_disable_enable_reset_and_delete(app, runner):
     cli = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"   # the account that ran the command, not $USER
     assert actions == [("user.create", None), ("user.disable", cli), ("user.enable", cli),
                        ("user.reset_password", cli), ("user.delete", cli)]
+
+
+def test_unlock_forgets_the_failed_sign_ins(app, settings, runner):
+    user = make_user(app, role="salesperson", email="clerk@example.test")
+    for _ in range(settings.login_max_failures_per_account):
+        assert not can_sign_in(app, user.email, "not the password")
+    assert not can_sign_in(app, user.email, TEST_PASSWORD)    # this address is refused for the account
+    result = runner.invoke(args=["users", "unlock", user.email])
+    assert result.exit_code == 0, result.output
+    assert (f"unlocked clerk@example.test: {settings.login_max_failures_per_account} failed sign-in(s) forgotten, "
+            "1 address(es) no longer refused") in result.output
+    assert can_sign_in(app, user.email, TEST_PASSWORD)
+    again = runner.invoke(args=["users", "unlock", user.email])
+    assert "was not throttled; nothing to unlock" in again.output
+    with app.app_context():
+        from handled.models import AuditLog
+        assert AuditLog.select().where(AuditLog.action == "user.unlock").count() == 2
 
 
 def test_last_admin_is_protected_from_the_cli_too(app, runner):

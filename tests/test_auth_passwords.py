@@ -12,6 +12,8 @@ from handled.errors import HandledError
 from handled.models import User
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 
 def test_hashes_are_argon2id_and_verify(settings):
     stored = passwords.hash_password(settings, TEST_PASSWORD)

@@ -16,6 +16,8 @@ from tests.support.accounts import TEST_PASSWORD, client_with_token, csrf_token,
 from tests.support.servers import PrivateRedis
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 
 @pytest.fixture
 def private_redis(tmp_path):

@@ -4,10 +4,13 @@ files are public."""
 
 from __future__ import annotations
 
+import pytest
 from flask import url_for
 
 from handled.auth.permissions import endpoint_access
 from tests.support.accounts import CsrfClient
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 PUBLIC = {"static", "health.healthz", "auth.login"}
 SKIP_METHODS = {"HEAD", "OPTIONS"}

@@ -26,6 +26,8 @@ from tests.support.servers import PrivateRedis, self_signed_certificate
 from tests.support.session_probes import count_primary_statements, session_lookups
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 EVERYTHING = ["manage_users", "manage_roles", "view_system", "view_audit", "run_imports",
               "run_transformations", "download_exports", "view_customers"]
 

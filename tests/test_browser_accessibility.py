@@ -28,7 +28,7 @@ from tests.support.environment import ROOT
 from tests.support.import_files import uszip_row, write_uszips
 from tests.support.reference_data import build_reference_tables
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # pages render the same in both database modes
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 LONG_NAME = "Alexandra Montgomery-Whitfield"

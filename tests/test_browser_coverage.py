@@ -1,16 +1,22 @@
 """The coverage page in a real browser at full scale (918 destinations x 14 services): the header
 row and the ZIP3 column stay visible while the table scrolls (sticky), and a screenshot of the
-page goes to docs/screenshots/coverage.png for the README."""
+page goes to docs/screenshots/coverage.png for the README. On a small table, the page's own
+controls filter by state and service, sort by a header, and download what is shown as CSV."""
 
 from __future__ import annotations
 
+import csv
 import json
+
+import pytest
 
 from handled.models import Facility
 from tests.support.accounts import TEST_PASSWORD, make_user
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 from tests.support.reference_data import write_reference
+
+pytestmark = [pytest.mark.browser, pytest.mark.one_mode]   # the page renders the same in both database modes
 
 # (city, state, lat, lng) in rough ZIP3 order, east to west: 918 ZIP3s are spread over them with
 # a jitter, so the map draws something like the country; Anchorage falls outside the lower 48.
@@ -102,9 +108,51 @@ def test_coverage_header_stays_visible_while_the_table_scrolls(live_server, brow
                         .replace("'100'", "'895'").replace("40.7", "39.5").replace("+ 74", "+ 119.8")
                         .join(["INSERT INTO reference.delivery_matrix", ""]), {})
     page.select_option("select[name=other]", label="RNO1 · Reno (89501) · inactive")
-    page.click("form.coverage-filters button[type=submit]")
+    submit(page, "form.coverage-filters button[type=submit]")
     page.wait_for_load_state("load")       # the whole table parsed, not only its top
     assert page.locator("h2").inner_text() == "Best of EWR1 (origin 100) and RNO1 (origin 895)"
     assert page.locator("table.coverage tbody tr").count() == 918
     assert page.locator("table.coverage tbody sup", has_text="B").count() > 100
     screenshot(page, artifacts_dir / "compare.png", full_page=True)
+
+
+def test_filter_sort_and_csv_through_the_page_controls(live_server, browser, artifacts_dir):
+    app, base = live_server
+    with app.app_context():
+        write_reference("INSERT INTO reference.zip3_reference (zip3, primary_city, primary_state, total_population) "
+                        "VALUES ('200', 'Albany', 'NY', 1000), ('300', 'Boston', 'MA', 3000), "
+                        "('400', 'Buffalo', 'NY', 500), ('500', 'Camden', 'NJ', 6000)")
+        write_reference("INSERT INTO reference.delivery_matrix VALUES "
+                        "('100', '200', 'UPS', 'GND', 2, NULL, 95, 't'), ('100', '300', 'UPS', 'GND', 5, NULL, 0, 't'), "
+                        "('100', '400', 'UPS', 'GND', 1, NULL, 100, 't'), ('100', '200', 'USPS', 'PRI', 1, NULL, 100, 't'), "
+                        "('100', '500', 'USPS', 'PRI', 4, NULL, 20, 't')")
+        Facility.create(code="EWR1", name="Newark", zip="10001", timezone="America/New_York")
+    lead = make_user(app, role="warehouse_lead", email="lead@example.test", name="Lead")
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(page, base, lead.email, TEST_PASSWORD)
+
+    def zip3s():
+        return page.locator("table.coverage tbody th").all_inner_texts()
+
+    page.goto(f"{base}/coverage/")
+    assert zip3s() == ["200", "300", "400", "500"]
+    assert page.locator("table.coverage tbody tr").first.locator("td").all_inner_texts()[:3] == ["Albany", "NY", "1,000"]
+    page.select_option("select[name=state]", "NY")
+    page.check("input[name=service][value=UPS-GND]")
+    submit(page, "form.coverage-filters button[type=submit]")
+    assert zip3s() == ["200", "400"]
+    headers = [" ".join(h.split()).rstrip(" ▲▼") for h in page.locator("table.coverage thead th").all_inner_texts()]
+    assert headers == ["ZIP3", "City", "State", "Population", "UPS GND"]
+    submit(page, "table.coverage thead th a:has-text('GND')")            # sort by that service, fewest days first
+    assert zip3s() == ["400", "200"]
+    assert page.locator("table.coverage thead th").nth(4).get_attribute("aria-sort") == "ascending"
+    submit(page, "table.coverage thead th a:has-text('GND')")            # the same header again: the other way
+    assert zip3s() == ["200", "400"]
+    assert page.locator("select[name=state]").input_value() == "NY"    # the filters outlive the sort
+    assert page.locator("svg").count() >= 1 and "UPS GND" in page.locator("figure").first.inner_text()
+    screenshot(page, artifacts_dir / "filtered-sorted.png", full_page=True)
+    with page.expect_download() as download:
+        page.click("a:text-is('Download CSV')")
+    with open(download.value.path(), newline="") as shown:
+        assert list(csv.reader(shown)) == [["zip3", "city", "state", "population", "UPS GND days"],
+                                           ["200", "Albany", "NY", "1000", "2"], ["400", "Buffalo", "NY", "500", "1"]]

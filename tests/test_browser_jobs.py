@@ -1,21 +1,17 @@
 """A job page in a real browser shows progress live: queued, then finished (or failed, with each
 file's outcome and run), without a reload (its script is a static file, so the
-Content-Security-Policy lets it run). The failed import's page is docs/screenshots/job.png."""
+Content-Security-Policy lets it run). The failed import's page is docs/screenshots/job.png.
+A queued rebuild disables its Run button, a second request for it links to the job, and the
+user who queued it (not another lead) cancels it from its page."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import replace
-
 import pytest
-from werkzeug.serving import make_server
 
-from handled import create_app
 from tests.support.accounts import TEST_PASSWORD, make_user
-from tests.support.browser import screenshot, sign_in
+from tests.support.browser import screenshot, sign_in, submit
 from tests.support.environment import ROOT
 from tests.support.import_files import uszip_row, write_uszips
-from tests.support.processes import free_port
 from tests.support.reference_data import load_zip_sources
 from tests.support.waiting import wait_until
 from tests.support.workers import start_worker
@@ -53,23 +49,9 @@ def test_job_page_updates_live_when_a_worker_finishes_the_run(live_server, brows
     assert blocked == []
 
 
-@pytest.fixture
-def import_server(settings, tmp_path):
-    """A live server whose uploads all go to the job queue (IMPORT_BACKGROUND_BYTES=0)."""
-    app = create_app(replace(settings, session_cookie_secure=False, import_background_bytes=0,
-                             import_upload_dir=str(tmp_path / "uploads"),
-                             import_archive_dir=str(tmp_path / "archive")))
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
-
-
-def test_an_upload_with_bad_lines_ends_failed_on_its_job_page(import_server, browser, settings, tmp_path,
+def test_an_upload_with_bad_lines_ends_failed_on_its_job_page(live_app, browser, settings, tmp_path,
                                                               artifacts_dir):
-    app, base = import_server
+    app, base = live_app(import_background_bytes=0)     # every upload goes to the job queue
     lead = make_user(app, role="warehouse_lead", email="lead@example.test", name="Lead")
     rows = [uszip_row(f"{n:05d}") for n in range(1, 2001)] + [uszip_row(f"9{n}") for n in range(5)]
     path = write_uszips(tmp_path / "uszips.csv", rows)
@@ -108,3 +90,45 @@ def test_an_upload_with_bad_lines_ends_failed_on_its_job_page(import_server, bro
     listed = page.locator("table.jobs tbody tr").first.inner_text()
     assert "uszips.csv" in listed and "failed" in listed and "lead@example.test" in listed
     screenshot(page, artifacts_dir / "job-list.png")
+
+
+@pytest.mark.one_mode     # nothing runs: the queue and the page, the same in both database modes
+def test_a_queued_rebuild_disables_its_run_button_and_a_second_request_links_to_its_job(live_server, browser,
+                                                                                      artifacts_dir):
+    app, base = live_server
+    lead = make_user(app, role="warehouse_lead", email="lead@example.test", name="Lead")
+    tabs = browser.new_context(viewport={"width": 1200, "height": 800})
+    first, second = tabs.new_page(), tabs.new_page()       # one browser, two tabs (one session)
+    sign_in(first, base, lead.email, TEST_PASSWORD)
+    run_button = "form[action$='/zip3-reference/run'] button"
+    second.goto(f"{base}/transformations/")                # opened before the first click: still enabled
+    first.goto(f"{base}/transformations/")
+    submit(first, run_button)                                # no worker runs: the job stays queued
+    assert "/jobs/" in first.url
+    job_path = first.url[len(base):]
+
+    first.goto(f"{base}/transformations/")
+    assert first.locator(run_button).is_disabled()
+    row = first.locator("tr", has=first.locator(run_button))
+    assert "queued" in row.inner_text() and row.locator(f"a[href='{job_path}']").count() == 1
+    screenshot(first, artifacts_dir / "1-run-disabled.png")
+
+    assert second.locator(run_button).is_enabled()
+    submit(second, run_button)                               # the double click, from a stale page
+    refusal = second.locator(".flash-error")
+    assert "zip3-reference" in refusal.inner_text() and refusal.get_attribute("role") == "alert"
+    assert refusal.locator(f"a[href='{job_path}']").inner_text() == "See that job"
+    screenshot(second, artifacts_dir / "2-second-request-refused.png")
+    second.goto(f"{base}/jobs/")
+    assert second.locator("table.jobs tbody tr").count() == 1     # one rebuild queued, not two
+
+    other = browser.new_context().new_page()                      # someone else may see it, not cancel it
+    sign_in(other, base, make_user(app, role="warehouse_lead", email="other@example.test").email, TEST_PASSWORD)
+    other.goto(f"{base}{job_path}")
+    assert other.locator("#job-cancel").count() == 0
+    first.goto(f"{base}{job_path}")                               # who queued it cancels it
+    submit(first, "#job-cancel button")
+    assert first.locator("#job-status").inner_text() == "cancelled"
+    assert "Cancelled by lead@example.test before it started" in first.locator("#job-message").inner_text()
+    first.goto(f"{base}/transformations/")
+    assert first.locator(run_button).is_enabled()                 # free to run again

@@ -44,6 +44,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
     import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
     (files / "bad").mkdir()
@@ -73,6 +74,7 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
     import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
     (files / "bad").mkdir()
@@ -82,6 +84,7 @@ def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx)
 
 
 @pytest.mark.parametrize("name", ["1000.csv", "10001.txt", "10001_Inbound.csv", "ABCDE.csv"])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_names_are_refused(imp_app, files, name, imp_ctx):
     assert_refused(imp_ctx, "ups-ground-service", write_ground(files / name, good_rows()), "ups_ground_service_zip5",
                    message="expected NNNNN.csv or NNNNN_Outbound.csv")

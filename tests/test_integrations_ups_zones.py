@@ -68,6 +68,7 @@ BAD = [
 
 @pytest.mark.parametrize("ext", FORMATS)
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_chart(imp_app, files, ext, label, row, column, reason, imp_ctx):
     import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
     (files / "bad").mkdir()
@@ -152,6 +153,7 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,name,content,message", WHOLE, ids=[w[0] for w in WHOLE])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_files_that_are_not_spreadsheets_are_refused(imp_app, files, label, name, content, message, imp_ctx):
     import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
     (files / "bad").mkdir()
@@ -161,6 +163,7 @@ def test_files_that_are_not_spreadsheets_are_refused(imp_app, files, label, name
 
 
 @pytest.mark.parametrize("name", ["7.xlsx", "0070.xls", "007.csv", "zones-007.xlsx"])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_names_are_refused(imp_app, files, name, imp_ctx):
     path = files / name
     write_zone_chart(files / "007.xlsx", good_rows()).rename(path)

@@ -131,6 +131,7 @@ WHOLE_FILE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE_FILE, ids=[w[0] for w in WHOLE_FILE])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused_before_anything_is_written(imp_app, files, label, write, message, imp_ctx):
     import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     bad = files / "bad"

@@ -39,6 +39,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
     import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     (files / "bad").mkdir()
@@ -65,6 +66,7 @@ WHOLE = [
 
 
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
     import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     (files / "bad").mkdir()

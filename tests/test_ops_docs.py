@@ -83,6 +83,7 @@ def test_the_docs_name_enough_commands():
 
 
 @pytest.mark.parametrize("doc,line", documented_commands())
+@pytest.mark.one_mode   # checks the CLI's commands and options: no database behaviour
 def test_each_documented_command_exists_with_its_options(settings, doc, line):
     app = create_app(settings)
     words = shlex.split(line)[1:]

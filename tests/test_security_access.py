@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from handled.auth import roles, sessions, users
+from handled.auth import login, roles, sessions, throttle, users
 from handled.context import Actor, Context, system_context
 from handled.db import primary_db
 from handled.errors import Conflict, Forbidden
@@ -26,9 +26,11 @@ from handled.models import AuditLog, Role, Session, User
 from tests.support.accounts import TEST_PASSWORD, client_with_token, make_user, new_session, sign_in
 from tests.support.databases import connect
 
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
+
 REFUSED_USER_ACTIONS = ("user.update.refused", "user.roles.refused", "user.reset_password.refused",
                         "user.disable.refused", "user.enable.refused", "user.delete.refused",
-                        "session.revoke.refused")
+                        "session.revoke.refused", "user.unlock.refused")
 
 
 def acting_as(app, user) -> Context:
@@ -61,7 +63,15 @@ def _state(app, user_id):
     with app.app_context():
         row = User.get(User.id == user_id)
         return (row.email, row.name, row.password_hash, row.disabled, users.role_codes_of(user_id),
-                Session.select().where(Session.user == user_id).count())
+                Session.select().where(Session.user == user_id).count(),
+                throttle.status(app.config["HANDLED_SETTINGS"], row.email).failures)
+
+
+def fail_sign_in(app, email):
+    """One wrong password for ``email`` from a stranger's address: a failure the throttle counts."""
+    with app.app_context(), pytest.raises(login.LoginRefused):
+        login.sign_in(Context(app.config["HANDLED_SETTINGS"], Actor.anonymous("192.0.2.13")), email,
+                      "not the password", "pytest")
 
 
 # -- 1. acting on a more powerful user --------------------------------------------------------
@@ -72,6 +82,7 @@ def test_superuser_cannot_act_on_an_administrator_through_the_pages(app, setting
     disabled_admin = make_user(app, role="admin")
     with app.app_context():
         users.set_disabled(system_context(settings), disabled_admin.id, True)
+    fail_sign_in(app, admin.user.email)  # something to unlock, so the page would offer Unlock
     before, before_disabled = _state(app, admin.user.id), _state(app, disabled_admin.id)
     uid = admin.user.id
     session_hash = sessions.hash_token(admin.session_token)
@@ -83,7 +94,8 @@ def test_superuser_cannot_act_on_an_administrator_through_the_pages(app, setting
                 (f"/admin/users/{uid}/disable", {}, f"disable {email}"),
                 (f"/admin/users/{disabled_admin.id}/enable", {}, f"enable {other}"),
                 (f"/admin/users/{uid}/delete", {"confirm_email": email}, f"delete {email}"),
-                (f"/admin/users/{uid}/sessions/{session_hash}/revoke", {}, f"end the sessions of {email}")]
+                (f"/admin/users/{uid}/sessions/{session_hash}/revoke", {}, f"end the sessions of {email}"),
+                (f"/admin/users/{uid}/unlock", {}, f"unlock {email}")]
     for url, data, what in attempts:
         text = superuser.post(url, data=data, follow_redirects=True).get_data(as_text=True)
         assert f"You cannot {what}: that account holds permissions you do not hold (manage_roles)." in text, url
@@ -95,7 +107,7 @@ def test_superuser_cannot_act_on_an_administrator_through_the_pages(app, setting
     page = superuser.get(f"/admin/users/{uid}").get_data(as_text=True)
     assert "that account holds permissions you do not hold (manage_roles)" in page
     for offered in ("Reset password", "Save details", "Save roles", 'id="disable-user"', "Delete…",
-                    f"/sessions/{session_hash}/revoke"):
+                    f"/sessions/{session_hash}/revoke", 'id="unlock-user"'):
         assert offered not in page, offered
 
     confirm = superuser.get(f"/admin/users/{uid}/delete", follow_redirects=True).get_data(as_text=True)
@@ -118,6 +130,7 @@ OPERATIONS = {
     "enable": lambda ctx, uid, _: users.set_disabled(ctx, uid, False),
     "delete": lambda ctx, uid, _: users.delete_user(ctx, uid),
     "revoke_session": lambda ctx, uid, token: users.revoke_user_session(ctx, uid, sessions.hash_token(token)),
+    "unlock": lambda ctx, uid, _: users.unlock_user(ctx, uid),
 }
 
 
@@ -127,6 +140,7 @@ def test_services_refuse_a_non_system_actor_acting_on_a_more_powerful_user(app, 
     target = make_user(app, role="admin")
     make_user(app, role="admin")  # the target is never the last administrator
     token = new_session(app, target)
+    fail_sign_in(app, target.email)  # a counter a reset or an unlock would clear
     before = _state(app, target.id)
     with app.app_context(), pytest.raises(Forbidden) as refused:
         OPERATIONS[operation](acting_as(app, actor), target.id, token)
@@ -136,7 +150,7 @@ def test_services_refuse_a_non_system_actor_acting_on_a_more_powerful_user(app, 
     assert [r[0] for r in rows if r[0].endswith(".refused")] == [
         {"update": "user.update", "roles": "user.roles", "reset_password": "user.reset_password",
          "disable": "user.disable", "enable": "user.enable", "delete": "user.delete",
-         "revoke_session": "session.revoke"}[operation] + ".refused"]
+         "revoke_session": "session.revoke", "unlock": "user.unlock"}[operation] + ".refused"]
     assert rows[-1][1] == target.email
 
 

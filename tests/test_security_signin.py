@@ -20,6 +20,7 @@ import pytest
 
 from handled import create_app
 from handled.auth import login, passwords, session_cache, sessions, throttle, users
+from handled.auth.roles import all_permissions
 from handled.auth.web import COOKIE_NAME
 from handled.context import Actor, Context
 from handled.db import release_connections
@@ -28,6 +29,8 @@ from handled.timeutil import utcnow
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user, setup_context
 from tests.support.databases import connect
 from tests.support.servers import PrivateRedis
+
+pytestmark = pytest.mark.one_mode   # PRIMARY only: the same in both database modes
 
 WRONG = "not the password at all"
 THROTTLED_ACCOUNT = "Too many failed sign-ins for this account"
@@ -191,6 +194,52 @@ def test_an_admin_password_reset_clears_the_accounts_counters(app, settings):
     with app.test_request_context():
         temporary = users.reset_password(setup_context(settings), user.id)
     token = attempt(settings, user.email, temporary, "192.0.2.66")
+    assert sessions.authenticate(settings, token)["user_id"] == user.id
+
+
+@pytest.mark.parametrize("counted_in", ["redis", "primary"])
+def test_an_administrator_sees_the_throttle_and_unlocks_the_account(settings, monkeypatch, counted_in,
+                                                                      private_redis):
+    """The user page's status says what holds sign-in back (the account's delay, the addresses
+    refused for it) from where the throttle counts; Unlock forgets it all, audited with what it
+    forgot; the users list's "locked" filter finds the account until then."""
+    settings = replace(settings, login_account_delay_after=3, login_max_failures_per_account=2,
+                       redis_url=private_redis.url)
+    app = create_app(settings)
+    user = make_user(app, role="salesperson")
+    bystander = make_user(app, role="salesperson")
+    admin = make_user(app, role="admin")
+    if counted_in == "primary":
+        private_redis.stop()
+    clock = [7_000_000.0]
+    monkeypatch.setattr(throttle, "now", lambda: clock[0])
+    attempt(settings, bystander.email, WRONG, "192.0.2.50")     # one failure: not throttled
+    with app.app_context():
+        assert not throttle.status(settings, user.email).throttled
+        for address in ("192.0.2.66", "192.0.2.66", "192.0.2.67"):
+            assert attempt(settings, user.email, WRONG, address) == login.BAD_CREDENTIALS
+        clock[0] += 0.25
+        status = throttle.status(settings, user.email)
+        assert (status.throttled, status.failures, status.delay, status.wait) == (True, 3, 1.0, 0.75)
+        assert status.refused_addresses == ("192.0.2.66",) and status.counted_in == counted_in
+        assert status.clears_at.timestamp() == pytest.approx(7_000_000.0 + settings.login_throttle_window, abs=2)
+        assert not throttle.status(settings, bystander.email).throttled
+        assert users.throttled_user_ids(settings) == {user.id}
+        assert [u.email for u in users.page_of_users(state="locked", settings=settings).users] == [user.email]
+        assert THROTTLED_ADDRESS_OR_PAIR in attempt(settings, user.email, TEST_PASSWORD, "192.0.2.66")
+
+        everything = frozenset(p.code for p in all_permissions())
+        before = users.unlock_user(Context(settings, Actor(id=admin.id, email=admin.email, address="10.1.1.1",
+                                                           permissions=everything)), user.id)
+        assert replace(before, clears_at=None) == replace(status, clears_at=None)
+        after = throttle.status(settings, user.email)
+        assert (after.throttled, after.failures, after.refused_addresses) == (False, 0, ())
+        assert users.page_of_users(state="locked", settings=settings).users == []
+        assert throttle.status(settings, bystander.email).failures == 1      # only that account's counters
+    (row,) = audit_rows(app, "user.unlock")
+    assert (row.actor_email, row.target_id, row.target_label) == (admin.email, str(user.id), user.email)
+    assert row.details == {"failures": 3, "throttled": True, "refused_addresses": ["192.0.2.66"]}
+    token = attempt(settings, user.email, TEST_PASSWORD, "192.0.2.66")   # the refused address gets in now
     assert sessions.authenticate(settings, token)["user_id"] == user.id
 
 

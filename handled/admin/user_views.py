@@ -16,7 +16,7 @@ import functools
 from flask import flash, make_response, redirect, render_template, request, url_for
 
 from handled.admin import bp
-from handled.auth import access, sessions, temporary_passwords, users
+from handled.auth import access, sessions, temporary_passwords, throttle, users
 from handled.auth.permissions import permission_required
 from handled.context import web_context
 from handled.errors import HandledError, InvalidFields, NotFound
@@ -66,12 +66,15 @@ def users_list():
     if state and state not in users.USER_STATES:
         flash(f"{state} is not a state ({' or '.join(users.USER_STATES)}); the state filter was ignored.", "error")
         state = ""
-    found = users.page_of_users(search, _page_number(), PER_PAGE, role=role or None, state=state or None)
+    settings = web_context().settings
+    found = users.page_of_users(search, _page_number(), PER_PAGE, role=role or None, state=state or None,
+                                settings=settings)
     return render_template("admin/users.html", users=found.users, total=found.total, page=found.page,
                            pages=found.pages, search=search, role=role, state=state, roles=all_roles,
                            filters={k: v for k, v in {"q": search, "role": role, "state": state}.items() if v},
                            states=list(users.USER_STATES),
-                           roles_of={u.id: users.role_codes_of(u.id) for u in found.users})
+                           roles_of={u.id: users.role_codes_of(u.id) for u in found.users},
+                           locked=users.throttled_user_ids(settings) if found.users else set())
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -110,6 +113,10 @@ def _user_page(user, form=None, errors=None, status=200):
     return render_template("admin/user_edit.html", user=user, roles=list(Role.select().order_by(Role.code)),
                            held=set(users.role_codes_of(user.id)),
                            sessions=sessions.active_sessions(ctx.settings, user.id),
+                           throttled=throttle.status(ctx.settings, user.email),
+                           window_minutes=max(1, ctx.settings.login_throttle_window // 60),
+                           pair_limit=ctx.settings.login_max_failures_per_account,
+                           delay_after=ctx.settings.login_account_delay_after,
                            refusal=access.why_not_act_on(ctx.actor, user),
                            grantable=access.grantable_role_codes(ctx.actor),
                            form=form if form is not None else user.__data__, errors=errors or {}), status
@@ -204,6 +211,20 @@ def user_enable(user_id):
 def _set_disabled(user_id: int, disabled: bool, done_text: str):
     user = users.set_disabled(web_context(), user_id, disabled)
     flash(done_text.format(email=user.email), "info")
+    return redirect(url_for("admin.user_edit", user_id=user_id))
+
+
+@bp.post("/users/<int:user_id>/unlock")
+@permission_required("manage_users")
+@flash_errors("admin.user_edit")
+def user_unlock(user_id):
+    before = users.unlock_user(web_context(), user_id)
+    email = users.get_user(user_id).email
+    if before.failures or before.refused_addresses:
+        flash(f"Unlocked {email}: its failed sign-ins are forgotten, so no address waits or is refused "
+              "for this account.", "info")
+    else:
+        flash(f"Sign-in to {email} was not throttled; there was nothing to unlock.", "info")
     return redirect(url_for("admin.user_edit", user_id=user_id))
 
 

@@ -15,7 +15,7 @@ from handled.cli_support import HandledGroup
 from handled.context import cli_context
 from handled.errors import HandledError, NotFound
 
-users_cli = HandledGroup("users", help="Staff accounts: create, list, disable, enable, delete, reset passwords.")
+users_cli = HandledGroup("users", help="Staff accounts: create, list, disable, enable, delete, reset passwords, unlock sign-in.")
 roles_cli = HandledGroup("roles", help="Roles and their permissions.")
 sessions_cli = HandledGroup("sessions", help="Server-side sign-in sessions.")
 
@@ -106,6 +106,18 @@ def reset_password_command(email, password_stdin):
     click.echo(f"reset the password of {email}; their sessions are ended")
     if not given:
         click.echo(f"temporary password (shown once): {password}")
+
+
+@users_cli.command("unlock")
+@click.argument("email")
+def unlock_command(email):
+    """Forget the account's failed sign-ins (the throttle's delay and refused addresses); the password stays."""
+    before = users.unlock_user(cli_context(), _user_id(email))
+    if before.failures or before.refused_addresses:
+        click.echo(f"unlocked {email}: {before.failures} failed sign-in(s) forgotten, "
+                   f"{len(before.refused_addresses)} address(es) no longer refused")
+    else:
+        click.echo(f"sign-in to {email} was not throttled; nothing to unlock")
 
 
 @users_cli.command("ensure-admin")

@@ -24,6 +24,10 @@ live in Redis; while Redis is unreachable they live in PRIMARY
 in PRIMARY in runs (one account, one address, one window) for the audit log: one row
 at a run's first attempt, one with its total once its window has passed. Keys hold a hash of the typed email,
 never the typed text (people type passwords into the email box).
+
+``status`` and ``throttled_accounts`` read the counters back for administrators (the user
+page, the users list's "locked" filter) from where ``reserve`` would read them; ``clear``
+forgets an account's failures (a password reset, or Unlock on the user page).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 import redis
 
@@ -283,6 +287,127 @@ def purge_expired(settings: Settings) -> int:
         "DELETE FROM config.login_throttle WHERE kind <> 'refused' "
         "AND window_start <= to_timestamp(%(now)s - %(window)s)",
         {"now": now(), "window": settings.login_throttle_window}).rowcount
+
+
+# --- what an administrator sees (the user page, the users list) ----------------------------------
+
+@dataclass(frozen=True)
+class Status:
+    """How sign-in to one account is held back now, as ``reserve`` would judge it (Redis, or
+    PRIMARY while Redis is unreachable). The per-address limit is about an address, not an
+    account, so it is not part of an account's status."""
+
+    failures: int                          # failed sign-ins on the account from any address, this window
+    delay: float                           # each further attempt from a new address waits this long (0: none)
+    wait: float                            # seconds until the next such attempt is let through
+    refused_addresses: tuple[str, ...]     # addresses refused for this account (per-account-and-address limit)
+    clears_at: datetime | None             # when the last of these counters runs out by itself
+    counted_in: str                        # "redis" or "primary"
+
+    @property
+    def throttled(self) -> bool:
+        return self.delay > 0 or bool(self.refused_addresses)
+
+
+def _delay(settings: Settings, failures: int) -> float:
+    if failures < settings.login_account_delay_after:
+        return 0.0
+    return float(min(2 ** (failures - settings.login_account_delay_after), settings.login_account_delay_max))
+
+
+def _status_from(settings: Settings, failures: int, last: float | None, pairs: dict[str, int],
+                 seconds_left: list[float], counted_in: str) -> Status:
+    delay, moment = _delay(settings, failures), now()
+    refused = tuple(sorted(a for a, n in pairs.items() if n >= settings.login_max_failures_per_account))
+    left = max(seconds_left, default=0)
+    return Status(failures, delay, max(0.0, (last or 0) + delay - moment) if delay else 0.0, refused,
+                  datetime.fromtimestamp(moment + left, timezone.utc) if left > 0 else None, counted_in)
+
+
+def _status_in_redis(settings: Settings, account: str) -> Status:
+    client = get_redis()
+    account_name = f"{PREFIX}{ACCOUNT}:{account}"
+    pair_names = list(client.scan_iter(match=f"{PREFIX}{PAIR}:{account}|*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(account_name, "n", "last").ttl(account_name)
+    for name in pair_names:
+        pipe.get(name).ttl(name)
+    (n, last), ttl, *rest = pipe.execute()
+    pairs, left = {}, [ttl]
+    for name, count, pair_ttl in zip(pair_names, rest[0::2], rest[1::2]):
+        if count is not None:
+            pairs[name.decode().split("|", 1)[1]] = int(count)
+            left.append(pair_ttl)
+    return _status_from(settings, int(n or 0), float(last) if last else None, pairs, left, "redis")
+
+
+_PRIMARY_STATUS = """
+SELECT kind, key, count, extract(epoch FROM last_at)::float8,
+       extract(epoch FROM window_start)::float8 + %(window)s - %(now)s
+  FROM config.login_throttle
+ WHERE ((kind = 'account' AND key = %(account)s) OR (kind = 'pair' AND left(key, %(length)s) = %(prefix)s))
+   AND window_start > to_timestamp(%(now)s - %(window)s)
+"""
+
+
+def _status_in_primary(settings: Settings, account: str) -> Status:
+    failures, last, pairs, left = 0, None, {}, []
+    for kind, key, count, last_at, seconds_left in primary_db.execute_sql(_PRIMARY_STATUS, {
+            "account": account, "length": len(account) + 1, "prefix": account + "|", "now": now(),
+            "window": settings.login_throttle_window}):
+        left.append(seconds_left)
+        if kind == ACCOUNT:
+            failures, last = count, last_at
+        else:
+            pairs[key.split("|", 1)[1]] = count
+    return _status_from(settings, failures, last, pairs, left, "primary")
+
+
+def status(settings: Settings, email: str) -> Status:
+    """Is sign-in to this account throttled now, and by what (the user page shows it)?"""
+    try:
+        return _status_in_redis(settings, account_key(email))
+    except redis.RedisError as exc:
+        log.warning("sign-in throttle read from PRIMARY (Redis: %s)", exc)
+        return _status_in_primary(settings, account_key(email))
+
+
+_PRIMARY_THROTTLED = """
+SELECT CASE WHEN kind = 'account' THEN key ELSE split_part(key, '|', 1) END
+  FROM config.login_throttle
+ WHERE window_start > to_timestamp(%(now)s - %(window)s)
+   AND ((kind = 'account' AND count >= %(after)s) OR (kind = 'pair' AND count >= %(pair_limit)s))
+"""
+
+
+def _throttled_in_redis(settings: Settings) -> set[str]:
+    client, found = get_redis(), set()
+    for kind, limit in ((ACCOUNT, settings.login_account_delay_after),
+                        (PAIR, settings.login_max_failures_per_account)):
+        names = list(client.scan_iter(match=f"{PREFIX}{kind}:*", count=1000))
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            if kind == ACCOUNT:
+                pipe.hget(name, "n")
+            else:
+                pipe.get(name)
+        for name, count in zip(names, pipe.execute()):
+            if count is not None and int(count) >= limit:
+                found.add(name.decode()[len(f"{PREFIX}{kind}:"):].split("|", 1)[0])
+    return found
+
+
+def throttled_accounts(settings: Settings) -> set[str]:
+    """The ``account_key`` of every account whose ``status`` is throttled (the users list's
+    "locked" filter): one pass over the counters, however many users there are."""
+    try:
+        return _throttled_in_redis(settings)
+    except redis.RedisError as exc:
+        log.warning("sign-in throttle read from PRIMARY (Redis: %s)", exc)
+    rows = primary_db.execute_sql(_PRIMARY_THROTTLED, {
+        "now": now(), "window": settings.login_throttle_window, "after": settings.login_account_delay_after,
+        "pair_limit": settings.login_max_failures_per_account})
+    return {row[0] for row in rows}
 
 
 def clear(settings: Settings, email: str) -> None:

@@ -28,6 +28,7 @@ from handled.context import Context
 from handled.db import contains_pattern, is_serial_id, primary_db
 from handled.errors import Conflict, FieldChecker, Forbidden, HandledError, NotFound
 from handled.models import Permission, Role, RolePermission, User, UserRole
+from handled.settings import Settings
 from handled.timeutil import utcnow
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -92,12 +93,20 @@ def _grant_roles(ctx: Context, roles: list[Role], action: str, user_id, email: s
                       action, "user", user_id, email, {"roles": sorted(r.code for r in roles), "missing": missing})
 
 
-# The states the users list filters by, each a condition on config.users. "locked" (sign-in
-# throttled for the account) belongs here too, as one more entry, once handled/auth/login.py
-# can say which accounts are throttled (the throttle is being rebuilt); it is left out until then.
+def throttled_user_ids(settings: Settings) -> set[int]:
+    """The users whose sign-in is throttled now (``throttle.status(...).throttled``)."""
+    keys = throttle.throttled_accounts(settings)
+    if not keys:
+        return set()
+    return {u.id for u in User.select(User.id, User.email) if throttle.account_key(u.email) in keys}
+
+
+# The states the users list filters by, each a condition on config.users given the settings;
+# "locked" is sign-in throttled for the account (by the account's delay, or for an address).
 USER_STATES = {
-    "active": lambda: User.disabled == False,  # noqa: E712
-    "disabled": lambda: User.disabled == True,  # noqa: E712
+    "active": lambda settings: User.disabled == False,  # noqa: E712
+    "disabled": lambda settings: User.disabled == True,  # noqa: E712
+    "locked": lambda settings: User.id.in_(sorted(throttled_user_ids(settings))),
 }
 
 
@@ -109,7 +118,8 @@ class UserPage:
     pages: int
 
 
-def _user_query(search: str = "", role: str | None = None, state: str | None = None):
+def _user_query(search: str = "", role: str | None = None, state: str | None = None,
+                settings: Settings | None = None):
     """Users whose email or name contains ``search`` (taken literally: ``%`` and ``_`` are no
     wildcards), holding the role ``role``, in the state ``state`` (a key of USER_STATES)."""
     query = User.select()
@@ -121,7 +131,7 @@ def _user_query(search: str = "", role: str | None = None, state: str | None = N
         holders = UserRole.select(UserRole.user).join(Role).where(Role.code == role)
         query = query.where(User.id.in_(holders))
     if state:
-        query = query.where(USER_STATES[state]())
+        query = query.where(USER_STATES[state](settings))
     return query
 
 
@@ -131,9 +141,10 @@ def list_users(search: str = "", page: int = 1, per_page: int = 25) -> tuple[lis
 
 
 def page_of_users(search: str = "", page: int = 1, per_page: int = 25, role: str | None = None,
-                  state: str | None = None) -> UserPage:
-    """One page of the users matching the filters, by email; a page past the end is the last page."""
-    query = _user_query(search, role, state)
+                  state: str | None = None, settings: Settings | None = None) -> UserPage:
+    """One page of the users matching the filters, by email; a page past the end is the last page.
+    The "locked" state needs ``settings`` (the throttle's limits)."""
+    query = _user_query(search, role, state, settings)
     total = query.count()
     pages = max((total + per_page - 1) // per_page, 1)
     page = min(max(page, 1), pages)
@@ -238,6 +249,22 @@ def reset_password(ctx: Context, user_id: int, new_password: str | None = None) 
     session_cache.invalidate(user_ids=[user_id])
     throttle.clear(ctx.settings, user.email)  # failure counters only: the known addresses stay
     return password
+
+
+@audited_refusals
+def unlock_user(ctx: Context, user_id: int) -> throttle.Status:
+    """Forget the account's failed sign-ins from every address (what a password reset does too,
+    without changing the password); returns the throttle's status as it was. The addresses the
+    owner signed in from stay known, and an address's own limit (all accounts) is not touched."""
+    get_user(user_id)
+    with primary_db.atomic():
+        user = lock_target(ctx, user_id, "user.unlock.refused", "unlock")
+        before = throttle.status(ctx.settings, user.email)
+        audit.record(ctx, "user.unlock", "user", user_id, user.email,
+                     {"failures": before.failures, "throttled": before.throttled,
+                      "refused_addresses": list(before.refused_addresses)})
+        throttle.clear(ctx.settings, user.email)
+    return before
 
 
 def change_own_password(ctx: Context, user_id: int, current: str, new: str, keep_session_hash: str) -> int:

@@ -54,7 +54,10 @@ def add_axe(context) -> None:
 
 
 def axe_violations(page, impacts=BLOCKING) -> list[str]:
-    """axe's violations of ``impacts`` on the page as shown, one line each (rule, impact, where)."""
+    """axe's violations of ``impacts`` on the page as shown, one line each (rule, impact, where).
+    Waits for the page's load event first: right after a click the URL may have changed while the
+    new document is not parsed yet, and axe then finds no document to check."""
+    page.wait_for_load_state("load")
     found = page.evaluate(_RUN_AXE)
     return [f"{v['id']} ({v['impact']}): {v['help']} -> " + " | ".join(v["nodes"])
             for v in found if v["impact"] in impacts]

@@ -52,4 +52,11 @@ def sign_in(page, base, email, password):
     page.goto(f"{base}/login")
     page.fill("input[name=email]", email)
     page.fill("input[name=password]", password)
-    page.click("main button[type=submit]")
+    submit(page)
+
+
+def submit(page, selector: str = "main button[type=submit]") -> None:
+    """Click a form's submit button and wait until the page it leads to has loaded: right after
+    the click the new URL can show while its document is still empty (content() == "")."""
+    page.click(selector)
+    page.wait_for_load_state("load")
