@@ -217,6 +217,7 @@ def test_an_error_page_drawn_while_primary_is_down_is_the_primary_503(private_pg
     private_pg.start()
 
 
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
 @pytest.mark.parametrize("error", [
     psycopg2.OperationalError("server closed the connection unexpectedly"),
     psycopg2.DatabaseError("error with status PGRES_COPY_OUT and no message from the libpq")])

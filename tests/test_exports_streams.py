@@ -154,6 +154,7 @@ def test_a_crashed_worker_does_not_keep_a_slot_beyond_its_lease(app, settings, t
     assert ExportRun.select().count() >= 1
 
 
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
 def test_an_export_run_is_swept_once_its_process_is_gone_never_while_it_streams(app, settings, login_client):
     """bench/faults.py gunicorn-kill-download: the web worker streaming a download was killed and
     its run stayed 'running' for good (export runs were never swept: a stream kept no heartbeat)."""

@@ -95,6 +95,7 @@ def worker_log(folder) -> str:
     return "\n".join(path.read_text() for path in folder.glob("worker-*.log"))
 
 
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
 def test_a_worker_waits_for_redis_and_carries_on(data, settings, tmp_path):
     """Redis goes away while a job runs and comes back empty (bench/faults.py redis-empty and
     redis-kept): RQ's loop quit on the first Redis error after the job, with a traceback; the

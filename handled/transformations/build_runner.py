@@ -411,5 +411,5 @@ class _Build:
             with conn.cursor() as cur:
                 cur.execute(self.plan.drop(table))
         except psycopg2.Error as exc:
-            log.warning("could not drop %s.%s after a failed build (the next build drops it): %s",
-                        SCHEMA, table, exc)
+            log.warning("could not drop %s.%s after a failed build (the worker's sweep or the next build "
+                        "drops it): %s", SCHEMA, table, exc)
