@@ -11,8 +11,10 @@ import time
 import psycopg2
 import pytest
 import redis
+from rq.job import JobStatus
 
 from handled import cache, heartbeat, jobs
+from handled.jobs import worker as worker_module
 from handled.context import Actor, Context, system_context
 from handled.models import TransformationRun
 from handled.schema.names import is_scratch
@@ -22,7 +24,7 @@ from tests.support.databases import connect
 from tests.support.servers import PrivateRedis
 from tests.support.reference_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
 from tests.support.waiting import wait_until
-from tests.support.workers import start_worker
+from tests.support.workers import start_worker, worker_log
 
 
 def queued_by(settings, email=None) -> Context:
@@ -91,10 +93,6 @@ def test_failed_job_shows_the_reason(data, settings, tmp_path):
     assert f"job {job_id} failed: " in log and "Traceback" not in log, log
 
 
-def worker_log(folder) -> str:
-    return "\n".join(path.read_text() for path in folder.glob("worker-*.log"))
-
-
 @pytest.mark.one_mode   # what it proves does not depend on the database mode
 def test_a_worker_waits_for_redis_and_carries_on(data, settings, tmp_path):
     """Redis goes away while a job runs and comes back empty (bench/faults.py redis-empty and
@@ -116,7 +114,7 @@ def test_a_worker_waits_for_redis_and_carries_on(data, settings, tmp_path):
         private.start()      # back, empty
         job_id = enqueue_transformation(queued_by(settings), "zip3-reference")
         status = wait_until(lambda: (s := jobs.job_status(job_id))["finished"] and s, message="the next job")
-        assert status["status"] == "finished" and worker.poll() is None
+        assert status["status"] == "finished" and worker.poll() is None, (status["message"], worker_log(tmp_path))
     finally:
         blocker.close()
         worker.kill()
@@ -234,3 +232,30 @@ def test_a_job_stopped_by_an_outage_says_what_stopped_in_one_log_line(caplog):
         "Redis (the job queue) stopped answering while the job ran (Connection refused)")
     assert "background job stopped: A database stopped answering" in caplog.text
     assert not [r for r in caplog.records if r.exc_info], "an outage is logged in one line, not a traceback"
+
+
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
+def test_a_running_job_is_never_taken_for_one_whose_worker_died(app, settings, test_targets, monkeypatch):
+    """A started job whose work horse had not named its runner yet, or had named it before it
+    began to beat, or had stopped beating before the job said how it ended, was read (by the job
+    page, by a second Run's claim) as one whose worker died: "failed", and the worker tests' next
+    Run was refused (JobAlreadyQueued) or their job seen failed."""
+    job_id = jobs.enqueue("transformation", report_from_a_thread, 1, ctx=queued_by(settings),
+                          description="report from a thread")
+    seen = []
+    give_back = worker_module.release_exclusive
+
+    def watch(job):   # the moment the job gives its keys back, just before it says how it ended
+        seen.append(jobs.job_status(job.id)["status"])
+        give_back(job)
+
+    monkeypatch.setattr(worker_module, "release_exclusive", watch)
+    job = jobs.get_queue().fetch_job(job_id)
+    job.set_status(JobStatus.STARTED)   # as the worker marks it before the work horse runs it
+    seen.append(jobs.job_status(job_id)["status"])   # its runner not named yet
+    try:
+        with app.app_context():
+            job.perform()
+    finally:
+        jobs.get_queue().empty()
+    assert seen and set(seen) == {"started"}, seen

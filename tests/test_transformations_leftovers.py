@@ -23,7 +23,7 @@ from handled.transformations.service import TransformationFailed, run_transforma
 from tests.support.databases import connect
 from tests.support.reference_data import load_delivery_sources, load_zip_sources
 from tests.support.waiting import wait_until
-from tests.support.workers import start_worker
+from tests.support.workers import start_worker, worker_log
 
 
 def leave_tables(settings, *names: str) -> None:
@@ -99,10 +99,6 @@ def test_an_idle_job_worker_drops_tables_left_after_it_started(app, settings, tm
         worker.wait(timeout=30)
     log = worker_log(tmp_path)
     assert "reference._build_delivery_matrix" in log and "Traceback" not in log
-
-
-def worker_log(folder) -> str:
-    return "\n".join(path.read_text() for path in folder.glob("worker-*.log"))
 
 
 def test_a_build_whose_connection_is_lost_fails_with_its_reason_in_one_log_line(app, settings, caplog):

@@ -63,7 +63,9 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
     thread: services roll back on it like on Ctrl-C, and the job ends cancelled.
     """
     job = get_current_job()
-    with bound_job(job) as progress:
+    # the heartbeat starts before the job names its runner and ends after it says how it ended:
+    # in between, a reader would take a started job whose runner does not beat for a dead one
+    with bound_job(job) as progress, heartbeat.Heartbeat():
         settings = job_settings()
         try:
             verify(settings.secret_key, job.id if job is not None else None, target, actor_data, args, kwargs,
@@ -87,7 +89,7 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
             progress.update(ended_at=utcnow().isoformat(), **values)
 
         try:
-            with heartbeat.Heartbeat(), _cancellable(job):
+            with _cancellable(job):
                 result = function(job_context(actor_data, progress, settings, signed=True), *args, **kwargs)
             by = _cancelled_by(job) if isinstance(result, dict) and result.get("outcome") == "failed" else None
             if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
@@ -259,6 +261,11 @@ class HandledWorker(Worker):
     @property
     def dequeue_timeout(self) -> int:
         return SWEEP_SECONDS   # wake up this often to sweep (RQ's default blocks ~7 minutes)
+
+    def perform_job(self, job, queue) -> bool:
+        """In the work horse: beating until RQ has written how the job ended (see run_job)."""
+        with heartbeat.Heartbeat():
+            return super().perform_job(job, queue)
 
     def execute_job(self, job, queue):
         db.close_databases()

@@ -53,3 +53,8 @@ def start_worker(settings, tmp_path, *extra, redis_url: str | None = None) -> su
                          cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     STARTED.append(worker)
     return worker
+
+
+def worker_log(folder) -> str:
+    """Everything the workers ``start_worker`` started in ``folder`` wrote."""
+    return "\n".join(path.read_text() for path in sorted(folder.glob("worker-*.log")))
