@@ -348,6 +348,9 @@ def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
                 "use an existing role or create it (createuser).")
     if "password authentication failed" in lowered:
         return f"PostgreSQL at {where} refused the password for {config.user!r} in {var}."
+    tls = _certificate_problem(config, lowered, where)
+    if tls:
+        return tls
     if "does not support ssl" in lowered or "server does not support ssl" in lowered:
         return (f"{var} asks for TLS (sslmode={config.libpq_params.get('sslmode')}) but the server "
                 f"at {where} does not offer it; enable ssl on the server or change sslmode.")
@@ -356,3 +359,21 @@ def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:
         return (f"Cannot reach PostgreSQL at {where} ({var}): the server is not running "
                 "or the host/port is wrong.")
     return f"Cannot connect to {config.display()} ({var}): {first_line(error)}"
+
+
+def _certificate_problem(config: DatabaseConfig, lowered: str, where: str) -> str | None:
+    """The sentence for a server certificate that sslmode=verify-ca/verify-full refused, if that is it."""
+    var, params = config.variable, config.libpq_params
+    mode, root = params.get("sslmode", "prefer"), params.get("sslrootcert", "~/.postgresql/root.crt")
+    if "root certificate file" in lowered and "does not exist" in lowered:
+        return (f"{var} asks to verify the server's certificate (sslmode={mode}) against sslrootcert={root}, "
+                "which does not exist; point sslrootcert at the certificate of the CA that signed the server's.")
+    if "certificate verify failed" in lowered:
+        return (f"The certificate of PostgreSQL at {where} is not signed by the CA in sslrootcert={root} "
+                f"({var}, sslmode={mode}); point sslrootcert at the CA that signed it, or the server is not "
+                "the one you meant.")
+    if "does not match host name" in lowered:
+        return (f"The certificate of PostgreSQL at {where} is not issued for the host {config.host!r} that {var} "
+                f"names (sslmode={mode} checks the name); use a host name the certificate holds.")
+    return None
+

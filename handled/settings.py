@@ -20,9 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from handled.settings_parsers import (
-    COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, DatabaseConfig, Required, Section, SettingsError, Variable,
-    boolean, database_url, direct_database_url, email, existing_folder, parse_database_url, redis_url, secret,
-    redact_url, text, verbatim, whole,
+    COUNT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT, OLDEST_SERVER_VERSION, DatabaseConfig, Required, Section,
+    ServerVersion, SettingsError, Variable, boolean, command_line, database_url, direct_database_url, email,
+    existing_folder, parse_database_url, redis_url, redact_url, secret, server_version, text, verbatim, whole,
 )
 
 __all__ = ["DatabaseConfig", "Settings", "SettingsError", "SECTIONS", "default_transform_parallelism",
@@ -88,6 +88,11 @@ SECTIONS: tuple[Section, ...] = (
                  "create-roles: the runtime role's password (same rules).", attribute="db_runtime_password"),
         Variable("DB_BUILD_PASSWORD", secret(16), None,
                  "create-roles: the builder role's password (same rules).", attribute="db_build_password"),
+        Variable("DB_MIN_SERVER_VERSION", server_version, ServerVersion(OLDEST_SERVER_VERSION),
+                 "The oldest PostgreSQL release `flask db check` accepts for each database, e.g. 16 or 16.4. "
+                 "Default: the oldest handled runs on; set it to hold every database to your own minimum "
+                 "(a managed provider's supported releases). A lower value than the default is refused.",
+                 attribute="db_min_server_version"),
         Variable("LOG_DB_QUERIES", boolean, False,
                  "Log every SQL statement with its database (primary/data) and duration. Errors and "
                  "warnings are always logged."),
@@ -188,9 +193,11 @@ SECTIONS: tuple[Section, ...] = (
     )),
     Section("Backups", "flask backup ...; see docs/OPS_RUNBOOK.md.", (
         Variable("BACKUP_DIR", text, "var/backups",
-                 "Where `flask backup create` writes its pg_dump files and their JSON manifests."),
-        Variable("BACKUP_KEEP", whole(), 14, "Keep at most this many backups per target (primary, data) ...",
-                 COUNT),
+                 "Where `flask backup create` writes its pg_dump files, its import archive backups and their "
+                 "JSON manifests."),
+        Variable("BACKUP_KEEP", whole(), 14,
+                 "Keep at most this many backups per target (primary, data, archive) ... An archive backup "
+                 "that a kept one still needs (it holds files the kept one lists) is kept too.", COUNT),
         Variable("BACKUP_MAX_AGE_DAYS", whole(0, zero_means="no age limit"), 30,
                  "... and none older than this (0 = no age limit). The backup just made is never deleted.",
                  "days"),
@@ -198,6 +205,23 @@ SECTIONS: tuple[Section, ...] = (
                  "Set: backups are encrypted with gpg (AES256, symmetric) with this passphrase, and restores "
                  "decrypt with it. Keep a copy away from the backups: without it they cannot be restored.",
                  attribute="backup_encryption_passphrase"),
+        Variable("BACKUP_COPY_COMMAND", command_line, None,
+                 "A command run after each backup, once per file written (the backup, then its manifest), "
+                 "to copy it off this host; the word {file} is replaced by the file's path, else the path "
+                 "is added as the last word. Split into words like a shell would, but never run through "
+                 "one. Its failure fails the backup's run (shown on /system; "
+                 "handled_backup_last_success_timestamp_seconds stays put). It gets this environment "
+                 "without handled's own variables. Examples:\n"
+                 "  rclone copy {file} offsite:handled-backups\n"
+                 "  aws s3 cp {file} s3://example-backups/handled/",
+                 attribute="backup_copy_command"),
+        Variable("BACKUP_COPY_TIMEOUT", whole(), 3600,
+                 "BACKUP_COPY_COMMAND is stopped (and the backup's run failed) after this long.", "seconds"),
+        Variable("BACKUP_VERIFY_URL", direct_database_url, None,
+                 "Where `flask backup verify` restores a backup to check it: a direct URL to a maintenance "
+                 "database (e.g. postgres) on a server whose role may CREATEDB. It creates a scratch "
+                 "database there named <the backed-up database>_verify_<random>, and always drops it. "
+                 "Unset: DATA's direct URL's server and role.", attribute="backup_verify"),
     )),
     Section("Metrics", "/metrics and the System page; see docs/OPS_RUNBOOK.md.", (
         Variable("METRICS_TOKEN", secret(16), None,
@@ -230,6 +254,7 @@ class Settings:
     db_owner_password: str | None = field(repr=False)
     db_runtime_password: str | None = field(repr=False)
     db_build_password: str | None = field(repr=False)
+    db_min_server_version: ServerVersion
     log_db_queries: bool
     # Redis
     redis_url: str = field(repr=False)  # may hold a password: shown only through cache.display_url
@@ -272,6 +297,9 @@ class Settings:
     backup_keep: int
     backup_max_age_days: int
     backup_encryption_passphrase: str | None = field(repr=False)
+    backup_copy_command: tuple[str, ...] | None = field(repr=False)  # its words may hold a credential
+    backup_copy_timeout: int
+    backup_verify: DatabaseConfig | None
     # metrics
     metrics_token: str | None = field(repr=False)
     prometheus_multiproc_dir: str | None

@@ -9,6 +9,8 @@ variable in the words of its unit. This module reads no environment itself.
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -111,6 +113,32 @@ def whole(minimum: int = 1, maximum: int | None = None, zero_means: str | None =
     return parse
 
 
+OLDEST_SERVER_VERSION = 130000   # PostgreSQL 13 (server_version_num): the oldest release handled runs on
+
+
+@dataclass(frozen=True, order=True)
+class ServerVersion:
+    """A PostgreSQL release as its server_version_num (160004 is 16.4); shown as 16.4, or 16 for 160000."""
+
+    number: int
+
+    def __str__(self) -> str:
+        major, minor = divmod(self.number, 10000)
+        return f"{major}.{minor}" if minor else str(major)
+
+
+def server_version(raw: str, var: Variable) -> ServerVersion:
+    """A PostgreSQL release written as 16 or 16.4, at least the oldest handled runs on."""
+    found = re.fullmatch(r"(\d{1,3})(?:\.(\d{1,4}))?", raw.strip())
+    if not found:
+        raise SettingsError(f"{var.name} must be a PostgreSQL release such as 16 or 16.4, not {raw!r}.")
+    version = ServerVersion(int(found.group(1)) * 10000 + int(found.group(2) or 0))
+    if version.number < OLDEST_SERVER_VERSION:
+        raise SettingsError(f"{var.name} is {version}, but handled needs PostgreSQL "
+                            f"{ServerVersion(OLDEST_SERVER_VERSION)} or newer; the setting can only ask for more.")
+    return version
+
+
 PLACEHOLDER_PREFIX = "change-me"   # .env.example's secrets start so; a value still saying so is refused
 
 
@@ -126,6 +154,18 @@ def secret(min_length: int):
                                 "set a long random string of your own.")
         return value
     return parse
+
+
+def command_line(raw: str, var: Variable) -> tuple[str, ...]:
+    """A command as its argument list, split like a shell would split it (quotes, backslashes), but
+    never run through a shell: the program gets exactly these words, plus what handled adds."""
+    try:
+        words = tuple(shlex.split(raw))
+    except ValueError as exc:   # an unclosed quote; the value itself may hold a credential: not quoted
+        raise SettingsError(f"{var.name} cannot be split into words ({exc}); check its quotes.") from None
+    if not words:
+        raise SettingsError(f"{var.name} names no program.")
+    return words
 
 
 def email(raw: str, var: Variable) -> str:

@@ -31,6 +31,8 @@ _LEFT_OUT = pytest.StashKey[int]()
 
 def pytest_configure(config):
     config.addinivalue_line("markers", ONE_MODE_HELP)
+    config.addinivalue_line("markers", "flow(name): the test exercises the flow a docs section of that name "
+                                       "describes (tests/test_ops_docs.py checks the docs against the marks)")
 
 
 def _mode_of(item) -> str | None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import closing
 
-from handled.auth import sessions
+import pytest
+
+from handled.auth import sessions, users
 from handled.auth.web import COOKIE_NAME
 from handled.models import AuditLog, Session, User
 from tests.support.accounts import TEST_PASSWORD, csrf_token, make_user
+from tests.support.databases import connect
+from tests.support.waiting import wait_until
 
 
 def sign_in(app, email, password):
@@ -121,6 +127,49 @@ def test_last_admin_cannot_be_disabled_deleted_or_demoted(app, login_client):
     admin.post(f"/admin/users/{second.id}/disable")
     assert "last active administrator" in admin.post(f"/admin/users/{uid}/disable",
                                                      follow_redirects=True).get_data(as_text=True)
+
+
+@pytest.mark.one_mode    # PRIMARY alone
+def test_two_admins_removing_each_others_admin_role_at_once_leave_one_admin(app, settings, login_client):
+    """Both requests are held inside their transactions (the test holds the admin role's row, which
+    each one's check locks) until both wait, then released together: without the lock that
+    serialises last-admin checks both would see two admins and both demote, leaving none."""
+    first, second = login_client(role="admin"), login_client(role="admin")
+    pages = {}
+
+    def demote(name, client, other):
+        pages[name] = client.post(f"/admin/users/{other.user.id}/roles", data={"roles": ["salesperson"]},
+                                  follow_redirects=True).get_data(as_text=True)
+
+    role = connect(settings.primary.dbname, autocommit=False)     # as the server's superuser
+    with role.cursor() as cur:
+        cur.execute("SELECT id FROM config.roles WHERE code = 'admin' FOR UPDATE")
+    threads = [threading.Thread(target=demote, args=("first", first, second)),
+               threading.Thread(target=demote, args=("second", second, first))]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: waiting_on_locks(settings) == 2, message="both role changes to wait inside their transactions")
+    finally:
+        role.rollback()
+        role.close()
+        for thread in threads:
+            thread.join(30)
+    refused = [name for name, page in pages.items() if "last active administrator" in page]
+    assert len(pages) == 2 and len(refused) == 1, pages
+    with app.app_context():
+        assert len(users.active_admin_ids()) == 1
+        kept = first if refused == ["second"] else second
+        assert users.active_admin_ids() == {kept.user.id}
+        assert AuditLog.select().where(AuditLog.action == "user.roles").count() == 1
+
+
+def waiting_on_locks(settings) -> int:
+    """Backends of the PRIMARY database waiting on a lock (row or advisory), other than the test's."""
+    with closing(connect(settings.primary.dbname)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+        return cur.fetchone()[0]
 
 
 def test_active_sessions_listed_and_revoked_by_an_admin(app, login_client):

@@ -102,6 +102,7 @@ def test_roles_list(runner):
     assert re.search(r"^salesperson\s+system\s+0 user\(s\)\s+download_exports, view_customers$", output, re.M)
 
 
+@pytest.mark.flow("First administrator")
 def test_ensure_admin_generates_a_password_once_and_is_idempotent(app, runner):
     first = runner.invoke(args=["users", "ensure-admin"])
     assert first.exit_code == 0
@@ -111,6 +112,7 @@ def test_ensure_admin_generates_a_password_once_and_is_idempotent(app, runner):
     assert again.exit_code == 0 and "nothing to do" in again.output and password not in again.output
 
 
+@pytest.mark.flow("First administrator")
 def test_ensure_admin_uses_credentials_from_the_environment(settings):
     app = create_app(replace(settings, admin_email="boss@example.test", admin_password="from the environment"))
     result = app.test_cli_runner().invoke(args=["users", "ensure-admin"])

@@ -159,6 +159,7 @@ def _pings(client) -> bool:
         return False
 
 
+@pytest.mark.flow("TLS")
 def test_redis_with_an_acl_user_works_and_a_wrong_password_is_one_sentence(settings, locked_redis):
     right = f"redis://handled:handled-pass-456@127.0.0.1:{locked_redis.port}/0"
     app = create_app(replace(settings, redis_url=right))
@@ -193,6 +194,7 @@ def test_redis_urls_are_redacted_in_settings_errors(settings):
     assert "sekrit-pw" not in repr(kept)
 
 
+@pytest.mark.flow("TLS")
 def test_rediss_tls_url_reaches_a_tls_redis(settings, tmp_path):
     cert, key = self_signed_certificate(tmp_path / "tls")
     port = free_port()
@@ -270,8 +272,53 @@ def test_pending_invalidations_are_flashed_and_counted_on_the_system_page(settin
     assert "1 session invalidation" in page
 
 
+@pytest.mark.flow("Rotating SECRET_KEY")
+def test_rotating_secret_key_signs_nobody_out_and_rereads_old_cache_entries_once(app, settings, caplog):
+    """OPS_RUNBOOK "Rotating SECRET_KEY": the same session works after the reload; its cache entry,
+    signed with the old key, is refused once (logged), read from PRIMARY and cached again; a form
+    opened before fails its CSRF check once and works when reloaded; `sessions end --all` ends it."""
+    before = app   # made before the test body, so caplog sees handled's own (non-propagating) logger
+    user = make_user(before, role="salesperson")
+    browser = sign_in_client(before, user)
+    assert me(browser)[0] == 200                             # cached, signed with the old key
+    assert browser.get("/account").status_code == 200        # a page with forms, opened before
+    old_form = {"csrf_token": csrf_token_of(browser.get("/account").get_data(as_text=True))}
+
+    after = create_app(replace(settings, secret_key="the-rotated-secret-key-0123456789abcdef"))
+    rotated = carry_cookies(browser, after.test_client())   # the same browser, after the reload
+    with caplog.at_level(logging.WARNING, logger="handled.auth"):
+        with count_primary_statements() as first:
+            assert me(rotated) == (200, ["download_exports", "view_customers"])   # nobody signed out
+        with count_primary_statements() as second:
+            assert me(rotated)[0] == 200
+    assert session_lookups(first) == 1 and session_lookups(second) == 0   # re-cached with the new key
+    assert [r for r in caplog.records if "failed its signature check" in r.getMessage()] != []
+
+    refused = rotated.post("/account/sessions/end-others", data=old_form)
+    assert refused.status_code == 400                        # the form of before the rotation, once
+    reloaded = {"csrf_token": csrf_token_of(rotated.get("/account").get_data(as_text=True))}
+    assert rotated.post("/account/sessions/end-others", data=reloaded).status_code == 302
+
+    ended = after.test_cli_runner().invoke(args=["sessions", "end", "--all"])
+    assert ended.exit_code == 0, ended.output
+    assert me(rotated)[0] == 401
+
+
+def csrf_token_of(page: str) -> str:
+    import re
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def carry_cookies(source, target):
+    """``target`` (a test client of another app) holding ``source``'s cookies, as the same browser."""
+    for cookie in source._cookies.values():
+        target.set_cookie(cookie.key, cookie.value, domain=cookie.domain, path=cookie.path)
+    return target
+
+
 # --- item 11: flask sessions end ----------------------------------------------------
 
+@pytest.mark.flow("Restore")
 def test_sessions_end_all_ends_every_session_and_is_audited(app, runner):
     users_ = [make_user(app, role="salesperson") for _ in range(3)]
     clients = [client_with_token(app, new_session(app, u)) for u in users_]

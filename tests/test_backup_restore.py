@@ -45,10 +45,11 @@ def add_data_rows(settings):
                        SELECT '100', lpad(g::text, 3, '0'), (g % 8)::text FROM generate_series(0, 999) g""")
 
 
-def cli(app, *args):
-    return app.test_cli_runner().invoke(args=list(args))
+def cli(app, *args, env=None):
+    return app.test_cli_runner().invoke(args=list(args), env=env)
 
 
+@pytest.mark.flow("Restore")
 def test_backup_destroy_restore_compares_every_table(backup_app, settings, dbs):
     people = populate_primary(backup_app)
     add_data_rows(settings)
@@ -86,6 +87,35 @@ def test_backup_destroy_restore_compares_every_table(backup_app, settings, dbs):
     assert sign_in(app, people["admin"].email).get("/admin/users").status_code == 200
 
 
+@pytest.mark.flow("Restore")
+def test_restore_into_a_split_pair_runs_the_app_in_split_mode(backup_app, settings, dbs):
+    """From either mode, PRIMARY's backup into one database and DATA's into another make a
+    working split pair: the checks pass, old passwords sign in, DATA's rows are served."""
+    people = populate_primary(backup_app)
+    add_data_rows(settings)
+    before = {side: table_fingerprints((settings.primary if side == "primary" else settings.data).dbname,
+                                       SCHEMAS[side]) for side in ("primary", "data")}
+    pair = {"primary": dbs.name("pair_primary"), "data": dbs.name("pair_data")}
+    for side in ("primary", "data"):
+        dump = cli(backup_app, "backup", "create", "--target", side).output.split()[1]
+        result = cli(backup_app, "backup", "restore", dump, "--to", db_url(pair[side]))
+        assert result.exit_code == 0 and "every table matches" in result.output, result.output
+        assert table_fingerprints(pair[side], SCHEMAS[side]) == before[side]
+        other = SCHEMAS["data" if side == "primary" else "primary"]
+        assert table_fingerprints(pair[side], other) == {}   # each database holds its own side only
+
+    app = create_app(with_roles(load_settings(mode_env("split", pair["primary"], pair["data"]))))
+    app.config.update(TESTING=True)
+    check = cli(app, "db", "check")
+    assert check.exit_code == 0, check.output
+    assert "up to date" in cli(app, "db", "migrate").output
+    admin = sign_in(app, people["admin"].email)
+    assert admin.get("/admin/users").status_code == 200
+    page = admin.get("/integrations/")   # row counts read from the restored DATA
+    assert page.status_code == 200 and '<td class="num">1,000</td>' in page.get_data(as_text=True)
+
+
+@pytest.mark.flow("Restore")
 def test_restore_refuses_a_database_holding_the_side_and_flags_a_mismatch(backup_app, settings, dbs):
     populate_primary(backup_app)
     dump = cli(backup_app, "backup", "create", "--target", "primary").output.split()[1]
@@ -106,11 +136,14 @@ def test_restore_refuses_a_database_holding_the_side_and_flags_a_mismatch(backup
     shutil.os.remove(manifest_file)
     no_manifest = cli(backup_app, "backup", "restore", dump, "--to", db_url(dbs.name("nomanifest")))
     assert no_manifest.exit_code == 1 and "--compare-with" in no_manifest.output
-    live = cli(backup_app, "backup", "restore", dump, "--to", db_url(dbs.name("live")),
-               "--compare-with", db_url(copy))
+    live = cli(backup_app, "backup", "restore", dump, "--to-env", "RESTORE_URL", "--compare-with", db_url(copy),
+               env={"RESTORE_URL": db_url(dbs.name("live"))})   # as OPS_RUNBOOK "Restore" writes it
     assert live.exit_code == 0 and "every table matches" in live.output, live.output
 
 
+@pytest.mark.flow("Backups")
+@pytest.mark.flow("Restore")
+@pytest.mark.flow("Verify")
 def test_retention_keeps_the_newest_and_drops_the_old(backup_app, settings):
     folder = backup_app.config["HANDLED_SETTINGS"].backup_dir
     first = cli(backup_app, "backup", "create", "--target", "primary").output.split()[1]
@@ -156,8 +189,10 @@ def test_backups_are_0600_in_a_0700_folder_also_ones_made_before(backup_app):
 
 
 def test_the_systemd_units_set_a_private_umask():
-    for unit in ("handled-backup.service", "handled-web.service", "handled-worker.service"):
-        assert "UMask=0077" in (ROOT / "deploy" / unit).read_text(), unit
+    units = sorted((ROOT / "deploy").glob("handled-*.service"))
+    assert len(units) == 6
+    for unit in units:
+        assert "UMask=0077" in unit.read_text(), unit.name
 
 
 PASSPHRASE = "a long passphrase nobody guesses 42"
@@ -239,6 +274,8 @@ def test_pg_dump_and_pg_restore_get_the_password_from_the_environment_only(setti
     assert SECRET_PASSWORD not in result.output and "pa%20ss" not in result.output
 
 
+@pytest.mark.flow("Moving between single and split mode")
+@pytest.mark.flow("Restore")
 def test_restore_split_and_unsplit_take_the_url_from_the_environment_or_stdin(backup_app, settings, dbs,
                                                                                 monkeypatch):
     dump = cli(backup_app, "backup", "create", "--target", "primary").output.split()[1]

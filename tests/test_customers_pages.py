@@ -40,7 +40,9 @@ def test_organization_codes_are_unique_and_validated(app, login_client):
     bad = client.post("/customers/organizations/new", data={"code": "no spaces!", "name": "X"})
     assert "A code is 1-32 letters" in bad.get_data(as_text=True)
     mail = client.post("/customers/organizations/new", data={"code": "B", "name": "B", "contact_email": "nope"})
-    assert "is not an email address; write it as name@example.com" in mail.get_data(as_text=True)
+    assert mail.status_code == 400 and "is not an email address; write it as name@example.com" in mail.get_data(as_text=True)
+    with app.app_context():
+        assert Organization.get_or_none(Organization.code == "B") is None   # refused, nothing written
 
 
 def test_facility_validation_zip_timezone_and_unique_code(app, login_client):

@@ -84,6 +84,7 @@ def real_data_pages(app) -> list[str]:
     return urls
 
 
+@pytest.mark.flow("PRIMARY down")
 def test_primary_down_gives_a_clear_503_with_warm_and_cold_session_cache(private_pg, dbs):
     env = mode_env("single", "unused")
     env["PRIMARY_DATABASE_URL"] = private_pg.url("handled")
@@ -122,6 +123,7 @@ def sign_in_attempt(app, email):
     return fresh.post("/login", data={"email": email, "password": TEST_PASSWORD, "csrf_token": csrf_token(fresh)})
 
 
+@pytest.mark.flow("DATA down")
 def test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner(private_pg, dbs):
     primary = dbs.name("primary", create=True)
     env = mode_env("split", primary, "unused")
@@ -165,6 +167,7 @@ def test_data_down_keeps_sign_in_and_admin_pages_and_shows_the_banner(private_pg
     assert client.get("/test-data-page").status_code == 200
 
 
+@pytest.mark.flow("Redis down")
 def test_redis_down_checks_sessions_against_primary(settings, tmp_path):
     server = PrivateRedis(tmp_path / "redis").start()
     try:

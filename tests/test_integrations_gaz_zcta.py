@@ -4,7 +4,7 @@ import pytest
 
 from handled.integrations.service import import_file
 from tests.support.import_files import GAZ_HEADER, gaz_row, write_gaz
-from tests.support.imports import assert_refused, table_rows
+from tests.support.imports import assert_refused, seed_import, table_rows
 
 NAME = "2020_Gaz_zcta_national.txt"
 
@@ -12,6 +12,13 @@ NAME = "2020_Gaz_zcta_national.txt"
 def good_rows():
     return [gaz_row("00601"), gaz_row("00602", "79288158", "4446273", "30.61", "1.717", "18.36", "-67.17"),
             gaz_row("99929", "36655478", "0", "14.15", "0", "56.41", "-132.32")]
+
+
+@pytest.fixture
+def seeded(imp_ctx, files):
+    """A good Gazetteer file imported first: each refusal below must leave its rows exactly as they were."""
+    (files / "seed").mkdir()
+    seed_import(imp_ctx, "gaz-zcta", write_gaz(files / "seed" / "2019_Gaz_zcta_national.txt", [gaz_row("00603")]))
 
 
 def test_happy_path_with_trailing_spaces_after_the_last_header(imp_app, files, imp_ctx):
@@ -48,14 +55,14 @@ BAD = [
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
-    import_file(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows()))
+    seed_import(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows()))
     (files / "bad").mkdir()
     run = assert_refused(imp_ctx, "gaz-zcta", write_gaz(files / "bad" / NAME, good_rows() + [row]),
                          "gaz_zcta_national", rejected=[(5, column)])
     assert run.rejected_rows[0]["reason"] == reason
 
 
-def test_duplicate_geoid_names_both_lines(imp_app, files, imp_ctx):
+def test_duplicate_geoid_names_both_lines(imp_app, files, imp_ctx, seeded):
     run = assert_refused(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows() + [gaz_row("00602")]),
                          "gaz_zcta_national", rejected=[(3, "geoid"), (5, "geoid")])
     assert "also on line 5" in run.rejected_rows[0]["reason"]
@@ -75,13 +82,13 @@ WHOLE = [
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
-    import_file(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows()))
+    seed_import(imp_ctx, "gaz-zcta", write_gaz(files / NAME, good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / NAME
     write(path)
     assert_refused(imp_ctx, "gaz-zcta", path, "gaz_zcta_national", message=message)
 
 
-def test_wrong_name_is_refused(imp_app, files, imp_ctx):
+def test_wrong_name_is_refused(imp_app, files, imp_ctx, seeded):
     assert_refused(imp_ctx, "gaz-zcta", write_gaz(files / "gazetteer.txt", good_rows()), "gaz_zcta_national",
                    message="expected a Gazetteer ZCTA file such as 2020_Gaz_zcta_national.txt")

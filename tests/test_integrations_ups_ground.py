@@ -4,12 +4,19 @@ import pytest
 
 from handled.integrations.service import import_file
 from tests.support.import_files import ground_row, write_ground
-from tests.support.imports import assert_refused, table_rows
+from tests.support.imports import assert_refused, seed_import, table_rows
 
 
 def good_rows(origin="10001"):
     return [ground_row(origin, "00501", "NY", "1"), ground_row(origin, "00601", "PR", "5"),
             ground_row(origin, "99950", "AK", "")]
+
+
+@pytest.fixture
+def seeded(imp_ctx, files):
+    """A good transit-times file imported first: each refusal below must leave its rows exactly as they were."""
+    (files / "seed").mkdir()
+    seed_import(imp_ctx, "ups-ground-service", write_ground(files / "seed" / "10002.csv", good_rows("10002")))
 
 
 def test_happy_path_with_trailing_empty_column_and_outbound_name(imp_app, files, imp_ctx):
@@ -46,7 +53,7 @@ BAD = [
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
-    import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
+    seed_import(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
     (files / "bad").mkdir()
     row = list(row)
     if label != "missing column":
@@ -56,7 +63,7 @@ def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, im
     assert run.rejected_rows[0]["reason"] == reason
 
 
-def test_duplicate_pair_names_both_lines(imp_app, files, imp_ctx):
+def test_duplicate_pair_names_both_lines(imp_app, files, imp_ctx, seeded):
     rows = good_rows() + [ground_row(dest="00601", days="4")]
     run = assert_refused(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", rows),
                          "ups_ground_service_zip5", rejected=[(2, "origin_zip, dest_zip"), (4, "origin_zip, dest_zip")])
@@ -76,7 +83,7 @@ WHOLE = [
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
-    import_file(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
+    seed_import(imp_ctx, "ups-ground-service", write_ground(files / "10001.csv", good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / "10001.csv"
     write(path)
@@ -85,6 +92,6 @@ def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx)
 
 @pytest.mark.parametrize("name", ["1000.csv", "10001.txt", "10001_Inbound.csv", "ABCDE.csv"])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
-def test_wrong_names_are_refused(imp_app, files, name, imp_ctx):
+def test_wrong_names_are_refused(imp_app, files, name, imp_ctx, seeded):
     assert_refused(imp_ctx, "ups-ground-service", write_ground(files / name, good_rows()), "ups_ground_service_zip5",
                    message="expected NNNNN.csv or NNNNN_Outbound.csv")

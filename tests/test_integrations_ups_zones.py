@@ -5,7 +5,7 @@ import pytest
 from handled.integrations import sources
 from handled.integrations.service import import_file
 from tests.support.import_files import ZONE_HEADER, write_zone_chart, zone_row
-from tests.support.imports import assert_refused, table_rows
+from tests.support.imports import assert_refused, seed_import, table_rows
 
 FORMATS = ["xlsx", "xls"]
 
@@ -14,6 +14,13 @@ def good_rows():
     return [zone_row("004-005", "002", "302", "202", "242", "132", "102"),
             zone_row("006", "045", "-", "208", "-", "138", "108"),
             zone_row("008")]
+
+
+@pytest.fixture
+def seeded(imp_ctx, files):
+    """A good zone chart (another origin) imported first: each refusal below must leave its rows exactly as they were."""
+    (files / "seed").mkdir()
+    seed_import(imp_ctx, "ups-zones", write_zone_chart(files / "seed" / "010.xlsx", [zone_row("004")]))
 
 
 @pytest.mark.parametrize("ext", FORMATS)
@@ -70,7 +77,7 @@ BAD = [
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_chart(imp_app, files, ext, label, row, column, reason, imp_ctx):
-    import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
+    seed_import(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
     (files / "bad").mkdir()
     run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "bad" / f"007.{ext}", good_rows() + [row]),
                          "ups_zones", rejected=[(13, column)])
@@ -90,20 +97,20 @@ def test_numbers_formatted_000_read_as_the_sheet_shows_them(imp_app, files, ext,
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_numbers_without_a_padding_format_are_rejected_not_padded(imp_app, files, ext, imp_ctx):
+def test_numbers_without_a_padding_format_are_rejected_not_padded(imp_app, files, ext, imp_ctx, seeded):
     rows = [[6, "002", "302", "202", "242", "132", "102"]]
     run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", rows), "ups_zones",
                          rejected=[(10, "Dest. ZIP")])
     assert run.rejected_rows[0]["value"] == "6"
 
 
-def test_a_numeric_zip_cell_is_rejected_not_padded(imp_app, files, imp_ctx):
+def test_a_numeric_zip_cell_is_rejected_not_padded(imp_app, files, imp_ctx, seeded):
     run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows() + [[9, "002"]]),
                          "ups_zones", rejected=[(13, "Dest. ZIP")])
     assert run.rejected_rows[0]["value"] == "9"
 
 
-def test_overlapping_range_and_prefix_name_both_lines(imp_app, files, imp_ctx):
+def test_overlapping_range_and_prefix_name_both_lines(imp_app, files, imp_ctx, seeded):
     rows = good_rows() + [zone_row("005")]
     run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", rows), "ups_zones",
                          rejected=[(10, "origin_zip3, dest_zip3"), (13, "origin_zip3, dest_zip3")])
@@ -120,25 +127,25 @@ def test_partial_keeps_the_rest_of_an_overlapping_range(imp_app, files, imp_ctx)
 
 @pytest.mark.parametrize("ext", FORMATS)
 def test_chart_without_data_rows_is_refused(imp_app, files, ext, imp_ctx):
-    import_file(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
+    seed_import(imp_ctx, "ups-zones", write_zone_chart(files / f"007.{ext}", good_rows()))
     (files / "bad").mkdir()
     assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "bad" / f"007.{ext}", []), "ups_zones",
                    message="has no data rows")
 
 
 @pytest.mark.parametrize("ext", FORMATS)
-def test_header_not_in_row_9_is_refused(imp_app, files, ext, imp_ctx):
+def test_header_not_in_row_9_is_refused(imp_app, files, ext, imp_ctx, seeded):
     path = write_zone_chart(files / f"007.{ext}", good_rows(), title_rows=7)
     assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message="has the wrong header in row 9")
 
 
-def test_wrong_header_names_what_was_found(imp_app, files, imp_ctx):
+def test_wrong_header_names_what_was_found(imp_app, files, imp_ctx, seeded):
     header = ZONE_HEADER[:1] + ["Ground Zone"] + ZONE_HEADER[2:]
     run = assert_refused(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows(), header=header), "ups_zones")
     assert "found Dest. ZIP, Ground Zone, 3 Day Select" in run.message
 
 
-def test_short_sheet_is_refused(imp_app, files, imp_ctx):
+def test_short_sheet_is_refused(imp_app, files, imp_ctx, seeded):
     path = write_zone_chart(files / "007.xlsx", [], header=None, footnotes=[], title_rows=3)
     assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message="has no header: the first sheet ends before row 9")
 
@@ -155,7 +162,7 @@ WHOLE = [
 @pytest.mark.parametrize("label,name,content,message", WHOLE, ids=[w[0] for w in WHOLE])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_files_that_are_not_spreadsheets_are_refused(imp_app, files, label, name, content, message, imp_ctx):
-    import_file(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
+    seed_import(imp_ctx, "ups-zones", write_zone_chart(files / "007.xlsx", good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / name
     path.write_bytes(content)
@@ -164,7 +171,7 @@ def test_files_that_are_not_spreadsheets_are_refused(imp_app, files, label, name
 
 @pytest.mark.parametrize("name", ["7.xlsx", "0070.xls", "007.csv", "zones-007.xlsx"])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
-def test_wrong_names_are_refused(imp_app, files, name, imp_ctx):
+def test_wrong_names_are_refused(imp_app, files, name, imp_ctx, seeded):
     path = files / name
     write_zone_chart(files / "007.xlsx", good_rows()).rename(path)
     assert_refused(imp_ctx, "ups-zones", path, "ups_zones", message="expected NNN.xls or NNN.xlsx")

@@ -5,7 +5,7 @@ import pytest
 from handled.integrations.service import import_file
 from handled.models import ImportRun
 from tests.support.import_files import USZIPS_HEADER, uszip_row, write_uszips
-from tests.support.imports import assert_refused, table_rows
+from tests.support.imports import assert_refused, seed_import, table_rows
 
 
 def good_rows():
@@ -19,6 +19,13 @@ def good_rows():
                   state_name="Alaska", zcta="TRUE", parent_zcta="", population="26",
                   density="0.0", military="TRUE", imprecise="TRUE", timezone="America/Sitka"),
     ]
+
+
+@pytest.fixture
+def seeded(imp_ctx, files):
+    """A good uszips.csv imported first: each refusal below must leave its rows exactly as they were."""
+    (files / "seed").mkdir()
+    seed_import(imp_ctx, "us-zips", write_uszips(files / "seed" / "uszips.csv", [uszip_row("02134")]))
 
 
 def test_happy_path_keeps_leading_zeros_nulls_booleans_and_quotes(imp_app, files, imp_ctx):
@@ -78,7 +85,7 @@ BAD_ROWS = [
 
 @pytest.mark.parametrize("label,change,column,reason", BAD_ROWS, ids=[b[0] for b in BAD_ROWS])
 def test_bad_row_refuses_the_file_and_names_line_column_value(imp_app, files, label, change, column, reason, imp_ctx):
-    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
+    seed_import(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     bad = files / "bad"
     bad.mkdir()
     change = dict(change)
@@ -90,14 +97,22 @@ def test_bad_row_refuses_the_file_and_names_line_column_value(imp_app, files, la
     assert run.rows_read == 4
 
 
-def test_missing_column_in_a_row_is_rejected(imp_app, files, imp_ctx):
+def test_missing_column_in_a_row_is_rejected(imp_app, files, imp_ctx, seeded):
     rows = good_rows() + [uszip_row("02134")[:-1]]
     run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", rows), "us_zips",
                          rejected=[(5, "timezone")])
     assert "expected 18 fields, found 17" in run.rejected_rows[0]["reason"]
 
 
-def test_duplicate_zip_names_both_lines(imp_app, files, imp_ctx):
+def test_a_refused_first_import_leaves_the_table_empty(imp_app, files, imp_ctx):
+    """A fresh install's first file, refused for its last row: none of the good rows before it appear."""
+    rows = good_rows() + [uszip_row("0250")]
+    run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", rows), "us_zips", table_empty=True,
+                         rejected=[(5, "zip")])
+    assert run.rows_written == 0
+
+
+def test_duplicate_zip_names_both_lines(imp_app, files, imp_ctx, seeded):
     rows = good_rows() + [uszip_row("00601")]
     run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", rows), "us_zips",
                          rejected=[(3, "zip"), (5, "zip")])
@@ -133,7 +148,7 @@ WHOLE_FILE = [
 @pytest.mark.parametrize("label,write,message", WHOLE_FILE, ids=[w[0] for w in WHOLE_FILE])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused_before_anything_is_written(imp_app, files, label, write, message, imp_ctx):
-    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
+    seed_import(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     bad = files / "bad"
     bad.mkdir()
     path = bad / "uszips.csv"
@@ -142,14 +157,14 @@ def test_wrong_files_are_refused_before_anything_is_written(imp_app, files, labe
     assert run.message.startswith("Refused: ") and run.rows_written == 0
 
 
-def test_wrong_file_name_is_refused(imp_app, files, imp_ctx):
+def test_wrong_file_name_is_refused(imp_app, files, imp_ctx, seeded):
     path = write_uszips(files / "zips.csv", good_rows())
     run = assert_refused(imp_ctx, "us-zips", path, "us_zips", message="'zips.csv' is not a SimpleMaps US ZIP database file name")
     assert run.file_sha256 and run.file_size == path.stat().st_size
 
 
 def test_partial_import_with_no_good_row_leaves_the_table_alone(imp_app, files, imp_ctx):
-    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
+    seed_import(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     (files / "bad").mkdir()
     rows = [uszip_row("0250"), uszip_row("02135", lat="x")]
     run = assert_refused(imp_ctx, "us-zips", write_uszips(files / "bad" / "uszips.csv", rows), "us_zips", partial=True,
@@ -158,7 +173,7 @@ def test_partial_import_with_no_good_row_leaves_the_table_alone(imp_app, files, 
 
 
 def test_broken_quoting_deep_in_the_file_leaves_the_table_alone(imp_app, files, imp_ctx):
-    import_file(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
+    seed_import(imp_ctx, "us-zips", write_uszips(files / "uszips.csv", good_rows()))
     (files / "bad").mkdir()
     path = write_uszips(files / "bad" / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(3000)])
     with open(path, "a") as handle:

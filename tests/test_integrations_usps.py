@@ -4,12 +4,19 @@ import pytest
 
 from handled.integrations.service import import_file
 from tests.support.import_files import USPS_HEADER, USPS_NAME, usps_row, write_usps
-from tests.support.imports import assert_refused, table_rows
+from tests.support.imports import assert_refused, seed_import, table_rows
 
 
 def good_rows():
     return [usps_row("005", "005"), usps_row("005", "006"),
             usps_row("006", "005", "2", "", "", "3", "3", "", "", "")]
+
+
+@pytest.fixture
+def seeded(imp_ctx, files):
+    """A good USPS directory imported first: each refusal below must leave its rows exactly as they were."""
+    (files / "seed").mkdir()
+    seed_import(imp_ctx, "usps-3d-base", write_usps(files / "seed" / USPS_NAME, [usps_row("007", "008")]))
 
 
 def test_happy_path_with_empty_days_as_null(imp_app, files, imp_ctx):
@@ -41,14 +48,14 @@ BAD = [
 @pytest.mark.parametrize("label,row,column,reason", BAD, ids=[b[0] for b in BAD])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_bad_rows_refuse_the_file(imp_app, files, label, row, column, reason, imp_ctx):
-    import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
+    seed_import(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     (files / "bad").mkdir()
     run = assert_refused(imp_ctx, "usps-3d-base", write_usps(files / "bad" / USPS_NAME, good_rows() + [row]),
                          "usps_3d_base_service", rejected=[(5, column)])
     assert run.rejected_rows[0]["reason"] == reason
 
 
-def test_duplicate_pair_names_both_lines(imp_app, files, imp_ctx):
+def test_duplicate_pair_names_both_lines(imp_app, files, imp_ctx, seeded):
     run = assert_refused(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows() + [usps_row("005", "006")]),
                          "usps_3d_base_service", rejected=[(3, "origin_zip3, dest_zip3"), (5, "origin_zip3, dest_zip3")])
     assert run.rejected_rows[0]["reason"].endswith("also on line 5")
@@ -68,13 +75,13 @@ WHOLE = [
 @pytest.mark.parametrize("label,write,message", WHOLE, ids=[w[0] for w in WHOLE])
 @pytest.mark.one_mode   # refused before anything is written: the same in both modes
 def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx):
-    import_file(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
+    seed_import(imp_ctx, "usps-3d-base", write_usps(files / USPS_NAME, good_rows()))
     (files / "bad").mkdir()
     path = files / "bad" / USPS_NAME
     write(path)
     assert_refused(imp_ctx, "usps-3d-base", path, "usps_3d_base_service", message=message)
 
 
-def test_wrong_name_is_refused(imp_app, files, imp_ctx):
+def test_wrong_name_is_refused(imp_app, files, imp_ctx, seeded):
     assert_refused(imp_ctx, "usps-3d-base", write_usps(files / "3D_Base_Service_Standard_Directory.csv", good_rows()),
                    "usps_3d_base_service", message="expected 3D_Base_Service_Standard_Directory_MMDDYYYY.csv")

@@ -11,15 +11,16 @@ import time
 import psycopg2
 import pytest
 import redis
-from rq.job import JobStatus
+from rq import SimpleWorker
 
 from handled import cache, heartbeat, jobs
-from handled.jobs import worker as worker_module
-from handled.context import Actor, Context, system_context
+from handled.cache import get_jobs_redis
+from handled.context import Actor, Context
+from handled.jobs.signing import SERIALIZER, HandledJob
 from handled.models import TransformationRun
 from handled.schema.names import is_scratch
 from handled.transformations import history
-from handled.transformations.service import enqueue_transformation, run_transformation
+from handled.transformations.service import enqueue_transformation
 from tests.support.databases import connect
 from tests.support.servers import PrivateRedis
 from tests.support.reference_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
@@ -125,6 +126,40 @@ def test_a_worker_waits_for_redis_and_carries_on(data, settings, tmp_path):
     assert "Redis is not answering" in log and "Redis answers again" in log and "Traceback" not in log, log
 
 
+@pytest.mark.one_mode    # Redis and the worker's order of steps; no database crossing
+@pytest.mark.parametrize("busy, ended", [(False, "finished"), (True, "failed")])
+def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings, monkeypatch, busy, ended):
+    """A started job whose runner no longer beats reads as a dead worker's ("failed"). The job
+    must record how it ended before its heartbeat stops, or a page polling at that moment reads
+    "failed" for a job about to say "finished" or "cancelled" (the import-cancel test's old race);
+    and just started, before its beat, it is starting, not dead. Run in this process (RQ's
+    SimpleWorker) to look at the job at the very moments the beat starts and stops."""
+    job_id = jobs.enqueue("transformation", "handled.transformations.service.transformation_job",
+                          ["zip3-reference"], ctx=queued_by(settings), description="Run zip3-reference")
+    seen, at_start, start_beating, stop_beating = [], [], heartbeat.Heartbeat.__enter__, heartbeat.Heartbeat.__exit__
+
+    def look_then_start(self):
+        at_start.append(jobs.job_status(job_id)["status"])
+        return start_beating(self)
+
+    def look_then_stop(self, *exc):
+        seen.append(jobs.job_status(job_id)["status"])
+        return stop_beating(self, *exc)
+
+    monkeypatch.setattr(heartbeat.Heartbeat, "__enter__", look_then_start)
+    monkeypatch.setattr(heartbeat.Heartbeat, "__exit__", look_then_stop)
+    with app.app_context(), heartbeat.Heartbeat():
+        going = history.start_run("zip3-reference") if busy else None   # the job's run is then refused
+        worker = SimpleWorker([jobs.get_queue()], connection=get_jobs_redis(), job_class=HandledJob,
+                              serializer=SERIALIZER)
+        worker.work(burst=True)
+        if going is not None:
+            history.finish_run(going.id, "failed", message="test over")
+    assert at_start[1] == "started", at_start       # the job's own beat (the first is this test's)
+    assert len(seen) >= 2 and seen[-2] == ended, seen    # the job's own beat (the last is this test's)
+    assert jobs.job_status(job_id)["status"] == ended
+
+
 def test_cli_background_run_refuses_when_part_of_its_plan_is_running(data, runner):
     with heartbeat.Heartbeat():
         going = history.start_run("zip3-reference")    # a stale dependency of delivery-matrix
@@ -140,7 +175,11 @@ def test_cli_background_run_refuses_when_part_of_its_plan_is_running(data, runne
         jobs.get_queue().empty()
 
 
-def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, settings, tmp_path):
+@pytest.mark.flow("A stuck job")
+def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, settings, tmp_path, runner):
+    """The runbook's "A stuck job": the next worker marks the dead worker's run failed, `jobs status`
+    (and `--follow`, which ends at once) names the reason and exits 1, and `transformations run
+    --all` builds again and clears what the killed build left."""
     blocker = lock_source(settings)
     worker = start_worker(settings, tmp_path)
     try:
@@ -165,9 +204,13 @@ def test_worker_killed_mid_run_is_marked_failed_by_the_next_worker(data, setting
     assert next_worker.wait(timeout=60) == 0
     dead = TransformationRun.get_by_id(run.id)
     assert dead.status == "failed" and "stopped before it finished" in dead.message
-    status = jobs.job_status(job_id)
-    assert status["status"] == "failed" and "stopped before it finished" in status["message"]
-    assert run_transformation(system_context(settings), "delivery-matrix").rows == 18    # the next build clears up
+    shown = runner.invoke(args=["jobs", "status", job_id])
+    followed = runner.invoke(args=["jobs", "status", job_id, "--follow", "--interval", "0.1"])   # ends at once
+    for result in (shown, followed):
+        assert result.exit_code == 1 and "stopped before it finished" in result.output, result.output
+    again = runner.invoke(args=["transformations", "run", "--all"])    # the next build clears up
+    assert again.exit_code == 0, again.output
+    assert history.last_run("delivery-matrix").rows_written == 18
     assert not [t for t in reference_tables() if is_scratch(t)]
 
 
@@ -232,30 +275,3 @@ def test_a_job_stopped_by_an_outage_says_what_stopped_in_one_log_line(caplog):
         "Redis (the job queue) stopped answering while the job ran (Connection refused)")
     assert "background job stopped: A database stopped answering" in caplog.text
     assert not [r for r in caplog.records if r.exc_info], "an outage is logged in one line, not a traceback"
-
-
-@pytest.mark.one_mode   # what it proves does not depend on the database mode
-def test_a_running_job_is_never_taken_for_one_whose_worker_died(app, settings, test_targets, monkeypatch):
-    """A started job whose work horse had not named its runner yet, or had named it before it
-    began to beat, or had stopped beating before the job said how it ended, was read (by the job
-    page, by a second Run's claim) as one whose worker died: "failed", and the worker tests' next
-    Run was refused (JobAlreadyQueued) or their job seen failed."""
-    job_id = jobs.enqueue("transformation", report_from_a_thread, 1, ctx=queued_by(settings),
-                          description="report from a thread")
-    seen = []
-    give_back = worker_module.release_exclusive
-
-    def watch(job):   # the moment the job gives its keys back, just before it says how it ended
-        seen.append(jobs.job_status(job.id)["status"])
-        give_back(job)
-
-    monkeypatch.setattr(worker_module, "release_exclusive", watch)
-    job = jobs.get_queue().fetch_job(job_id)
-    job.set_status(JobStatus.STARTED)   # as the worker marks it before the work horse runs it
-    seen.append(jobs.job_status(job_id)["status"])   # its runner not named yet
-    try:
-        with app.app_context():
-            job.perform()
-    finally:
-        jobs.get_queue().empty()
-    assert seen and set(seen) == {"started"}, seen

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 import redis
 from prometheus_client import REGISTRY
 
@@ -37,6 +38,7 @@ def metric_value(text: str, name: str, **labels) -> float | None:
     return float(match.group(1)) if match else None
 
 
+@pytest.mark.flow("Verify")
 def test_metrics_needs_view_system_or_the_bearer_token(settings):
     app = create_app(replace(settings, metrics_token=TOKEN))
     app.config.update(TESTING=True)
@@ -55,6 +57,7 @@ def test_metrics_needs_view_system_or_the_bearer_token(settings):
     assert tokenless.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
 
 
+@pytest.mark.flow("Reading the metrics")
 def test_session_counters_and_live_gauges(settings):
     app = create_app(settings)
     app.config.update(TESTING=True)
@@ -95,6 +98,7 @@ def test_session_counters_and_live_gauges(settings):
     assert metric_value(text, "handled_session_cache_total", result="hit") is not None
 
 
+@pytest.mark.flow("Reading the metrics")
 def test_redis_down_counts_primary_lookups_and_the_system_page_charts_the_hour(settings, tmp_path):
     server = PrivateRedis(tmp_path / "redis").start()
     try:
@@ -148,6 +152,7 @@ def requests_per_worker(metrics_dir, endpoint: str) -> dict[str, float]:
     return counts
 
 
+@pytest.mark.flow("Reading the metrics")
 def test_several_gunicorn_workers_add_up_in_multiprocess_mode(settings, tmp_path):
     from tests.support.databases import db_url
     from tests.support.gunicorn import Gunicorn, admin_token, app_env

@@ -51,6 +51,7 @@ def audit_rows_in(dbname, action):
 
 # --- item 3: a named CLI actor, no --user-email, jobs as the user who queued them ----------------
 
+@pytest.mark.flow("Who the audit log names")
 def test_cli_operator_is_named_after_the_os_user_not_the_environment(monkeypatch):
     for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):
         monkeypatch.setenv(variable, "someone-else")
@@ -85,6 +86,7 @@ def test_cli_audit_rows_name_the_os_user(app, runner, tmp_path):
     assert row.details["file"] == USPS_NAME and row.details["status"] == "succeeded"
 
 
+@pytest.mark.flow("Who the audit log names")
 def test_a_job_runs_and_is_audited_as_the_user_who_queued_it(app, settings):
     load_zip_sources()
     lead = make_user(app, ["run_transformations"])
@@ -175,6 +177,7 @@ def test_migrate_and_rollback_are_audited_once_primary_has_its_audit_table(scrat
     assert len(audit_rows_in(scratch.primary.dbname, "db.migrate")) == 1
 
 
+@pytest.mark.flow("Who the audit log names")
 def test_split_and_unsplit_are_audited_in_the_primary_that_follows():
     """Builds its own single database, splits and unsplits it: runs once, in no fixture mode."""
     databases = Databases("opsaudsplit")

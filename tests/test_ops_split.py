@@ -29,10 +29,10 @@ def dbs():
 
 
 @pytest.fixture
-def single(dbs):
+def single(dbs, tmp_path):
     """A migrated, populated single database and its app."""
     name = dbs.name("single", create=True)
-    settings = with_roles(load_settings(mode_env("single", name)))   # runs as the least-privilege roles
+    settings = with_roles(load_settings(mode_env("single", name, BACKUP_DIR=tmp_path / "backups")))   # least privilege
     for target in resolve_targets(settings, "all"):
         migrate(target)
     app = create_app(settings)
@@ -41,18 +41,27 @@ def single(dbs):
     return name, app, people
 
 
-def cli(app, *args):
-    """Run a flask command; ``output`` holds stdout and stderr together."""
-    return app.test_cli_runner().invoke(args=list(args))
+def cli(app, *args, env=None):
+    """Run a flask command (with ``env`` added to the environment); ``output`` holds stdout and stderr."""
+    return app.test_cli_runner().invoke(args=list(args), env=env)
 
 
+@pytest.mark.flow("Moving between single and split mode")
+@pytest.mark.flow("Roll back split mode")
+@pytest.mark.flow("Moving an existing single database to split mode")
 def test_split_then_unsplit_keeps_every_row_and_every_login(single, dbs):
+    """DEPLOYMENT_CHECKLIST steps 7 and 10, command by command as written there."""
     name, app, people = single
     new_primary = dbs.name("newprimary")
+    backup = cli(app, "backup", "create", "--target", "primary")
+    assert backup.exit_code == 0 and "handled-primary-" in backup.output, backup.output
     before = table_fingerprints(name, PRIMARY_SCHEMAS)
     sequences_before = sequence_values(name, PRIMARY_SCHEMAS)
-
-    result = cli(app, "db", "split", "--to-primary", db_url(new_primary))
+    url_in_env = {"NEW_PRIMARY_URL": db_url(new_primary)}
+    dry = cli(app, "db", "split", "--to-primary-env", "NEW_PRIMARY_URL", "--dry-run", env=url_in_env)
+    assert dry.exit_code == 0 and "dry run" in dry.output.lower(), dry.output
+    assert table_fingerprints(name, PRIMARY_SCHEMAS) == before
+    result = cli(app, "db", "split", "--to-primary-env", "NEW_PRIMARY_URL", env=url_in_env)
     assert result.exit_code == 0, result.output
     assert "copied" in result.output
     for table in before:
@@ -90,10 +99,14 @@ def test_split_then_unsplit_keeps_every_row_and_every_login(single, dbs):
     assert refused.exit_code == 1 and "already holds data" in refused.output
     check = cli(split_app, "db", "check")  # DATA still holds the pre-split copy (DEPLOYMENT_CHECKLIST step 7)
     assert check.exit_code == 1 and "[FAIL] data: no schemas of the other side" in check.output
+    status = cli(split_app, "db", "status")
+    assert status.exit_code == 0, status.output
     listed = cli(split_app, "db", "prune-leftovers")
     assert "would drop schema config" in listed.output and "Nothing dropped" in listed.output
     assert cli(split_app, "db", "prune-leftovers", "--yes").exit_code == 0
     assert cli(split_app, "db", "check").exit_code == 0
+    dry = cli(split_app, "db", "unsplit", "--to", db_url(name), "--dry-run")
+    assert dry.exit_code == 0, dry.output
     back = cli(split_app, "db", "unsplit", "--to", db_url(name))
     assert back.exit_code == 0, back.output
     assert table_fingerprints(name, PRIMARY_SCHEMAS) == table_fingerprints(new_primary, PRIMARY_SCHEMAS)
@@ -127,6 +140,7 @@ def test_dry_run_writes_nothing(single, dbs):
         assert cur.fetchone()[0] == 0  # not even the tracking schema: a dry run only reads
 
 
+@pytest.mark.flow("Moving an existing single database to split mode")
 def test_interrupted_split_leaves_target_clean_and_rerun_finishes(single, dbs):
     name, app, _ = single
     target = dbs.name("interrupted")
@@ -159,6 +173,7 @@ def test_interrupted_split_leaves_target_clean_and_rerun_finishes(single, dbs):
     assert again.exit_code == 0 and "already identical" in again.output
 
 
+@pytest.mark.flow("Roll back split mode")
 def test_refuses_a_target_holding_other_data_unless_forced(single, dbs):
     name, app, _ = single
     target = dbs.name("occupied")
@@ -172,6 +187,17 @@ def test_refuses_a_target_holding_other_data_unless_forced(single, dbs):
     forced = cli(app, "db", "split", "--to-primary", db_url(target), "--force")
     assert forced.exit_code == 0, forced.output
     assert table_fingerprints(target, PRIMARY_SCHEMAS) == table_fingerprints(name, PRIMARY_SCHEMAS)
+
+    # Rolling back before the leftover copy was pruned (DEPLOYMENT_CHECKLIST step 10): the old
+    # database still holds PRIMARY's rows of before; --force replaces them with today's.
+    split_app = create_app(with_roles(load_settings(mode_env("split", target, name))))
+    with connect(target) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO customer.organizations (code, name) VALUES ('AFTER', 'Added after the split')")
+    refused = cli(split_app, "db", "unsplit", "--to", db_url(name))
+    assert refused.exit_code == 1 and "already holds data" in refused.output
+    forced = cli(split_app, "db", "unsplit", "--to", db_url(name), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert table_fingerprints(name, PRIMARY_SCHEMAS) == table_fingerprints(target, PRIMARY_SCHEMAS)
 
 
 def test_refuses_pgbouncer_target_same_database_and_wrong_mode(single, dbs):
@@ -229,6 +255,7 @@ def test_checksum_ignores_row_order_but_not_content(single):
     conn.close()
 
 
+@pytest.mark.flow("Roll back split mode")
 def test_unsplit_into_a_third_database_moves_both_sides(single, dbs):
     """Rollback to a database other than DATA: PRIMARY and DATA both stream into it."""
     name, app, people = single

@@ -10,8 +10,11 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from handled.auth.web import COOKIE_NAME
 from tests.support.databases import connect, db_url, session_runtime_roles
+from tests.support.environment import PG_HOST, PG_PORT
 from tests.support.gunicorn import LIMIT, WORKERS, Gunicorn, admin_token, app_env
 from tests.support.servers import PrivatePgBouncer
 
@@ -62,9 +65,10 @@ def hammer(server: Gunicorn, token: str, requests: int = 240) -> list[int]:
         return list(pool.map(one, range(requests)))
 
 
+@pytest.mark.flow("Pooler (PgBouncer, transaction mode)")
 def test_through_pgbouncer_server_connections_stay_within_its_pool(settings, tmp_path):
     token = admin_token(settings)
-    bouncer = PrivatePgBouncer(server_port=5432, pool_size=LIMIT, users=("postgres", *session_runtime_roles())).start()
+    bouncer = PrivatePgBouncer(server_host=PG_HOST, server_port=PG_PORT, pool_size=LIMIT, users=("postgres", *session_runtime_roles())).start()
     server = None
     try:
         server = Gunicorn(tmp_path, app_env(settings, bouncer.url(settings.primary.dbname, connection_limit=LIMIT)))

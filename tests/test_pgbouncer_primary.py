@@ -17,7 +17,7 @@ from tests.support.accounts import csrf_token, make_user, sign_in
 from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.support.databases import connect, db_url, mode_env, session_runtime_roles
-from tests.support.environment import ROOT, SECRET, TEST_REDIS
+from tests.support.environment import PG_HOST, PG_PORT, ROOT, SECRET, TEST_REDIS
 from tests.support.processes import run_flask
 from tests.support.servers import PrivatePgBouncer, PrivatePostgres, through_pgbouncer
 from tests.support.waiting import wait_until
@@ -26,7 +26,7 @@ from tests.support.waiting import wait_until
 
 @pytest.fixture
 def bouncer():
-    server = PrivatePgBouncer(server_port=5432, pool_size=3, users=("postgres", *session_runtime_roles())).start()
+    server = PrivatePgBouncer(server_host=PG_HOST, server_port=PG_PORT, pool_size=3, users=("postgres", *session_runtime_roles())).start()
     yield server
     server.destroy()
 
@@ -41,6 +41,7 @@ def pooler_stats(bouncer, dbname: str) -> dict:
     return next(row for row in rows if row["database"] == dbname)
 
 
+@pytest.mark.flow("Pooler (PgBouncer, transaction mode)")
 def test_sign_in_session_cache_and_admin_pages_through_pgbouncer(settings, bouncer):
     app = create_app(through_pgbouncer(settings, bouncer, connection_limit=4))
     app.config.update(TESTING=True)
@@ -77,6 +78,7 @@ def run_flask_cleanly(tmp_path, env: dict, *args) -> subprocess.CompletedProcess
     return run_flask(*args, env=full_env, cwd=tmp_path)
 
 
+@pytest.mark.flow("Pooler (PgBouncer, transaction mode)")
 def test_migrations_refuse_the_pooler_and_ask_for_a_direct_url(settings, tmp_path, bouncer):
     mode = settings.mode
     env = {"SPLIT_DB_MODE": "true" if mode == "split" else "false", "REDIS_URL": TEST_REDIS,

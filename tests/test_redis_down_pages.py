@@ -6,11 +6,14 @@ redis ConnectionError traceback while Redis was down.
 
 import dataclasses
 
+import pytest
+
 from handled import create_app
 from tests.support.accounts import make_user, sign_in_client
 from tests.support.servers import PrivateRedis
 
 
+@pytest.mark.flow("Redis down")
 def test_job_pages_say_redis_is_down_with_a_503(settings, tmp_path):
     private = PrivateRedis(tmp_path / "redis").start()
     try:

@@ -41,6 +41,7 @@ def runtime_connections(settings):
     return [(side, connect(settings.database(side))) for side in ("primary", "data")]
 
 
+@pytest.mark.flow("Provision PRIMARY")
 def test_runtime_role_cannot_create_alter_or_drop(settings):
     for side, conn in runtime_connections(settings):
         with closing(conn):
@@ -68,6 +69,7 @@ def test_runtime_role_cannot_change_the_audit_log(settings):
         assert cur.fetchone() == ("test.kept",)
 
 
+@pytest.mark.flow("Provision PRIMARY")
 def test_audit_trigger_refuses_even_the_owner(settings):
     owner = connect(settings.direct_database("primary"))
     superuser = connect(db_url(settings.primary.dbname))
@@ -149,6 +151,7 @@ def test_db_check_passes_for_the_least_privilege_runtime_role(settings):
         assert result.ok, result.detail
 
 
+@pytest.mark.flow("Roles, then migrate each side")
 @pytest.mark.parametrize("who", ["superuser", "owner"])
 def test_db_check_flags_a_runtime_url_with_too_much_power(settings, who):
     if who == "superuser":
@@ -163,9 +166,9 @@ def test_db_check_flags_a_runtime_url_with_too_much_power(settings, who):
     assert expected in result.detail and primary.user in result.detail
 
 
-def test_the_builder_builds_and_swaps_but_cannot_touch_other_tables(settings):
+def test_the_builder_builds_and_swaps_but_cannot_touch_other_tables(app, settings):
     load_zip_sources()
-    build_and_swap(get_transformation("zip3-reference"), settings, parallelism=1)
+    build_and_swap(get_transformation("zip3-reference"), settings, parallelism=1, run_id=7)   # + its ledger row
     builder = settings.build_database()
     runtime = connect(settings.data)
     with closing(runtime), runtime.cursor() as cur:
@@ -173,11 +176,17 @@ def test_the_builder_builds_and_swaps_but_cannot_touch_other_tables(settings):
                     "WHERE c.oid = 'reference.zip3_reference'::regclass GROUP BY 2")
         rows, owner = cur.fetchone()
         assert rows > 0 and owner == builder.user
+        cur.execute("SELECT kind, run_id, rows_written FROM workspace.run_ledger")
+        assert cur.fetchall() == [("transformation", 7, rows)]
     conn = connect(builder)
     with closing(conn):
         assert "must be owner" in refused(conn, "DROP TABLE workspace.us_zips")
         assert "permission denied" in refused(conn, "CREATE TABLE workspace.intruder (x int)")
         assert "permission denied" in refused(conn, "TRUNCATE workspace.us_zips")
+        # the run ledger: the swap adds its row (INSERT), and that is all the builder may do there
+        assert "permission denied" in refused(conn, "INSERT INTO workspace.us_zips (zip) VALUES ('x')")
+        assert "permission denied" in refused(conn, "UPDATE workspace.run_ledger SET rows_written = 0")
+        assert "permission denied" in refused(conn, "DELETE FROM workspace.run_ledger")
         if not settings.split_db_mode:   # one database: config sits beside reference
             assert "permission denied for schema config" in refused(conn, "DROP TABLE config.users")
             assert "permission denied" in refused(conn, "SELECT * FROM config.users")

@@ -106,6 +106,7 @@ def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(settings
         assert [s.ip for s in Session.select()] == ["127.0.0.1"]
 
 
+@pytest.mark.flow("Environment")
 def test_one_trusted_hop_gives_each_client_behind_the_proxy_its_own_address(settings):
     app = create_app(replace(settings, trusted_proxy_hops=1, login_max_failures_per_ip=3))
     user = make_user(app, role="salesperson")
@@ -134,6 +135,7 @@ def test_a_spoofed_left_most_entry_is_not_used_with_one_hop(settings):
 
 # --- 6. no lock-out of the owner ------------------------------------------------------------------
 
+@pytest.mark.flow("Too many failed sign-ins")
 def test_failures_from_one_address_do_not_lock_the_owner_out_from_another(app, settings):
     user = make_user(app, role="salesperson")
     attacker, owner = app.test_client(), app.test_client()
@@ -186,6 +188,7 @@ def test_the_account_delay_does_not_hold_back_the_owners_address(app, settings, 
     assert sessions.authenticate(settings, token)["user_id"] == user.id
 
 
+@pytest.mark.flow("Too many failed sign-ins")
 def test_an_admin_password_reset_clears_the_accounts_counters(app, settings):
     user = make_user(app, role="salesperson")
     for _ in range(settings.login_max_failures_per_account):
@@ -533,6 +536,7 @@ def test_a_failure_for_an_unknown_account_does_not_record_the_typed_email(app, s
     assert "secret" not in (row.target_label or "") and "secret" not in str(row.details)
 
 
+@pytest.mark.flow("Too many failed sign-ins")
 def test_throttled_attempts_make_one_audit_row_then_one_with_their_count(app, settings, monkeypatch,
                                                                         append_only_audit_log):
     """The audit log stays append-only: a row at the first throttled attempt, none for the

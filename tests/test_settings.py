@@ -78,6 +78,8 @@ def test_split_mode_needs_two_different_databases():
     ("TRANSFORM_PARALLELISM", "0", "TRANSFORM_PARALLELISM must be a whole number from 1 to 16"),
     ("TRANSFORM_PARALLELISM", "many", "TRANSFORM_PARALLELISM must be a whole number from 1 to 16"),
     ("TRANSFORM_PARALLELISM", "17", "not '17'"),
+    ("DB_MIN_SERVER_VERSION", "sixteen", "DB_MIN_SERVER_VERSION must be a PostgreSQL release such as 16 or 16.4"),
+    ("DB_MIN_SERVER_VERSION", "12.9", "DB_MIN_SERVER_VERSION is 12.9, but handled needs PostgreSQL 13 or newer"),
 ])
 def test_bad_values_name_the_variable(variable, value, fragment):
     assert fragment in settings_error(**{variable: value})
@@ -196,6 +198,7 @@ def test_python_m_handled_settings_prints_the_env_example():
     assert result.stdout == render_env_example()
 
 
+@pytest.mark.flow("Environment")
 def test_env_example_loads_once_its_placeholders_are_replaced(migrated_settings, tmp_path):
     """A new developer copies .env.example to .env: the app reads it, refuses the placeholder
     secret in one sentence, and runs once the databases and secret are their own."""

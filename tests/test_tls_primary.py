@@ -1,7 +1,9 @@
 """TLS to PRIMARY: a private PostgreSQL with a self-signed certificate accepts
 sslmode=require (pg_stat_ssl shows the app's connections encrypted), also through a
-PgBouncer that speaks TLS on both sides; a server without TLS gives a clear error
-in the CLI, /healthz and the web pages."""
+PgBouncer that speaks TLS on both sides; sslmode=verify-full with sslrootcert checks a
+certificate a test CA issued (and refuses another CA's, a wrong host name, a missing CA
+file, each with a sentence); a server without TLS gives a clear error in the CLI,
+/healthz and the web pages."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from handled.schema.migrations import migrate, resolve_targets
 from handled.settings import load_settings
 from tests.support.accounts import csrf_token, make_user, sign_in
 from tests.support.databases import connect, mode_env
-from tests.support.servers import PrivatePgBouncer, PrivatePostgres, self_signed_certificate
+from tests.support.servers import CertificateAuthority, PrivatePgBouncer, PrivatePostgres, self_signed_certificate
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,23 @@ def tls_pg(certificate):
 @pytest.fixture
 def plain_pg():
     server = PrivatePostgres().init().start()
+    server.createdb("handled")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="module")
+def authority():
+    """A test CA, and a server certificate it issued for 127.0.0.1 and localhost."""
+    ca = CertificateAuthority()
+    ca.server = ca.issue("127.0.0.1", ["IP:127.0.0.1", "DNS:localhost"])
+    yield ca
+    ca.destroy()
+
+
+@pytest.fixture
+def verified_pg(authority):
+    server = PrivatePostgres(ssl_files=authority.server).init().start()
     server.createdb("handled")
     yield server
     server.destroy()
@@ -74,16 +93,63 @@ def exercise_sign_in_and_admin_pages(app):
     assert sign_in(app, "tls@example.test", "a long password 123").get("/api/me").status_code == 200
 
 
-def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
-    app = app_for(tls_pg.url("handled", sslmode="require"))
+def assert_encrypted_sign_in_and_admin_pages(app, server: PrivatePostgres):
+    """Sign-in and the admin pages work, and every connection of the app's to ``server`` uses TLS."""
     exercise_sign_in_and_admin_pages(app)
     with app.app_context():
         assert primary_db.connection().info.ssl_in_use
-    rows = ssl_of_server_connections(tls_pg)
+    rows = ssl_of_server_connections(server)
     apps = [ssl for name, ssl in rows if name.startswith("handled-")]
     assert apps and all(apps), rows
 
 
+@pytest.mark.flow("TLS")
+def test_sslmode_require_encrypts_the_apps_connections(tls_pg):
+    app = app_for(tls_pg.url("handled", sslmode="require"))
+    assert_encrypted_sign_in_and_admin_pages(app, tls_pg)
+
+
+@pytest.mark.flow("TLS")
+def test_verify_full_with_sslrootcert_checks_the_servers_certificate(verified_pg, authority):
+    """The DEPLOYMENT_CHECKLIST's `sslmode=verify-full` with `sslrootcert=<the CA>`: migrate, check,
+    sign in and the admin pages over it, by IP and by host name; then what it refuses."""
+    def url(host="127.0.0.1", root=authority.cert, **more):
+        return verified_pg.url("handled", sslmode="verify-full", sslrootcert=root, **more).replace(
+            "@127.0.0.1:", f"@{host}:")
+
+    app = app_for(url())
+    assert_encrypted_sign_in_and_admin_pages(app, verified_pg)
+    for host in ("127.0.0.1", "localhost"):
+        check = app_for(url(host=host)).test_cli_runner().invoke(args=["db", "check"])
+        assert f"[ok] primary: reachable: postgresql://postgres@{host}:" in check.output, check.output
+        assert "[ok] primary: tracking matches catalog" in check.output, check.output
+        # the private server has only its superuser, which the least-privilege line rightly flags
+        assert all("runtime role least privilege" in line for line in check.output.splitlines()
+                   if line.startswith("[FAIL]")), check.output
+
+    other = CertificateAuthority()
+    try:
+        refusals = {
+            url(root=other.cert): f"is not signed by the CA in sslrootcert={other.cert}",
+            url(host="db.example", hostaddr="127.0.0.1"): "is not issued for the host 'db.example'",
+            url(root="/nonexistent/primary-ca.pem"): "sslrootcert=/nonexistent/primary-ca.pem, which does not exist",
+        }
+        for refused_url, expected in refusals.items():
+            env = mode_env("single", "unused")
+            env["PRIMARY_DATABASE_URL"] = refused_url
+            refused = create_app(load_settings(env))
+            refused.config.update(TESTING=True)
+            check = refused.test_cli_runner().invoke(args=["db", "check"])
+            assert check.exit_code == 1 and expected in check.output, check.output
+            assert "Traceback" not in check.output and "PRIMARY_DATABASE_URL" in check.output
+            health = refused.test_client().get("/healthz")
+            assert health.status_code == 503 and health.get_json()["primary"] == {"ok": False}
+            assert expected in refused.test_cli_runner().invoke(args=["health"]).output
+    finally:
+        other.destroy()
+
+
+@pytest.mark.flow("TLS")
 def test_sign_in_and_admin_pages_through_pgbouncer_with_tls_on_both_sides(tls_pg, certificate):
     bouncer = PrivatePgBouncer(server_port=tls_pg.port, pool_size=3, client_tls=certificate, server_tls=True).start()
     try:
@@ -97,6 +163,7 @@ def test_sign_in_and_admin_pages_through_pgbouncer_with_tls_on_both_sides(tls_pg
         bouncer.destroy()
 
 
+@pytest.mark.flow("TLS")
 def test_a_server_without_tls_gives_a_clear_error(plain_pg):
     url = plain_pg.url("handled", sslmode="require")
     env = mode_env("single", "unused")

@@ -23,10 +23,6 @@ from handled.timeutil import utcnow
 
 LOOKUP_SQL = (Path(__file__).parent / "sql" / "lookup_session.sql").read_text()
 
-# Test seam: called between the PRIMARY lookup and the cache write of a miss.
-after_primary_lookup: list = []
-
-
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -99,8 +95,6 @@ def authenticate(settings: Settings, token: str | None) -> dict | None:
     try:
         metrics.primary_session_lookup()
         entry = lookup_primary(settings, token_hash)
-        for hook in after_primary_lookup:
-            hook(token_hash, entry)
         if entry is not None:
             ttl = min(settings.session_cache_ttl, int(entry["expires_at"] - time.time()))
             session_cache.write(token_hash, entry, epoch, ttl, key)

@@ -204,7 +204,7 @@ def _escaper(integration: Integration) -> Callable[[tuple], tuple]:
 
 def load_records(integration: Integration, open_source: OpenSource, context: dict, *,
                  partial: bool, rejections: Rejections,
-                 before_commit: Callable[[], None] | None = None,
+                 before_commit: Callable[[object, int], None] | None = None,
                  rows_read: RowsRead | None = None) -> LoadResult:
     """Load a file's records into the integration's table in one transaction.
 
@@ -214,6 +214,8 @@ def load_records(integration: Integration, open_source: OpenSource, context: dic
     everything; with it the good rows land and the bad ones are only recorded.
     FileRefused raised while reading (broken quoting deep in the file) undoes
     everything too. ``rows_read`` counts the records and reports progress.
+    ``before_commit(cursor, rows_written)`` runs last inside the transaction, only when it
+    is about to commit (the service archives the file and writes the run's ledger row).
     """
     rows_read = rows_read if rows_read is not None else RowsRead()
     try:
@@ -225,8 +227,8 @@ def load_records(integration: Integration, open_source: OpenSource, context: dic
                 if written is None:
                     written = _load_staged(cur, integration, open_source, context, partial,
                                            rejections, rows_read)
-                if before_commit is not None:
-                    before_commit()
+                if before_commit is not None:   # last, inside the transaction: (cursor, rows written)
+                    before_commit(cur, written)
     except _RollBack as stop:
         return LoadResult(rows_read.count, 0, False, str(stop))
     except psycopg2.Error as exc:

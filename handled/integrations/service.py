@@ -24,7 +24,7 @@ from typing import Iterable
 from psycopg2 import sql
 from psycopg2.errors import QueryCanceled
 
-from handled import audit, heartbeat
+from handled import audit, heartbeat, ledger
 from handled.context import Context
 from handled.db import connection_lost, data_db, discard_broken_connections
 from handled.errors import HandledError, first_line
@@ -220,7 +220,13 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
     settings = ctx.settings
     name, context = judged.name, judged.context
     rejections = Rejections(keep=settings.import_rejected_rows_kept)
-    archive = lambda: archive_file(path, facts.sha256, settings.import_archive_dir)  # noqa: E731
+
+    def before_commit(cur, written: int) -> None:
+        """Archive the file, then record the commit in DATA's ledger, in the rows' transaction."""
+        archive_file(path, facts.sha256, settings.import_archive_dir)
+        cur.execute(*ledger.record("import", run.id, integration.id, file_sha256=facts.sha256,
+                                   rows_read=rows_read.count, rows_written=written, rows_rejected=rejections.total,
+                                   rejected_rows=rejections.sorted_rows()))
     try:
         with ExitStack() as stack:
             stack.enter_context(heartbeat.Heartbeat())  # lets a sweep tell this process is alive
@@ -252,7 +258,7 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
 
             try:
                 result = load_records(integration, open_source, context, partial=partial,
-                                      rejections=rejections, before_commit=archive, rows_read=rows_read)
+                                      rejections=rejections, before_commit=before_commit, rows_read=rows_read)
             except Exception as exc:
                 # the job's cancel stopped the statement (psycopg2's error, peewee's wrapping it, or
                 # the loader's LoadFailed saying so): a cancel, not a bug

@@ -195,7 +195,7 @@ def _status(job: Job) -> dict:
              "canceled": "cancelled"}.get(rq_status, rq_status)
     if meta.get("outcome") in ENDED:     # what the job's work came to, said by the job itself
         state = meta["outcome"]
-    # a job its worker has just started names its runner a moment later: none yet is not a dead one
+    # dead: its runner stopped beating (a job RQ just started has not named its runner yet: not dead)
     if state == "started" and meta.get("runner") and heartbeat.runner_alive(meta["runner"]) is False:
         state, message = "failed", DEAD_WORKER_MESSAGE.format(runner=meta.get("runner"))
     if state == "failed" and not message:

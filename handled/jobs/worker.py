@@ -35,7 +35,7 @@ from handled.context import job_context, job_settings
 from handled.errors import HandledError, first_line, redact_url
 from handled.jobs.progress import (JobCancelled, bound_job, cancel_raised, mark_cancel_raised,
                                    run_cancel_hooks)
-from handled.jobs.queue import DEAD_WORKER_MESSAGE, cancel_requested, get_queue, release_exclusive
+from handled.jobs.queue import DEAD_WORKER_MESSAGE, ENDED, cancel_requested, get_queue, release_exclusive
 from handled.jobs.signing import SERIALIZER, HandledJob, JobRefused, target_path, verify
 from handled.timeutil import utcnow
 from handled.transformations.leftovers import sweep_abandoned_tables
@@ -63,9 +63,7 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
     thread: services roll back on it like on Ctrl-C, and the job ends cancelled.
     """
     job = get_current_job()
-    # the heartbeat starts before the job names its runner and ends after it says how it ended:
-    # in between, a reader would take a started job whose runner does not beat for a dead one
-    with bound_job(job) as progress, heartbeat.Heartbeat():
+    with bound_job(job) as progress:
         settings = job_settings()
         try:
             verify(settings.secret_key, job.id if job is not None else None, target, actor_data, args, kwargs,
@@ -79,7 +77,6 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
             if job is not None:
                 release_exclusive(job)
             raise
-        progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
 
         def ended(**values) -> None:
             """Give the job's exclusive keys back, then say how it ended: whoever sees it ended
@@ -88,32 +85,46 @@ def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: 
                 release_exclusive(job)
             progress.update(ended_at=utcnow().isoformat(), **values)
 
+        # The heartbeat spans the job from before it names its runner until after it has said how
+        # it ended: a started job whose runner does not beat reads as a dead worker's (queue._status),
+        # so stopping the beat first let a page (or the cancel test) read "failed" for a job about
+        # to say "cancelled".
         try:
-            with _cancellable(job):
-                result = function(job_context(actor_data, progress, settings, signed=True), *args, **kwargs)
-            by = _cancelled_by(job) if isinstance(result, dict) and result.get("outcome") == "failed" else None
-            if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
-                raise JobCancelled(by)
-            if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
-                ended(outcome=result["outcome"], phase=result["outcome"], message=result.get("message"),
-                      files=result.get("files") or [], runs=result.get("runs") or [])
-            return result
-        except JobCancelled as cancel:
-            ended(outcome="cancelled", phase="cancelled", message=cancel.sentence())
-            return {"outcome": "cancelled"}
-        except Exception as exc:
-            by = _cancelled_by(job)
-            if by is not None:   # an error the cancel caused (a statement it stopped): cancelled
-                ended(outcome="cancelled", phase="cancelled", message=JobCancelled(by).sentence())
-                return {"outcome": "cancelled"}
-            if job is not None:
-                release_exclusive(job)
-            progress.update(phase="failed", message=failure_sentence(exc))
-            raise
+            with heartbeat.Heartbeat():
+                progress.update(runner=heartbeat.runner_id(), phase="started", done=None, total=None, message=None)
+                return _run_and_say_how_it_ended(job, lambda: function(
+                    job_context(actor_data, progress, settings, signed=True), *args, **kwargs), ended)
         finally:
             if job is not None:
                 release_exclusive(job)
             db.release_connections()
+
+
+def _run_and_say_how_it_ended(job, work, ended):
+    """Run ``work`` (the job's function) and say how the job ended through ``ended`` (its meta),
+    whatever happened; the caller keeps beating meanwhile."""
+    try:
+        with _cancellable(job):
+            result = work()
+        by = _cancelled_by(job) if isinstance(result, dict) and result.get("outcome") == "failed" else None
+        if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
+            raise JobCancelled(by)
+        if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
+            ended(outcome=result["outcome"], phase=result["outcome"], message=result.get("message"),
+                  files=result.get("files") or [], runs=result.get("runs") or [])
+        else:   # a plain result: finished, its last report left as it was
+            ended(outcome="finished")
+        return result
+    except JobCancelled as cancel:
+        ended(outcome="cancelled", phase="cancelled", message=cancel.sentence())
+        return {"outcome": "cancelled"}
+    except Exception as exc:
+        by = _cancelled_by(job)
+        if by is not None:   # an error the cancel caused (a statement it stopped): cancelled
+            ended(outcome="cancelled", phase="cancelled", message=JobCancelled(by).sentence())
+            return {"outcome": "cancelled"}
+        ended(outcome="failed", phase="failed", message=failure_sentence(exc))
+        raise
 
 
 def _cancelled_by(job) -> str | None:
@@ -221,6 +232,8 @@ def sweep_dead_workers() -> dict:
             log.warning("job %s in the started registry cannot be read; left alone", job_id)
             continue
         runner = job.meta.get("runner")
+        if job.meta.get("outcome") in ENDED:   # it said how it ended; RQ has not filed it yet
+            continue
         if runner and heartbeat.runner_alive(runner) is False:
             job.meta.update(phase="failed", message=DEAD_WORKER_MESSAGE.format(runner=runner))
             job.save_meta()
@@ -261,11 +274,6 @@ class HandledWorker(Worker):
     @property
     def dequeue_timeout(self) -> int:
         return SWEEP_SECONDS   # wake up this often to sweep (RQ's default blocks ~7 minutes)
-
-    def perform_job(self, job, queue) -> bool:
-        """In the work horse: beating until RQ has written how the job ended (see run_job)."""
-        with heartbeat.Heartbeat():
-            return super().perform_job(job, queue)
 
     def execute_job(self, job, queue):
         db.close_databases()

@@ -1,18 +1,18 @@
 """All models, one module per schema; ``ALL_MODELS`` is what the drift check compares."""
 
 from handled.models import config, customer, reference, workspace
-from handled.models.config import (AuditLog, ExportRun, ImportRun, LoginThrottle, PendingInvalidation,
+from handled.models.config import (AuditLog, BackupRun, ExportRun, ImportRun, LoginThrottle, PendingInvalidation,
                                     Permission, Role,
                                    RolePermission, Session, TransformationRun, User, UserRole)
 from handled.models.customer import Facility, FacilityOrganization, Organization
 from handled.models.reference import Carrier, DeliveryMatrix, Service, Zip3Reference
-from handled.models.workspace import (GazZcta, UpsGroundServiceZip5, UpsZone, Usps3dBaseService,
-                                      UsZip)
+from handled.models.workspace import (GazZcta, RunLedgerEntry, UpsGroundServiceZip5, UpsZone,
+                                      Usps3dBaseService, UsZip)
 
 PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, AuditLog, LoginThrottle,
-                  ImportRun, TransformationRun, ExportRun, PendingInvalidation,
+                  ImportRun, TransformationRun, ExportRun, BackupRun, PendingInvalidation,
                   Organization, Facility, FacilityOrganization]
-DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService,
+DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService, RunLedgerEntry,
                Carrier, Service, Zip3Reference, DeliveryMatrix]
 ALL_MODELS = PRIMARY_MODELS + DATA_MODELS
 

@@ -171,3 +171,17 @@ class ExportRun(RunRecord):
 
     class Meta:
         table_name = "export_runs"
+
+
+class BackupRun(RunRecord):
+    """A `flask backup create` (one target) or `flask backup verify` (one file); rows_written is
+    the rows dumped (0 for the archive), copy_status what BACKUP_COPY_COMMAND did (None: not set)."""
+
+    operation = TextField()         # create | verify
+    target = TextField()            # primary | data | archive
+    file_name = TextField(null=True)
+    file_size = BigIntegerField(null=True)
+    copy_status = TextField(null=True)
+
+    class Meta:
+        table_name = "backup_runs"

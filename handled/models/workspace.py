@@ -1,9 +1,11 @@
-"""DATA database, schema ``workspace``: raw rows of imported files, one table per integration."""
+"""DATA database, schema ``workspace``: raw rows of imported files, one table per integration,
+and the run ledger (what each import or transformation committed in DATA, handled/ledger.py)."""
 
 from peewee import (BigIntegerField, BooleanField, CompositeKey, DoubleField, IntegerField,
                     SmallIntegerField, TextField)
+from playhouse.postgres_ext import BinaryJSONField
 
-from handled.db import DataModel
+from handled.db import DataModel, TimestampTzField
 
 
 class WorkspaceModel(DataModel):
@@ -89,3 +91,22 @@ class Usps3dBaseService(WorkspaceModel):
     class Meta:
         table_name = "usps_3d_base_service"
         primary_key = CompositeKey("origin_zip3", "dest_zip3")
+
+
+class RunLedgerEntry(WorkspaceModel):
+    """One committed DATA transaction of a run (written by handled/ledger.py, never through this model)."""
+
+    kind = TextField()
+    run_id = BigIntegerField()
+    subject = TextField()
+    outcome = TextField()
+    file_sha256 = TextField(null=True)
+    rows_read = BigIntegerField(default=0)
+    rows_written = BigIntegerField(default=0)
+    rows_rejected = BigIntegerField(default=0)
+    rejected_rows = BinaryJSONField(default=list)
+    committed_at = TimestampTzField()
+
+    class Meta:
+        table_name = "run_ledger"
+        primary_key = CompositeKey("kind", "run_id")

@@ -1,4 +1,5 @@
-"""Backups of one side (primary or data) with pg_dump, and verified restores.
+"""Backups of one side (primary or data) with pg_dump, and verified restores; what every
+kind of backup shares (names, manifests, the folder, retention, gpg).
 
 ``create_backup`` opens a REPEATABLE READ transaction on the side's database,
 exports its snapshot, checksums every table inside it, and runs
@@ -10,6 +11,9 @@ the two sides are still backed up (and restored) separately.
 ``restore_backup`` runs pg_restore into a database that does not yet hold the
 side's schemas, then checksums every restored table and compares it with the
 manifest (or with a live database given by the operator when there is none).
+The import archive has its own kind of backup (ops/archive_backup.py), the
+verification of a backup file its module (ops/backup_verify.py), and a backup's
+run history and off-host copy theirs (ops/backup_runs.py).
 
 At rest: BACKUP_DIR is kept 0700 and every backup and manifest 0600, whatever the
 umask. With BACKUP_ENCRYPTION_PASSPHRASE set, pg_dump's output goes through
@@ -45,7 +49,10 @@ from handled.schema.catalog import create_database_if_missing, existing_schemas
 from handled.settings import DatabaseConfig, Settings, redact_url
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
-NAME_PATTERN = re.compile(r"^handled-(primary|data)-.+-(\d{8}T\d{12}Z)\.dump$")
+# handled-<side>-<database>-<stamp>.dump, and handled-archive-<stamp>.tgz (ops/archive_backup.py)
+NAME_PATTERN = re.compile(r"^handled-(?:(?P<side>primary|data)-.+-(?P<dumped>\d{8}T\d{12}Z)\.dump"
+                          r"|(?P<archive>archive)-(?P<archived>\d{8}T\d{12}Z)\.tgz)$")
+TARGETS = ("primary", "data", "archive")
 
 
 @dataclass
@@ -116,7 +123,7 @@ def private_file(path: Path) -> int:
 # --- gpg: symmetric encryption with BACKUP_ENCRYPTION_PASSPHRASE ------------------------------------
 
 @contextmanager
-def _gpg(passphrase: str, *operation: str):
+def gpg_command(passphrase: str, *operation: str):
     """The gpg command for ``operation``, its passphrase given through a pipe (``--passphrase-fd``),
     never the command line or the environment; a throw-away GnuPG home, its agent stopped after."""
     home = tempfile.mkdtemp(prefix="handled-gpg-")
@@ -156,8 +163,11 @@ def _schema_args(side: str) -> list[str]:
     return args
 
 
-def create_backup(ctx: Context, side: str, now: datetime | None = None) -> BackupResult:
-    """Dump one side on one snapshot into BACKUP_DIR with its manifest, then apply retention."""
+def create_backup(ctx: Context, side: str, now: datetime | None = None, on_snapshot=None) -> BackupResult:
+    """Dump one side on one snapshot into BACKUP_DIR with its manifest, then apply retention.
+
+    ``on_snapshot()`` is called once the snapshot is taken: a row PRIMARY commits then (the
+    backup's own run) is not in the dump, so a restored PRIMARY never shows it running."""
     settings = ctx.settings
     config = side_config(settings, side)
     folder = private_folder(Path(settings.backup_dir))
@@ -170,6 +180,8 @@ def create_backup(ctx: Context, side: str, now: datetime | None = None) -> Backu
         with conn.cursor() as cur:
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = cur.fetchone()[0]
+        if on_snapshot is not None:
+            on_snapshot()
         tables = tables_in_order(conn, side)
         sums = checksums(conn, tables)
         dsn, env = libpq_command_args(config)
@@ -196,7 +208,7 @@ def _dump_into(partial: Path, dump: list[str], env: dict, passphrase: str | None
         if not passphrase:
             done = subprocess.run(dump, stdout=out, stderr=subprocess.PIPE, env=env, text=True)
             return None if done.returncode == 0 else ("pg_dump", done.stderr.strip() or str(done.returncode))
-        with _gpg(passphrase, "--symmetric", "--cipher-algo", "AES256") as (gpg, fd):
+        with gpg_command(passphrase, "--symmetric", "--cipher-algo", "AES256") as (gpg, fd):
             (dump_rc, dump_err), (gpg_rc, gpg_err) = _pipe(dump, gpg, stdout=out, env=env, pass_fds=(fd,))
         if dump_rc != 0:
             return "pg_dump", dump_err or str(dump_rc)
@@ -214,7 +226,12 @@ def write_manifest(dump: Path, side: str, config: DatabaseConfig, now: datetime,
     manifest = {"side": side, "database": config.display(), "created_at": now.isoformat(),
                 "file": dump.name, "bytes": dump.stat().st_size, "encrypted": encrypted,
                 "tables": {name: {"rows": s.rows, "checksum": s.digest} for name, s in sums.items()}}
-    path = manifest_path(dump)
+    return save_manifest(dump, manifest)
+
+
+def save_manifest(backup: Path, manifest: dict) -> Path:
+    """The manifest beside ``backup`` (same name, .json), 0600."""
+    path = manifest_path(backup)
     with os.fdopen(private_file(path), "w") as handle:
         handle.write(json.dumps(manifest, indent=2) + "\n")
     return path
@@ -225,39 +242,53 @@ def read_manifest(dump: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def parse_name(name: str) -> tuple[str, datetime] | None:
+    """(target, taken at) of a backup file's name; None for any other name."""
+    match = NAME_PATTERN.match(name)
+    if not match:
+        return None
+    stamp = match.group("dumped") or match.group("archived")
+    taken = datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return match.group("side") or match.group("archive"), taken
+
+
 def list_backups(folder: Path, side: str | None = None) -> list[tuple[Path, str, datetime]]:
-    """(path, side, taken at) of every backup in the folder, newest first."""
+    """(path, target, taken at) of every backup in the folder (of one target when given), newest first."""
     found = []
-    for path in Path(folder).glob("handled-*.dump"):
-        match = NAME_PATTERN.match(path.name)
-        if match and (side is None or match.group(1) == side):
-            taken = datetime.strptime(match.group(2), STAMP_FORMAT).replace(tzinfo=timezone.utc)
-            found.append((path, match.group(1), taken))
+    for path in Path(folder).glob("handled-*"):
+        parsed = parse_name(path.name)
+        if parsed and (side is None or parsed[0] == side):
+            found.append((path, *parsed))
     return sorted(found, key=lambda item: item[2], reverse=True)
 
 
-def apply_retention(folder: Path, side: str, keep_count: int, max_age_days: int, keep: Path) -> list[Path]:
-    """Delete this side's backups beyond the newest ``keep_count`` or older than
-    ``max_age_days`` (0: no age limit); ``keep`` (the one just made) always stays."""
+def apply_retention(folder: Path, side: str, keep_count: int, max_age_days: int, keep: Path,
+                    needed_by=None) -> list[Path]:
+    """Delete this target's backups beyond the newest ``keep_count`` or older than
+    ``max_age_days`` (0: no age limit); ``keep`` (the one just made) always stays, and so does
+    every backup ``needed_by(the kept ones)`` names (an archive backup holding files a kept
+    one lists)."""
     cutoff = datetime.now(timezone.utc) - timedelta(days=max_age_days) if max_age_days else None
-    deleted = []
-    for index, (path, _, taken) in enumerate(list_backups(folder, side)):
-        if path == keep:
-            continue
-        if index >= keep_count or (cutoff and taken < cutoff):
-            path.unlink(missing_ok=True)
-            manifest_path(path).unlink(missing_ok=True)
-            deleted.append(path)
-    return deleted
+    found = list_backups(folder, side)
+    victims = [path for index, (path, _, taken) in enumerate(found)
+               if path != keep and (index >= keep_count or (cutoff and taken < cutoff))]
+    if needed_by is not None:
+        spared = needed_by([path for path, _, _ in found if path not in victims])
+        victims = [path for path in victims if path not in spared]
+    for path in victims:
+        path.unlink(missing_ok=True)
+        manifest_path(path).unlink(missing_ok=True)
+    return victims
 
 
 def dump_side(dump: Path) -> str:
-    match = NAME_PATTERN.match(dump.name)
+    """The target a backup file belongs to (primary, data or archive), from its manifest or name."""
     manifest = read_manifest(dump)
     if manifest:
         return manifest["side"]
-    if match:
-        return match.group(1)
+    parsed = parse_name(dump.name)
+    if parsed:
+        return parsed[0]
     raise OpsError(f"{dump.name} is not named like a handled backup and has no manifest; cannot tell its side.")
 
 
@@ -268,19 +299,47 @@ def restore_backup(ctx: Context, dump: Path, target: DatabaseConfig,
     The audit row goes to the running PRIMARY after pg_restore succeeded (skipped, with a
     log line, while that PRIMARY is down or has no audit log: a restore is often done then)."""
     dump = Path(dump)
-    if not dump.is_file():
-        raise OpsError(f"There is no backup file {dump}.")
-    side = dump_side(dump)
+    side = database_dump_side(dump)
     manifest = read_manifest(dump)
     if manifest is None and compare_with is None:
         raise OpsError(f"{manifest_path(dump).name} (the manifest written with the backup) is missing; give "
                        "--compare-with URL of the database the backup came from to verify against it.")
-    encrypted = _is_encrypted(dump)
+    create_database_if_missing(target)
+    restore_into(ctx, dump, target, side)
+    restored = checksums_of(target, side)
+    if manifest is not None:
+        expected, source = manifest_sums(manifest), f"the manifest {manifest_path(dump).name}"
+    else:
+        expected, source = checksums_of(compare_with, side), compare_with.display()
+    result = RestoreResult(target.display(), source, compare(expected, restored))
+    audit.record_in(ctx.settings.direct_database("primary"), ctx, "backup.restore", "database", side,
+                    target.display(), {"file": dump.name, "compared_with": source, "verified": result.verified})
+    return result
+
+
+def database_dump_side(dump: Path) -> str:
+    """The side of a pg_dump backup (primary or data); refuses a missing file and an archive backup."""
+    if not dump.is_file():
+        raise OpsError(f"There is no backup file {dump}.")
+    side = dump_side(dump)
+    if side not in ("primary", "data"):
+        raise OpsError(f"{dump.name} is a backup of the {side}, not of a database.")
+    return side
+
+
+def manifest_sums(manifest: dict) -> dict[str, TableSum]:
+    """The per-table row counts and checksums a manifest recorded, in its order."""
+    return {name: TableSum(t["rows"], t["checksum"]) for name, t in manifest["tables"].items()}
+
+
+def restore_into(ctx: Context, dump: Path, target: DatabaseConfig, side: str) -> None:
+    """pg_restore ``dump`` (decrypted on the way when it is encrypted) into ``target``, an existing
+    database without the side's schemas; raise OpsError with the tool's words when it fails."""
+    encrypted = is_encrypted(dump)
     passphrase = ctx.settings.backup_encryption_passphrase
     if encrypted and not passphrase:
         raise OpsError(f"{dump.name} is encrypted (it is not a pg_dump file); set BACKUP_ENCRYPTION_PASSPHRASE "
                        "to the passphrase it was made with to restore it.")
-    create_database_if_missing(target)
     with direct_connection(target, "restore") as conn:
         present = sorted(existing_schemas(conn) & {*side_schemas(side), migrations.TRACKING_SCHEMAS[side]})
     if present:
@@ -293,40 +352,36 @@ def restore_backup(ctx: Context, dump: Path, target: DatabaseConfig,
         if done.returncode != 0:
             raise OpsError(f"pg_restore into {target.display()} failed: "
                            f"{redact_url(done.stderr.strip()) or done.returncode}")
-    else:
-        with open(dump, "rb") as source, _gpg(passphrase, "--decrypt") as (gpg, fd):
-            (gpg_rc, gpg_err), (rc, err) = _pipe(gpg, restore, stdin=source, stdout=subprocess.DEVNULL, env=env,
-                                                  pass_fds=(fd,))
-        if gpg_rc != 0:
-            raise OpsError(f"{dump.name} could not be decrypted with BACKUP_ENCRYPTION_PASSPHRASE "
-                           f"({gpg_err.splitlines()[-1] if gpg_err else gpg_rc}); nothing usable was restored "
-                           f"into {target.display()}: drop it and retry with the passphrase the backup was made with.")
-        if rc != 0:
-            raise OpsError(f"pg_restore into {target.display()} failed: {redact_url(err) or rc}")
-    restored = _checksums_of(target, side)
-    if manifest is not None:
-        expected = {name: TableSum(t["rows"], t["checksum"]) for name, t in manifest["tables"].items()}
-        source = f"the manifest {manifest_path(dump).name}"
-    else:
-        expected, source = _checksums_of(compare_with, side), compare_with.display()
-    result = RestoreResult(target.display(), source, compare(expected, restored))
-    audit.record_in(ctx.settings.direct_database("primary"), ctx, "backup.restore", "database", side,
-                    target.display(), {"file": dump.name, "compared_with": source, "verified": result.verified})
-    return result
+        return
+    with open(dump, "rb") as source, gpg_command(passphrase, "--decrypt") as (gpg, fd):
+        (gpg_rc, gpg_err), (rc, err) = _pipe(gpg, restore, stdin=source, stdout=subprocess.DEVNULL, env=env,
+                                              pass_fds=(fd,))
+    if gpg_rc != 0:
+        raise OpsError(f"{dump.name} could not be decrypted with BACKUP_ENCRYPTION_PASSPHRASE "
+                       f"({gpg_err.splitlines()[-1] if gpg_err else gpg_rc}); nothing usable was restored "
+                       f"into {target.display()}: drop it and retry with the passphrase the backup was made with.")
+    if rc != 0:
+        raise OpsError(f"pg_restore into {target.display()} failed: {redact_url(err) or rc}")
 
 
-def _is_encrypted(dump: Path) -> bool:
-    """pg_dump's custom format starts with PGDMP; anything else must be gpg's (an OpenPGP packet)."""
-    with open(dump, "rb") as handle:
-        head = handle.read(5)
-    if head == b"PGDMP":
+PLAIN_MAGIC = {".dump": b"PGDMP", ".tgz": b"\x1f\x8b"}   # pg_dump's custom format; gzip
+
+
+def is_encrypted(path: Path) -> bool:
+    """A backup starts with its format's magic (pg_dump's PGDMP, gzip's); anything else must be
+    gpg's output (an OpenPGP packet: its first byte has the high bit set)."""
+    magic = PLAIN_MAGIC.get(path.suffix, b"PGDMP")
+    with open(path, "rb") as handle:
+        head = handle.read(len(magic))
+    if head == magic:
         return False
     if not head or not head[0] & 0x80:
-        raise OpsError(f"{dump.name} is neither a pg_dump custom-format file nor an encrypted backup.")
+        kind = "a gzip'd tar" if path.suffix == ".tgz" else "a pg_dump custom-format file"
+        raise OpsError(f"{path.name} is neither {kind} nor an encrypted backup.")
     return True
 
 
-def _checksums_of(config: DatabaseConfig, side: str) -> dict[str, TableSum]:
+def checksums_of(config: DatabaseConfig, side: str) -> dict[str, TableSum]:
     with direct_connection(config, "restore", autocommit=False) as conn:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         prepare_session(conn)

@@ -1,10 +1,11 @@
 """CLI of the operations tools: ``flask db split|unsplit|prune-leftovers`` (added to the
-``flask db`` group of handled.schema.cli by handled.ops.init_app), ``flask backup create|restore|list``
+``flask db`` group of handled.schema.cli by handled.ops.init_app), ``flask backup create|restore|verify|list``
 and ``flask data rebuild``. Thin: parse, call, print; HandledGroup turns errors into one line."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import click
 
 from handled.cli_support import HandledGroup, echo_progress
 from handled.context import cli_context
-from handled.ops import OpsError, backup, move, rebuild
+from handled.ops import OpsError, archive_backup, backup, backup_runs, backup_verify, move, rebuild
 from handled.ops.leftovers import prune_leftovers
 
 # split, unsplit and prune-leftovers belong on `flask db`, schema's group. They are gathered here,
@@ -118,31 +119,67 @@ def prune_command(yes):
         click.echo("Nothing dropped; rerun with --yes to drop them.")
 
 
-backup_cli = HandledGroup("backup", help="pg_dump backups of PRIMARY or DATA, and verified restores.")
+backup_cli = HandledGroup("backup", help="Backups of PRIMARY, DATA (pg_dump) and the import archive; verified "
+                                          "restores.")
+TARGET_CHOICE = click.Choice([*backup.TARGETS, "all"])
 
 
 @backup_cli.command("create")
-@click.option("--target", type=click.Choice(["primary", "data"]), required=True,
-              help="Which side to back up (its schemas only, also in single mode).")
+@click.option("--target", type=TARGET_CHOICE, required=True,
+              help="primary or data (pg_dump of that side's schemas, also in single mode), archive (the import "
+                   "archive, incremental by sha256), or all three in that order.")
 def backup_create_command(target):
-    """Dump one side (pg_dump custom format) into BACKUP_DIR with a JSON manifest; apply retention."""
-    result = backup.create_backup(cli_context(), target)
-    rows = sum(t.rows for t in result.tables.values())
-    click.echo(f"wrote {result.path} ({result.path.stat().st_size} bytes, {len(result.tables)} tables, {rows} rows)")
-    click.echo(f"manifest {result.manifest}")
-    for path in result.deleted:
-        click.echo(f"retention: deleted {path}")
+    """Back up into BACKUP_DIR with a JSON manifest, copy off the host (BACKUP_COPY_COMMAND); apply retention."""
+    ctx = cli_context(echo_progress)
+    outcomes = backup_runs.create_backups(ctx, target)
+    for outcome in outcomes:
+        made = outcome.result
+        if made is None:
+            continue
+        size = made.path.stat().st_size
+        if outcome.target == "archive":
+            click.echo(f"wrote {made.path} ({size} bytes, {made.files} files listed, {made.stored} new stored)")
+        else:
+            rows = sum(t.rows for t in made.tables.values())
+            click.echo(f"wrote {made.path} ({size} bytes, {len(made.tables)} tables, {rows} rows)")
+        click.echo(f"manifest {made.manifest}")
+        for path in made.deleted:
+            click.echo(f"retention: deleted {path}")
+        if outcome.succeeded and ctx.settings.backup_copy_command:
+            click.echo(f"copied {made.path.name} and its manifest off this host (BACKUP_COPY_COMMAND)")
+    _raise_first([o.message for o in outcomes if not o.succeeded])
+
+
+def _raise_first(problems: list[str]) -> None:
+    """Every failure but the first on stderr, then the first as the command's error (exit 1)."""
+    for problem in problems[1:]:
+        click.echo(f"Also failed: {problem}", err=True)
+    if problems:
+        raise OpsError(problems[0])
 
 
 @backup_cli.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@url_option("--to", "Direct URL of an empty database (created if missing).")
+@url_option("--to", "Direct URL of an empty database (created if missing), for a PRIMARY or DATA backup.")
 @click.option("--compare-with", metavar="URL", default=None,
               help="Verify against this live database instead of the backup's manifest.")
-def backup_restore_command(file, to, to_env, compare_with):
-    """pg_restore a backup into an empty database, then compare every table's rows and checksum.
+@click.option("--to-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="An archive backup: the folder to restore the files into (default IMPORT_ARCHIVE_DIR).")
+def backup_restore_command(file, to, to_env, compare_with, to_dir):
+    """Restore a backup, verified: a database backup into an empty database (every table compared),
+    an archive backup into the archive folder (every file's sha256 checked).
 
     An encrypted backup is decrypted with BACKUP_ENCRYPTION_PASSPHRASE."""
+    if file.is_file() and backup.dump_side(file) == "archive":
+        if to or to_env or compare_with:
+            raise OpsError(f"{file.name} is an archive backup: it restores into a folder (--to-dir DIR, by "
+                           "default IMPORT_ARCHIVE_DIR), not a database.")
+        done = archive_backup.restore_archive(cli_context(echo_progress), file, to_dir)
+        click.echo(f"restored {file} into {done.target}: {done.restored} file(s) written, {done.present} already "
+                   "there; every file's sha256 checked")
+        return
+    if to_dir is not None:
+        raise OpsError("--to-dir is for archive backups; a database backup restores into --to URL.")
     target = given_url("--to", to, to_env)
     other = move.target_config("--compare-with", compare_with) if compare_with else None
     result = backup.restore_backup(cli_context(), file, target, other)
@@ -151,6 +188,67 @@ def backup_restore_command(file, to, to_env, compare_with):
         click.echo("  " + line)
     result.check_verified()
     click.echo("every table matches")
+
+
+class Terminated(OpsError):
+    """SIGTERM during a verify (systemd stopping it): raised so its scratch database is dropped."""
+
+
+@contextmanager
+def terminate_as_error(what: str):
+    """SIGTERM raises Terminated in the main thread while the block runs, so `finally` blocks run."""
+    def stop(signum, frame):
+        raise Terminated(f"The {what} was stopped (SIGTERM) before it finished.")
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@backup_cli.command("verify")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--newest", type=TARGET_CHOICE, default=None,
+              help="Verify the newest backup of this target in BACKUP_DIR (all: of each target) instead of FILE.")
+def backup_verify_command(file, newest):
+    """Restore a backup into a scratch database (always dropped) and compare every table with its manifest;
+    an archive backup: check every file's sha256. Exit 1 naming the first difference."""
+    if (file is None) == (newest is None):
+        raise OpsError("Name the backup to verify: a FILE, or --newest primary|data|archive|all.")
+    ctx = cli_context(echo_progress)
+    folder = Path(ctx.settings.backup_dir)
+    problems = []
+    with terminate_as_error("verify"):
+        for target in ([] if newest is None else backup.TARGETS if newest == "all" else [newest]):
+            try:
+                path = backup_verify.newest_backup(folder, target)
+            except OpsError as exc:
+                problems.append(str(exc))
+                continue
+            problems += _verify_one(ctx, path)
+        if file is not None:
+            problems += _verify_one(ctx, file)
+    _raise_first(problems)
+
+
+def _verify_one(ctx, path: Path) -> list[str]:
+    """Verify one file and print what it found; the problem, if any, as a list of one."""
+    try:
+        report = backup_runs.verify_recorded(ctx, path)
+    except backup_verify.VerificationFailed as exc:
+        for line in move.format_comparison(exc.report.tables, left="manifest", right="restored"):
+            click.echo("  " + line)
+        return [str(exc)]
+    except OpsError as exc:
+        return [str(exc)]
+    if report.target == "archive":
+        click.echo(f"verified {path}: {report.files} archived file(s), every sha256 matches")
+    else:
+        for line in move.format_comparison(report.tables, left="manifest", right="restored"):
+            click.echo("  " + line)
+        click.echo(f"verified {path}: restored into a scratch database (dropped), all {len(report.tables)} "
+                   "tables match the manifest")
+    return []
 
 
 @backup_cli.command("list")
@@ -168,7 +266,8 @@ data_cli = HandledGroup("data", help="The DATA database as a whole.")
 
 
 @data_cli.command("rebuild")
-@click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Show which archived files would be re-imported; change nothing "
+              "(but the run history, which is first brought in line with DATA's run ledger).")
 @click.option("--force", is_flag=True, help="Re-import even though DATA's workspace tables hold rows.")
 def data_rebuild_command(dry_run, force):
     """Rebuild DATA: migrate, re-import the archived files of every succeeded import, run every transformation."""
@@ -176,6 +275,8 @@ def data_rebuild_command(dry_run, force):
     report = rebuild.rebuild_data(ctx, force=force, dry_run=dry_run)
     for migration_id in report.migrations:
         click.echo(f"data: {'would apply' if dry_run else 'applied'} {migration_id}")
+    for run_id in report.reconciled:
+        click.echo(f"history: run {run_id} ended as DATA's run ledger says")
     for integration_id, files in report.plan.items():
         for planned in files:
             click.echo(f"{integration_id}: {'would re-import' if dry_run else 're-imported'} {planned.file_name} "

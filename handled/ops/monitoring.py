@@ -4,8 +4,10 @@ Everything here is read live when asked: reachability of each database and
 Redis, this process's pool, server-side connections per database (from
 pg_stat_activity, by application_name), job queue depth (RQ), and the age of
 each reference table (last successful run in config.transformation_runs) and of
-each workspace table (last successful import). Each part fails on its own: a
-database that does not answer gives ``up 0`` and empty rows, never an error.
+each workspace table (last successful import), and of each backup target (last
+successful backup and verify, from config.backup_runs: a backup runs in a process of
+its own, so only the run history can tell the web process about it). Each part fails
+on its own: a database that does not answer gives ``up 0`` and empty rows, never an error.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from handled.cache import redis_available
 from handled.db import data_db, primary_db, probe
 from handled.errors import first_line
 from handled.jobs import get_queue
+from handled.ops.backup_runs import backup_status
 from handled.settings import Settings
 
 log = logging.getLogger("handled.ops")
@@ -90,6 +93,7 @@ def snapshot(settings: Settings) -> dict:
     report["reference_ages"] = _safely("transformation runs", lambda: last_successes("transformation"), []) \
         if primary_up else []
     report["import_ages"] = _safely("import runs", lambda: last_successes("integration"), []) if primary_up else []
+    report["backups"] = _safely("backup runs", backup_status, []) if primary_up else []
     report["jobs"] = _safely("job queue", job_queue, None) if report["redis_up"] else None
     return report
 
@@ -117,6 +121,7 @@ class LiveCollector:
         yield from (up, pool, server)
         yield GaugeMetricFamily("handled_redis_up", "1 when Redis answers PING.", value=1 if data["redis_up"] else 0)
         yield from self._ages(data)
+        yield from self._backups(data)
         if data["jobs"] is not None:
             depth = GaugeMetricFamily("handled_job_queue_jobs", "Jobs in the RQ queue by state.",
                                       labels=["queue", "state"])
@@ -136,3 +141,20 @@ class LiveCollector:
         for row in data["import_ages"]:
             imports.add_metric([row["name"]], row["age_seconds"])
         return reference, imports
+
+    def _backups(self, data):
+        """Per target with any run: when its last backup (verify) succeeded, 0 if none ever did, so
+        ``time() - handled_backup_last_success_timestamp_seconds > 86400`` alerts on both."""
+        made = GaugeMetricFamily("handled_backup_last_success_timestamp_seconds",
+                                 "Unix time the last backup of each target succeeded (written and copied off the "
+                                 "host when BACKUP_COPY_COMMAND is set); 0 if none has.", labels=["target"])
+        verified = GaugeMetricFamily("handled_backup_last_verified_timestamp_seconds",
+                                     "Unix time a backup of each target last passed flask backup verify; 0 if none "
+                                     "has.", labels=["target"])
+        for row in data["backups"]:
+            if row["last"] is not None:
+                made.add_metric([row["target"]], row["success"]["finished_at"].timestamp() if row["success"] else 0)
+            if row["verify"] is not None:
+                verified.add_metric([row["target"]],
+                                    row["verified"]["finished_at"].timestamp() if row["verified"] else 0)
+        return made, verified

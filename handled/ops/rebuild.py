@@ -5,7 +5,9 @@ result of the imports recorded in config.import_runs (their files kept in
 IMPORT_ARCHIVE_DIR by sha256), and every reference table is built from the
 workspace by the transformations. So, into an empty (or lost) DATA database:
 
-1. migrate the DATA side;
+1. migrate the DATA side, and bring PRIMARY's run history in line with DATA's run
+   ledger (handled/ledger.py: a run killed after its rows committed is counted as the
+   success it was, so its file is replayed too);
 2. for each integration, re-import the archived files of its succeeded runs
    (handled.integrations.service.rebuild_from_archive: the latest file for a
    replace-mode table, every content in import order for an upsert-mode one);
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from handled import ledger, runs
 from handled.context import Context
 from handled.db import direct_connection
 from handled.ops import OpsError
@@ -40,6 +43,7 @@ class PlannedFile:
 class RebuildReport:
     dry_run: bool
     migrations: list[str] = field(default_factory=list)
+    reconciled: list[int] = field(default_factory=list)   # runs whose history the ledger corrected
     plan: dict[str, list[PlannedFile]] = field(default_factory=dict)
     imported: list = field(default_factory=list)       # ImportOutcome
     transformed: list = field(default_factory=list)    # RunOutcome
@@ -68,7 +72,8 @@ def _data_target(settings: Settings) -> migrations.Target:
 
 def _workspace_rows(settings: Settings) -> dict[str, int]:
     with direct_connection(_data_target(settings).config, "rebuild") as conn:
-        tables = [t for t in tables_in_order(conn, "data") if t.schema == "workspace"]
+        tables = [t for t in tables_in_order(conn, "data")
+                  if t.schema == "workspace" and t.name != ledger.LEDGER_TABLE]   # bookkeeping, not rows
         return {name: count for name, count in row_counts(conn, tables).items() if count}
 
 
@@ -81,6 +86,7 @@ def rebuild_data(ctx: Context, *, force: bool = False, dry_run: bool = False) ->
     target = _data_target(settings)
     report.migrations = [state.id for state in migrations.target_status(target).pending] if dry_run \
         else migrations.migrate(target)
+    report.reconciled = runs.reconcile_with_ledger()   # a correction of the record: done in a dry run too
     report.plan = plan_rebuild(settings)
     missing = [f"{name}: {f.file_name} (run {f.run_id}, sha256 {f.sha256[:12]}…)"
                for name, files in report.plan.items() for f in files if not f.archived]

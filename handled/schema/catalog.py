@@ -15,8 +15,6 @@ from handled.db import ConnectionProblem, direct_connection
 from handled.schema.names import is_scratch
 from handled.settings import DatabaseConfig
 
-MIN_SERVER_VERSION = 130000
-
 
 def create_database_if_missing(config: DatabaseConfig) -> bool:
     """Create the database a URL names, if absent; True when it was created.

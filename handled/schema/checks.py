@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from handled.db import ConnectionProblem, direct_connection
 from handled.models import DATA_MODELS, PRIMARY_MODELS, SCHEMAS
 from handled.schema import migrations, roles
-from handled.schema.catalog import MIN_SERVER_VERSION, compare_models, existing_schemas
+from handled.schema.catalog import compare_models, existing_schemas
 from handled.settings import Settings
+from handled.settings_parsers import OLDEST_SERVER_VERSION, ServerVersion
 
 MODELS = {"primary": PRIMARY_MODELS, "data": DATA_MODELS}
 
@@ -35,17 +36,18 @@ def check_target(settings: Settings, target: migrations.Target) -> list[CheckRes
     try:
         with direct_connection(target.config, "check") as conn:
             add("reachable", True, target.config.display())
-            version = conn.server_version
-            add("server version", version >= MIN_SERVER_VERSION,
-                f"PostgreSQL {version // 10000}.{version % 10000}"
-                + ("" if version >= MIN_SERVER_VERSION else f"; handled needs {MIN_SERVER_VERSION // 10000} or newer"))
+            _check_server_version(conn, settings.db_min_server_version, add)
             _check_rights(conn, target, add)
             if settings.split_db_mode:
                 _check_no_foreign_schemas(conn, target, add)
     except ConnectionProblem as exc:
         add("reachable", False, str(exc))
         return results
-    status = migrations.target_status(target)
+    try:
+        status = migrations.target_status(target)
+    except migrations.MigrationError as exc:   # e.g. a role that may not read the tracking table
+        add("tracking matches catalog", False, str(exc))
+        return results
     problems = status.problems
     pending = [s.id for s in status.pending]
     add("tracking matches catalog", not problems,
@@ -56,6 +58,18 @@ def check_target(settings: Settings, target: migrations.Target) -> list[CheckRes
             drift = compare_models(conn, MODELS[target.name], SCHEMAS[target.name])
         add("models match catalog", not drift, "; ".join(drift) if drift else "every table, column and key agrees")
     return results
+
+
+def _check_server_version(conn, minimum: ServerVersion, add) -> None:
+    """The server's own version (server_version_num, as the connection reports it) against
+    DB_MIN_SERVER_VERSION (by default the oldest release handled runs on)."""
+    version = ServerVersion(conn.server_version)
+    if version >= minimum:
+        add("server version", True, f"PostgreSQL {version}")
+    elif minimum.number > OLDEST_SERVER_VERSION:
+        add("server version", False, f"PostgreSQL {version}; DB_MIN_SERVER_VERSION asks for {minimum} or newer")
+    else:
+        add("server version", False, f"PostgreSQL {version}; handled needs {minimum} or newer")
 
 
 def _check_rights(conn, target, add) -> None:

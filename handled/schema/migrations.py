@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg2
+import psycopg2.errors
 from yoyo import get_backend, read_migrations
 
 from handled.db import direct_connection
@@ -117,7 +118,14 @@ def applied_ids(conn, target: Target) -> dict[str, object]:
         cur.execute("SELECT to_regclass(%s)", (table,))
         if cur.fetchone()[0] is None:
             return {}
-        cur.execute(f"SELECT migration_id, applied_at_utc FROM {table} ORDER BY applied_at_utc")
+        try:
+            cur.execute(f"SELECT migration_id, applied_at_utc FROM {table} ORDER BY applied_at_utc")
+        except psycopg2.errors.InsufficientPrivilege:
+            conn.rollback()
+            raise MigrationError(
+                f"The role {target.config.user or conn.info.user} of {target.config.variable} may not read "
+                f"{target.tracking_schema}._yoyo_migration, where the {target.name} migrations are tracked; "
+                "use the owner's URL (the one `flask db create-roles` printed).") from None
         return {row[0]: row[1] for row in cur.fetchall()}
 
 

@@ -11,8 +11,9 @@ Per database, named after it (roles are cluster-wide; database names are unique 
                 for upserts, TRUNCATE for replace); on reference SELECT only.
 ``<db>_build``  only where DATA lives: the transformation builder (DATA_BUILD_URL). It owns the
                 reference tables, since a swap renames the live table and only an owner may; it may
-                create tables in ``reference`` and read ``workspace``, nothing else. A builder
-                that goes wrong can at worst replace derived tables, which a rebuild recreates.
+                create tables in ``reference``, read ``workspace`` and add rows to its run ledger
+                (the swap records itself there), nothing else. A builder that goes wrong can at
+                worst replace derived tables, which a rebuild recreates, and add ledger rows.
                 The owner is a member of it, so migrations still alter reference tables.
 
 Default privileges make every table the owner (or the builder) creates later readable, and as
@@ -44,6 +45,7 @@ ROLE_ATTRIBUTES = "LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATI
 ROW_RIGHTS = {"config": "SELECT, INSERT, UPDATE, DELETE", "customer": "SELECT, INSERT, UPDATE, DELETE",
               "workspace": "SELECT, INSERT, UPDATE, TRUNCATE", "reference": "SELECT"}
 APPEND_ONLY = ("config", "audit_log")
+BUILDER_APPENDS_TO = "workspace.run_ledger"   # the one workspace table the builder writes: INSERT only
 
 
 class RolesError(HandledError):
@@ -238,6 +240,11 @@ def ensure_privileges(conn, names: RoleNames, sides) -> None:
                         "AND pg_get_userbyid(c.relowner) <> %s ORDER BY 1", (names.builder,))
             for (table,) in cur.fetchall():
                 cur.execute(sql.SQL("ALTER TABLE reference.{} OWNER TO {}").format(sql.Identifier(table), builder))
+        if builder and "workspace" in present:   # a swap writes its ledger row (handled/ledger.py)
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (BUILDER_APPENDS_TO,))
+            if cur.fetchone()[0]:
+                cur.execute(sql.SQL("GRANT INSERT ON {} TO {}").format(
+                    sql.Identifier(*BUILDER_APPENDS_TO.split(".")), builder))
         if "config" in present:
             cur.execute("SELECT to_regclass('config.audit_log') IS NOT NULL")
             if cur.fetchone()[0]:

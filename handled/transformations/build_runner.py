@@ -6,7 +6,8 @@ slices when the transformation has a split column), **insert** and **index** (on
 connection per slice, side by side, since PostgreSQL runs an INSERT ... SELECT on
 one core), **check** (rows > 0 unless every source is empty) and **swap** (one
 short transaction under a ``lock_timeout``, retried while a long reader holds the
-live table; the old table is dropped afterwards, blocking no reader).
+live table, which also writes the run's row in DATA's ledger, handled/ledger.py; the
+old table is dropped afterwards, blocking no reader).
 
 A failure or cancel before the swap drops the build tables and leaves the live
 table serving; a killed process (or DATA gone, so the DROP cannot reach it) leaves
@@ -32,6 +33,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from handled import ledger
 from handled.context import NO_PROGRESS, Progress
 from handled.db import direct_connection, release_connections
 from handled.db import transaction_on as _transaction
@@ -114,9 +116,11 @@ def pg_code(exc: BaseException) -> str | None:
 
 def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, progress: Progress = NO_PROGRESS,
                    lock_timeout_ms: int = LOCK_TIMEOUT_MS, swap_patience: float = SWAP_PATIENCE_SECONDS,
-                   control: BuildControl | None = None) -> BuildResult:
+                   control: BuildControl | None = None, run_id: int | None = None) -> BuildResult:
     """Rebuild ``t.target`` from its SELECT in up to ``parallelism`` slices and swap it in,
     over direct connections to ``settings``' DATA database as the builder (DATA_BUILD_URL).
+    With ``run_id`` (its run in PRIMARY's history) the swap's transaction also writes the
+    run's row in DATA's ledger (handled/ledger.py), so the swap and its record commit together.
 
     The build runs in a thread; this thread waits, and anything that interrupts it
     (Ctrl-C, a job timeout) cancels the build before it propagates."""
@@ -125,7 +129,8 @@ def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, p
 
     def build() -> None:
         try:
-            outcome["result"] = _Build(t, settings.build_database(), control, progress).run(parallelism, lock_timeout_ms, swap_patience)
+            outcome["result"] = _Build(t, settings.build_database(), control, progress, run_id).run(
+                parallelism, lock_timeout_ms, swap_patience)
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
         finally:
@@ -169,8 +174,9 @@ class _Timer:
 class _Build:
     """One build of one transformation: runs its plan's statements on connections of its own."""
 
-    def __init__(self, t: Transformation, data: DatabaseConfig, control: BuildControl, progress: Progress):
-        self.t, self.data, self.control, self.progress = t, data, control, progress
+    def __init__(self, t: Transformation, data: DatabaseConfig, control: BuildControl, progress: Progress,
+                 run_id: int | None = None):
+        self.t, self.data, self.control, self.progress, self.run_id = t, data, control, progress, run_id
         self.plan = BuildPlan(t)
         self.timings: dict[str, float] = {}
 
@@ -195,7 +201,7 @@ class _Build:
                             raise BuildFailed(f"{t.id} built 0 rows although its sources have rows; "
                                               f"{t.qualified_target} was left unchanged.")
                     with self.phase("swap"):
-                        self.swap(conn, indexes, lock_timeout_ms, swap_patience)
+                        self.swap(conn, indexes, lock_timeout_ms, swap_patience, rows)
                 except BaseException:
                     self.drop_quietly(conn, plan.build_table)
                     raise
@@ -362,15 +368,17 @@ class _Build:
             self.execute(cur, self.plan.sources_empty())
             return bool(cur.fetchone()[0])
 
-    def swap(self, conn, indexes: list[LiveIndex], lock_timeout_ms: int, patience: float) -> None:
+    def swap(self, conn, indexes: list[LiveIndex], lock_timeout_ms: int, patience: float, rows: int) -> None:
         t = self.t
         deadline = time.monotonic() + patience
         attempts = 0
+        recorded = [Statement(*ledger.record("transformation", self.run_id, t.id, rows_written=rows))
+                    ] if self.run_id is not None else []
         while True:
             attempts += 1
             try:
-                with _transaction(conn) as cur:   # one short transaction
-                    self.execute(cur, *self.plan.swap(indexes, lock_timeout_ms))
+                with _transaction(conn) as cur:   # one short transaction: the swap and its ledger row
+                    self.execute(cur, *self.plan.swap(indexes, lock_timeout_ms), *recorded)
                 return
             except psycopg2.errors.LockNotAvailable:
                 if time.monotonic() >= deadline:

@@ -62,7 +62,8 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
             ctx.progress(phase, done, total, message)
 
         try:
-            result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record)
+            result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record,
+                                    run_id=run.id)
         except BaseException as exc:
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)

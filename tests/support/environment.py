@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+PG_HOST = urlsplit(PG_SERVER).hostname or "127.0.0.1"   # where HANDLED_TEST_PG's server listens, for
+PG_PORT = urlsplit(PG_SERVER).port or 5432               # what must point at it directly (a PgBouncer)
 TEST_REDIS = os.environ.get("HANDLED_TEST_REDIS", "redis://127.0.0.1:6379/15")
 PREFIX = os.environ.get("HANDLED_TEST_DB_PREFIX", "handled_test")
 VIA_PGBOUNCER = os.environ.get("HANDLED_TEST_VIA_PGBOUNCER", "") == "1"

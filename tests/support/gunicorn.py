@@ -21,22 +21,27 @@ WORKERS, THREADS, LIMIT = 3, 2, 2
 
 
 class Gunicorn:
-    def __init__(self, tmp_path: Path, env: dict):
+    """gunicorn -c deploy/gunicorn.conf.py app:app, run from ``tmp_path`` (so no .env is read) with
+    exactly ``env``; its output goes to ``tmp_path/<name>.log``."""
+
+    def __init__(self, tmp_path: Path, env: dict, name: str = "gunicorn"):
         self.port = free_port()
         full_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HANDLED_BIND": f"127.0.0.1:{self.port}",
-                    "HANDLED_WORKERS": str(WORKERS), "HANDLED_THREADS": str(THREADS), **env}
+                    "HANDLED_WORKERS": str(WORKERS), "HANDLED_THREADS": str(THREADS), "PYTHONUNBUFFERED": "1",
+                    **env}
         gunicorn = Path(sys.executable).parent / "gunicorn"
-        self.log = open(tmp_path / "gunicorn.log", "w")
+        self.log_path = tmp_path / f"{name}.log"
+        self.log = open(self.log_path, "w")
         self.process = subprocess.Popen([str(gunicorn), "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "app:app"],
                                         cwd=tmp_path, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self._answers(tmp_path), timeout=30, message="gunicorn to answer", interval=0.2)
+        wait_until(self._answers, timeout=30, message="gunicorn to answer", interval=0.2)
 
-    def _answers(self, tmp_path: Path) -> bool:
+    def _answers(self) -> bool:
         try:
             urllib.request.urlopen(self.url("/healthz"), timeout=1)
             return True
         except OSError:
-            assert self.process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            assert self.process.poll() is None, self.log_path.read_text()
             return False
 
     def url(self, path: str) -> str:

@@ -83,7 +83,9 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
-    """A throwaway redis-server on a free port, nothing kept on disk."""
+    """A throwaway redis-server on a free port. Nothing is saved on its own; ``save()`` writes a
+    snapshot (dump.rdb in its folder), which the next ``start()`` loads, as a Redis restarted
+    from its saved data does."""
 
     def __init__(self, base: Path):
         self.base = Path(base)
@@ -114,6 +116,21 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait(10)
 
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def save(self) -> None:
+        """A snapshot of what it holds now (SAVE: dump.rdb, loaded by the next start)."""
+        client = self.client()
+        client.save()
+        client.close()
+
+    def crash_and_restart(self) -> None:
+        """Killed (SIGKILL, even while stopped by SIGSTOP: what it had not saved is lost), then
+        started again on the same port from its last snapshot."""
+        self.stop()
+        self.start()
+
 
 # --- PgBouncer and TLS --------------------------------------
 
@@ -139,16 +156,51 @@ def self_signed_certificate(folder: Path | None = None, common_name: str = "127.
     return cert, key
 
 
+class CertificateAuthority:
+    """A test CA made with openssl: ``cert`` is what a client names in sslrootcert, and ``issue``
+    signs server certificates for the names given (IP:127.0.0.1, DNS:localhost, ...)."""
+
+    def __init__(self, folder: Path | None = None, name: str = "handled test CA"):
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="handled-ca-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.cert, self.key = self.folder / "ca.crt", self.folder / "ca.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+                        "-keyout", str(self.key), "-out", str(self.cert)], check=True, capture_output=True)
+        self.cert.chmod(0o644)
+
+    def issue(self, common_name: str, names: list[str], stem: str = "server") -> tuple[Path, Path]:
+        """(cert, key) for a server known by ``names`` (subjectAltName entries), signed by this CA;
+        the key is the postgres user's, mode 0600."""
+        cert, key, request = (self.folder / f"{stem}.crt", self.folder / f"{stem}.key", self.folder / f"{stem}.csr")
+        extensions = self.folder / f"{stem}.ext"
+        extensions.write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n")
+        subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
+                        "-keyout", str(key), "-out", str(request)], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(self.cert), "-CAkey", str(self.key),
+                        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert)],
+                       check=True, capture_output=True)
+        _owned_by_postgres(cert, 0o644)
+        _owned_by_postgres(key, 0o600)
+        return cert, key
+
+    def destroy(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class PrivatePgBouncer:
     """A PgBouncer (Debian package) on a free loopback port in transaction pooling mode,
     forwarding every database name to one PostgreSQL server. Trust auth for the users
     given; ``admin_url`` opens its console (SHOW POOLS / SHOW STATS)."""
 
     def __init__(self, server_port: int, pool_size: int = 3, users=("postgres",),
-                 client_tls: tuple[Path, Path] | None = None, server_tls: bool = False):
+                 client_tls: tuple[Path, Path] | None = None, server_tls: bool = False,
+                 server_host: str = "127.0.0.1"):
         self.base = Path(tempfile.mkdtemp(prefix="handled-pgbouncer-"))
         self.port = free_port()
-        self.server_port = server_port
+        self.server_host, self.server_port = server_host, server_port
         self.pool_size = pool_size
         self.users = users
         self.client_tls = client_tls
@@ -165,7 +217,7 @@ class PrivatePgBouncer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/pgbouncer{tls}"
 
     def _config(self) -> str:
-        lines = ["[databases]", f"* = host=127.0.0.1 port={self.server_port}", "", "[pgbouncer]",
+        lines = ["[databases]", f"* = host={self.server_host} port={self.server_port}", "", "[pgbouncer]",
                  "listen_addr = 127.0.0.1", f"listen_port = {self.port}", "unix_socket_dir =",
                  "auth_type = trust", f"auth_file = {self.base / 'users.txt'}", "admin_users = postgres",
                  "pool_mode = transaction", f"default_pool_size = {self.pool_size}", "min_pool_size = 0",

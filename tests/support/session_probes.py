@@ -1,11 +1,10 @@
-"""Helpers for the session cache tests: query counting, two instances, the race seam."""
+"""Helpers for the session cache tests: counting PRIMARY statements (in this process, or in
+the SQL an instance process logged, tests/support/instances.py)."""
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 
-from handled.auth import sessions
 from handled.db import primary_db
 
 
@@ -32,35 +31,3 @@ def session_lookups(statements) -> int:
 def pending_checks(statements) -> int:
     """Reads of config.pending_invalidations (each process at most once per PENDING_CHECK_INTERVAL)."""
     return sum('"pending_invalidations"' in sql and sql.lstrip().startswith("SELECT") for sql in statements)
-
-
-@contextmanager
-def change_between_read_and_cache_write(change):
-    """Run ``change()`` in another thread (its own connection) right after the next
-    PRIMARY session lookup and before that request writes the cache."""
-    fired = []
-
-    def hook(token_hash, entry):
-        if fired:
-            return
-        fired.append(entry)
-        errors = []
-
-        def run():
-            try:
-                change()
-            except Exception as exc:  # surfaced in the test below
-                errors.append(exc)
-            finally:
-                primary_db.close()
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join(30)
-        if errors:
-            raise errors[0]
-
-    sessions.after_primary_lookup.append(hook)
-    try:
-        yield fired
-    finally:
-        sessions.after_primary_lookup.remove(hook)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from urllib.parse import urlencode
 
 from tests.support.environment import ROOT, SECRET, TEST_REDIS
 from tests.support.processes import start_flask
 
 
 def url(config) -> str:
+    """The URL of ``config`` for a subprocess's environment: its libpq parameters (sslmode, ...)
+    and pgbouncer=true kept, so a process behind the tests' PgBouncer connects as the tests do."""
     who = f"{config.user}@" if config.user else ""
-    return f"postgresql://{who}{config.host or '127.0.0.1'}:{config.port or 5432}/{config.dbname}"
+    params = {**config.libpq_params, **({"pgbouncer": "true"} if config.pgbouncer else {})}
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{who}{config.host or '127.0.0.1'}:{config.port or 5432}/{config.dbname}{query}"
 
 
 def worker_env(settings) -> dict:
