@@ -30,6 +30,7 @@ FAULTS = ("redis-empty", "redis-kept", "primary-restart", "pgbouncer-restart", "
 MUST_BE_ZERO = ("5xx", "tb", "revoked", "imports", "refs", "scratch", "stuck", "noreason", "short", "wexit")
 
 
+@pytest.mark.flow("Faults under load")
 def test_quick_fault_run_loses_nothing_and_recovers(tmp_path):
     out = tmp_path / "faults.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "faults.py"), "--quick", "--json", str(out)],
