@@ -32,9 +32,10 @@ MAX_TRANSFORM_PARALLELISM = 16
 
 
 def default_transform_parallelism() -> int:
-    """The number of CPU cores here, at most 8: DATA is local to the app host in production,
-    and PostgreSQL runs each INSERT ... SELECT on one core."""
-    return max(1, min(8, os.cpu_count() or 1))
+    """One less than the CPU cores here (at least 1, at most 8): DATA is local to the app host in
+    production, PostgreSQL runs each INSERT ... SELECT on one core, and the core left over keeps
+    the pages and their queries answering while a rebuild runs (docs/TRANSFORMATIONS.md)."""
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -184,7 +185,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Transformations", "flask transformations ..., docs/TRANSFORMATIONS.md.", (
         Variable("TRANSFORM_PARALLELISM", whole(1, MAX_TRANSFORM_PARALLELISM), default_transform_parallelism,
                  f"Slices of delivery-matrix built side by side, one DATA connection each (1-"
-                 f"{MAX_TRANSFORM_PARALLELISM}). Default: the number of CPU cores here, at most 8.", COUNT),
+                 f"{MAX_TRANSFORM_PARALLELISM}); a build uses at most this many cores. Default: the CPU "
+                 "cores here less one (at least 1, at most 8), leaving readers a core.", COUNT),
     )),
     Section("Exports", "/exports and flask exports ...; see docs/TRANSFORMATIONS.md.", (
         Variable("EXPORT_STREAMS_PER_USER", whole(), 2,

@@ -26,7 +26,7 @@ PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0
                "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only",
                "0007_backup_runs"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned",
-            "0004_live_partition_names", "0005_run_ledger"]
+            "0004_live_partition_names", "0005_run_ledger", "0006_ground_days"]
 
 
 def sql(config, statement, params=None):
@@ -161,6 +161,18 @@ def test_live_partitions_are_renamed_out_of_the_scratch_names_and_back(scratch):
     assert verdicts(scratch, "data")[DATA_IDS[3]] == "pending"
     assert migrations.migrate(data) == since_0004
     assert sql(scratch.data, names) == [("delivery_matrix__p0", "delivery_matrix__p0_pkey")]
+    assert cli(scratch, "db", "check").exit_code == 0
+
+
+def test_ground_days_comes_and_goes_with_its_migration(scratch):
+    migrate_all(scratch)
+    data = resolve_targets(scratch, "data")[0]
+    exists = "SELECT to_regclass('reference.ground_days') IS NOT NULL"
+    assert sql(scratch.data, exists) == [(True,)]
+    assert migrations.rollback(data) == ["0006_ground_days"]
+    assert sql(scratch.data, exists) == [(False,)]
+    assert migrations.migrate(data) == ["0006_ground_days"]
+    assert sql(scratch.data, exists) == [(True,)]
     assert cli(scratch, "db", "check").exit_code == 0
 
 

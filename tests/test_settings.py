@@ -43,8 +43,19 @@ def test_single_mode_defaults_data_to_primary():
     assert settings.data.variable == "DATA_DATABASE_URL"
     assert settings.session_cache_ttl == 30
     assert settings.log_db_queries is False
-    assert settings.transform_parallelism == max(1, min(8, os.cpu_count() or 1))
+    assert settings.transform_parallelism == max(1, min(8, (os.cpu_count() or 1) - 1))
     assert load_settings({**BASE, "TRANSFORM_PARALLELISM": "3"}).transform_parallelism == 3
+
+
+@pytest.mark.parametrize("cores, slices", [(1, 1), (2, 1), (4, 3), (16, 8), (None, 1)])
+def test_a_rebuild_leaves_readers_a_core_by_default(monkeypatch, cores, slices):
+    """On 2 cores a rebuild that takes both stalled readers for up to 159 ms (issue 14, bench/
+    bench_transformations.py): by default a build takes every core but one."""
+    from handled.settings import default_transform_parallelism
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_transform_parallelism() == slices
+    assert load_settings(BASE).transform_parallelism == slices
 
 
 def test_single_mode_with_a_different_data_database_is_refused():

@@ -59,7 +59,12 @@ def test_split_build_table_is_partitioned_with_one_partition_per_slice():
         Statement("CREATE TABLE reference.delivery_matrix__pa1b2c3_1 PARTITION OF reference._build_delivery_matrix "
                   "FOR VALUES FROM (%s) TO (%s)", ("200", "300")),
         Statement("CREATE TABLE reference.delivery_matrix__pa1b2c3_2 PARTITION OF reference._build_delivery_matrix "
-                  "FOR VALUES FROM (%s) TO (MAXVALUE)", ("300",))]
+                  "FOR VALUES FROM (%s) TO (MAXVALUE)", ("300",)),
+        # the companion, in the same all-or-none transaction, and the comment tying it to the matrix
+        Statement("CREATE TABLE reference._build_ground_days (LIKE reference.ground_days "
+                  "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)"),
+        Statement("COMMENT ON TABLE reference._build_delivery_matrix IS %s", ("handled build a1b2c3",)),
+        Statement("COMMENT ON TABLE reference._build_ground_days IS %s", ("handled build a1b2c3",))]
     assert plan.insert(slices[1]) == Statement(f"INSERT INTO reference.delivery_matrix__pa1b2c3_1 {MATRIX.select_sql}",
                                                {"split_from": "200", "split_to": "300"})
 
@@ -67,8 +72,12 @@ def test_split_build_table_is_partitioned_with_one_partition_per_slice():
 def test_slice_session_shares_the_memory_and_keys_are_attached_to_the_build_table():
     plan = BuildPlan(MATRIX, generation="a1b2c3")
     slices = plan.slices(["100", "200"], 2)
-    assert plan.slice_session(slices) == ["SET LOCAL statement_timeout = 0", "SET LOCAL maintenance_work_mem = '512MB'",
-                                          "SET LOCAL max_parallel_maintenance_workers = 0"]
+    assert plan.slice_session(slices, 2) == ["SET LOCAL statement_timeout = 0",
+                                             "SET LOCAL maintenance_work_mem = '512MB'",
+                                             "SET LOCAL max_parallel_maintenance_workers = 0"]
+    # a build uses at most `parallelism` cores: parallel workers only for the cores slices leave unused
+    assert plan.slice_session(slices, 4) == ["SET LOCAL statement_timeout = 0",
+                                             "SET LOCAL maintenance_work_mem = '512MB'"]
     assert plan.slice_indexes(slices[0], [PKEY]) == [
         "ALTER TABLE reference.delivery_matrix__pa1b2c3_0 ADD PRIMARY KEY (origin_zip3, dest_zip3, carrier, service)"]
     assert plan.finish_indexes(slices, [PKEY]) == [
@@ -76,7 +85,8 @@ def test_slice_session_shares_the_memory_and_keys_are_attached_to_the_build_tabl
         "PRIMARY KEY (origin_zip3, dest_zip3, carrier, service)",
         "ANALYZE reference._build_delivery_matrix"]
     one = BuildPlan(ZIP3).slices(None, 1)
-    assert BuildPlan(ZIP3).slice_session(one)[-1] == "SET LOCAL maintenance_work_mem = '1024MB'"
+    assert BuildPlan(ZIP3).slice_session(one, 2)[-1] == "SET LOCAL maintenance_work_mem = '1024MB'"
+    assert BuildPlan(ZIP3).slice_session(one, 1)[-1] == "SET LOCAL max_parallel_maintenance_workers = 0"
 
 
 def test_index_model_reads_pg_indexdef():
@@ -92,17 +102,53 @@ def test_index_model_reads_pg_indexdef():
 
 
 def test_swap_renames_live_to_old_and_build_to_live_in_one_transaction():
+    plan = BuildPlan(ZIP3)
+    zip3_key = LiveIndex("zip3_reference_pkey", "PRIMARY KEY (zip3)", True, "USING btree (zip3)")
+    assert plan.swap([zip3_key], 40) == [
+        "SET LOCAL lock_timeout = '40ms'",
+        "LOCK TABLE ONLY reference.zip3_reference IN ACCESS EXCLUSIVE MODE",
+        "ALTER TABLE reference.zip3_reference RENAME TO _old_zip3_reference",
+        'ALTER INDEX reference."zip3_reference_pkey" RENAME TO "_old_zip3_reference_pkey"',
+        "ALTER TABLE reference._build_zip3_reference RENAME TO zip3_reference",
+        'ALTER INDEX reference."_build_zip3_reference_pkey" RENAME TO "zip3_reference_pkey"']
+    assert plan.old_tables() == ["_old_zip3_reference"]
+    assert plan.drop_old("_old_zip3_reference", 40) == [
+        "SET LOCAL lock_timeout = '40ms'", "DROP TABLE IF EXISTS reference._old_zip3_reference"]
+    assert plan.drop_leftover(plan.build_table) == [
+        "SET LOCAL lock_timeout = '5s'", "DROP TABLE IF EXISTS reference._build_zip3_reference"]
+
+
+def test_companions_are_swapped_and_dropped_with_their_table():
     plan = BuildPlan(MATRIX)
-    assert plan.swap([PKEY], 40) == [
+    ground_key = LiveIndex("ground_days_pkey", "PRIMARY KEY (origin_zip3, dest_zip3)", True,
+                           "USING btree (origin_zip3, dest_zip3)")
+    assert plan.swap([PKEY], 40, {"ground_days": [ground_key]}) == [
         "SET LOCAL lock_timeout = '40ms'",
         "LOCK TABLE ONLY reference.delivery_matrix IN ACCESS EXCLUSIVE MODE",
+        "LOCK TABLE ONLY reference.ground_days IN ACCESS EXCLUSIVE MODE",
         "ALTER TABLE reference.delivery_matrix RENAME TO _old_delivery_matrix",
         'ALTER INDEX reference."delivery_matrix_pkey" RENAME TO "_old_delivery_matrix_pkey"',
         "ALTER TABLE reference._build_delivery_matrix RENAME TO delivery_matrix",
-        'ALTER INDEX reference."_build_delivery_matrix_pkey" RENAME TO "delivery_matrix_pkey"']
-    assert plan.drop_old(40) == ["SET LOCAL lock_timeout = '40ms'", "DROP TABLE IF EXISTS reference._old_delivery_matrix"]
-    assert plan.drop_leftover(plan.build_table) == [
-        "SET LOCAL lock_timeout = '5s'", "DROP TABLE IF EXISTS reference._build_delivery_matrix"]
+        'ALTER INDEX reference."_build_delivery_matrix_pkey" RENAME TO "delivery_matrix_pkey"',
+        "ALTER TABLE reference.ground_days RENAME TO _old_ground_days",
+        'ALTER INDEX reference."ground_days_pkey" RENAME TO "_old_ground_days_pkey"',
+        "ALTER TABLE reference._build_ground_days RENAME TO ground_days",
+        'ALTER INDEX reference."_build_ground_days_pkey" RENAME TO "ground_days_pkey"']
+    assert plan.old_tables() == ["_old_delivery_matrix", "_old_ground_days"]   # each dropped on its own
+    assert plan.drop_builds() == ["DROP TABLE IF EXISTS reference._build_delivery_matrix",
+                                  "DROP TABLE IF EXISTS reference._build_ground_days"]
+    assert plan.scratch_tables() == ["_build_delivery_matrix", "_old_delivery_matrix",
+                                     "_build_ground_days", "_old_ground_days"]
+    assert all(is_scratch(name) for name in plan.scratch_tables())
+    (derive_insert, key, analyze) = plan.derive(plan.companions[0], [ground_key])
+    assert derive_insert.startswith("INSERT INTO reference._build_ground_days ")
+    assert "FROM reference._build_delivery_matrix" in derive_insert and "{source}" not in derive_insert
+    assert key == ('ALTER TABLE reference._build_ground_days ADD CONSTRAINT "_build_ground_days_pkey" '
+                   "PRIMARY KEY (origin_zip3, dest_zip3)")
+    assert analyze == "ANALYZE reference._build_ground_days"
+    # the derive uses one core when the build may use one
+    assert "SET LOCAL max_parallel_workers_per_gather = 0" in plan.derive_session(1)
+    assert "SET LOCAL max_parallel_workers_per_gather = 0" not in plan.derive_session(3)
     assert plan.sources_empty().startswith("SELECT NOT EXISTS (SELECT 1 FROM workspace.")
 
 

@@ -4,7 +4,13 @@ CSV files are PostgreSQL's own ``COPY ... TO STDOUT`` output (text columns
 neutralised against spreadsheet formulas, see handled/formula_cells.py), written straight
 to a file or handed chunk by chunk to an HTTP response through a small bounded
 queue, so an 11M-row table never sits in memory. The JSON files are small
-(about 900 × 900 numbers at most) and are built in SQL.
+(about 900 × 900 numbers at most) and are built in SQL. The zone matrices read
+``reference.ground_days``, which the delivery-matrix build derives and swaps in
+with the matrix (~810,000 rows, read in key order: well under a second); when it
+does not describe the live matrix (built before it existed, or the two were
+written apart) they aggregate the 11M-row matrix itself, slower but the same bytes.
+
+An export whose table is missing from DATA (not migrated) says so in a sentence.
 
 How many rows were written is reported through the caller's progress sink
 (``report_rows``), the one protocol of handled/context.py: COPY only knows its
@@ -13,6 +19,7 @@ row count when it ends, so that is the one report of a file.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from dataclasses import dataclass
@@ -21,8 +28,13 @@ from typing import Iterator
 
 from handled.context import Progress
 from handled.db import data_db, quiet_queries, release_connections
+from handled.errors import Unavailable
 from handled.exports.registry import Export
 from handled.formula_cells import neutralised_sql
+from handled.transformations.build_plan import current_together
+from handled.transformations.registry import GROUND_SERVICES, get_transformation, ground_bit, ground_column
+
+log = logging.getLogger("handled.exports")
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 CHUNK_BYTES = 256 * 1024
@@ -32,6 +44,21 @@ WRITE_PHASE = "write"
 
 def _sql(name: str) -> str:
     return (SQL_DIR / name).read_text()
+
+
+class TableMissing(Unavailable):
+    """A reference table an export reads is not in the DATA database."""
+
+
+def require_tables(export: Export) -> None:
+    """Refuse, in a sentence, an export whose reference table is missing (DATA not migrated)."""
+    cursor = data_db.execute_sql("SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass('reference.' || t) IS NULL",
+                                 [list(export.tables)])
+    missing = [row[0] for row in cursor.fetchall()]
+    if missing:
+        raise TableMissing(f"{export.id} cannot be written: the DATA database has no table reference.{missing[0]}.",
+                           hint="Its migrations have not been applied; ask an administrator to migrate the DATA "
+                                "database and run the transformations.")
 
 
 def report_rows(progress: Progress, export: Export, rows: int) -> None:
@@ -74,6 +101,7 @@ def copy_sql(export: Export, columns: list[tuple[str, bool]]) -> str:
 def copy_csv_to(export: Export, fileobj) -> int:
     """COPY the export's table as CSV into ``fileobj`` (anything with write(bytes)); return rows."""
     with quiet_queries(), data_db.atomic():
+        require_tables(export)
         # big tables stream in physical order: keep it the same for every download of one build
         data_db.execute_sql("SET LOCAL synchronize_seqscans = off")
         statement = copy_sql(export, table_columns(export))
@@ -174,20 +202,59 @@ def _discard_connection() -> None:
 
 
 def zip3_json(export: Export) -> tuple[bytes, int]:
-    with quiet_queries():
+    with quiet_queries(), data_db.atomic():
+        require_tables(export)
         text, count = data_db.execute_sql(_sql("zip3_reference_json.sql")).fetchone()
     return text.encode(), count
 
 
 def zone_matrix_json(export: Export) -> tuple[bytes, int]:
-    """{"origins": [...], "destinations": [...], "matrix": [[days...]]}, 99 where no service."""
+    """{"origins": [...], "destinations": [...], "matrix": [[days...]]}, 99 where no service.
+
+    From reference.ground_days when it was built with the live matrix, else from the matrix."""
+    with quiet_queries(), data_db.atomic():   # one transaction: a swap waits until both reads are done
+        require_tables(export)
+        if ground_days_current(export):
+            destinations, rows = zone_matrix_from_ground_days(export)
+        else:
+            log.warning("%s: reference.ground_days was not built with the live delivery_matrix; "
+                        "aggregating the matrix (the next delivery-matrix build fixes this)", export.id)
+            destinations, rows = zone_matrix_from_matrix(export)
+    return zone_matrix_body(destinations, rows)
+
+
+def ground_days_current(export: Export) -> bool:
+    """Whether reference.ground_days holds the export's services and was swapped in with the live matrix."""
+    if not set(export.services) <= set(GROUND_SERVICES):
+        return False
+    matrix = get_transformation("delivery-matrix")
+    statement = current_together(matrix, next(c for c in matrix.companions if c.target == "ground_days"))
+    return bool(data_db.execute_sql(statement.sql, statement.params).fetchone()[0])
+
+
+def zone_matrix_from_ground_days(export: Export) -> tuple[list[str], list[tuple[str, str]]]:
+    """The destinations and (origin, days text) rows, from ~810,000 pre-aggregated rows."""
+    days = "least(" + ", ".join(ground_column(*service) for service in export.services) + ")"
+    bits = {"bits": sum(ground_bit(*service) for service in export.services)}
+    data_db.execute_sql("SET LOCAL work_mem = '64MB'")   # should the plan ever sort the rows, in memory
+    destinations = [r[0] for r in data_db.execute_sql(_sql("zone_matrix_ground_destinations.sql"), bits).fetchall()]
+    rows = data_db.execute_sql(_sql("zone_matrix_ground_rows.sql").format(days=days), bits).fetchall()
+    return destinations, rows
+
+
+def zone_matrix_from_matrix(export: Export) -> tuple[list[str], list[tuple[str, str]]]:
+    """The same as zone_matrix_from_ground_days, aggregated from the 11M-row matrix (seconds)."""
     placeholders = ", ".join("(%s, %s)" for _ in export.services)
     params = [value for pair in export.services for value in pair]
-    with quiet_queries(), data_db.atomic():
-        data_db.execute_sql(_sql("zone_matrix_best.sql").format(services=placeholders), params)
-        destinations = [r[0] for r in data_db.execute_sql(
-            'SELECT dest_zip3 FROM _zone_best GROUP BY dest_zip3 ORDER BY dest_zip3 COLLATE "C"').fetchall()]
-        rows = data_db.execute_sql(_sql("zone_matrix_rows.sql")).fetchall()
+    data_db.execute_sql(_sql("zone_matrix_best.sql").format(services=placeholders), params)
+    destinations = [r[0] for r in data_db.execute_sql(
+        'SELECT dest_zip3 FROM _zone_best GROUP BY dest_zip3 ORDER BY dest_zip3 COLLATE "C"').fetchall()]
+    rows = data_db.execute_sql(_sql("zone_matrix_rows.sql")).fetchall()
+    return destinations, rows
+
+
+def zone_matrix_body(destinations: list[str], rows: list[tuple[str, str]]) -> tuple[bytes, int]:
+    """The JSON text of a zone matrix and its cell count."""
     origins = ",".join(f'"{origin}"' for origin, _ in rows)
     dests = ",".join(f'"{dest}"' for dest in destinations)
     matrix = ",".join(f"[{days}]" for _, days in rows)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from handled.errors import NotFound
+from handled.transformations.registry import GROUND_SERVICES
 
-GROUND = (("UPS", "GND"), ("USPS", "GAL"), ("USPS", "GAH"), ("USPS", "PKG"))
+GROUND = GROUND_SERVICES   # the zone matrices' services: columns of reference.ground_days
 
 
 class UnknownExport(NotFound):
@@ -31,6 +32,12 @@ class Export:
     def unit(self) -> str:
         """What the export's count counts: a matrix's cells, the ZIP3s of the JSON, a CSV's rows."""
         return {"zone-matrix": "cells", "zip3-json": "ZIP3s"}.get(self.kind, "rows")
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The reference tables the export reads (the zone matrices fall back on the matrix)."""
+        return {"zone-matrix": ("delivery_matrix",), "zip3-json": ("zip3_reference",)}.get(
+            self.kind, (self.table,) if self.table else ())
 
     @property
     def content_type(self) -> str:

@@ -50,7 +50,9 @@ def export_version(export: Export) -> ExportVersion:
     successes = [history.last_success(tid) for tid in export.transformations]
     if any(run is None for run in successes):
         return ExportVersion(None, None)
-    tag = f"{export.id}:" + ",".join(str(run.id) for run in successes)
+    # a run's id and end: ids come back after PRIMARY is restored or recreated, and a cached file
+    # (JSON_CACHE_KEY) of the old run with that id must not answer for the new one
+    tag = f"{export.id}:" + ",".join(f"{run.id}@{run.finished_at.isoformat()}" for run in successes)
     return ExportVersion(hashlib.sha1(tag.encode()).hexdigest()[:24],
                          max(run.finished_at for run in successes))
 

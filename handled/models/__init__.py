@@ -5,7 +5,7 @@ from handled.models.config import (AuditLog, BackupRun, ExportRun, ImportRun, Lo
                                     Permission, Role,
                                    RolePermission, Session, TransformationRun, User, UserRole)
 from handled.models.customer import Facility, FacilityOrganization, Organization
-from handled.models.reference import Carrier, DeliveryMatrix, Service, Zip3Reference
+from handled.models.reference import Carrier, DeliveryMatrix, GroundDays, Service, Zip3Reference
 from handled.models.workspace import (GazZcta, RunLedgerEntry, UpsGroundServiceZip5, UpsZone,
                                       Usps3dBaseService, UsZip)
 
@@ -13,7 +13,7 @@ PRIMARY_MODELS = [User, Session, Role, Permission, RolePermission, UserRole, Aud
                   ImportRun, TransformationRun, ExportRun, BackupRun, PendingInvalidation,
                   Organization, Facility, FacilityOrganization]
 DATA_MODELS = [UsZip, GazZcta, UpsZone, UpsGroundServiceZip5, Usps3dBaseService, RunLedgerEntry,
-               Carrier, Service, Zip3Reference, DeliveryMatrix]
+               Carrier, Service, Zip3Reference, DeliveryMatrix, GroundDays]
 ALL_MODELS = PRIMARY_MODELS + DATA_MODELS
 
 SCHEMAS = {"primary": ("config", "customer"), "data": ("workspace", "reference")}

@@ -60,3 +60,21 @@ class DeliveryMatrix(ReferenceModel):
     class Meta:
         table_name = "delivery_matrix"
         primary_key = CompositeKey("origin_zip3", "dest_zip3", "carrier", "service")
+
+
+class GroundDays(ReferenceModel):
+    """Fewest days per ZIP3 pair of each ground service, built and swapped with delivery_matrix
+    (migration 0005, transformations/sql/ground_days.sql); what the zone-matrix exports read."""
+
+    origin_zip3 = TextField()
+    dest_zip3 = TextField()
+    ups_gnd = SmallIntegerField(null=True)
+    usps_gal = SmallIntegerField(null=True)
+    usps_gah = SmallIntegerField(null=True)
+    usps_pkg = SmallIntegerField(null=True)
+    origin_services = SmallIntegerField()
+    dest_services = SmallIntegerField()
+
+    class Meta:
+        table_name = "ground_days"
+        primary_key = CompositeKey("origin_zip3", "dest_zip3")

@@ -13,6 +13,14 @@ test read every name and every statement without a database.
   keeps a new build's slices apart from the live ones.
 - Slice bounds are cut from the sorted split values so that each slice holds
   about as many of them.
+- Each companion of the transformation (registry.Companion) gets its own
+  ``_build_<companion>``, filled from the build table once its keys are built
+  (the *derive* phase), and is swapped in and dropped together with it. The build
+  table and its companions carry one comment, ``handled build <gen>``, so a
+  reader can tell that a companion describes the live table beside it
+  (``current_together``).
+- A build uses at most ``parallelism`` cores of the DATA server: its slices,
+  and PostgreSQL's parallel workers only when slices leave cores unused.
 """
 
 from __future__ import annotations
@@ -24,18 +32,20 @@ from typing import NamedTuple
 
 from handled.errors import Conflict, HandledError
 from handled.schema.names import build_name, old_name
-from handled.transformations.registry import SCHEMA, Transformation
+from handled.transformations.registry import SCHEMA, Companion, Transformation
 
-PHASES = ("prepare", "insert", "index", "check", "swap")
+PHASES = ("prepare", "insert", "index", "derive", "check", "swap")
 # Where each phase starts and ends on a progress scale of PROGRESS_TOTAL, by what it
 # costs in a real rebuild: insert and index are most of it. Inside insert and index
 # the position moves with the slices done (see progress_point).
 PROGRESS_TOTAL = 1000
-PHASE_SPANS = {"prepare": (0, 40), "insert": (40, 600), "index": (600, 900), "check": (900, 930),
-               "swap": (930, 1000), "done": (1000, 1000)}
+PHASE_SPANS = {"prepare": (0, 40), "insert": (40, 600), "index": (600, 900), "derive": (900, 950),
+               "check": (950, 960), "swap": (960, 1000), "done": (1000, 1000)}
 NAME_LIMIT = 63               # PostgreSQL's identifier length
 LEFTOVER_LOCK_TIMEOUT = "5s"  # waiting for a leftover old table before a build gives up
 MAINTENANCE_WORK_MEM_MB = 1024  # shared by the slices: each key sorts in memory
+DERIVE_WORK_MEM_MB = 128        # a companion's aggregate (x2 for hashing): ~810k groups in memory
+MARK = "handled build {generation}"   # the comment a build table and its companions share
 LIKE_OPTIONS = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE"
 
 
@@ -98,6 +108,19 @@ class Slice:
 
 
 @dataclass(frozen=True)
+class CompanionBuild:
+    """One companion of a build: the table it is built in and the name its live table gets at the swap."""
+
+    companion: Companion
+    build_table: str
+    old_table: str
+
+    @property
+    def target(self) -> str:
+        return self.companion.target
+
+
+@dataclass(frozen=True)
 class LiveIndex:
     """One key or index of the live table, as SQL for a slice and for the build table."""
 
@@ -136,8 +159,9 @@ ORDER BY x.indisprimary DESC, ic.relname
 INDEXDEF = re.compile(r"^CREATE (UNIQUE )?INDEX (\S+) ON (ONLY )?(\S+) (USING .*)$", re.S)
 
 
-def parse_index(t: Transformation, name: str, indexdef: str, condef: str | None, unique: bool) -> LiveIndex:
-    """One row of INDEX_SQL as a LiveIndex whose scratch names fit PostgreSQL's limit."""
+def parse_index(t: Transformation | Companion, name: str, indexdef: str, condef: str | None,
+                unique: bool) -> LiveIndex:
+    """One row of INDEX_SQL (for ``t``'s live table) as a LiveIndex whose scratch names fit PostgreSQL's limit."""
     match = INDEXDEF.match(indexdef)
     if not match:
         raise BuildFailed(f"cannot recreate index {name} of {t.qualified_target}: {indexdef}")
@@ -155,6 +179,14 @@ class BuildPlan:
         self.build_table = check_length(build_name(t.target))
         self.old_table = check_length(old_name(t.target))
         self.generation = generation or secrets.token_hex(3)   # keeps slice names unique across builds
+        self.companions = [CompanionBuild(c, check_length(build_name(c.target)), check_length(old_name(c.target)))
+                           for c in t.companions]
+        self.mark = MARK.format(generation=self.generation)
+
+    def scratch_tables(self) -> list[str]:
+        """Every table this build creates or leaves: build and old tables, its own and its companions'."""
+        return [self.build_table, self.old_table,
+                *(name for c in self.companions for name in (c.build_table, c.old_table))]
 
     # -- prepare -----------------------------------------------------------------------------
 
@@ -180,7 +212,8 @@ class BuildPlan:
                 for i, (low, high) in enumerate(slice_bounds(values, parallelism))]
 
     def create_tables(self, slices: list[Slice]) -> list[Statement]:
-        """The build table like the live one (partitioned when sliced), then each slice."""
+        """The build table like the live one (partitioned when sliced), then each slice, then each
+        companion's build table; with companions, the comment that ties them together."""
         t = self.t
         partitioned = f" PARTITION BY RANGE ({t.split_column})" if slices[0].split else ""
         statements = [Statement(f"CREATE TABLE {SCHEMA}.{self.build_table} "
@@ -192,15 +225,22 @@ class BuildPlan:
                 params = tuple(v for v in (s.split_from, s.split_to) if v is not None) or None
                 statements.append(Statement(f"CREATE TABLE {SCHEMA}.{s.table} PARTITION OF {SCHEMA}."
                                             f"{self.build_table} FOR VALUES FROM ({low}) TO ({high})", params))
+        for c in self.companions:
+            statements.append(Statement(f"CREATE TABLE {SCHEMA}.{c.build_table} "
+                                        f"(LIKE {c.companion.qualified_target} {LIKE_OPTIONS})"))
+        if self.companions:
+            statements += [Statement(f"COMMENT ON TABLE {SCHEMA}.{table} IS %s", (self.mark,))
+                           for table in (self.build_table, *(c.build_table for c in self.companions))]
         return statements
 
     # -- insert and index --------------------------------------------------------------------
 
-    def slice_session(self, slices: list[Slice]) -> list[str]:
-        """Session settings of a slice's transaction: the memory is shared by the slices."""
+    def slice_session(self, slices: list[Slice], parallelism: int) -> list[str]:
+        """Session settings of a slice's transaction: the memory is shared by the slices, and
+        the key is built by this backend alone once the slices take the cores the build may use."""
         memory = max(64, MAINTENANCE_WORK_MEM_MB // len(slices))
         statements = ["SET LOCAL statement_timeout = 0", f"SET LOCAL maintenance_work_mem = '{memory}MB'"]
-        if len(slices) > 1:   # the slices already keep the cores busy
+        if len(slices) >= parallelism:
             statements.append("SET LOCAL max_parallel_maintenance_workers = 0")
         return statements
 
@@ -216,25 +256,67 @@ class BuildPlan:
         keys = [index.create_on(self.build_table, index.build_name) for index in indexes] if slices[0].split else []
         return [*keys, f"ANALYZE {SCHEMA}.{self.build_table}"]
 
+    # -- derive: the companions, from the build table ------------------------------------------
+
+    def derive_session(self, parallelism: int) -> list[str]:
+        """Session settings of the derive transaction: memory for the aggregate, no JIT (compiling
+        took ~0.5 s of a ~5 s derive and saved nothing); one core when the build may use only one."""
+        statements = ["SET LOCAL statement_timeout = 0", f"SET LOCAL work_mem = '{DERIVE_WORK_MEM_MB}MB'",
+                      f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM_MB}MB'", "SET LOCAL jit = off"]
+        if parallelism <= 1:
+            statements += ["SET LOCAL max_parallel_workers_per_gather = 0",
+                           "SET LOCAL max_parallel_maintenance_workers = 0"]
+        return statements
+
+    def derive(self, c: CompanionBuild, indexes: list[LiveIndex]) -> list[str]:
+        """Fill a companion's build table from the build table, then its keys and statistics."""
+        return [f"INSERT INTO {SCHEMA}.{c.build_table} {c.companion.render_select(self.build_table)}",
+                *(index.create_on(c.build_table, index.build_name) for index in indexes),
+                f"ANALYZE {SCHEMA}.{c.build_table}"]
+
     # -- check, swap, clean up ---------------------------------------------------------------
 
     def sources_empty(self) -> str:
         probes = " AND ".join(f"NOT EXISTS (SELECT 1 FROM {table})" for table in self.t.source_tables)
         return f"SELECT {probes}"
 
-    def swap(self, indexes: list[LiveIndex], lock_timeout_ms: int) -> list[str]:
-        """One short transaction: the live table and its indexes become old, the build ones live."""
-        t = self.t
-        return [f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'",
-                f"LOCK TABLE ONLY {t.qualified_target} IN ACCESS EXCLUSIVE MODE",
-                f"ALTER TABLE {t.qualified_target} RENAME TO {self.old_table}",
-                *(f'ALTER INDEX {SCHEMA}."{i.live_name}" RENAME TO "{i.old_name}"' for i in indexes),
-                f"ALTER TABLE {SCHEMA}.{self.build_table} RENAME TO {t.target}",
-                *(f'ALTER INDEX {SCHEMA}."{i.build_name}" RENAME TO "{i.live_name}"' for i in indexes)]
+    def swap(self, indexes: list[LiveIndex], lock_timeout_ms: int,
+             companion_indexes: dict[str, list[LiveIndex]] | None = None) -> list[str]:
+        """One short transaction: the live table, its companions and their indexes become old,
+        the build ones live (``companion_indexes``: each companion's, by its target)."""
+        tables = [(self.t.target, self.build_table, self.old_table, indexes)]
+        tables += [(c.target, c.build_table, c.old_table, (companion_indexes or {}).get(c.target, []))
+                   for c in self.companions]
+        statements = [f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'"]
+        statements += [f"LOCK TABLE ONLY {SCHEMA}.{target} IN ACCESS EXCLUSIVE MODE" for target, *_ in tables]
+        for target, build, old, live_indexes in tables:
+            statements += [f"ALTER TABLE {SCHEMA}.{target} RENAME TO {old}",
+                           *(f'ALTER INDEX {SCHEMA}."{i.live_name}" RENAME TO "{i.old_name}"' for i in live_indexes),
+                           f"ALTER TABLE {SCHEMA}.{build} RENAME TO {target}",
+                           *(f'ALTER INDEX {SCHEMA}."{i.build_name}" RENAME TO "{i.live_name}"' for i in live_indexes)]
+        return statements
 
-    def drop_old(self, lock_timeout_ms: int) -> list[str]:
-        return [f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'", self.drop(self.old_table)]
+    def old_tables(self) -> list[str]:
+        """What the live tables are called after the swap: the transformation's, then its companions'."""
+        return [self.old_table, *(c.old_table for c in self.companions)]
+
+    def drop_old(self, table: str, lock_timeout_ms: int) -> list[str]:
+        """One old table's drop (a transaction of its own: a reader on one keeps no other)."""
+        return [f"SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'", self.drop(table)]
+
+    def drop_builds(self) -> list[str]:
+        """After a failure: the build table (and its slices) and the companions' build tables."""
+        return [self.drop(self.build_table), *(self.drop(c.build_table) for c in self.companions)]
 
     def drop(self, table: str) -> str:
         """Dropping a partitioned table drops its slices too."""
         return f"DROP TABLE IF EXISTS {SCHEMA}.{table}"
+
+
+def current_together(t: Transformation, companion: Companion) -> Statement:
+    """A SELECT of one boolean: true when the live ``companion`` was swapped in with ``t``'s live table
+    (both carry the same build's comment); false when either is missing or they come from different
+    builds (a matrix built before the companion existed, rows written by hand)."""
+    return Statement("SELECT coalesce(obj_description(to_regclass(%s), 'pg_class') "
+                     "= obj_description(to_regclass(%s), 'pg_class'), false)",
+                     (t.qualified_target, companion.qualified_target))

@@ -2,21 +2,22 @@
 
 Phases: **lock** (an advisory lock held for the whole build), **prepare** (drop
 what a killed build left, create ``reference._build_<target>``, partitioned into
-slices when the transformation has a split column), **insert** and **index** (one
-connection per slice, side by side, since PostgreSQL runs an INSERT ... SELECT on
-one core), **check** (rows > 0 unless every source is empty) and **swap** (one
-short transaction under a ``lock_timeout``, retried while a long reader holds the
-live table, which also writes the run's row in DATA's ledger, handled/ledger.py; the
-old table is dropped afterwards, blocking no reader).
+slices when the transformation has a split column, and its companions' build
+tables), **insert** and **index** (one connection per slice, side by side, since
+PostgreSQL runs an INSERT ... SELECT on one core), **derive** (each companion from
+the build table), **check** (rows > 0 unless every source is empty) and **swap**
+(one short transaction under a ``lock_timeout``, retried while a long reader holds
+a live table, which also writes the run's row in DATA's ledger, handled/ledger.py;
+the old tables are dropped afterwards, blocking no reader).
 
 A failure or cancel before the swap drops the build tables and leaves the live
-table serving; a killed process (or DATA gone, so the DROP cannot reach it) leaves
+tables serving; a killed process (or DATA gone, so the DROP cannot reach it) leaves
 them for the sweep (leftovers.py) or the next build to drop.
 
 The build runs in a thread of its own (its slices in a pool), so the calling
 thread stays free to notice Ctrl-C or a job timeout: it is the one loop that
 waits for the build, and it cancels every connection of the build through its
-``BuildControl``. Progress goes straight from the build thread to the sink.
+``BuildControl`` (build_control.py). Progress goes straight from the build thread to the sink.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from handled.context import NO_PROGRESS, Progress
 from handled.db import direct_connection, release_connections
 from handled.db import transaction_on as _transaction
 from handled.settings import DatabaseConfig, Settings
-from handled.transformations.build_plan import (INDEX_SQL, PROGRESS_TOTAL, SCHEMA, BuildBusy, BuildCancelled,
-                                                BuildFailed, BuildPlan, LiveIndex, Slice, Statement, parse_index,
-                                                progress_point)
+from handled.transformations.build_control import BuildControl, Stopped, pg_code
+from handled.transformations.build_plan import (INDEX_SQL, LEFTOVER_LOCK_TIMEOUT, PROGRESS_TOTAL, SCHEMA, BuildBusy,
+                                                BuildCancelled, BuildFailed, BuildPlan, LiveIndex, Slice, Statement,
+                                                parse_index, progress_point)
 from handled.transformations.leftovers import drop_abandoned
-from handled.transformations.registry import Transformation
+from handled.transformations.registry import Companion, Transformation
 
 log = logging.getLogger("handled.transformations")
 
@@ -53,65 +55,12 @@ LOCK_PATIENCE_SECONDS = 1.0   # how long a build asks for its lock while a sweep
 POLL_SECONDS = 0.2            # how often the waiting thread re-cancels a stopping build
 
 
-class _Stopped(Exception):
-    """A slice was stopped because a sibling failed (never the error a run reports)."""
-
-
 @dataclass
 class BuildResult:
     rows: int
     sources_empty: bool
     timings: dict = field(default_factory=dict)
     slices: int = 1
-
-
-class BuildControl:
-    """Lets another thread cancel a running build: every connection it uses is cancelled."""
-
-    def __init__(self) -> None:
-        self.cancelled = threading.Event()   # someone asked: the run fails as cancelled
-        self.stopping = threading.Event()    # no statement may start any more (cancel, or a slice failed)
-        self._connections: set = set()
-        self._lock = threading.Lock()
-
-    def register(self, conn) -> None:
-        with self._lock:
-            self._connections.add(conn)
-
-    def forget(self, conn) -> None:
-        with self._lock:
-            self._connections.discard(conn)
-
-    def cancel(self) -> None:
-        """Stop the build: cancel what each connection is running and refuse what comes next."""
-        self.cancelled.set()
-        self.stop()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.interrupt()
-
-    def interrupt(self) -> None:
-        """Cancel the statements running now."""
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.cancel()
-            except psycopg2.Error as exc:  # already closed or never busy
-                log.debug("could not cancel a build connection: %s", exc)
-
-
-def pg_code(exc: BaseException) -> str | None:
-    """SQLSTATE of a psycopg2 error, also when Peewee wrapped it."""
-    seen = exc
-    while seen is not None:
-        code = getattr(seen, "pgcode", None)
-        if code:
-            return code
-        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = nested or seen.__cause__ or seen.__context__
-    return None
 
 
 def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, progress: Progress = NO_PROGRESS,
@@ -179,9 +128,11 @@ class _Build:
         self.t, self.data, self.control, self.progress, self.run_id = t, data, control, progress, run_id
         self.plan = BuildPlan(t)
         self.timings: dict[str, float] = {}
+        self.parallelism = 1
 
     def run(self, parallelism: int, lock_timeout_ms: int, swap_patience: float) -> BuildResult:
         t, plan = self.t, self.plan
+        self.parallelism = parallelism
         with self.connection(autocommit=False) as lock_conn:
             self.lock(lock_conn)   # held until lock_conn's transaction ends
             with self.connection() as conn:
@@ -189,21 +140,27 @@ class _Build:
                     with self.phase("prepare"):
                         self.drop_leftovers(conn)
                         slices = self.plan_slices(conn, parallelism)
-                        indexes = self.live_indexes(conn)
+                        indexes = self.live_indexes(conn, t)
+                        companion_indexes = {c.target: self.live_indexes(conn, c.companion) for c in plan.companions}
                         with _transaction(conn) as cur:   # all or none of the tables
                             self.execute(cur, *plan.create_tables(slices))
                     rows = self.fill(slices, indexes)
                     with _Timer(self.timings, "index", add=True), conn.cursor() as cur:
                         self.execute(cur, *plan.finish_indexes(slices, indexes))
+                    if plan.companions:
+                        with self.phase("derive"):
+                            self.derive(conn, companion_indexes)
                     with self.phase("check"):
                         sources_empty = self.sources_empty(conn)
                         if rows == 0 and not sources_empty:
                             raise BuildFailed(f"{t.id} built 0 rows although its sources have rows; "
                                               f"{t.qualified_target} was left unchanged.")
                     with self.phase("swap"):
-                        self.swap(conn, indexes, lock_timeout_ms, swap_patience, rows)
-                except BaseException:
-                    self.drop_quietly(conn, plan.build_table)
+                        self.swap(conn, indexes, companion_indexes, lock_timeout_ms, swap_patience, rows)
+                except BaseException as exc:
+                    self.drop_quietly(conn, plan.drop_builds())
+                    if self.control.cancelled.is_set() and pg_code(exc) == "57014":
+                        raise self.cancelled() from None   # a statement of this connection was cancelled
                     raise
                 self.drop_old(conn, lock_timeout_ms)
             lock_conn.rollback()
@@ -242,7 +199,7 @@ class _Build:
             if self.control.cancelled.is_set():
                 raise self.cancelled()
             if self.control.stopping.is_set():
-                raise _Stopped()
+                raise Stopped()
             cur.execute(sql, params)
 
     def cancelled(self) -> BuildCancelled:
@@ -267,7 +224,7 @@ class _Build:
         """Its own scratch tables a killed build left, then any other transformation's that no build
         is running (leftovers.py: DATA gone under a build leaves them; a new build is a good moment)."""
         drop_abandoned(conn, skip=self.t.id)
-        for table in (self.plan.build_table, self.plan.old_table):
+        for table in self.plan.scratch_tables():
             try:
                 with _transaction(conn) as cur:
                     self.execute(cur, *self.plan.drop_leftover(table))
@@ -285,10 +242,11 @@ class _Build:
                 values = [row[0] for row in cur.fetchall()]
         return self.plan.slices(values, parallelism)
 
-    def live_indexes(self, conn) -> list[LiveIndex]:
+    def live_indexes(self, conn, table: Transformation | Companion) -> list[LiveIndex]:
+        """The keys and indexes of ``table``'s live table (the transformation's or a companion's)."""
         with conn.cursor() as cur:
-            self.execute(cur, Statement(INDEX_SQL, (self.t.qualified_target,)))
-            return [parse_index(self.t, *row) for row in cur.fetchall()]
+            self.execute(cur, Statement(INDEX_SQL, (table.qualified_target,)))
+            return [parse_index(table, *row) for row in cur.fetchall()]
 
     # -- insert and index --------------------------------------------------------------------
 
@@ -347,7 +305,7 @@ class _Build:
 
     def fill_slice(self, s: Slice, slices: list[Slice], indexes: list[LiveIndex], on_inserted) -> int:
         with self.connection(autocommit=False) as conn, conn.cursor() as cur:
-            self.execute(cur, *self.plan.slice_session(slices), self.plan.insert(s))
+            self.execute(cur, *self.plan.slice_session(slices, self.parallelism), self.plan.insert(s))
             rows = cur.rowcount
             on_inserted()
             self.execute(cur, *self.plan.slice_indexes(s, indexes))
@@ -359,16 +317,25 @@ class _Build:
         if self.control.cancelled.is_set():
             return self.cancelled()
         # the slice that failed, not a sibling stopped because of it
-        return next((e for e in errors if not isinstance(e, _Stopped) and pg_code(e) != "57014"), errors[0])
+        return next((e for e in errors if not isinstance(e, Stopped) and pg_code(e) != "57014"), errors[0])
 
-    # -- check, swap, clean up ---------------------------------------------------------------
+    # -- derive, check, swap, clean up -------------------------------------------------------
+
+    def derive(self, conn, companion_indexes: dict[str, list[LiveIndex]]) -> None:
+        """Build each companion from the build table (keyed and analysed): one transaction each,
+        on one core when the build may use only one."""
+        for c in self.plan.companions:
+            with _transaction(conn) as cur:
+                self.execute(cur, *self.plan.derive_session(self.parallelism),
+                             *self.plan.derive(c, companion_indexes[c.target]))
 
     def sources_empty(self, conn) -> bool:
         with conn.cursor() as cur:
             self.execute(cur, self.plan.sources_empty())
             return bool(cur.fetchone()[0])
 
-    def swap(self, conn, indexes: list[LiveIndex], lock_timeout_ms: int, patience: float, rows: int) -> None:
+    def swap(self, conn, indexes: list[LiveIndex], companion_indexes: dict[str, list[LiveIndex]],
+             lock_timeout_ms: int, patience: float, rows: int) -> None:
         t = self.t
         deadline = time.monotonic() + patience
         attempts = 0
@@ -378,7 +345,7 @@ class _Build:
             attempts += 1
             try:
                 with _transaction(conn) as cur:   # one short transaction: the swap and its ledger row
-                    self.execute(cur, *self.plan.swap(indexes, lock_timeout_ms), *recorded)
+                    self.execute(cur, *self.plan.swap(indexes, lock_timeout_ms, companion_indexes), *recorded)
                 return
             except psycopg2.errors.LockNotAvailable:
                 if time.monotonic() >= deadline:
@@ -390,34 +357,47 @@ class _Build:
                     raise self.cancelled() from None
 
     def drop_old(self, conn, lock_timeout_ms: int) -> None:
-        """Drop the table the swap replaced. The swap has committed, so nothing here may fail
-        the run: a reader still on the old table (or a cancel) leaves it for the next build."""
+        """Drop the tables the swap replaced, each on its own. The swap has committed, so nothing here
+        may fail the run: a reader still on an old table (or a cancel) leaves it for the next build."""
         deadline = time.monotonic() + DROP_PATIENCE_SECONDS
-        while True:
+        for table in self.plan.old_tables():
+            while True:
+                try:
+                    with _transaction(conn) as cur:
+                        for statement in self.plan.drop_old(table, lock_timeout_ms):
+                            cur.execute(statement)
+                    break
+                except psycopg2.errors.LockNotAvailable:
+                    if time.monotonic() < deadline and not self.control.cancelled.is_set():
+                        time.sleep(random.uniform(0.05, 0.25))
+                        continue
+                    reason = "is still in use by a reader"
+                except psycopg2.Error as exc:
+                    reason = f"could not be dropped ({str(exc).strip()})"
+                log.warning("%s.%s %s; the next build of %s drops it", SCHEMA, table, reason, self.t.id)
+                break
+
+    def drop_quietly(self, conn, statements: list[str]) -> None:
+        """After a failure: drop the build tables (the slices go with theirs); never raise over the real error.
+
+        The connection is first taken out of the build's control, whose waiting thread keeps
+        cancelling every statement of a stopping build; a cancel already on its way is retried."""
+        self.control.forget(conn)
+        for attempt in range(3):
             try:
+                if conn.closed:
+                    return
+                if conn.status != psycopg2.extensions.STATUS_READY:
+                    conn.rollback()
                 with _transaction(conn) as cur:
-                    for statement in self.plan.drop_old(lock_timeout_ms):
+                    cur.execute(f"SET LOCAL lock_timeout = '{LEFTOVER_LOCK_TIMEOUT}'")
+                    for statement in statements:
                         cur.execute(statement)
                 return
-            except psycopg2.errors.LockNotAvailable:
-                if time.monotonic() < deadline and not self.control.cancelled.is_set():
-                    time.sleep(random.uniform(0.05, 0.25))
-                    continue
-                reason = "is still in use by a reader"
             except psycopg2.Error as exc:
-                reason = f"could not be dropped ({str(exc).strip()})"
-            log.warning("%s.%s %s; the next build of %s drops it", SCHEMA, self.plan.old_table, reason, self.t.id)
-            return
-
-    def drop_quietly(self, conn, table: str) -> None:
-        """After a failure: drop the build table (and its slices); never raise over the real error."""
-        try:
-            if conn.closed:
+                if pg_code(exc) == "57014" and attempt < 2:
+                    continue
+                log.warning("could not drop the build tables of %s after a failed build (the worker's sweep "
+                            "or the next build drops them): %s", self.t.id, exc)
                 return
-            if conn.status != psycopg2.extensions.STATUS_READY:
-                conn.rollback()
-            with conn.cursor() as cur:
-                cur.execute(self.plan.drop(table))
-        except psycopg2.Error as exc:
-            log.warning("could not drop %s.%s after a failed build (the worker's sweep or the next build "
-                        "drops it): %s", SCHEMA, table, exc)
+

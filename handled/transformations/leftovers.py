@@ -1,8 +1,9 @@
 """Scratch tables no build will finish: the sweep that drops them.
 
-A build makes ``reference._build_<target>`` and, at its swap, ``_old_<target>``
-(build_plan.py) and drops them itself, unless it cannot: its process was killed, or
-DATA stopped answering under it, so its DROP never reached the server. Such a table
+A build makes ``reference._build_<target>`` (and its companions' build tables) and,
+at its swap, ``_old_<target>`` (build_plan.py ``scratch_tables``), and drops them
+itself, unless it cannot: its process was killed, or DATA stopped answering under
+it, so its DROP never reached the server. Such a table
 is *abandoned* exactly when no build of its transformation runs, that is when the
 transformation's build lock (the advisory lock of ``BuildPlan.lock``) is free. So the
 sweep takes that lock the way a build does, drops the tables under it and lets go:
@@ -51,7 +52,7 @@ def drop_abandoned(conn, *, present: set[str] | None = None, skip: str | None = 
     dropped = []
     for t in TRANSFORMATIONS.values():
         plan = BuildPlan(t)
-        tables = [name for name in (plan.build_table, plan.old_table) if name in present]
+        tables = [name for name in plan.scratch_tables() if name in present]   # its companions' too
         if t.id == skip or not tables:
             continue
         try:

@@ -10,6 +10,13 @@ column lies in ``[split_from, split_to)``; ``split_values_sql`` lists values
 of that column (each once) to cut slices holding about as many of them. Its live
 table is partitioned by range of that column, one partition per slice. (Such a
 SELECT goes through psycopg2's parameter substitution: write a literal % as %%.)
+
+A transformation may have ``companions``: small tables derived from its rows
+that readers need pre-aggregated (delivery-matrix's ``ground_days``, what the
+zone-matrix exports read). Each is one SELECT reading the new rows from
+``reference.{source}`` (the build table), built after the transformation's keys
+and swapped in with it in the same transaction, so a companion always describes
+the live table beside it; a failed or cancelled build leaves both as they were.
 """
 
 from __future__ import annotations
@@ -24,8 +31,45 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 SCHEMA = "reference"
 
 
+# The ground services of reference.ground_days, in the order of its columns and of the
+# bits of its origin_services / dest_services (sql/ground_days.sql, migration 0005).
+GROUND_SERVICES: tuple[tuple[str, str], ...] = (("UPS", "GND"), ("USPS", "GAL"), ("USPS", "GAH"), ("USPS", "PKG"))
+
+
+def ground_column(carrier: str, service: str) -> str:
+    """The column of reference.ground_days holding a ground service's days (``ups_gnd``)."""
+    if (carrier, service) not in GROUND_SERVICES:
+        raise KeyError(f"{carrier} {service} is not a ground service of reference.ground_days")
+    return f"{carrier}_{service}".lower()
+
+
+def ground_bit(carrier: str, service: str) -> int:
+    """The bit of a ground service in reference.ground_days' origin_services / dest_services."""
+    return 1 << GROUND_SERVICES.index((carrier, service))
+
+
 class UnknownTransformation(NotFound):
     """No transformation has the id the user gave."""
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A table derived from a transformation's new rows, built and swapped in with them."""
+
+    target: str                      # table in the reference schema
+    sql_file: str                    # a SELECT reading reference.{source}
+
+    @cached_property
+    def select_sql(self) -> str:
+        return (SQL_DIR / self.sql_file).read_text()
+
+    def render_select(self, source: str) -> str:
+        """The SELECT reading the rows of ``reference.<source>`` (the build table, or the live one)."""
+        return self.select_sql.replace("{source}", source)
+
+    @property
+    def qualified_target(self) -> str:
+        return f"{SCHEMA}.{self.target}"
 
 
 @dataclass(frozen=True)
@@ -40,6 +84,7 @@ class Transformation:
     description: str = ""
     split_column: str | None = None      # build in slices by range of this column
     split_values_sql: str | None = None  # SELECT of values of that column, to cut slices at
+    companions: tuple[Companion, ...] = ()  # derived from the new rows, swapped in with them
 
     @cached_property
     def select_sql(self) -> str:
@@ -80,6 +125,7 @@ TRANSFORMATIONS: dict[str, Transformation] = {t.id: t for t in (
         # every ZIP3 once, from the dependency: cheap, and origins outside it still
         # land in the first or last slice (the ranges are open at both ends)
         split_values_sql="SELECT zip3 FROM reference.zip3_reference",
+        companions=(Companion("ground_days", "ground_days.sql"),),
         description="Transit days, zone and delivery score per origin ZIP3, destination ZIP3, carrier and service.",
     ),
 )}

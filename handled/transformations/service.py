@@ -21,7 +21,8 @@ from handled.errors import HandledError, first_line
 from handled.jobs.progress import JobCancelled
 from handled.transformations import history
 from handled.transformations.build_plan import PHASES, BuildFailed
-from handled.transformations.build_runner import build_and_swap, pg_code
+from handled.transformations.build_control import pg_code
+from handled.transformations.build_runner import build_and_swap
 from handled.transformations.registry import TRANSFORMATIONS, Transformation, dependency_order, get_transformation
 
 log = logging.getLogger("handled.transformations")

@@ -75,6 +75,29 @@ def load_delivery_sources():
     add_usps("100", "300", gal=3, gah=2, pkg=4)
 
 
+def load_random_delivery_sources(origins: int = 12, destinations: int = 15, seed: float = 0.3) -> None:
+    """USPS and UPS zone rows for ``origins`` x ``destinations`` ZIP3s with gaps everywhere: pairs
+    no source has, services with no, zero or unreadable days, and origins and destinations that
+    only one carrier reaches (the zone matrices' origin and destination lists differ per export)."""
+    data_db.execute_sql(
+        """SELECT setseed(%(seed)s);
+        CREATE TEMPORARY TABLE _pairs ON COMMIT DROP AS
+          SELECT lpad((100 + o * 7)::text, 3, '0') AS origin, lpad((100 + d * 5)::text, 3, '0') AS dest,
+                 o, d, random() AS r
+          FROM generate_series(0, %(origins)s - 1) o, generate_series(0, %(destinations)s - 1) d;
+        INSERT INTO workspace.usps_3d_base_service (origin_zip3, dest_zip3, pri_days, gal_days, pkg_days, gah_days)
+          SELECT origin, dest, 1 + (random() * 3)::int,
+                 CASE WHEN random() < 0.3 THEN NULL ELSE (random() * 6)::int END,
+                 CASE WHEN random() < 0.3 THEN NULL ELSE 1 + (random() * 6)::int END,
+                 CASE WHEN random() < 0.5 THEN NULL ELSE 1 + (random() * 6)::int END
+          FROM _pairs WHERE r < 0.75 AND o %% 5 <> 4 AND d %% 7 <> 6;
+        INSERT INTO workspace.ups_zones (origin_zip3, dest_zip3, ground, three_day_select)
+          SELECT origin, dest,
+                 (ARRAY['002', '003', '004', '005', '045', '008', NULL, 'x1'])[1 + (random() * 7)::int], '303'
+          FROM _pairs WHERE r > 0.2 AND o %% 5 <> 3 AND d %% 7 <> 5;""",
+        {"seed": seed, "origins": origins, "destinations": destinations})
+
+
 def build_reference_tables(settings):
     """The hand-made sources plus one USPS pair, transformed: what export and page tests read."""
     from handled.context import system_context
