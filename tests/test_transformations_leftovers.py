@@ -51,15 +51,17 @@ def hold_build_lock(settings, transformation_id: str):
 
 
 def test_the_sweep_drops_abandoned_tables_and_leaves_a_running_builds(app, settings):
-    leave_tables(settings, "_build_zip3_reference", "_build_delivery_matrix", "_old_delivery_matrix")
+    leave_tables(settings, "_build_zip3_reference", "_build_delivery_matrix", "_old_delivery_matrix",
+                 "_build_ground_days")   # the last: delivery-matrix's companion
     building = hold_build_lock(settings, "delivery-matrix")
     try:
         assert sweep_abandoned_tables(settings) == ["reference._build_zip3_reference"]
-        assert scratch(settings) == ["_build_delivery_matrix", "_old_delivery_matrix"]
+        assert scratch(settings) == ["_build_delivery_matrix", "_build_ground_days", "_old_delivery_matrix"]
     finally:
         building.rollback()
         building.close()
     assert sorted(sweep_abandoned_tables(settings)) == ["reference._build_delivery_matrix",
+                                                        "reference._build_ground_days",
                                                         "reference._old_delivery_matrix"]
     assert scratch(settings) == [] and sweep_abandoned_tables(settings) == []
 
