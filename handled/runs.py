@@ -167,7 +167,7 @@ def _sweep(kind: RunKind, where: dict) -> list[int]:
     if kind.from_ledger is None:
         return [run.id for run in dead if _end(kind, run, None)]
     try:
-        settled = ledger.settled(kind.name, [run.id for run in dead])
+        settled = ledger.settled(kind.name, [ledger.RunRef.of(run) for run in dead])
     except ledger.LedgerUnreadable as exc:
         log.warning("%s runs %s of dead workers are left running until DATA answers: %s",
                     kind.name, [run.id for run in dead], exc)
@@ -208,9 +208,11 @@ def reconcile_with_ledger() -> list[int]:
         model = kind.model
         committed = ledger.committed_run_ids(kind.name)
         failed = list(model.select().where(model.id.in_(committed) & (model.status == "failed"))) if committed else []
-        found = ledger.entries(kind.name, [run.id for run in failed])
+        found = ledger.entries(kind.name, [ledger.RunRef.of(run) for run in failed])
         for run in failed:
-            entry = found[run.id]
+            entry = found.get(run.id)
+            if entry is None:   # the ledger's run of this id came before a PRIMARY restore: not this one
+                continue
             said = CORRECTED_MESSAGE.format(committed_at=entry.committed_at.astimezone(timezone.utc))
             if _end(kind, run, entry, was="failed", message=said):
                 changed.append(run.id)

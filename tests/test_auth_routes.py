@@ -87,3 +87,20 @@ def test_holding_the_permission_opens_the_page(app, login_client):
 def test_home_page_needs_sign_in(client, login_client):
     assert client.get("/").status_code == 302
     assert login_client().get("/").status_code == 200
+
+
+def test_the_403_page_names_the_permission_in_words_not_its_code(app, login_client):
+    clerk = login_client(role="salesperson")
+    page = clerk.get("/integrations/")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 403
+    assert "does not have the permission this page needs (Run imports)" in text
+    assert "run_imports" not in text
+
+
+@pytest.mark.parametrize("role,shown", [("salesperson", False), ("warehouse_lead", True), ("admin", True)])
+def test_the_jobs_link_is_shown_only_to_users_who_can_queue_a_job(app, login_client, role, shown):
+    """Only imports and transformations are queued; a salesperson (customers and exports) has none."""
+    page = login_client(role=role).get("/").get_data(as_text=True)
+    nav = page.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+    assert ('href="/jobs/"' in nav) is shown, nav

@@ -7,7 +7,8 @@
   right-aligned and the nav marks the page shown (aria-current="page").
 - Flash messages are announced: errors with role=alert, the rest with role=status.
 - At phone width (375 x 740) the top bar shows the whole user name and every nav link;
-  the screenshot is docs/screenshots/phone.png.
+  the screenshot is docs/screenshots/phone.png. No page scrolls sideways there: wide tables
+  scroll inside a box of their own and every button outside such a box is on screen.
 - From the top of a page, Tab reaches the skip link first, which moves focus to the main
   content; every control then shows where the focus is.
 """
@@ -276,3 +277,98 @@ def test_tab_reaches_the_skip_link_first_and_every_control_shows_its_focus(live_
     assert len(seen) > 15, seen
     assert [f for f in seen if not f["outline"]] == []
     assert {"A", "BUTTON", "INPUT"} <= {f["tag"] for f in seen}
+
+
+def _sideways(page, width: int) -> list[str]:
+    """What makes the page wider than the screen: the document's width, and each button or link
+    (outside a scroll box of its own) whose right edge lies past the viewport."""
+    return page.evaluate("""(width) => {
+      const out = [], doc = document.documentElement;
+      const boxed = (e) => {
+        for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
+          const s = getComputedStyle(p);
+          if (p.tagName !== "MAIN" && (s.overflowX === "auto" || s.overflowX === "scroll")) return true;
+        }
+        return false;
+      };
+      if (doc.scrollWidth > width) {
+        const wide = [...document.body.querySelectorAll("*")].filter(e => !boxed(e) && e.getBoundingClientRect().right > width + 1
+            && ![...e.children].some(c => c.getBoundingClientRect().right > width + 1));
+        out.push(`the page is ${doc.scrollWidth} px wide: ` + wide.slice(0, 3).map(
+            e => `${e.tagName.toLowerCase()}.${e.className} "${e.textContent.trim().slice(0, 30)}"`).join(", "));
+      }
+      for (const e of document.querySelectorAll("main button, main a, main input, main select")) {
+        const r = e.getBoundingClientRect();
+        if (!r.width) continue;
+        if (!boxed(e) && r.right > width + 1)
+          out.push(`${e.tagName.toLowerCase()} "${(e.textContent || e.name || "").trim().slice(0, 30)}" ends at x=${Math.round(r.right)}`);
+      }
+      return out;
+    }""", width)
+
+
+def test_no_page_an_admin_reaches_scrolls_sideways_at_phone_width(site, browser, settings, tmp_path, artifacts_dir):
+    """At 375 px every page fits the screen: wide tables scroll inside a box of their own, so the
+    page never scrolls sideways and every button outside such a box is on screen."""
+    app, base = site
+    admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
+    wide = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = wide.new_page()
+    sign_in(page, base, admin.email, TEST_PASSWORD)
+    ids = _make_rows(page, app, base, settings, tmp_path)
+    cookies = wide.cookies()
+
+    phone = browser.new_context(viewport={"width": 375, "height": 740})
+    phone.add_cookies(cookies)
+    page = phone.new_page()
+    urls = sorted(_page_urls(app, ids).items()) + [
+        ("coverage of a facility", f"/coverage/?facility={ids['facility']}"),
+        ("coverage of two facilities", f"/coverage/compare?facility={ids['facility']}&other={ids['other']}"),
+        ("an error page (404)", "/admin/users/999999")]
+    problems, walked = [], []
+    for name, url in urls:
+        response = page.goto(base + url)
+        assert response.status in (200, 404, 410), f"{url} answered {response.status}"
+        walked.append(url)
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")   # folded parts too
+        problems += [f"{url}: {p}" for p in _sideways(page, 375)]
+        screenshot(page, artifacts_dir / f"{len(walked):02d}-{name.replace('.', '-').replace(' ', '-')}.png")
+    assert len(walked) >= 25, walked
+    assert problems == [], "\n".join(problems)
+
+
+
+def test_pages_ask_for_no_missing_file_and_show_an_icon(live_server, browser):
+    """Every page links its icon (a small SVG under static/), so a browser asks for no /favicon.ico
+    that would answer 404; signed out and signed in, no request a page makes fails."""
+    app, base = live_server
+    admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    failed = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(f"{base}/login")
+    sign_in(page, base, admin.email, TEST_PASSWORD)
+    for path in ("/", "/admin/users", "/jobs/"):
+        page.goto(base + path)
+        icon = page.locator("head link[rel=icon]")
+        assert icon.count() == 1 and page.request.get(base + icon.get_attribute("href")).status == 200
+    assert failed == [], failed
+
+
+def test_an_admins_top_bar_fits_one_row_at_1280(live_server, browser):
+    """At 1280 px every nav link of an admin (the most links) sits on one row, beside the brand
+    and the user's name: the database mode is written under the name, not in the row."""
+    app, base = live_server
+    admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(page, base, admin.email, TEST_PASSWORD)
+    page.goto(f"{base}/admin/users")
+    boxes = page.evaluate("""() => [...document.querySelectorAll("header .brand, header nav a, header .userbar a")]
+        .map(e => { const r = e.getBoundingClientRect(); return [e.textContent.trim(), r.top, r.bottom, r.right]; })""")
+    assert len(boxes) >= 14, boxes
+    links = [b for b in boxes[1:-1]]                 # the nav links: one line, all at the same height
+    assert max(b[1] for b in links) - min(b[1] for b in links) < 2, f"the nav wraps: {boxes}"
+    top, bottom = links[0][1], links[0][2]           # brand and name sit beside them, on that line
+    assert all(b[1] < bottom and b[2] > top for b in boxes), f"the top bar wraps: {boxes}"
+    assert all(b[3] <= 1280 for b in boxes), boxes
+    assert page.locator("header .mode").is_visible()

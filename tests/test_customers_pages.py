@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import unescape
+
 from handled.models import Facility, FacilityOrganization, Organization
 
 FACILITY = {"code": "wh-east", "name": "East warehouse", "address_line1": "1 Dock Rd", "city": "Newark",
@@ -119,6 +121,43 @@ def test_the_facility_form_offers_usps_states_and_a_timezone_list(app, login_cli
     zone_select = html.split('<select name="timezone"', 1)[1].split("</select>", 1)[0]
     assert '<option value="America/New_York" selected>' in zone_select
     assert zone_select.index("America/Chicago") < zone_select.index("Africa/Abidjan")   # US zones first
+
+
+def _zone_options(html: str) -> list[str]:
+    select = html.split('<select name="timezone"', 1)[1].split("</select>", 1)[0]
+    return [part.split('"', 1)[0] for part in select.split('<option value="')[1:]]
+
+
+def test_the_timezone_list_offers_canonical_zones_only(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    zones = _zone_options(client.get("/customers/facilities/new").get_data(as_text=True))
+    for current in ("America/New_York", "Asia/Kolkata", "Europe/London", "Europe/Amsterdam", "Pacific/Pago_Pago",
+                    "America/Indiana/Indianapolis"):
+        assert current in zones, current
+    for alias in ("US/Eastern", "Asia/Calcutta", "GB", "EST5EDT", "Etc/GMT+5", "UTC", "Factory", "localtime",
+                  "Canada/Pacific", "America/Buenos_Aires", "Asia/Saigon"):
+        assert alias not in zones, alias
+    assert all("/" in zone for zone in zones) and len(zones) == len(set(zones)) and len(zones) < 460, len(zones)
+    # an old alias typed in by hand is refused with its reason
+    page = client.post("/customers/facilities/new", data={**FACILITY, "timezone": "US/Eastern"})
+    assert page.status_code == 400 and "'US/Eastern' is an old alias of a timezone" in unescape(page.get_data(as_text=True))
+
+
+def test_a_facility_that_holds_an_old_zone_alias_keeps_it_until_changed(app, login_client):
+    client = login_client(permissions=["view_customers", "manage_customers"])
+    assert client.post("/customers/facilities/new", data=FACILITY).status_code == 302
+    with app.app_context():   # a row saved before the list was trimmed
+        Facility.update(timezone="US/Eastern").where(Facility.code == "WH-EAST").execute()
+        fid = Facility.get(Facility.code == "WH-EAST").id
+    form = client.get(f"/customers/facilities/{fid}").get_data(as_text=True)
+    assert '<option value="US/Eastern" selected>US/Eastern (not in the list)</option>' in form
+    assert client.post(f"/customers/facilities/{fid}", data={**FACILITY, "timezone": "US/Eastern",
+                                                           "name": "East dock"}).status_code == 302
+    with app.app_context():
+        assert (Facility.get_by_id(fid).name, Facility.get_by_id(fid).timezone) == ("East dock", "US/Eastern")
+    # another alias is not accepted for it; the current name is
+    assert client.post(f"/customers/facilities/{fid}", data={**FACILITY, "timezone": "US/Central"}).status_code == 400
+    assert client.post(f"/customers/facilities/{fid}", data={**FACILITY, "timezone": "America/Chicago"}).status_code == 302
 
 
 def test_facilities_filter_by_organization_state_and_status(app, login_client):

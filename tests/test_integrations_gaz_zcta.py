@@ -47,8 +47,10 @@ BAD = [
     ("non-numeric lat", gaz_row("00603", lat="18.x"), "INTPTLAT", "is not a number"),
     ("lat out of range", gaz_row("00603", lat="-90.5"), "INTPTLAT", "must be between -90 and 90"),
     ("lng out of range", gaz_row("00603", lng="180.01"), "INTPTLONG", "must be between -180 and 180"),
-    ("negative land", gaz_row("00603", aland="-5"), "ALAND", "must be between 0 and 9223372036854775807"),
-    ("missing column", gaz_row("00603")[:6], "INTPTLONG", "expected 7 fields, found 6"),
+    ("negative land", gaz_row("00603", aland="-5"), "ALAND", "must be zero or more"),
+    ("land past int8", gaz_row("00603", aland="9223372036854775808"), "ALAND",
+     "is too large: the most this column can hold is 9,223,372,036,854,775,807"),
+    ("missing column", gaz_row("00603")[:6], "", "the line has 6 of the 7 fields"),   # the line, not a column
 ]
 
 

@@ -112,7 +112,12 @@ def test_a_browser_renamed_download_whose_content_proves_it_is_imported(imp_ctx,
 NOT_PROVEN = [
     ("us-zips", "uszips (1).csv", "us_zips",
      lambda p: write_uszips(p, [uszip_row("00501")], header=["zip", "lat", "lng"]),
-     "'uszips (1).csv' is not a SimpleMaps US ZIP database file name; expected uszips.csv."),
+     "'uszips (1).csv' is a browser's copy of the name uszips.csv, but its header does not match that file: "
+     "expected zip, lat, lng, city,"),
+    # Gazetteer rows under a renamed uszips name: the header is blamed, naming both headers
+    ("us-zips", "uszips (2).csv", "us_zips", lambda p: write_gaz(p, [gaz_row("00601")]),
+     "'uszips (2).csv' is a browser's copy of the name uszips.csv, but its header does not match that file: "
+     "expected zip, lat, lng, city, state_id"),
     ("us-zips", "uszips(2).csv", "us_zips", lambda p: p.write_bytes(b"\x00\x01binary"),
      "'uszips(2).csv' is not a SimpleMaps US ZIP database file name; expected uszips.csv."),
     ("ups-zones", "007 (3).xlsx", "ups_zones", lambda p: p.write_text("Dest. ZIP,Ground\n004,002\n"),

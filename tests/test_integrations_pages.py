@@ -141,6 +141,20 @@ def test_large_uploads_are_queued_and_the_job_runs_the_same_service(app, importe
     assert not any((files.parent / "uploads").iterdir())  # the upload folder was cleaned up
 
 
+@pytest.mark.one_mode   # page rendering only
+@pytest.mark.parametrize("upload_mb,file_bytes,shown", [
+    (128, 1 << 30, "at most 128 MB in all per upload, 128 MB per file;"),     # the upload caps each file
+    (128, 48 << 20, "at most 128 MB in all per upload, 48 MB per file;"),
+    (2048, 3 << 19, "at most 2,048 MB in all per upload, 1.5 MB per file;")])
+def test_the_upload_form_shows_both_limits_in_mb_and_never_a_file_over_the_upload(app, importer, upload_mb,
+                                                                                file_bytes, shown):
+    app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], max_upload_mb=upload_mb,
+                                                         import_max_bytes=file_bytes)
+    page = importer.get("/integrations/us-zips").get_data(as_text=True)
+    assert shown in " ".join(page.split()), page
+    assert "bytes per file" not in page
+
+
 def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
     app.config["HANDLED_SETTINGS"] = dataclasses.replace(app.config["HANDLED_SETTINGS"], max_upload_mb=1)
     path = write_uszips(files / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(8000)])

@@ -41,7 +41,8 @@ BAD = [
      "is not a whole number"),
     ("days range", usps_row("007", "006", "1", "2", "3", "2", "2", "2", "2", "100"), "PFC_Service_Standard",
      "must be between 0 and 99"),
-    ("missing column", usps_row("007", "006")[:9], "PFC_Service_Standard", "expected 10 fields, found 9"),
+    ("missing column", usps_row("007", "006")[:9], "", "the line has 9 of the 10 fields"),
+    ("extra column", usps_row("007", "006") + ["2"], "", "the line has 11 fields, 1 more than the 10 expected"),
 ]
 
 

@@ -260,3 +260,35 @@ def test_while_data_does_not_answer_a_dead_run_is_left_running(settings):
     with back.app_context():
         assert runs.sweep_dead_runs("import") == [dead.id]
     assert ImportRun.get_by_id(dead.id).status == "failed"
+
+
+def test_a_run_id_handed_out_again_after_a_primary_restore_is_not_the_ledgers_earlier_run(app, settings, tmp_path):
+    """A PRIMARY restored from a backup hands out run ids DATA's ledger already holds. The new
+    run with an old id must neither collide with the earlier entry (its commit would fail on
+    the key) nor be taken for it (a dead new run would be 'completed' from the old one's counts)."""
+    own = replace(settings, import_archive_dir=str(tmp_path / "archive"), import_upload_dir=str(tmp_path / "up"))
+
+    def restore_primary_to_before(run_id: int) -> None:
+        ImportRun.delete().where(ImportRun.id >= run_id).execute()
+        ImportRun._meta.database.execute_sql(
+            "SELECT setval(pg_get_serial_sequence('config.import_runs', 'id'), %s, false)", (run_id,))
+
+    def uszips(folder: str, count: int):
+        (tmp_path / folder).mkdir()
+        return write_uszips(tmp_path / folder / "uszips.csv", [uszip_row(f"{n:05d}") for n in range(1, count + 1)])
+
+    with create_app(own).app_context():
+        first = import_file(system_context(own), "us-zips", uszips("a", ZIPS)).run_id
+        restore_primary_to_before(first)
+        again = import_file(system_context(own), "us-zips", uszips("b", 10), force=True)
+        assert again.run_id == first and ImportRun.get_by_id(first).status == "succeeded", again
+        restore_primary_to_before(first)
+        dead = ImportRun.create(integration="us-zips", file_name="uszips.csv", file_sha256="ab" * 32, file_size=1,
+                                status="running", worker=f"{socket.gethostname()}:999999999")
+        assert dead.id == first
+        assert runs.sweep_dead_runs("import") == [dead.id]
+        swept = ImportRun.get_by_id(dead.id)
+        assert swept.status == "failed" and swept.rows_written == 0, swept.message   # not an earlier run's rows
+    with closing(connect(settings.data.dbname)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_id, rows_written FROM workspace.run_ledger WHERE kind = 'import' ORDER BY committed_at")
+        assert cur.fetchall() == [(first, ZIPS), (first, 10)]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import psycopg2
 import psycopg2.errors
 import pytest
 
 from handled import create_app
+from handled.ledger import RunRef
 from handled.schema.checks import run_checks
 from handled.transformations.build_runner import build_and_swap
 from handled.transformations.registry import get_transformation
@@ -168,7 +170,8 @@ def test_db_check_flags_a_runtime_url_with_too_much_power(settings, who):
 
 def test_the_builder_builds_and_swaps_but_cannot_touch_other_tables(app, settings):
     load_zip_sources()
-    build_and_swap(get_transformation("zip3-reference"), settings, parallelism=1, run_id=7)   # + its ledger row
+    run = RunRef(7, datetime(2026, 11, 30, tzinfo=timezone.utc))
+    build_and_swap(get_transformation("zip3-reference"), settings, parallelism=1, run=run)   # + its ledger row
     builder = settings.build_database()
     runtime = connect(settings.data)
     with closing(runtime), runtime.cursor() as cur:
@@ -176,8 +179,8 @@ def test_the_builder_builds_and_swaps_but_cannot_touch_other_tables(app, setting
                     "WHERE c.oid = 'reference.zip3_reference'::regclass GROUP BY 2")
         rows, owner = cur.fetchone()
         assert rows > 0 and owner == builder.user
-        cur.execute("SELECT kind, run_id, rows_written FROM workspace.run_ledger")
-        assert cur.fetchall() == [("transformation", 7, rows)]
+        cur.execute("SELECT kind, run_id, run_started_at, rows_written FROM workspace.run_ledger")
+        assert cur.fetchall() == [("transformation", 7, run.started_at, rows)]
     conn = connect(builder)
     with closing(conn):
         assert "must be owner" in refused(conn, "DROP TABLE workspace.us_zips")

@@ -143,6 +143,8 @@ def test_failures_from_one_address_do_not_lock_the_owner_out_from_another(app, s
         post_login(attacker, user.email, WRONG, address="192.0.2.66")
     refused = post_login(attacker, user.email, TEST_PASSWORD, address="192.0.2.66")
     assert refused.status_code == 401 and THROTTLED_ACCOUNT in refused.get_data(as_text=True)
+    # an administrator can Unlock the account now (the user page), so the message offers that first
+    assert "ask an administrator to unlock your account (or reset your password)." in refused.get_data(as_text=True)
     assert post_login(owner, user.email, TEST_PASSWORD, address="198.51.100.20").status_code == 302
 
 

@@ -58,9 +58,24 @@ def not_signed_in():
     return redirect(url_for("auth.login", next=local_next_target()))
 
 
+# What a person calls each permission (the code is for the database and the CLI).
+PERMISSION_NAMES = {
+    "manage_users": "Manage users", "manage_roles": "Manage roles", "view_audit": "Read the audit log",
+    "view_customers": "See customers", "manage_customers": "Manage customers", "run_imports": "Run imports",
+    "run_transformations": "Run transformations", "download_exports": "Download exports",
+    "view_system": "See the system page",
+}
+
+
+def permission_name(code: str) -> str:
+    """``run_imports`` -> ``Run imports``; a code without a name here reads as words."""
+    return PERMISSION_NAMES.get(code) or code.replace("_", " ").capitalize()
+
+
 def forbidden(code: str | None = None):
     return render_error(403, "Not allowed", "Your account does not have the permission this page needs"
-                        + (f" ({code})." if code else "."))
+                        + (f" ({permission_name(code)}); an administrator can give it to one of your roles."
+                           if code else "."))
 
 
 def local_next_target() -> str:

@@ -86,7 +86,7 @@ class Verdict:
         minutes = max(1, settings.login_throttle_window // 60)
         if self.limit == PAIR:
             return (f"Too many failed sign-ins for this account from your network address. Wait {minutes} "
-                    "minutes and try again, or ask an administrator to reset your password.")
+                    "minutes and try again, or ask an administrator to unlock your account (or reset your password).")
         if self.limit == ADDRESS:
             return f"Too many failed sign-ins from your network address. Wait {minutes} minutes and try again."
         if self.limit == ACCOUNT:

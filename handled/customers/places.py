@@ -7,7 +7,9 @@ The military "states" (AA, AE, AP) are left out: no warehouse is there.
 
 from __future__ import annotations
 
+import zoneinfo
 from functools import lru_cache
+from importlib import resources
 from zoneinfo import available_timezones
 
 USPS_STATES = {
@@ -34,12 +36,46 @@ US_TIMEZONES = (
 )
 
 
+# Groups of old names the tz database keeps only so old settings still work (US/Eastern, Etc/GMT+5).
+LEGACY_GROUPS = ("US/", "Etc/", "SystemV/", "Brazil/", "Canada/", "Chile/", "Mexico/", "posix/", "right/")
+
+
 @lru_cache(maxsize=1)
 def known_timezones() -> frozenset[str]:
+    """Every name the tz database answers to, old aliases included (a stored value stays valid)."""
     return frozenset(available_timezones())
+
+
+def _zone_tab() -> set[str] | None:
+    """The zones of zone.tab (one or more per country, Area/City, no aliases: Asia/Kolkata, not
+    Asia/Calcutta), from the tzdata package or the system's database; None if neither has it."""
+    try:
+        text = (resources.files("tzdata.zoneinfo") / "zone.tab").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        text = None
+        for folder in zoneinfo.TZPATH:
+            try:
+                text = open(f"{folder}/zone.tab", encoding="utf-8").read()
+                break
+            except OSError:
+                continue
+    if text is None:
+        return None
+    return {line.split("\t")[2] for line in text.splitlines()
+            if line and not line.startswith("#") and len(line.split("\t")) >= 3}
+
+
+@lru_cache(maxsize=1)
+def offered_timezones() -> frozenset[str]:
+    """The zones a facility may be given: canonical Area/City names only. Names without a '/'
+    (GB, EST5EDT), the legacy groups and the backward-compatible aliases zone.tab leaves out
+    (US/Eastern, Asia/Calcutta) are not offered; a row that holds one keeps it (services)."""
+    listed = _zone_tab()
+    names = known_timezones() & listed if listed else known_timezones()
+    return frozenset(n for n in names if "/" in n and not n.startswith(LEGACY_GROUPS)) | set(US_TIMEZONES)
 
 
 @lru_cache(maxsize=1)
 def other_timezones() -> tuple[str, ...]:
-    """Every other IANA zone, sorted, for the rest of the picker."""
-    return tuple(sorted(known_timezones() - set(US_TIMEZONES) - {"localtime", "Factory"}))
+    """Every other offered zone, sorted, for the rest of the picker."""
+    return tuple(sorted(offered_timezones() - set(US_TIMEZONES)))

@@ -13,7 +13,7 @@ from peewee import IntegrityError
 from handled import audit
 from handled.context import Context
 from handled.db import primary_db
-from handled.customers.places import USPS_STATES, known_timezones
+from handled.customers.places import USPS_STATES, known_timezones, offered_timezones
 from handled.errors import Conflict, FieldChecker, HandledError, NotFound
 from handled.models import Facility, FacilityOrganization, Organization
 from handled.timeutil import utcnow
@@ -67,12 +67,16 @@ def _state(value) -> str:
     return state
 
 
-def _timezone(value) -> str:
+def _timezone(value, stored: str | None = None) -> str:
+    """A zone from the list; an old alias (US/Eastern) only as the value the row already holds."""
     timezone = (value or "").strip()
-    if timezone not in known_timezones():
-        raise HandledError(f"{timezone!r} is not a timezone; choose one from the list (e.g. America/New_York)."
-                           if timezone else "Timezone is required; choose one from the list.")
-    return timezone
+    if timezone in offered_timezones() or (timezone == stored and timezone in known_timezones()):
+        return timezone
+    if timezone in known_timezones():
+        raise HandledError(f"{timezone!r} is an old alias of a timezone; choose its current name from the list "
+                           "(e.g. America/New_York for US/Eastern).")
+    raise HandledError(f"{timezone!r} is not a timezone; choose one from the list (e.g. America/New_York)."
+                       if timezone else "Timezone is required; choose one from the list.")
 
 
 def organization_fields(form) -> dict:
@@ -86,7 +90,8 @@ def organization_fields(form) -> dict:
     return fields
 
 
-def facility_fields(form) -> dict:
+def facility_fields(form, stored_timezone: str | None = None) -> dict:
+    """The checked fields of a facility form; ``stored_timezone`` is the row's own (kept if unchanged)."""
     check = FieldChecker()
     fields = {"code": check.value("code", _code, form.get("code")),
               "name": check.value("name", _required, form.get("name"), "Name"),
@@ -95,7 +100,7 @@ def facility_fields(form) -> dict:
               "city": (form.get("city") or "").strip(),
               "state": check.value("state", _state, form.get("state")),
               "zip": check.value("zip", _zip, form.get("zip")),
-              "timezone": check.value("timezone", _timezone, form.get("timezone"))}
+              "timezone": check.value("timezone", _timezone, form.get("timezone"), stored_timezone)}
     check.done()
     return fields
 
@@ -175,7 +180,8 @@ def served_organization_codes() -> dict[int, list[str]]:
 
 
 def save_facility(ctx: Context, form, organization_ids, facility_id: int | None = None) -> Facility:
-    fields = facility_fields(form)
+    stored = get_facility(facility_id).timezone if facility_id is not None else None
+    fields = facility_fields(form, stored)
     wanted = {int(i) for i in organization_ids if str(i).isdigit()}
     known = {o.id for o in Organization.select(Organization.id).where(Organization.id.in_(list(wanted)))} if wanted else set()
     if wanted - known:

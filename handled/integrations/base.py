@@ -44,6 +44,15 @@ class WrongKind(FileRefused):
     refused for its name, since nothing proves what it is."""
 
 
+class WrongHeader(WrongKind):
+    """The header row is not the integration's: ``expected`` and ``found`` say both, so a
+    browser-renamed file can be refused for its header, not for its name."""
+
+    def __init__(self, message: str, expected: str, found: str):
+        super().__init__(message)
+        self.expected, self.found = expected, found
+
+
 Record = tuple[int, list]  # (line number in the file, cell values)
 Converter = Callable[[list, dict], Iterable[tuple]]
 FastPattern = Callable[[dict], "re.Pattern | None"]
@@ -129,10 +138,16 @@ def zip_digits(length: int) -> str:
 
 
 def cell_count(cells: list, expected: int, column_names: tuple[str, ...]) -> None:
-    if len(cells) != expected:
-        missing = column_names[len(cells)] if len(cells) < expected else "(extra)"
-        raise RowError(missing, "|".join(str(c) for c in cells)[:200],
-                       f"expected {expected} fields, found {len(cells)}")
+    """A record with too few or too many fields is the line's fault, not a column's: the
+    rejection names no column (``column`` is empty) and says how many fields the line has."""
+    found = len(cells)
+    if found == expected:
+        return
+    if found < expected:
+        reason = f"the line has {found} of the {expected} fields"
+    else:
+        reason = f"the line has {found} fields, {found - expected} more than the {expected} expected"
+    raise RowError("", "|".join(str(c) for c in cells)[:200], reason)
 
 
 def digits(value: str, length: int, column: str) -> str:
@@ -155,8 +170,10 @@ def number(value: str, column: str, low: float | None = None, high: float | None
         raise RowError(column, value, "is not a number") from None
     if "_" in value or not value.isascii():
         raise RowError(column, value, "is not a number")
-    if not math.isfinite(parsed) or (low is not None and parsed < low) or (high is not None and parsed > high):
-        raise RowError(column, value, f"must be between {_fmt(low)} and {_fmt(high)}")
+    if not math.isfinite(parsed):
+        raise RowError(column, value, "is not a finite number")
+    if (low is not None and parsed < low) or (high is not None and parsed > high):
+        raise RowError(column, value, _out_of_range(parsed, low, high))
     return value
 
 
@@ -170,7 +187,7 @@ def integer(value: str, column: str, low: int, high: int, nullable: bool = False
     if not (body.isdigit() and body.isascii()):
         raise RowError(column, value, "is not a whole number")
     if not low <= int(value) <= high:
-        raise RowError(column, value, f"must be between {low} and {high}")
+        raise RowError(column, value, _out_of_range(int(value), low, high))
     return value
 
 
@@ -195,7 +212,26 @@ def text(value: str, column: str, required: bool = True) -> str:
     return value
 
 
+# A bound at or past this is the column's storage limit (int4, int8), not a rule of the data:
+# a value past it is "too large", and a range up to it is one-sided ("zero or more").
+STORAGE_LIMIT = 2_147_483_647
+
+
+def _out_of_range(value, low, high) -> str:
+    """Why ``value`` is outside [low, high], as a person would say it."""
+    storage = high is not None and high >= STORAGE_LIMIT
+    if high is not None and value > high:
+        if storage:
+            return f"is too large: the most this column can hold is {_fmt(high)}"
+        return f"must be between {_fmt(low)} and {_fmt(high)}" if low is not None else f"must be {_fmt(high)} or less"
+    if high is None or storage:
+        return "must be zero or more" if low == 0 else f"must be {_fmt(low)} or more"
+    return f"must be between {_fmt(low)} and {_fmt(high)}"
+
+
 def _fmt(bound) -> str:
-    if bound is None:
-        return "any"
-    return str(int(bound)) if float(bound).is_integer() else str(bound)
+    """A bound as written for people: 90, -180, 0.5, 2,147,483,647."""
+    if float(bound).is_integer():
+        number = int(bound)
+        return f"{number:,}" if abs(number) >= 10_000 else str(number)
+    return str(bound)

@@ -112,6 +112,8 @@ def _echo_rejected_rows(outcome) -> None:
 
 
 def _rejected_row_text(row: dict) -> str:
+    if not row["column"]:   # the whole line is wrong (too few or too many fields), not one column
+        return f"line {row['line']}: {row['reason']} ({row['value']!r})"
     return f"line {row['line']}, {row['column']} = {row['value']!r}: {row['reason']}"
 
 

@@ -327,7 +327,8 @@ def _reject_and_apply(cur, integration: Integration, partial: bool, rejections: 
 def _refusal(rejections: Rejections, rows_read: int) -> str:
     first = rejections.sorted_rows()[0]
     return (f"Nothing was written: {rejections.total:,} of {rows_read:,} rows were rejected "
-            f"(first on line {first['line']}, {first['column']}: {first['reason']}).")
+            f"(first on line {first['line']}{', ' + first['column'] if first['column'] else ''}: "
+            f"{first['reason']}).")
 
 
 def _idents(names: Iterable[str]) -> sql.Composable:

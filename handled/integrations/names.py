@@ -59,6 +59,13 @@ def judge_name(integration: Integration, name: str) -> JudgedName:
         return JudgedName(name, original, match.groupdict(), refusal)
 
 
+def header_refusal(judged: JudgedName, wrong) -> FileRefused:
+    """Why a browser-renamed file whose header is another file's is refused: its name is a copy of
+    a name this integration reads, so the sentence is about the header, not the name."""
+    return FileRefused(f"{judged.name!r} is a browser's copy of the name {judged.judged}, but its header "
+                       f"does not match that file: expected {wrong.expected}; found {wrong.found}.")
+
+
 def scope_of(integration: Integration, context: dict) -> dict:
     """The values of the context that fix which rows a file is about ({"origin": "10001"})."""
     return {key: context.get(key) for _, key in integration.scope}

@@ -30,11 +30,11 @@ from handled.db import connection_lost, data_db, discard_broken_connections
 from handled.errors import HandledError, first_line
 from handled.integrations import history
 from handled.integrations.archive import archive_file
-from handled.integrations.base import FileRefused, Integration, RowError, WrongKind
+from handled.integrations.base import FileRefused, Integration, RowError, WrongHeader, WrongKind
 from handled.integrations.limits import FileLimits, check_archive
 from handled.integrations.loader import LoadFailed, Rejections, RowsRead, load_records
-from handled.integrations.names import (JudgedName, describe_scope, judge_name, read_by_any, scope_of,
-                                        scope_of_name)
+from handled.integrations.names import (JudgedName, describe_scope, header_refusal, judge_name, read_by_any,
+                                        scope_of, scope_of_name)
 from handled.integrations.options import force_hint, partial_hint
 from handled.integrations.registry import UnknownIntegration, all_integrations, get_integration
 from handled.integrations.sources import file_sha256, inspect_file, open_records
@@ -224,7 +224,7 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
     def before_commit(cur, written: int) -> None:
         """Archive the file, then record the commit in DATA's ledger, in the rows' transaction."""
         archive_file(path, facts.sha256, settings.import_archive_dir)
-        cur.execute(*ledger.record("import", run.id, integration.id, file_sha256=facts.sha256,
+        cur.execute(*ledger.record("import", ledger.RunRef.of(run), integration.id, file_sha256=facts.sha256,
                                    rows_read=rows_read.count, rows_written=written, rows_rejected=rejections.total,
                                    rejected_rows=rejections.sorted_rows()))
     try:
@@ -238,7 +238,9 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
             try:
                 opened = [stack.enter_context(open_records(path, name, integration, facts.kind,
                                                            _first_record_check(integration, judged)))]
-            except WrongKind:
+            except WrongKind as wrong:
+                if judged.renamed and isinstance(wrong, WrongHeader):   # another file's header: say so
+                    raise header_refusal(judged, wrong) from None
                 if judged.renamed:   # its content does not prove what it is: refused for its name
                     raise FileRefused(str(judged.refusal)) from None
                 raise

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from handled.integrations.base import FileRefused, Integration, Record, WrongKind
+from handled.integrations.base import FileRefused, Integration, Record, WrongHeader, WrongKind
 from handled.integrations.limits import FileLimits, check_spreadsheet
 
 CHUNK = 1 << 20
@@ -123,8 +123,9 @@ def check_header(cells, integration: Integration, name: str, where: str) -> None
     found = normalise_header(cells)
     if found != expected:
         shown = ", ".join(str(c).strip() for c in cells if str(c or "").strip()) or "nothing"
-        raise WrongKind(f"{name} has the wrong header {where}: expected "
-                          f"{', '.join(integration.header)}; found {shown}.")
+        expected_text = ", ".join(integration.header)
+        raise WrongHeader(f"{name} has the wrong header {where}: expected {expected_text}; found {shown}.",
+                          expected_text, shown)
 
 
 class PositionedRecords:

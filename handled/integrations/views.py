@@ -52,8 +52,19 @@ def integration_page(integration_id):
 def _form_values(offer: str | None = None) -> dict:
     """What the upload form needs: limits, the boxes' labels, and which box to tick."""
     settings = web_context().settings
-    return {"max_bytes": settings.import_max_bytes, "upload_mb": settings.max_upload_mb,
+    # a file sent through the page cannot be larger than the upload that carries it, so the
+    # per-file limit shown is the smaller of the two, in MB like the upload's (1 MB = 2**20 bytes)
+    per_file = min(settings.import_max_bytes, settings.max_upload_mb * 1024 * 1024)
+    return {"file_mb": _megabytes(per_file), "upload_mb": f"{settings.max_upload_mb:,}",
             "labels": options.LABELS, "ticked": offer}
+
+
+def _megabytes(size: int) -> str:
+    """1048576 -> "1", 1572864 -> "1.5", 1000 -> "0.001" (never "0": a limit is never nothing)."""
+    mb = size / (1024 * 1024)
+    if mb >= 1 and mb == int(mb):
+        return f"{int(mb):,}"
+    return f"{mb:,.1f}" if mb >= 1 else f"{mb:.3g}"
 
 
 @bp.post("/<integration_id>/import")

@@ -98,6 +98,7 @@ class RunLedgerEntry(WorkspaceModel):
 
     kind = TextField()
     run_id = BigIntegerField()
+    run_started_at = TimestampTzField()
     subject = TextField()
     outcome = TextField()
     file_sha256 = TextField(null=True)
@@ -109,4 +110,4 @@ class RunLedgerEntry(WorkspaceModel):
 
     class Meta:
         table_name = "run_ledger"
-        primary_key = CompositeKey("kind", "run_id")
+        primary_key = CompositeKey("kind", "run_id", "run_started_at")

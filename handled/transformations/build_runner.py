@@ -65,10 +65,10 @@ class BuildResult:
 
 def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, progress: Progress = NO_PROGRESS,
                    lock_timeout_ms: int = LOCK_TIMEOUT_MS, swap_patience: float = SWAP_PATIENCE_SECONDS,
-                   control: BuildControl | None = None, run_id: int | None = None) -> BuildResult:
+                   control: BuildControl | None = None, run: ledger.RunRef | None = None) -> BuildResult:
     """Rebuild ``t.target`` from its SELECT in up to ``parallelism`` slices and swap it in,
     over direct connections to ``settings``' DATA database as the builder (DATA_BUILD_URL).
-    With ``run_id`` (its run in PRIMARY's history) the swap's transaction also writes the
+    With ``run`` (its run in PRIMARY's history) the swap's transaction also writes the
     run's row in DATA's ledger (handled/ledger.py), so the swap and its record commit together.
 
     The build runs in a thread; this thread waits, and anything that interrupts it
@@ -78,7 +78,7 @@ def build_and_swap(t: Transformation, settings: Settings, *, parallelism: int, p
 
     def build() -> None:
         try:
-            outcome["result"] = _Build(t, settings.build_database(), control, progress, run_id).run(
+            outcome["result"] = _Build(t, settings.build_database(), control, progress, run).run(
                 parallelism, lock_timeout_ms, swap_patience)
         except BaseException as exc:  # handed to the waiting thread
             outcome["error"] = exc
@@ -124,8 +124,8 @@ class _Build:
     """One build of one transformation: runs its plan's statements on connections of its own."""
 
     def __init__(self, t: Transformation, data: DatabaseConfig, control: BuildControl, progress: Progress,
-                 run_id: int | None = None):
-        self.t, self.data, self.control, self.progress, self.run_id = t, data, control, progress, run_id
+                 run: ledger.RunRef | None = None):
+        self.t, self.data, self.control, self.progress, self.run_ref = t, data, control, progress, run
         self.plan = BuildPlan(t)
         self.timings: dict[str, float] = {}
         self.parallelism = 1
@@ -339,8 +339,8 @@ class _Build:
         t = self.t
         deadline = time.monotonic() + patience
         attempts = 0
-        recorded = [Statement(*ledger.record("transformation", self.run_id, t.id, rows_written=rows))
-                    ] if self.run_id is not None else []
+        recorded = [Statement(*ledger.record("transformation", self.run_ref, t.id, rows_written=rows))
+                    ] if self.run_ref is not None else []
         while True:
             attempts += 1
             try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rq.timeouts import JobTimeoutException
 
-from handled import audit, heartbeat, jobs
+from handled import audit, heartbeat, jobs, ledger
 from handled.context import Context
 from handled.db import connection_lost
 from handled.errors import HandledError, first_line
@@ -64,7 +64,7 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
 
         try:
             result = build_and_swap(t, ctx.settings, parallelism=ctx.settings.transform_parallelism, progress=record,
-                                    run_id=run.id)
+                                    run=ledger.RunRef.of(run))
         except BaseException as exc:
             message = _failure_message(t, exc)
             history.finish_run(run.id, "failed", message=message)
