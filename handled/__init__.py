@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Flask
+from markupsafe import Markup
 
 from handled.errors import redact_url
+from handled.timeutil import time_element
+from handled.wording import short_duration
 
 if TYPE_CHECKING:  # imported lazily so that `python -m handled.settings` runs the module only once
     from handled.settings import Settings
@@ -41,6 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_databases(settings)
     cache.init_redis(settings)
     app.teardown_appcontext(lambda exc: db.release_connections())
+    app.add_template_filter(lambda value: Markup(time_element(value)), "when")
+    app.add_template_filter(short_duration, "duration")
     for feature in FEATURES:
         importlib.import_module(feature).init_app(app)
     return app

@@ -72,6 +72,19 @@ def describe_error(exc: Exception, url: str | None = None, variable: str = "REDI
     return f"Redis at {where} cannot be used ({reason})."
 
 
+def outage_sentence(exc: Exception) -> str:
+    """The sentence for a command stopped by a Redis error: which server (the job queue's or
+    the shared one, found by pinging each) and why."""
+    jobs_url = _jobs_url or get_settings().jobs_redis_url or get_settings().redis_url
+    shared_url = _url or get_settings().redis_url
+    if jobs_url != shared_url:
+        try:
+            get_jobs_redis().ping()
+        except redis.RedisError as jobs_exc:
+            return f"{describe_error(jobs_exc, jobs_url, 'JOBS_REDIS_URL')} See docs/OPS_RUNBOOK.md."
+    return f"{describe_error(exc)} See docs/OPS_RUNBOOK.md."
+
+
 def redis_available() -> bool:
     """True when Redis answers a PING right now."""
     try:

@@ -4,6 +4,7 @@
 
 - a ``HandledError`` becomes its sentence (and hint) on stderr and the error's exit code;
 - a database that does not answer becomes one sentence naming it and exit 1;
+- so does a Redis server that does not answer (``--background`` runs, the job commands);
 - anything else is a bug: its traceback is logged and the command exits 1 with one line.
 
 A command module therefore never catches domain errors itself: it builds the
@@ -17,8 +18,10 @@ import logging
 import sys
 
 import click
+import redis
 from flask.cli import AppGroup
 
+from handled.cache import outage_sentence
 from handled.db import NOT_ANSWERING, connection_lost, data_db, primary_db, probe
 from handled.errors import HandledError, first_line, redact_url
 
@@ -50,6 +53,8 @@ def handle_errors(fn):
             fail(exc.full_text(), exc.exit_code)
         except NOT_ANSWERING as exc:
             fail(database_failure(exc), 1)
+        except redis.RedisError as exc:
+            fail(outage_sentence(exc), 1)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise   # click's own usage errors, --help, Ctrl-C at a prompt: click prints them
         except Exception as exc:

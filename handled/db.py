@@ -34,6 +34,7 @@ log = logging.getLogger("handled.db")
 # where one database object serves both proxies).
 _current_label: ContextVar[str | None] = ContextVar("handled_db_label", default=None)
 _quiet: ContextVar[bool] = ContextVar("handled_db_quiet", default=False)
+_expected_failures: ContextVar[tuple] = ContextVar("handled_db_expected_failures", default=())
 _init_lock = threading.Lock()
 DIRECT_CONNECT_TIMEOUT = 5
 
@@ -103,6 +104,10 @@ class HandledDatabase(PooledPostgresqlDatabase):
         if event.exception is not None:
             if _could_not_connect(event.exception):   # not about this SQL: the edges say which database and why
                 log.debug("[%s] could not connect: %s", label, first_line(event.exception))
+                return
+            if isinstance(event.exception, _expected_failures.get()):   # the caller turns it into a sentence
+                log.debug("[%s] %.1f ms failed as expected (%s)", label, event.duration * 1000,
+                          first_line(event.exception))
                 return
             log.warning("[%s] %.1f ms failed (%s): %s", label, event.duration * 1000,
                         str(event.exception).strip(), event.sql)
@@ -260,6 +265,17 @@ def quiet_queries():
         yield
     finally:
         _quiet.reset(token)
+
+
+@contextmanager
+def expected_failures(*errors: type[Exception]):
+    """A statement inside that fails with one of ``errors`` is logged at DEBUG, not as a WARNING
+    with its SQL: the caller catches it and tells the user in one sentence (a unique email)."""
+    token = _expected_failures.set(_expected_failures.get() + errors)
+    try:
+        yield
+    finally:
+        _expected_failures.reset(token)
 
 
 def probe(proxy, *, driver_words: bool = False) -> str | None:

@@ -5,7 +5,8 @@ config.transformation_runs, config.export_runs) with the columns of
 ``RunRecord``: status, message, who started it, when, and ``worker``, the
 ``<host>:<pid>`` of the process running it (handled/heartbeat.py). A feature
 starts a run with ``start_run``, may record its phase, and ends it with
-``finish_run`` (or ``fail_run``), and reads it back with ``last_success`` and
+``finish_run`` (or ``fail_run``; a run a user stopped ends 'cancelled', with who in its
+message, and is not a failure: home's failed runs leave it out), and reads it back with ``last_success`` and
 ``recent_runs``; its own history module keeps only the queries that are its own
 (staleness, the run going now, ...).
 

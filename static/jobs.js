@@ -1,15 +1,9 @@
-// Job pages: every <time datetime> is shown in the reader's local time, and the job page
+// Job pages: the job page
 // polls /jobs/<id>.json until the job has ended (state, percentage, elapsed, files).
 // A static file, because the Content-Security-Policy allows scripts only from 'self'.
 (function () {
   var local = new Intl.DateTimeFormat(undefined, {day: "numeric", month: "short", year: "numeric",
                                                   hour: "2-digit", minute: "2-digit", second: "2-digit"});
-  function localTimes(root) {
-    root.querySelectorAll("time[datetime]").forEach(function (t) {
-      var d = new Date(t.getAttribute("datetime"));
-      if (!isNaN(d)) { t.title = t.textContent; t.textContent = local.format(d); }
-    });
-  }
   function setTime(id, iso) {
     var dd = document.getElementById(id);
     if (!dd || !iso || dd.querySelector("time")) return;
@@ -27,7 +21,6 @@
     var h = Math.floor(m / 60); m = m % 60;
     return h + " h " + (m < 10 ? "0" : "") + m + " min";
   }
-  localTimes(document);
 
   var box = document.getElementById("job");
   if (!box) return;

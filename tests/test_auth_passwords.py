@@ -77,3 +77,52 @@ def test_a_common_password_is_refused_on_the_change_password_page(app, login_cli
     with app.app_context():
         assert passwords.verify_password(app.config["HANDLED_SETTINGS"], User.get_by_id(client.user.id).password_hash,
                                          TEST_PASSWORD)[0]
+
+
+GUESSABLE = [
+    ("password1234", "common password with digits or symbols added"),
+    ("Password2026!", "common password with digits or symbols added"),
+    ("!!monkey2026", "common password with digits or symbols added"),
+    ("111111111111", "at least 5 different characters"),
+    ("aaaaaaaaaaaa", "at least 5 different characters"),
+    ("abababababab", "at least 5 different characters"),
+    ("qwertyuiop123", "keyboard, alphabet or digit run"),
+    ("abcdefgh-Zoo!", "keyboard, alphabet or digit run"),
+    ("123456789xyz", "keyboard, alphabet or digit run"),
+    ("ZYXWVUTSRQ42", "keyboard, alphabet or digit run"),
+]
+
+
+@pytest.mark.parametrize("password, message", GUESSABLE)
+def test_long_but_guessable_passwords_are_refused(password, message):
+    settings = type("Policy", (), {"password_min_length": 12})()
+    with pytest.raises(HandledError, match=message):
+        passwords.check_new_password(settings, password, "jane.doe@example.test")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery staple", "a perfectly fine passphrase",
+                                      "Tr0ub4dor&3xyz", "zebra-lamp-coffee", "default-pass-123"])
+def test_ordinary_passphrases_still_pass(password):
+    settings = type("Policy", (), {"password_min_length": 12})()
+    passwords.check_new_password(settings, password, "jane.doe@example.test")
+
+
+def test_generated_passwords_pass_the_rules():
+    settings = type("Policy", (), {"password_min_length": 12})()
+    for _ in range(2000):
+        passwords.check_new_password(settings, passwords.generate_password(), "jane.doe@example.test")
+
+
+def test_guessable_passwords_are_refused_on_the_page_and_the_cli(app, login_client, runner):
+    client = login_client(role="salesperson")
+    for password, message in GUESSABLE[::3]:
+        page = client.post("/account/password", data={"current_password": TEST_PASSWORD,
+                                                      "new_password": password})
+        assert message in page.get_data(as_text=True), password
+        result = runner.invoke(args=["users", "create", "new@example.test", "--name", "New", "--password-stdin"],
+                               input=password + "\n")
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+    with app.app_context():
+        assert passwords.verify_password(app.config["HANDLED_SETTINGS"], User.get_by_id(client.user.id).password_hash,
+                                         TEST_PASSWORD)[0]
+        assert not User.select().where(User.email == "new@example.test").exists()

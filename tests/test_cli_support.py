@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from urllib.parse import urlsplit
 
 import click
@@ -14,7 +16,8 @@ from handled.cli_support import HandledGroup
 from handled.errors import Conflict, HandledError
 from handled.settings import load_settings
 from tests.support.databases import mode_env
-from tests.support.environment import PG_SERVER, PREFIX
+from tests.support.environment import PG_SERVER, PREFIX, ROOT
+from tests.support.processes import FLASK, free_port, run_flask
 
 PG_HOST_PORT = urlsplit(PG_SERVER).netloc.rsplit("@", 1)[-1]
 
@@ -132,3 +135,37 @@ def test_a_url_in_an_error_line_or_a_log_line_has_its_password_redacted():
     from handled.errors import first_line
     assert first_line(psycopg2.OperationalError("bad dsn postgresql://u:hunter2secret@h/d")) == (
         "bad dsn postgresql://u:***@h/d")
+
+
+def flask_env(settings, **extra) -> dict:
+    env = mode_env(settings.mode, settings.primary.dbname, settings.data.dbname if settings.split_db_mode else None,
+                   **extra)
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "FLASK_APP": str(ROOT / "app.py"), **env}
+
+
+@pytest.mark.one_mode
+def test_a_background_run_with_redis_down_is_one_sentence_naming_redis(settings, tmp_path):
+    port = free_port()   # nothing listens there: the job queue's Redis is down
+    result = run_flask("transformations", "run", "--background", "--all", cwd=tmp_path,
+                       env=flask_env(settings, REDIS_URL=f"redis://127.0.0.1:{port}/0"))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("Error: Redis at redis://127.0.0.1:") and f":{port}/0" in lines[0], lines
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.one_mode
+def test_a_duplicate_email_on_users_create_is_only_the_sentence(settings, tmp_path):
+    """The unique violation is the expected answer, not a failed statement worth a WARNING with its SQL."""
+    env = flask_env(settings)
+    args = [FLASK, "users", "create", "dup@example.test", "--name", "Dup", "--password-stdin"]
+    first = subprocess.run(args, cwd=tmp_path, env=env, input="a long enough passphrase\n",
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    again = subprocess.run(args, cwd=tmp_path, env=env, input="a long enough passphrase\n",
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1
+    lines = [line for line in (again.stdout + again.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "dup@example.test" in lines[0], lines
+    assert "INSERT" not in again.stderr and "WARNING" not in again.stderr

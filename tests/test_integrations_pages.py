@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import dataclasses
+import datetime
 import io
 import os
 import subprocess
@@ -60,7 +61,7 @@ def test_upload_one_good_file_shows_its_run(importer, files):
     response = upload(importer, "ups-ground-service", [write_ground(files / "10001.csv", [ground_row()])])
     assert response.status_code == 302 and "/integrations/runs/" in response.headers["Location"]
     page = importer.get(response.headers["Location"]).get_data(as_text=True)
-    assert "succeeded" in page and "10001.csv" in page and "1 rows written" in page
+    assert "succeeded" in page and "10001.csv" in page and "1 row written" in page and "1 rows" not in page
     run = ImportRun.select().first()
     assert run.created_by_id == importer.user.id and run.created_by_email == importer.user.email
     assert AuditLog.select().where(AuditLog.action == "integration.import").count() == 1
@@ -219,3 +220,15 @@ def test_an_upload_onto_a_full_disk_is_refused_with_a_sentence(settings, tmp_pat
         assert not any((disk / "uploads").iterdir())
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_run_faster_than_a_tenth_of_a_second_says_so(importer, files):
+    response = upload(importer, "ups-ground-service", [write_ground(files / "10001.csv", [ground_row()])])
+    run = ImportRun.select().first()
+    ImportRun.update(finished_at=run.started_at + datetime.timedelta(milliseconds=30)).where(
+        ImportRun.id == run.id).execute()
+    page = importer.get(response.headers["Location"]).get_data(as_text=True)
+    assert '<th scope="row">Took</th><td>under 0.1 s</td>' in page and "0.0 s" not in page
+    ImportRun.update(finished_at=run.started_at + datetime.timedelta(seconds=4.25)).where(
+        ImportRun.id == run.id).execute()
+    assert '<th scope="row">Took</th><td>4.2 s</td>' in importer.get(response.headers["Location"]).get_data(as_text=True)

@@ -153,8 +153,14 @@ def test_cancel_by_the_owner_stops_a_rebuild_and_leaves_the_live_table(app, sett
         blocker.close()
     assert status["status"] == "cancelled" and "Cancelled by owner@example.test" in status["message"]
     run = TransformationRun.select().where(TransformationRun.job_id == job_id).get()
-    assert run.status == "failed" and "cancelled by owner@example.test" in run.message
+    assert run.status == "cancelled" and "cancelled by owner@example.test" in run.message
     assert "left unchanged" in run.message
+    # a cancel is not a failure: the page says cancelled (and who), home counts no failed run
+    overview = owner.get("/transformations/").get_data(as_text=True)
+    assert f"#{run.id} cancelled" in overview and f"#{run.id} failed" not in overview
+    assert "cancelled by owner@example.test" in overview
+    home = sign_in_client(app, make_user(app, role="admin", email="admin@example.test")).get("/").get_data(as_text=True)
+    assert "<strong>0</strong>\n    failed runs not since fixed" in home, home
     assert delivery_matrix_rows(settings) == before
     wait_until(lambda: not [t for t in reference_tables() if is_scratch(t)], message="the build tables dropped")
     assert service.queued_job("delivery-matrix") is None     # the next run may start
@@ -175,8 +181,15 @@ def test_cancel_by_the_owner_rolls_back_an_import_waiting_on_a_lock(app, setting
         blocker.close()
     assert status["status"] == "cancelled" and "Cancelled by lead@example.test" in status["message"], status
     run = ImportRun.get()
-    assert run.status == "failed" and run.rows_written == 0
+    assert run.status == "cancelled" and run.rows_written == 0
     assert run.message.startswith("Cancelled by lead@example.test") and "nothing was written" in run.message
+    # the job page still lists the file, as cancelled, with a link to its run
+    page = lead.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert '<section id="job-files" >' in page or '<section id="job-files">' in page, page
+    assert "<strong>cancelled</strong>" in page and f'/integrations/runs/{run.id}"' in page, page
+    assert [f["run_id"] for f in jobs.job_status(job_id)["files"]] == [run.id]
+    home = sign_in_client(app, make_user(app, role="admin", email="admin@example.test")).get("/").get_data(as_text=True)
+    assert "<strong>0</strong>\n    failed runs not since fixed" in home, home
     with connect(settings.data) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM workspace.us_zips")
         assert cur.fetchone()[0] == 0
@@ -277,3 +290,17 @@ def test_a_rebuild_reports_progress_through_its_phases_and_slices(app, settings)
     assert all(40 <= done < 600 for done, _ in inserts)          # each slice inserted moves it
     indexes = [done for phase, done, _ in matrix if phase == "index"]
     assert indexes and all(600 <= done <= 870 for done in indexes) and indexes[-1] == 870
+
+
+def test_a_refused_file_is_said_once_not_failed_refused(app, settings, tmp_path, files):
+    lead = user(app, ["run_imports"], "lead@example.test")
+    wrong = files / "uszips.csv"
+    wrong.write_text("name,colour\nfig,purple\n")       # not the uszips header: refused
+    job_id = upload(lead, wrong)
+    assert start_worker(settings, tmp_path, "--burst").wait(timeout=120) == 0
+    status = jobs.job_status(job_id)
+    run = ImportRun.get()
+    assert run.status == "failed" and run.message.startswith("Refused: "), run.message
+    assert status["message"].startswith("uszips.csv was refused: "), status["message"]
+    assert "Refused:" not in status["message"] and "failed: " not in status["message"]
+    assert status["message"].removeprefix("uszips.csv was refused: ") == run.message.removeprefix("Refused: ")

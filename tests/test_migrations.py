@@ -24,7 +24,7 @@ from tests.support.processes import run_flask, start_flask
 
 PRIMARY_IDS = ["0001_config_customer_schemas", "0002_seed_roles_permissions", "0003_run_worker_column",
                "0004_login_throttle", "0005_session_invalidation_queue", "0006_audit_log_append_only",
-               "0007_backup_runs"]
+               "0007_backup_runs", "0008_run_status_cancelled"]
 DATA_IDS = ["0001_workspace_reference_schemas", "0002_seed_carriers_services", "0003_delivery_matrix_partitioned",
             "0004_live_partition_names", "0005_run_ledger", "0006_ground_days"]
 

@@ -25,7 +25,7 @@ from handled.auth import passwords, session_cache, throttle
 from handled.auth.access import audited_refusals, lock_roles, lock_target, refusal
 from handled.auth.sessions import delete_session, delete_user_sessions, revoke_session
 from handled.context import Context
-from handled.db import contains_pattern, is_serial_id, primary_db
+from handled.db import contains_pattern, expected_failures, is_serial_id, primary_db
 from handled.errors import Conflict, FieldChecker, Forbidden, HandledError, NotFound
 from handled.models import Permission, Role, RolePermission, User, UserRole
 from handled.settings import Settings
@@ -167,7 +167,7 @@ def create_user(ctx: Context, email: str, name: str, role_codes=(), password: st
     roles = check.value("roles", _roles_by_code, role_codes)
     check.done()
     try:
-        with primary_db.atomic():
+        with expected_failures(IntegrityError), primary_db.atomic():
             _grant_roles(ctx, roles, "user.create.refused", None, email)
             user = User.create(email=email, name=name, password_hash=passwords.hash_password(ctx.settings, password),
                                must_change_password=bool(generated) if must_change_password is None
@@ -188,7 +188,7 @@ def update_user(ctx: Context, user_id: int, email: str, name: str) -> User:
     email, name = check.value("email", normalise_email, email), check.value("name", _name, name)
     check.done()
     try:
-        with primary_db.atomic():
+        with expected_failures(IntegrityError), primary_db.atomic():
             user = lock_target(ctx, user_id, "user.update.refused", "change")
             User.update(email=email, name=name, updated_at=utcnow()).where(User.id == user_id).execute()
             audit.record(ctx, "user.update", "user", user_id, email, {"from": {"email": user.email, "name": user.name}})

@@ -13,6 +13,7 @@ from handled.db import connection_lost
 from handled.errors import HandledError, first_line
 from handled.exports import service
 from handled.exports.registry import UnknownExport, get_export
+from handled.wording import short_duration
 
 log = logging.getLogger("handled.exports")
 bp = Blueprint("exports", __name__, url_prefix="/exports")
@@ -37,12 +38,7 @@ def run_seconds(run) -> str:
     """How long a finished run took: 0.4 s, 38 s, 4 min 12 s."""
     if run is None or run.finished_at is None:
         return ""
-    seconds = (run.finished_at - run.started_at).total_seconds()
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return short_duration((run.finished_at - run.started_at).total_seconds())
 
 
 @bp.get("/")

@@ -15,6 +15,7 @@ from handled.integrations import history
 from handled.integrations.registry import all_integrations, get_integration
 from handled.integrations.service import import_paths, rebuild_from_archive
 from handled.integrations.status import table_row_counts
+from handled.wording import how_many
 
 integrations_cli = HandledGroup("integrations", help="Import carrier and census files into the DATA database.")
 
@@ -126,7 +127,7 @@ def _print_summary(outcomes) -> None:
     written = sum(o.rows_written for o in outcomes)
     rejected = sum(o.rows_rejected for o in outcomes)
     parts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
-    click.echo(f"{len(outcomes)} files: {parts}; {written:,} rows written, {rejected:,} rejected.")
+    click.echo(f"{len(outcomes)} files: {parts}; {how_many(written, 'row')} written, {rejected:,} rejected.")
 
 
 @integrations_cli.command("history")

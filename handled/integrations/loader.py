@@ -30,6 +30,7 @@ from handled.context import NO_PROGRESS, Progress
 from handled.db import data_db
 from handled.errors import HandledError
 from handled.integrations.base import FileRefused, Integration, Record, RowError
+from handled.wording import how_many
 
 log = logging.getLogger("handled.integrations")
 OpenSource = Callable[[], ContextManager[Iterator[Record]]]
@@ -295,9 +296,10 @@ def _load_staged(cur, integration: Integration, open_source: OpenSource, context
 
 
 def _summary(written: int, rejections: Rejections) -> str:
-    text = f"{written:,} rows written to the table."
+    text = f"{how_many(written, 'row')} written to the table."
     if rejections.total:
-        text += (f" {rejections.total:,} rows were rejected and not loaded"
+        were = "was" if rejections.total == 1 else "were"
+        text += (f" {how_many(rejections.total, 'row')} {were} rejected and not loaded"
                  " (partial import: the good rows were kept).")
     return text
 

@@ -50,7 +50,7 @@ class ImportOutcome:
     run_id: int | None  # None for a file of a .zip that was ignored (no run)
     integration: str
     file_name: str
-    status: str  # succeeded | failed | skipped | ignored
+    status: str  # succeeded | failed | skipped | ignored | cancelled
     rows_read: int
     rows_written: int
     rows_rejected: int
@@ -67,6 +67,8 @@ class ImportOutcome:
             return "skipped as a duplicate"
         if self.status == "ignored":
             return "ignored"
+        if self.status == "cancelled":
+            return "cancelled"
         return "rejected" if self.rows_rejected else "failed"
 
     def as_dict(self) -> dict:
@@ -277,9 +279,11 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
         return _outcome(run)
     except JobCancelled as cancel:
-        history.finish_run(run, "failed", f"Cancelled by {cancel.by or 'someone'} while it was being "
+        history.finish_run(run, "cancelled", f"Cancelled by {cancel.by or 'someone'} while it was being "
                            "imported; its transaction was rolled back and nothing was written.",
                            rows_rejected=rejections.total, rejected_rows=rejections.sorted_rows())
+        cancel.files.append(_outcome(run).as_dict())
+        cancel.runs.append(run.id)
         raise
     except BaseException as exc:
         if connection_lost(exc):   # an outage, not a bug: one line, and the run says what happened
@@ -380,6 +384,10 @@ def import_paths(ctx: Context, integration_id: str, paths: Iterable[str | Path],
             outcome = _refused_early(ctx, integration, path, name, partial, str(refusal))
             ctx.progress("imported", 0, None, f"{name}: {outcome.status}. {outcome.message}")
             outcomes.append(outcome)
+        except JobCancelled as cancel:   # the files done before the cancelled one stay on the job page
+            cancel.files[:0] = [o.as_dict() for o in outcomes]
+            cancel.runs[:0] = [o.run_id for o in outcomes if o.run_id is not None]
+            raise
     return outcomes
 
 

@@ -22,8 +22,10 @@ from handled import jobs
 from handled.context import Context
 from handled.integrations.service import ImportOutcome, ImportRequestError, import_paths
 from handled.settings import Settings
+from handled.wording import how_many
 
 log = logging.getLogger("handled.integrations")
+REFUSED = "Refused: "   # how the import service starts a refused file's run message
 
 
 @dataclass
@@ -114,13 +116,16 @@ def job_outcome(outcomes: list[ImportOutcome]) -> tuple[str, str]:
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
     if len(outcomes) == 1:
         o = outcomes[0]
-        said = {"imported": f"{o.file_name} was imported: {o.rows_written:,} rows written.",
-                "imported with rejected rows": f"{o.file_name} was imported in part: {o.rows_written:,} rows "
+        said = {"imported": f"{o.file_name} was imported: {how_many(o.rows_written, 'row')} written.",
+                "imported with rejected rows": f"{o.file_name} was imported in part: {how_many(o.rows_written, 'row')} "
                                                f"written, {o.rows_rejected:,} rejected.",
                 "skipped as a duplicate": f"{o.file_name} was skipped: the same file was imported before.",
                 "rejected": f"{o.file_name} was rejected: {o.rows_rejected:,} of {o.rows_read:,} rows were bad, "
                             "so nothing was written.",
-                "failed": f"{o.file_name} failed: {o.message}",
+                # a refusal already says so ("Refused: ..."): not "failed: Refused: ..."
+                "failed": (f"{o.file_name} was refused: {o.message.removeprefix(REFUSED)}"
+                           if o.message.startswith(REFUSED) else f"{o.file_name} failed: {o.message}"),
+                "cancelled": f"{o.file_name} was cancelled: {o.message}",
                 "ignored": f"{o.file_name} was ignored: no integration reads it."}[o.outcome]
     else:
         said = f"{len(outcomes)} files: " + ", ".join(f"{n} {what}" for what, n in counts.items()) + "."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timezone
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
@@ -22,12 +21,6 @@ from handled.request_limits import accepts_uploads
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 PERMISSION = "run_imports"
-
-
-@bp.app_template_filter("utc_time")
-def utc_time(value, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    """An aware timestamp shown in UTC, whatever the database session's time zone."""
-    return value.astimezone(timezone.utc).strftime(fmt) if value else ""
 
 
 @bp.get("/")

@@ -32,6 +32,10 @@ class JobCancelled(BaseException):
     def __init__(self, by: str | None = None):
         super().__init__(by)
         self.by = by
+        # what the job had done when it stopped (each file's outcome, the runs it recorded),
+        # added by the service on the way out so the job page still shows them
+        self.files: list[dict] = []
+        self.runs: list = []
         _raised.set()   # one cancel per job: the worker's signal raises no second one (worker._cancellable)
 
     def sentence(self) -> str:

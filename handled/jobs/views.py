@@ -6,13 +6,12 @@ may cancel it: the user who queued it, or one holding jobs.queue.CANCEL_ANY_PERM
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Blueprint, flash, jsonify, redirect, render_template, url_for
 
 from handled import jobs
 from handled.auth.permissions import forbidden, login_required
 from handled.context import web_context
+from handled.timeutil import readable_utc
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 LIST_LIMIT = 50
@@ -43,10 +42,7 @@ def _for_page(status: dict, actor) -> dict:
 
 def readable_time(iso: str | None) -> str:
     """The server's fallback for a <time>: "29 Nov 2026 19:45 UTC" (the page's script shows local time)."""
-    if not iso:
-        return ""
-    value = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
-    return f"{value.day} {value:%b %Y %H:%M} UTC"
+    return readable_utc(iso)
 
 
 def readable_seconds(seconds: float | None) -> str:

@@ -108,15 +108,18 @@ def _run_and_say_how_it_ended(job, work, ended):
             result = work()
         by = _cancelled_by(job) if isinstance(result, dict) and result.get("outcome") == "failed" else None
         if by is not None:   # its work failed because the cancel stopped it: the job was cancelled
-            raise JobCancelled(by)
+            cancel = JobCancelled(by)
+            cancel.files, cancel.runs = result.get("files") or [], result.get("runs") or []
+            raise cancel
         if isinstance(result, dict) and result.get("outcome") in ("finished", "problems", "failed"):
             ended(outcome=result["outcome"], phase=result["outcome"], message=result.get("message"),
                   files=result.get("files") or [], runs=result.get("runs") or [])
         else:   # a plain result: finished, its last report left as it was
             ended(outcome="finished")
         return result
-    except JobCancelled as cancel:
-        ended(outcome="cancelled", phase="cancelled", message=cancel.sentence())
+    except JobCancelled as cancel:   # the files and runs it had done stay on the job page
+        ended(outcome="cancelled", phase="cancelled", message=cancel.sentence(), files=cancel.files,
+              runs=cancel.runs)
         return {"outcome": "cancelled"}
     except Exception as exc:
         by = _cancelled_by(job)

@@ -67,8 +67,10 @@ def run_transformation(ctx: Context, transformation_id: str, *, job_id: str | No
                                     run=ledger.RunRef.of(run))
         except BaseException as exc:
             message = _failure_message(t, exc)
-            history.finish_run(run.id, "failed", message=message)
-            _audit(ctx, t, run.id, job_id, status="failed", message=message)
+            # stopped by a user (Cancel on the job page, Ctrl-C at the CLI): not a failure
+            status = "cancelled" if isinstance(exc, (JobCancelled, KeyboardInterrupt)) else "failed"
+            history.finish_run(run.id, status, message=message)
+            _audit(ctx, t, run.id, job_id, status=status, message=message)
             if isinstance(exc, Exception):
                 raise _failed(message, exc) from exc
             raise
