@@ -37,17 +37,20 @@ Figures per fault (rows) - see docs/FAULTS.md for what each means:
   revoked  requests of a disabled user's session answered 200 after the disable returned (0)
   imports  workspace tables not equal to their file (the same file's calm import) (0)
   refs     reference tables whose count+checksum differ from the calm build (0)
-  scratch  _build_/_old_ tables left in DATA once no build runs (0)
+  scratch  _build_/_old_ tables still in DATA 20 s after healing, while no build runs (0)
   stuck    runs still "running" more than 60 s after the fault healed (0)
   noreason failed runs without a message (0)
   short    export downloads that ended cleanly but short (0)
+  wexit    the job worker exited by itself (0)
   rec A/B  seconds from healing to the first good answer per instance (goal < 5)
 
 Usage (as root for the tmpfs; the run stops everything it started, also on Ctrl-C):
 
-  .venv/bin/python bench/faults.py [--quick] [--single] [--minutes 9] [--json FILE]
+  .venv/bin/python bench/faults.py [--quick] [--single] [--minutes 8.5] [--json FILE]
 
-Exit status 0 when every must-be-0 figure is 0, 1 otherwise, 2 when the world could not start.
+The full run ends by itself within --minutes and a minute (a watchdog interrupts it past that).
+Exit status 0 when every must-be-0 figure is 0, 1 otherwise, 2 when the world could not start,
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ import tempfile
 import threading
 import time
 import traceback
+import _thread
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2
@@ -78,7 +83,7 @@ sys.path.insert(0, str(ROOT))
 from handled.schema.names import is_scratch  # noqa: E402
 from tests.support import import_files as files  # noqa: E402
 from tests.support.gunicorn import Gunicorn  # noqa: E402
-from tests.support.processes import FLASK, free_port, run_flask, start_flask  # noqa: E402
+from tests.support.processes import free_port, start_flask  # noqa: E402
 from tests.support.servers import PrivatePgBouncer, PrivatePostgres  # noqa: E402
 from tests.support.waiting import wait_until  # noqa: E402
 
@@ -90,6 +95,9 @@ REFERENCES = ("zip3_reference", "delivery_matrix")
 BANNER_WORDS = "not answering"
 STUCK_AFTER = 60.0
 RECOVERY_LIMIT = 10.0  # "never": no good answer within this many seconds of healing
+SCRATCH_GRACE = 20.0   # a scratch table still there this long after healing (nothing building) is left behind
+FINISH_RESERVE = 170.0  # seconds of the budget kept for the last fault and the end of the run
+WATCHDOG_EXTRA = 50.0   # past the budget by this much, the run is interrupted (then cleans up): the hard stop
 PERMISSIONS = ["run_imports", "run_transformations", "download_exports", "view_customers", "view_system"]
 
 
@@ -189,13 +197,16 @@ class World:
 
     # --- set up
     def start_servers(self):
-        self.primary_pg = PrivatePostgres().init().start()
-        self.primary_pg.createdb(DBNAME)
-        if not self.single:
-            self.data_pg = PrivatePostgres().init().start()
-            self.data_pg.createdb(DBNAME)
+        """Both clusters side by side (initdb and start are most of the set-up), Redis meanwhile."""
+        self.primary_pg = PrivatePostgres()   # named before they start: stop() destroys whatever began
+        self.data_pg = None if self.single else PrivatePostgres()
+        clusters = [pg for pg in (self.primary_pg, self.data_pg) if pg is not None]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            started = [pool.submit(lambda pg=pg: pg.init().start().createdb(DBNAME)) for pg in clusters]
+            self.redis = DiskRedis(self.base / "redis").start()
+            for future in started:
+                future.result()
         self.bouncer = PrivatePgBouncer(server_port=self.primary_pg.port, pool_size=8).start()
-        self.redis = DiskRedis(self.base / "redis").start()
         self.mount = self.base / "disk"
         self.mount.mkdir()
         if os.geteuid() == 0:
@@ -220,13 +231,6 @@ class World:
         if not self.single:
             env["DATA_DATABASE_URL"] = self.data_pg.url(DBNAME)
         return env
-
-    def flask(self, *args, timeout=300):
-        done = run_flask("--app", str(ROOT / "app.py"), *args, env=self.env(direct=True), cwd=self.base,
-                         timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"flask {' '.join(args)} failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
-        return done.stdout
 
     def start_instances(self):
         for name in ("A", "B"):
@@ -386,6 +390,7 @@ class Window:
         self.stuck: list[str] = []
         self.noreason = 0
         self.short = 0
+        self.worker_exits = 0
         self.cut = 0
         self.recovery: dict[str, float | None] = {}
         self.notes: list[str] = []
@@ -430,6 +435,8 @@ class Bench:
         self.rec = Recorder()
         self.stop_load = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.fault_threads: list[threading.Thread] = []
+        self.hurry = threading.Event()   # set at a heal: a download read slowly for a fault reads on at full speed
         self.baseline: dict[str, tuple] = {}
         self.export_lines = 0
         self.runs_seen: dict[tuple, dict] = {}
@@ -470,34 +477,46 @@ class Bench:
         w = self.world
         log(f"world in {self.base} ({'single' if self.args.single else 'split'} mode)")
         w.start_servers()
-        log(f"uploads and archive on: {w.disk_kind}")
-        w.flask("db", "migrate")
+        log(f"servers up; uploads and archive on: {w.disk_kind}")
         self.write_files()
-        w.flask("integrations", "import", "us-zips", str(self.f_zips))
-        w.flask("integrations", "import", "gaz-zcta", str(self.f_gaz))
-        w.flask("integrations", "import", "usps-3d-base", str(self.f_usps))
-        w.flask("transformations", "run", "--all")
+        self.seed()
         for table in TABLES:
             self.baseline[f"workspace.{table}"] = self.digest("workspace", table)
         for table in REFERENCES:
             self.baseline[f"reference.{table}"] = self.digest("reference", table)
         self.export_lines = self.baseline["reference.delivery_matrix"][0] + 1
         log("baseline: " + ", ".join(f"{k}={v[0]}" for k, v in self.baseline.items()))
-        self.make_people()
         w.start_instances()
         w.start_worker()
         self.ports = [i.port for i in w.instances]
         for path in w.log_files():
             self.log_offsets[path] = 0
 
-    def make_people(self):
+    def seed(self):
+        """Migrate, import the three files, build every transformation and make the people, in one
+        process through the same services as `flask db migrate`, `flask integrations import` and
+        `flask transformations run --all` (one interpreter start instead of five)."""
+        imports = [("us-zips", str(self.f_zips)), ("gaz-zcta", str(self.f_gaz)), ("usps-3d-base", str(self.f_usps))]
         code = f"""
-import json, sys
+import json
 from handled import create_app
 from handled.auth import sessions
+from handled.context import system_context
+from handled.integrations.service import import_file
+from handled.schema.migrations import migrate, resolve_targets
+from handled.settings import load_settings
+from handled.transformations.service import run_transformations
 from tests.support.accounts import make_user
-app = create_app()
-settings = app.config['HANDLED_SETTINGS']
+settings = load_settings()
+for target in resolve_targets(settings, "all"):
+    migrate(target)
+app = create_app(settings)
+with app.app_context():
+    ctx = system_context(settings)
+    for integration, path in {imports!r}:
+        outcome = import_file(ctx, integration, path)
+        assert outcome.status == "succeeded", (integration, outcome.message)
+    run_transformations(ctx, [], run_all=True)
 admin = make_user(app, role='admin', email='admin@faults.test')
 staff = [make_user(app, permissions={PERMISSIONS!r}, email=f'staff{{n}}@faults.test') for n in range(3)]
 victims = [make_user(app, role='salesperson', email=f'victim{{n}}@faults.test') for n in range(2)]
@@ -508,13 +527,14 @@ with app.app_context():
 print(json.dumps(out))
 """
         done = subprocess.run([sys.executable, "-c", code], env=self.world.env(direct=True), cwd=self.base,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
-            raise RuntimeError(f"could not create the users: {done.stderr[-2000:]}")
+            raise RuntimeError(f"could not seed the world: {done.stderr[-2000:]}")
         people = json.loads(done.stdout.strip().splitlines()[-1])
         self.admin_id, self.admin_token = people["admin"]
         self.staff = people["staff"]
         self.victims = people["victims"]
+        log("seeded: migrated, 3 files imported, every transformation built, people made")
 
     def new_session(self, user_id: int) -> str | None:
         """A session token made the way the login page makes one (the session service, PRIMARY direct)."""
@@ -535,6 +555,13 @@ print(json.dumps(out))
                 close_databases()
 
     # --- load threads
+    def strike(self, target, *args):
+        """A fault's own request (an upload, a download) in a thread the end of the run waits for,
+        so what it saw (a cut or a short download) is counted."""
+        thread = threading.Thread(target=self._guard, args=(target, *args), daemon=True)
+        thread.start()
+        self.fault_threads.append(thread)
+
     def spawn(self, target, *args):
         thread = threading.Thread(target=self._guard, args=(target, *args), daemon=True)
         thread.start()
@@ -604,7 +631,7 @@ print(json.dumps(out))
                     if first and started is not None:
                         started.set()
                     first = False
-                    if pace:
+                    if pace and not self.hurry.is_set():
                         time.sleep(pace)
             except (OSError, http.client.HTTPException):
                 with self.rec.lock:
@@ -694,6 +721,7 @@ print(json.dumps(out))
     # --- windows
     def open_window(self, name: str) -> Window:
         self.close_logs()
+        self.hurry.clear()
         with self.rec.lock:
             self.rec.windows.append(Window(name))
         log(f"fault {name}")
@@ -716,6 +744,7 @@ print(json.dumps(out))
 
     def recovery(self, window: Window, path: str = "/api/me"):
         window.healed = time.time()
+        self.hurry.set()
         for name, port in zip("AB", self.ports):
             deadline = time.monotonic() + RECOVERY_LIMIT
             started = time.monotonic()
@@ -750,6 +779,7 @@ print(json.dumps(out))
         """A job worker that ended by itself is noted (and, as systemd's Restart= would, started again)."""
         code = self.world.worker.poll()
         if code is not None:
+            window.worker_exits += 1
             window.notes.append(f"the job worker exited by itself (exit status {code}); started a new one")
             self.world.start_worker()
 
@@ -763,8 +793,9 @@ print(json.dumps(out))
             return None if running else tuple(newest)
 
     def check_data(self, window: Window):
-        """Rows always; scratch tables only in a moment when no build or import ran before
-        and after the look (tried for up to 30 s)."""
+        """Rows always; scratch tables only in a moment when no build or import ran before and
+        after the look. The job worker drops tables no build will finish every few seconds, so a
+        table counts as left behind when it is still there after SCRATCH_GRACE seconds."""
         try:
             for table in TABLES:
                 got = self.digest("workspace", table)
@@ -776,7 +807,8 @@ print(json.dumps(out))
                     window.refs_bad.append(f"{table} {got[0]} rows (build {self.baseline['reference.' + table][0]})")
         except psycopg2.Error as exc:
             window.notes.append(f"row checks could not read DATA: {str(exc).strip()[:120]}")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + SCRATCH_GRACE
+        seen = None
         while time.monotonic() < deadline:
             try:
                 before = self.quiet()
@@ -785,12 +817,16 @@ print(json.dumps(out))
                         cur.execute("SELECT schemaname || '.' || tablename, tablename FROM pg_tables")
                         found = [full for full, name in cur.fetchall() if is_scratch(name)]
                     if self.quiet() == before:
-                        window.scratch = found
-                        return
+                        seen = found
+                        if not found:
+                            break
             except psycopg2.Error:
                 pass
             time.sleep(0.3)
-        window.notes.append("scratch not checked: builds or imports kept running for 30 s")
+        if seen is None:
+            window.notes.append(f"scratch not checked: builds or imports kept running for {SCRATCH_GRACE:.0f} s")
+        else:
+            window.scratch = seen
 
     # --- the faults: each returns after healing
     def hold(self, seconds=None):
@@ -852,15 +888,14 @@ print(json.dumps(out))
             return w
         since = time.time()
         if during == "import":
-            threading.Thread(target=self.big_upload, daemon=True).start()
+            self.strike(self.big_upload)
             self.wait_for_run("import", since)
         elif during == "rebuild":
             self.queue_build()
             self.wait_for_run("transformation", since)
         else:
             started = threading.Event()
-            threading.Thread(target=self.download, args=(self.ports[1], self.staff[1][1], started, 0.05),
-                             daemon=True).start()
+            self.strike(self.download, self.ports[1], self.staff[1][1], started, 0.05)
             started.wait(20)
         self.world.data_pg.stop()
         self.hold()
@@ -872,7 +907,7 @@ print(json.dumps(out))
         w = self.open_window(f"worker-kill-{during}")
         since = time.time()
         if during == "import":
-            threading.Thread(target=self.big_upload, daemon=True).start()
+            self.strike(self.big_upload)
             self.wait_for_run("import", since)
         else:
             self.queue_build()
@@ -893,10 +928,9 @@ print(json.dumps(out))
                 self.rec.answer("upload usps (slow)", client.upload(
                     "/integrations/usps-3d-base/import", files.USPS_NAME, self.usps_bytes,
                     fields=[("force", "on")], pause_after=started, slow=(256 * 1024, 0.3)))
-            threading.Thread(target=send, daemon=True).start()
+            self.strike(send)
         else:
-            threading.Thread(target=self.download, args=(self.ports[0], self.staff[1][1], started, 0.05),
-                             daemon=True).start()
+            self.strike(self.download, self.ports[0], self.staff[1][1], started, 0.05)
         started.wait(20)
         time.sleep(0.3)
         killed = self.world.gunicorn_workers(self.world.instances[0])
@@ -955,16 +989,18 @@ print(json.dumps(out))
             self.spawn(target)
         time.sleep(3)
         rounds = 0
+        # a fault takes at most ~80 s (a run to strike, the hold, two recoveries, the scratch look) and
+        # the end at most ~90 s more: no fault starts after budget - FINISH_RESERVE
         while True:
             for fault in self.faults().values():
-                if time.monotonic() - started > budget - 60:
+                if rounds and time.monotonic() - started > budget - FINISH_RESERVE:
                     break
                 window = fault()
                 self.check_worker(window)
                 self.check_data(window)
                 time.sleep(self.args.settle)
             rounds += 1
-            if self.args.quick or time.monotonic() - started > budget - 150:
+            if self.args.quick or time.monotonic() - started > budget - FINISH_RESERVE:
                 break
         self.finish()
         log(f"{rounds} round(s) in {time.monotonic() - started:.0f} s")
@@ -974,8 +1010,10 @@ print(json.dumps(out))
         last_heal = max((w.healed or 0) for w in self.rec.windows)
         self.monitor_until = time.time() + 120
         self.stop_load.set()
-        for thread in self.threads:
-            thread.join(timeout=70)
+        self.hurry.set()
+        joined_by = time.monotonic() + 30   # a download or upload in flight ends within its own timeout
+        for thread in self.threads + self.fault_threads:
+            thread.join(timeout=max(0.1, joined_by - time.monotonic()))
         end = self.open_window("after")
         end.healed = time.time()
         # wait until nothing runs, or until what still runs is past its 60 s (then it counts as stuck)
@@ -1022,7 +1060,7 @@ print(json.dumps(out))
 
     def report(self, seconds: float) -> int:
         header = ["fault", "served", "503", "5xx", "conn", "tb", "revoked", "rev.checks", "imports", "refs", "scratch",
-                  "stuck", "noreason", "short", "cut", "rec A", "rec B"]
+                  "stuck", "noreason", "short", "wexit", "cut", "rec A", "rec B"]
         merged: dict[str, list[Window]] = {}
         for w in self.rec.windows:
             merged.setdefault(w.name, []).append(w)
@@ -1033,7 +1071,7 @@ print(json.dumps(out))
                            for w in ws)
             counts = {k: sum(w.counts[k] for w in ws) for k in ("served", "503", "5xx", "conn")}
             must = [counts["5xx"], total("tracebacks"), total("revoked"), total("imports_bad"), total("refs_bad"),
-                    total("scratch"), total("stuck"), total("noreason"), total("short")]
+                    total("scratch"), total("stuck"), total("noreason"), total("short"), total("worker_exits")]
             bad += sum(must)
 
             def worst(instance):
@@ -1081,7 +1119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="each fault once (< 2 minutes)")
     parser.add_argument("--single", action="store_true", help="one database (DATA faults skipped)")
-    parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the full run")
+    parser.add_argument("--minutes", type=float, default=8.5, help="time budget of the full run (it stops by itself within it and a minute)")
     parser.add_argument("--hold", type=float, default=None, help="seconds each fault is held")
     parser.add_argument("--pause", type=float, default=10.0, help="seconds PRIMARY is SIGSTOPped")
     parser.add_argument("--settle", type=float, default=None, help="seconds between faults")
@@ -1103,6 +1141,10 @@ def main() -> int:
     def interrupted(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, interrupted)
+    # the run plans to end within its budget; this makes sure it does, whatever hangs
+    watchdog = threading.Timer(args.minutes * 60 + WATCHDOG_EXTRA, _thread.interrupt_main)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         return bench.run()
     except KeyboardInterrupt:
@@ -1112,6 +1154,7 @@ def main() -> int:
         traceback.print_exc()
         return 2
     finally:
+        watchdog.cancel()
         bench.cleanup()
 
 

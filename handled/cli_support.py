@@ -22,7 +22,7 @@ import redis
 from flask.cli import AppGroup
 
 from handled.cache import outage_sentence
-from handled.db import NOT_ANSWERING, data_db, primary_db, probe
+from handled.db import NOT_ANSWERING, connection_lost, data_db, primary_db, probe
 from handled.errors import HandledError, first_line, redact_url
 
 log = logging.getLogger("handled.cli")
@@ -57,7 +57,10 @@ def handle_errors(fn):
             fail(outage_sentence(exc), 1)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise   # click's own usage errors, --help, Ctrl-C at a prompt: click prints them
-        except Exception:   # a bug: its traceback goes to the log, the operator gets one line
+        except Exception as exc:
+            if connection_lost(exc):   # lost in another guise (psycopg2's DatabaseError mid-COPY)
+                fail(database_failure(exc), 1)
+            # a bug: its traceback goes to the log, the operator gets one line
             log.exception("flask %s failed unexpectedly", fn.__name__)
             fail(f"The command failed unexpectedly ({fn.__name__}); the error was logged above.", 1)
     return run

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import psycopg2
-from peewee import DatabaseProxy, DateTimeField, InterfaceError, Model, OperationalError
+from peewee import DatabaseProxy, DateTimeField, InterfaceError, Model, OperationalError, PeeweeException
 from playhouse.pool import PooledPostgresqlDatabase
 
 from handled.errors import Unavailable, first_line
@@ -41,6 +41,16 @@ DIRECT_CONNECT_TIMEOUT = 5
 # A pooled database (or a raw COPY on it) stopped answering: not a bug, and the
 # edges (cli_support, error_pages) turn it into "a database is not answering".
 NOT_ANSWERING = (OperationalError, InterfaceError, psycopg2.OperationalError)
+
+# How a lost or refused connection shows, as opposed to a statement that failed: SQLSTATE class 08
+# and the shutdown codes, then the words of the errors that carry no SQLSTATE (libpq, PgBouncer).
+_LOST_CODES = ("08", "57P01", "57P02", "57P03")
+_LOST_WORDS = ("server closed the connection", "connection already closed", "no message from the libpq",
+               "could not receive data from server", "could not send data to server", "connection not open",
+               "ssl connection has been closed unexpectedly", "terminating connection",
+               "the database system is", "could not connect",
+               "connection refused", "timeout expired", "server login has been failing",
+               "pgbouncer cannot connect to server", "server conn crashed", "query_wait_timeout")
 
 
 class TimestampTzField(DateTimeField):
@@ -108,6 +118,27 @@ class HandledDatabase(PooledPostgresqlDatabase):
         """In-use and idle connection counts of this process's pool."""
         return {"in_use": len(self._in_use), "idle": len(self._connections),
                 "max": self._max_connections}
+
+
+def connection_lost(exc: BaseException | None) -> bool:
+    """True when ``exc`` says a database could not be reached or went away mid-statement (an
+    outage: expected, told in one line), not that a statement failed (a bug or bad data).
+
+    Looks through the database errors ``exc`` was raised from (peewee wraps psycopg2's; a
+    failed ROLLBACK follows the lost connection it tried to end), never past another kind of
+    error: a bug raised while handling an outage stays a bug."""
+    seen = 0
+    while isinstance(exc, (psycopg2.Error, PeeweeException, ConnectionProblem)) and seen < 10:
+        if isinstance(exc, ConnectionProblem):
+            return True
+        code = getattr(exc, "pgcode", None) or ""
+        if code.startswith(_LOST_CODES):
+            return True
+        text = str(exc).lower()
+        if any(words in text for words in _LOST_WORDS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _could_not_connect(error: Exception) -> bool:
@@ -216,6 +247,16 @@ def release_connections() -> None:
             database.close()
 
 
+def discard_broken_connections() -> None:
+    """Forget this thread's pooled connections that the server closed under it (a lost
+    connection), so the next statement opens a new one: what failed can still be recorded,
+    on the same server once it answers (single mode) or on the other one (split mode)."""
+    for database in _initialised_databases():
+        conn = None if database.is_closed() else database._state.conn
+        if conn is not None and conn.closed and not database.in_transaction():
+            database.manual_close()
+
+
 @contextmanager
 def quiet_queries():
     """Keep statement logging quiet inside the block (bulk builds)."""
@@ -245,6 +286,8 @@ def probe(proxy, *, driver_words: bool = False) -> str | None:
     (/healthz, read by operators who may need the exact words).
     """
     try:
+        if not proxy.is_closed() and proxy.connection().closed:
+            proxy.manual_close()   # this thread's connection is the one that just broke: ask on a new one
         proxy.execute_sql("SELECT 1").fetchone()
         return None
     except Exception as exc:  # any driver or pool failure means "not answering"
@@ -287,6 +330,24 @@ def direct_connection(config: DatabaseConfig, purpose: str, *, autocommit: bool 
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def transaction_on(conn):
+    """One explicit transaction on an autocommit psycopg2 connection: committed, or rolled back on
+    error (unless the connection is gone); the connection is autocommit again afterwards."""
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    finally:
+        if not conn.closed:
+            conn.autocommit = True
 
 
 def explain_connection_error(config: DatabaseConfig, error: Exception) -> str:

@@ -1,7 +1,9 @@
 """The web edge of errors: no traceback ever reaches a user.
 
 - a ``HandledError`` becomes an error page (or JSON) with its own status and sentence;
-- a database that does not answer becomes a 503 page that says which one and what still works;
+- a database that does not answer becomes a 503 page that says which one and what still works
+  (also when it stops answering while another error page is drawn: that page asks who is
+  signed in, which reads PRIMARY);
 - Redis not answering on a page that needs the job queue becomes a 503 page naming Redis;
 - anything else is a bug: logged with its traceback, a generic 500 page.
 """
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 import logging
 
+import psycopg2
 from flask import jsonify, render_template, request
 from peewee import InterfaceError, OperationalError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from handled.errors import HandledError
+from handled.db import connection_lost
+from handled.errors import HandledError, first_line
 
 log = logging.getLogger("handled.errors")
 
@@ -30,10 +34,25 @@ def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
-def render_error(status: int, title: str, message: str):
+def render_error(status: int, title: str, message: str, *, outage_fallback: bool = True):
     if wants_json():
         return jsonify({"error": title, "message": message}), status
-    return render_template("error.html", status=status, title=title, message=message), status
+    try:
+        return render_template("error.html", status=status, title=title, message=message), status
+    except (OperationalError, InterfaceError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        if not outage_fallback:
+            raise
+        # the page's header asks who is signed in, and PRIMARY stopped answering meanwhile:
+        # the outage page instead (it draws the header for nobody)
+        return _outage_page(exc)
+
+
+def _outage_page(exc: Exception):
+    from handled.ops.degraded import outage_text
+
+    log.error("database unavailable: %s", first_line(exc))
+    title, message = outage_text(exc)
+    return render_error(503, title, message, outage_fallback=False)
 
 
 def init_app(app) -> None:
@@ -54,12 +73,10 @@ def init_app(app) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
+    @app.errorhandler(psycopg2.OperationalError)   # raised outside peewee's wrapping (a pool's own
+    @app.errorhandler(psycopg2.InterfaceError)     # checks, a raw COPY)
     def database_unavailable(exc):
-        from handled.ops.degraded import outage_text
-
-        log.error("database unavailable: %s", exc)
-        title, message = outage_text(exc)
-        return render_error(503, title, message)
+        return _outage_page(exc)
 
     @app.errorhandler(RedisError)
     def redis_unavailable(exc):
@@ -70,6 +87,8 @@ def init_app(app) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc):
+        if connection_lost(exc):   # a lost connection in another guise (psycopg2's DatabaseError mid-COPY)
+            return _outage_page(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return render_error(500, GENERIC_TITLE, GENERIC_MESSAGE)
 

@@ -12,9 +12,10 @@ message, and is not a failure: home's failed runs leave it out), and reads it ba
 
 A process can die mid-run (killed, host restarted) and leave its row
 'running' forever. ``sweep_dead_runs`` ends the running rows whose worker no
-longer beats; a worker sweeps every kind when it starts, and pages sweep their
-own kind before they show it. ``RUN_KINDS`` below is the one list of what is
-swept, with the sentence each kind's dead runs are given.
+longer beats; a job worker sweeps every kind when it starts and every few seconds
+while idle (jobs/worker.py), and pages sweep their own kind before they show it.
+``RUN_KINDS`` below is the one list of what is swept, with the sentence each kind's
+dead runs are given.
 
 Imports and transformations commit their work in DATA before they finish their
 run here, so a dead one may have written everything. DATA's run ledger
@@ -81,9 +82,11 @@ RUN_KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
             committed_message="The worker running it ({runner}) stopped after the new table had been swapped in "
                               "but before it recorded it; this run was completed from DATA's run ledger.",
             from_ledger=lambda entry: dict(rows_written=entry.rows_written, phase="succeeded")),
-    # An export streams inside a web request, which keeps no heartbeat: a live
-    # download cannot be told from a dead one, so export runs are never swept.
-    RunKind("export", ExportRun, "export", None),
+    # A download or export file keeps a heartbeat while it runs (exports/service.py), so a
+    # web worker killed mid-download leaves a run the sweep can tell is dead.
+    RunKind("export", ExportRun, "export",
+            "The process writing this export ({runner}) stopped before it finished; the file it was "
+            "sending is incomplete."),
     # subject "target": a backup's last success is read per operation by ops/backup_runs.py
     RunKind("backup", BackupRun, "target",
             "The process running it ({runner}) stopped before it finished; a backup it was writing was never "

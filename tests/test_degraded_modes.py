@@ -5,8 +5,10 @@ are checked against PRIMARY."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
+import psycopg2
 import pytest
 import redis
 from flask import Blueprint
@@ -14,6 +16,7 @@ from flask import Blueprint
 from handled import create_app
 from handled.auth.permissions import login_required
 from handled.db import data_db
+from handled.models import ExportRun
 from handled.dashboard import COVERAGE_UNAVAILABLE
 from handled.ops import degraded
 from handled.ops.degraded import DATA_BANNER
@@ -199,4 +202,71 @@ def test_data_stopping_as_an_export_starts_gives_the_data_503(private_pg, dbs):
     response = client.get("/exports/carriers.csv")
     assert response.status_code == 503
     assert "DATA database unavailable" in response.get_data(as_text=True)
+    private_pg.start()
+
+
+def test_an_error_page_drawn_while_primary_is_down_is_the_primary_503(private_pg, dbs):
+    """bench/faults.py primary-restart: a form refused for its CSRF token while PRIMARY was down
+    answered 500, because drawing the 400 page asks who is signed in, which reads PRIMARY."""
+    env = mode_env("single", "unused")
+    env["PRIMARY_DATABASE_URL"] = private_pg.url("handled")
+    app = migrated_app(env)
+    client = sign_in(app, make_user(app, role="admin").email)
+    private_pg.stop()
+    redis.Redis.from_url(TEST_REDIS).flushdb()   # a cold session cache: the page's header must ask PRIMARY
+    response = client.post("/integrations/us-zips/import", data={})   # no CSRF token
+    assert response.status_code == 503
+    assert "The PRIMARY database (accounts and customers) is not answering" in response.get_data(as_text=True)
+    private_pg.start()
+
+
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
+@pytest.mark.parametrize("error", [
+    psycopg2.OperationalError("server closed the connection unexpectedly"),
+    psycopg2.DatabaseError("error with status PGRES_COPY_OUT and no message from the libpq")])
+def test_a_lost_connection_raised_by_the_driver_itself_is_the_outage_503(app, error, caplog):
+    """peewee words the errors of its own queries; the driver's, raised around it (a pool's checks,
+    a COPY), reached the generic 500 handler (bench/faults.py: GET / at a PRIMARY restart)."""
+    bp = Blueprint("ops_test_raw_error", __name__)
+
+    @bp.get("/test-raw-error")
+    @login_required
+    def raw_error():
+        raise error
+
+    app.register_blueprint(bp)
+    client = sign_in(app, make_user(app, role="salesperson").email)
+    response = client.get("/test-raw-error")
+    assert response.status_code == 503 and "is not answering" in response.get_data(as_text=True)
+    assert not [r for r in caplog.records if r.exc_info], "an outage is logged in one line, not a traceback"
+
+
+def test_data_stopping_in_the_middle_of_a_download_cuts_it_with_one_log_line(private_pg, dbs, caplog, monkeypatch):
+    """The response has started, so no status can say it: the connection is cut (an incomplete
+    download, never a short file that looks whole), the run fails with its reason, and the log
+    has one line (bench/faults.py data-stop-export: "PGRES_COPY_OUT ... no message from the libpq"
+    with gunicorn's traceback)."""
+    primary = dbs.name("primary", create=True)
+    env = mode_env("split", primary, "unused")
+    env["DATA_DATABASE_URL"] = private_pg.url("handled")
+    app = migrated_app(env)
+    monkeypatch.setattr(logging.getLogger("handled"), "propagate", True)   # configured by the app just made
+    with psycopg2.connect(private_pg.url("handled")) as conn, conn.cursor() as cur:   # ~30 MB of CSV
+        cur.execute("INSERT INTO reference.zip3_reference (zip3, primary_city, pop_lng) "
+                    "SELECT lpad(g::text, 6, '0'), repeat('Springfield ', 40), -73.25 "
+                    "FROM generate_series(1, 60000) g")
+    client = sign_in(app, make_user(app, role="admin").email)
+    response = client.get("/exports/zip3_reference.csv", buffered=False)
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    assert next(chunks)
+    private_pg.stop()
+    with pytest.raises(ConnectionResetError):
+        for _ in chunks:
+            pass
+    response.close()
+    run = ExportRun.select().order_by(ExportRun.id.desc()).first()
+    assert run.status == "failed" and run.message, run.message
+    assert "download of zip3_reference.csv cut after it started" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], "an outage is logged in one line, not a traceback"
     private_pg.start()

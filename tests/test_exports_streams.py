@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,9 @@ import time
 
 import pytest
 
-from handled import create_app
+from handled import create_app, runs
+from handled.context import system_context
+from handled.exports import service
 from handled.auth.web import COOKIE_NAME
 from handled.models import ExportRun
 from tests.support.accounts import make_user, new_session
@@ -149,3 +152,24 @@ def test_a_crashed_worker_does_not_keep_a_slot_beyond_its_lease(app, settings, t
     wait_until(free, timeout=15, message="the dead worker's slot to expire")
     assert time.monotonic() - crashed_at >= 2.5     # held for its lease, not forgotten at once
     assert ExportRun.select().count() >= 1
+
+
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
+def test_an_export_run_is_swept_once_its_process_is_gone_never_while_it_streams(app, settings, login_client):
+    """bench/faults.py gunicorn-kill-download: the web worker streaming a download was killed and
+    its run stayed 'running' for good (export runs were never swept: a stream kept no heartbeat)."""
+    fill_zip3_reference(settings, rows=20_000)
+    chunks = service.stream_export(system_context(settings), "zip3_reference.csv")
+    try:   # closed whatever happens: an open stream holds its COPY (and the table the reset empties)
+        assert next(chunks)
+        live = ExportRun.select().order_by(ExportRun.id.desc()).first()
+        assert live.status == "running" and runs.sweep_dead_runs("export") == []   # this process streams it
+    finally:
+        chunks.close()
+    assert ExportRun.get_by_id(live.id).status == "failed"   # closed before its end: interrupted
+    killed = runs.start_run("export", export="zip3_reference.csv")
+    ExportRun.update(worker=f"{socket.gethostname()}:999999999").where(ExportRun.id == killed.id).execute()
+    page = login_client(permissions=["download_exports"]).get("/exports/")   # the page sweeps first
+    assert page.status_code == 200
+    swept = ExportRun.get_by_id(killed.id)
+    assert swept.status == "failed" and "stopped before it finished" in swept.message

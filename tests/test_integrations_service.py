@@ -1,9 +1,12 @@
 """Import service, run history, archive and CLI across integrations."""
 
+import contextlib
 import dataclasses
 import hashlib
+import threading
 import zipfile
 
+from handled.db import connection_lost
 from handled.integrations import all_integrations, get_integration
 from handled.integrations.archive import archived_path
 from handled.integrations.registry import UnknownIntegration
@@ -12,7 +15,9 @@ from handled.context import Actor, system_context
 from handled.models import ImportRun
 from tests.support.import_files import (USPS_NAME, ground_row, usps_row, uszip_row, write_ground, write_usps,
                                         write_uszips, write_zone_chart, zone_row)
+from tests.support.databases import connect
 from tests.support.imports import table_digest, table_rows
+from tests.support.waiting import wait_until
 
 import pytest
 
@@ -276,3 +281,37 @@ def test_cli_with_the_database_down_is_one_line_not_a_traceback(settings, tmp_pa
         result = runner.invoke(args=args)
         assert result.exit_code == 1 and f"Cannot reach PostgreSQL at 127.0.0.1:{port}" in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_an_import_whose_connection_is_lost_fails_with_its_reason_in_one_log_line(imp_app, imp_settings, files,
+                                                                                   imp_ctx, caplog):
+    """bench/faults.py data-stop-import: the import failed cleanly, but was logged as a bug (the
+    whole traceback) and its run said "an unexpected error" instead of why."""
+    path = write_uszips(files / "uszips.csv", [uszip_row("00501")])
+    blocker = connect(imp_settings.data.dbname, autocommit=False)   # the superuser: locks, ends backends
+    with blocker.cursor() as cur:
+        cur.execute("LOCK TABLE workspace.us_zips IN ACCESS EXCLUSIVE MODE")
+
+    def end_the_waiting_import():
+        def ended():
+            with contextlib.closing(connect(imp_settings.data.dbname)) as conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database() AND pid <> %s", (blocker.get_backend_pid(),))
+                return cur.fetchall()
+        wait_until(ended, message="the import to wait for the locked table")
+
+    ender = threading.Thread(target=end_the_waiting_import)
+    ender.start()
+    try:
+        with pytest.raises(Exception) as raised:
+            import_file(imp_ctx, "us-zips", path)
+    finally:
+        ender.join()
+        blocker.rollback()
+        blocker.close()
+    assert connection_lost(raised.value), raised.value
+    run = ImportRun.select().order_by(ImportRun.id.desc()).first()
+    assert run.status == "failed" and "A database stopped answering during the import" in run.message, run.message
+    assert "nothing was written" in run.message and table_rows("us_zips") == []
+    assert "stopped: a database stopped answering" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], "an outage is logged in one line, not a traceback"

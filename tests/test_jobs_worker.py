@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
+import psycopg2
 import pytest
+import redis
 from rq import SimpleWorker
 
-from handled import heartbeat, jobs
+from handled import cache, heartbeat, jobs
 from handled.cache import get_jobs_redis
 from handled.context import Actor, Context
 from handled.jobs.signing import SERIALIZER, HandledJob
@@ -20,9 +24,10 @@ from handled.schema.names import is_scratch
 from handled.transformations import history
 from handled.transformations.service import enqueue_transformation
 from tests.support.databases import connect
+from tests.support.servers import PrivateRedis
 from tests.support.reference_data import build_backends, load_delivery_sources, load_zip_sources, reference_tables
 from tests.support.waiting import wait_until
-from tests.support.workers import start_worker, worker_env
+from tests.support.workers import start_worker, worker_env, worker_log
 
 
 def queued_by(settings, email=None) -> Context:
@@ -86,6 +91,41 @@ def test_failed_job_shows_the_reason(data, settings, tmp_path):
     assert status["status"] == "failed"
     assert f"run #{going.id}" in status["message"] and "already running" in status["message"]
     history.finish_run(going.id, "failed", message="test over")
+    # a failure that says why is one line in the worker's log, not a traceback (RQ's default)
+    log = worker_log(tmp_path)
+    assert f"job {job_id} failed: " in log and "Traceback" not in log, log
+
+
+@pytest.mark.one_mode   # what it proves does not depend on the database mode
+def test_a_worker_waits_for_redis_and_carries_on(data, settings, tmp_path):
+    """Redis goes away while a job runs and comes back empty (bench/faults.py redis-empty and
+    redis-kept): RQ's loop quit on the first Redis error after the job, with a traceback; the
+    worker must wait for Redis and run the next job without a restart."""
+    private = PrivateRedis(tmp_path / "redis").start()
+    cache.init_redis(dataclasses.replace(settings, redis_url=private.url))   # this process queues there too
+    blocker = lock_source(settings)   # keeps the build in its insert phase until released
+    worker = start_worker(settings, tmp_path, redis_url=private.url)
+    try:
+        enqueue_transformation(queued_by(settings), "delivery-matrix")
+        wait_until(lambda: (r := history.running_run("delivery-matrix")) and r.phase == "insert",
+                   message="delivery-matrix's insert phase")
+        private.stop()
+        blocker.rollback()   # the job ends while Redis is away: its end cannot be written there
+        wait_until(lambda: history.running_run("delivery-matrix") is None, message="the build to end")
+        time.sleep(2)        # the worker meets Redis gone (part of the scenario, not a wait for a result)
+        assert worker.poll() is None, worker_log(tmp_path)
+        private.start()      # back, empty
+        job_id = enqueue_transformation(queued_by(settings), "zip3-reference")
+        status = wait_until(lambda: (s := jobs.job_status(job_id))["finished"] and s, message="the next job")
+        assert status["status"] == "finished" and worker.poll() is None, (status["message"], worker_log(tmp_path))
+    finally:
+        blocker.close()
+        worker.kill()
+        worker.wait(timeout=30)
+        private.stop()
+        cache.init_redis(settings)
+    log = worker_log(tmp_path)
+    assert "Redis is not answering" in log and "Redis answers again" in log and "Traceback" not in log, log
 
 
 @pytest.mark.one_mode    # Redis and the worker's order of steps; no database crossing
@@ -279,3 +319,16 @@ def test_a_bug_in_a_job_is_summarised_not_shown(app, settings, test_targets):
             "The job failed unexpectedly (ValueError); the error was logged.")
     finally:
         jobs.get_queue().empty()
+
+
+def test_a_job_stopped_by_an_outage_says_what_stopped_in_one_log_line(caplog):
+    from handled.jobs.worker import failure_sentence
+
+    lost = psycopg2.OperationalError("server closed the connection unexpectedly\n\tThis probably means...")
+    assert failure_sentence(lost) == (
+        "A database stopped answering while the job ran (server closed the connection unexpectedly); what it "
+        "was writing was rolled back. Run it again when it answers.")
+    assert failure_sentence(redis.exceptions.ConnectionError("Connection refused")).startswith(
+        "Redis (the job queue) stopped answering while the job ran (Connection refused)")
+    assert "background job stopped: A database stopped answering" in caplog.text
+    assert not [r for r in caplog.records if r.exc_info], "an outage is logged in one line, not a traceback"

@@ -43,7 +43,7 @@ def scratch_tables() -> list[str]:
 def build_waiting_on_lock(conn) -> int | None:
     with conn.cursor() as cur:
         cur.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE 'INSERT INTO reference.%%'")
+                    "AND datname = current_database() AND query LIKE 'INSERT INTO reference.%%'")
         row = cur.fetchone()
     return row[0] if row else None
 

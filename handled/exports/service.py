@@ -19,10 +19,10 @@ from typing import Iterator
 
 import redis
 
-from handled import audit, runs
+from handled import audit, heartbeat, runs
 from handled.cache import get_redis
 from handled.context import Context, Progress
-from handled.db import NOT_ANSWERING
+from handled.db import NOT_ANSWERING, connection_lost
 from handled.errors import HandledError, first_line
 from handled.exports import builders, streams
 from handled.exports.registry import EXPORTS, Export, get_export
@@ -62,6 +62,7 @@ def describe_exports() -> list[dict]:
     (when, how long, how many rows), and the last successful download of that version (how many
     rows, cells or ZIP3s, how many bytes). Counts come from the run history, exact at the time
     they were written; only the two seeded tables are counted (a few rows each) when DATA answers."""
+    runs.sweep_dead_runs("export")   # a download whose web worker died reads as failed, not running forever
     rows = []
     for export in EXPORTS.values():
         last = runs.recent_runs("export", export.id, limit=1)
@@ -120,22 +121,35 @@ def stream_export(ctx: Context, export_id: str, *, version: ExportVersion | None
 
 
 def _stream(ctx: Context, export: Export, version: ExportVersion) -> Iterator[bytes]:
-    run_id = _start_run(ctx, export, "export.download")
-    tally, size = _RowTally(ctx.progress), 0
+    # the heartbeat says this process still streams the run: a worker killed mid-download leaves
+    # its run 'running', and the sweep (runs.py) fails it once the heartbeat is gone
+    with heartbeat.Heartbeat():
+        run_id = _start_run(ctx, export, "export.download")
+        tally, size = _RowTally(ctx.progress), 0
+        try:
+            for chunk in _chunks(export, version, tally):
+                size += len(chunk)
+                yield chunk
+        except GeneratorExit:
+            _record_end(run_id, "failed", "The download was interrupted.", rows_written=tally.rows,
+                        bytes_written=size)
+            raise
+        except Exception as exc:
+            if not isinstance(exc, (HandledError, *NOT_ANSWERING)) and not connection_lost(exc):
+                raise _bug(export, run_id, exc, rows_written=tally.rows, bytes_written=size) from exc
+            # not bugs (a refusal, a database gone even mid-COPY): the edges say why, with the right code
+            _record_end(run_id, "failed", first_line(exc), rows_written=tally.rows, bytes_written=size)
+            raise
+        _record_end(run_id, "succeeded", None, rows_written=tally.rows, bytes_written=size)
+
+
+def _record_end(run_id: int, status: str, message: str | None, **written) -> None:
+    """End a download's run; PRIMARY not answering is one log line (the sweep ends the run later),
+    never an error raised past the last chunk of a download that was sent whole."""
     try:
-        for chunk in _chunks(export, version, tally):
-            size += len(chunk)
-            yield chunk
-    except GeneratorExit:
-        runs.fail_run("export", run_id, "The download was interrupted.", rows_written=tally.rows,
-                      bytes_written=size)
-        raise
-    except (HandledError, *NOT_ANSWERING) as exc:   # not bugs: the edges say why, with the right code
-        runs.fail_run("export", run_id, first_line(exc), rows_written=tally.rows, bytes_written=size)
-        raise
-    except Exception as exc:
-        raise _bug(export, run_id, exc, rows_written=tally.rows, bytes_written=size) from exc
-    runs.finish_run("export", run_id, "succeeded", rows_written=tally.rows, bytes_written=size)
+        runs.finish_run("export", run_id, status, message=message, **written)
+    except NOT_ANSWERING as exc:
+        log.warning("export run %s ended (%s) but PRIMARY did not record it: %s", run_id, status, first_line(exc))
 
 
 def _chunks(export: Export, version: ExportVersion, progress: Progress) -> Iterator[bytes]:
@@ -149,6 +163,11 @@ def _chunks(export: Export, version: ExportVersion, progress: Progress) -> Itera
 def write_export(ctx: Context, export_id: str, fileobj) -> dict:
     """Write the export to an open binary file (or stdout) as ``ctx.actor``; return rows and bytes written."""
     export = get_export(export_id)
+    with heartbeat.Heartbeat():   # a live run, for the sweep (see _stream)
+        return _write(ctx, export, fileobj)
+
+
+def _write(ctx: Context, export: Export, fileobj) -> dict:
     run_id = _start_run(ctx, export, "export.write")
     counter = _CountingWriter(fileobj)
     try:
@@ -163,11 +182,11 @@ def write_export(ctx: Context, export_id: str, fileobj) -> dict:
             fileobj.write(body)
             size = len(body)
         fileobj.flush()
-    except (HandledError, *NOT_ANSWERING) as exc:   # not bugs: the edges say why, with the right code
-        runs.fail_run("export", run_id, first_line(exc))
-        raise
     except Exception as exc:
-        raise _bug(export, run_id, exc) from exc
+        if not isinstance(exc, (HandledError, *NOT_ANSWERING)) and not connection_lost(exc):
+            raise _bug(export, run_id, exc) from exc
+        runs.fail_run("export", run_id, first_line(exc))   # not bugs: the edges say why, with the right code
+        raise
     runs.finish_run("export", run_id, "succeeded", rows_written=rows, bytes_written=size)
     builders.report_rows(ctx.progress, export, rows)
     return {"export": export.id, "rows": rows, "bytes": size, "run_id": run_id}

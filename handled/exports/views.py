@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 
 from handled.auth.permissions import permission_required
 from handled.context import web_context
+from handled.db import connection_lost
+from handled.errors import HandledError, first_line
 from handled.exports import service
 from handled.exports.registry import UnknownExport, get_export
 from handled.wording import short_duration
 
+log = logging.getLogger("handled.exports")
 bp = Blueprint("exports", __name__, url_prefix="/exports")
 PERMISSION = "download_exports"
 
@@ -56,7 +62,7 @@ def download(export_id):
         # the first chunk is made here, inside the view: DATA not answering as the stream
         # starts is then the error handlers' 503 page, not a bare 500 from gunicorn
         first = next(chunks, b"")
-        response = Response(stream_with_context(_then(first, chunks)), content_type=export.content_type)
+        response = Response(stream_with_context(_then(first, chunks, export.id)), content_type=export.content_type)
         response.headers["Content-Disposition"] = f'attachment; filename="{export.id}"'
     if version.etag:
         response.set_etag(version.etag)
@@ -65,12 +71,29 @@ def download(export_id):
     return response
 
 
-def _then(first: bytes, chunks):
+class StreamCut(ConnectionResetError):
+    """A download that cannot go on after its response started: the connection is cut.
+
+    No status can say it any more, and a stream that just ended would look like a whole
+    (short) file; a cut connection is an incomplete download to every client. gunicorn
+    closes a connection reset without a traceback: the log line is ``_then``'s.
+    """
+
+    def __init__(self, export_id: str):
+        super().__init__(errno.ECONNRESET, f"download of {export_id} cut")
+
+
+def _then(first: bytes, chunks, export_id: str):
     """``first``, then the rest of ``chunks`` (closed with the response: the slot and the run end)."""
     try:
         if first:
             yield first
         yield from chunks
+    except Exception as exc:
+        if not isinstance(exc, HandledError) and not connection_lost(exc):
+            raise   # a bug outside the service (which words its own): gunicorn logs the traceback
+        log.warning("download of %s cut after it started: %s", export_id, first_line(exc))
+        raise StreamCut(export_id) from None
     finally:
         chunks.close()
 

@@ -26,8 +26,8 @@ from psycopg2.errors import QueryCanceled
 
 from handled import audit, heartbeat, ledger
 from handled.context import Context
-from handled.db import data_db
-from handled.errors import HandledError
+from handled.db import connection_lost, data_db, discard_broken_connections
+from handled.errors import HandledError, first_line
 from handled.integrations import history
 from handled.integrations.archive import archive_file
 from handled.integrations.base import FileRefused, Integration, RowError, WrongHeader, WrongKind
@@ -285,10 +285,17 @@ def _load(ctx: Context, integration: Integration, run, path: Path, judged: Judge
         cancel.files.append(_outcome(run).as_dict())
         cancel.runs.append(run.id)
         raise
-    except BaseException:
-        log.exception("import run %s of %s failed unexpectedly", run.id, name)
-        history.finish_run(run, "failed", "The import stopped on an unexpected error; it has been "
-                           "logged and nothing was written.", rows_rejected=rejections.total,
+    except BaseException as exc:
+        if connection_lost(exc):   # an outage, not a bug: one line, and the run says what happened
+            log.warning("import run %s of %s stopped: a database stopped answering (%s)", run.id, name,
+                        first_line(exc))
+            message = (f"A database stopped answering during the import ({first_line(exc)}); its transaction "
+                       "was rolled back and nothing was written.")
+            discard_broken_connections()   # the history goes on a connection of its own
+        else:
+            log.exception("import run %s of %s failed unexpectedly", run.id, name)
+            message = "The import stopped on an unexpected error; it has been logged and nothing was written."
+        history.finish_run(run, "failed", message, rows_rejected=rejections.total,
                            rejected_rows=rejections.sorted_rows())
         raise
     status = "succeeded" if result.committed else "failed"

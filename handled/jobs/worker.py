@@ -2,10 +2,17 @@
 
 Several workers on several hosts may share one Redis: RQ hands each job to one
 worker, and the services themselves refuse to run one transformation twice.
-A starting worker first sweeps what dead workers left behind: their runs
-(handled/runs.py) and their started jobs. Jobs are read as JSON and run only if
-handled queued them (signed, allow-listed target: signing.py); anything else
-fails with one sentence and nothing of it runs.
+A worker sweeps what dead workers and failed builds left behind when it starts and
+every ``SWEEP_SECONDS`` while it waits for jobs: runs whose process is gone
+(handled/runs.py), their started jobs, and scratch tables no build will finish
+(transformations/leftovers.py). Jobs are read as JSON and run only if handled
+queued them (signed, allow-listed target: signing.py); anything else fails with one
+sentence and nothing of it runs.
+
+Outages are expected, not bugs: a job that fails because a database or Redis stopped
+answering fails with a sentence saying so, logged in one line; and when Redis goes
+away the worker waits for it and carries on (RQ's own loop would quit), so the queue
+runs again as soon as Redis is back, without a restart.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
+import redis
 from rq import Worker, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
@@ -23,16 +32,20 @@ from rq.utils import import_attribute
 from handled import db, heartbeat, runs
 from handled.cache import get_jobs_redis
 from handled.context import job_context, job_settings
-from handled.errors import HandledError, redact_url
+from handled.errors import HandledError, first_line, redact_url
 from handled.jobs.progress import (JobCancelled, bound_job, cancel_raised, mark_cancel_raised,
                                    run_cancel_hooks, update_meta)
 from handled.jobs.queue import DEAD_WORKER_MESSAGE, ENDED, cancel_requested, get_queue, release_exclusive
 from handled.jobs.signing import SERIALIZER, HandledJob, JobRefused, target_path, verify
 from handled.timeutil import utcnow
+from handled.transformations.leftovers import sweep_abandoned_tables
 
 log = logging.getLogger("handled.jobs")
 CANCEL_POLL_SECONDS = 0.3
 HOOK_AFTER_SECONDS = 1.0     # a cancel not acted on by then runs the job's cancel hooks
+SWEEP_SECONDS = 5            # how often an idle worker sweeps (and so how long it blocks on Redis at once)
+REDIS_RETRY_SECONDS = 0.5    # how often a worker asks again for a Redis that does not answer
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def run_job(target: str, actor_data: dict, args: list, kwargs: dict, signature: str | None = None):
@@ -187,11 +200,24 @@ def claim_first_run(job) -> None:
 
 
 def failure_sentence(exc: Exception) -> str:
-    """A HandledError's own sentence; anything else is a bug, logged and summarised."""
+    """A HandledError's own sentence; an outage's in one log line; anything else is a bug, logged
+    with its traceback and summarised."""
     if isinstance(exc, HandledError):
         return redact_url(str(exc))
+    outage = _outage(exc)
+    if outage is not None:
+        log.warning("background job stopped: %s stopped answering (%s)", outage, first_line(exc))
+        return (f"{outage} stopped answering while the job ran ({first_line(exc)}); what it was writing was "
+                "rolled back. Run it again when it answers.")
     log.error("background job failed", exc_info=exc)
     return f"The job failed unexpectedly ({type(exc).__name__}); the error was logged."
+
+
+def _outage(exc: BaseException) -> str | None:
+    """What stopped answering, when that is why ``exc`` was raised (not a bug)."""
+    if isinstance(exc, redis.RedisError):
+        return "Redis (the job queue)"
+    return "A database" if db.connection_lost(exc) else None
 
 
 def sweep_dead_workers() -> dict:
@@ -219,22 +245,111 @@ def sweep_dead_workers() -> dict:
     return {"runs": failed_runs, "jobs": failed_jobs}
 
 
+def sweep(settings) -> None:
+    """Everything a worker sweeps (see the module's docstring); a database or Redis that does not
+    answer now is one log line, and the next sweep tries again."""
+    try:
+        swept = sweep_dead_workers()
+        if swept["runs"] or swept["jobs"]:
+            log.warning("marked failed after their worker died: runs %s, jobs %s", swept["runs"], swept["jobs"])
+        sweep_abandoned_tables(settings)
+    except Exception as exc:   # never the end of the worker: the next sweep tries again
+        if _outage(exc) is None:
+            log.exception("sweep failed")
+        else:
+            log.warning("sweep skipped: %s is not answering (%s)", _outage(exc).lower(), first_line(exc))
+    finally:
+        db.release_connections()
+
+
 class HandledWorker(Worker):
-    """An RQ worker that reads jobs as JSON into HandledJob (signing.py) and never lets a pooled
-    database connection cross its fork."""
+    """An RQ worker that reads jobs as JSON into HandledJob (signing.py), never lets a pooled
+    database connection cross its fork, sweeps while idle, and outlasts a Redis outage."""
 
     job_class = HandledJob
+    max_connection_wait_time = REDIS_RETRY_SECONDS * 4   # RQ's back-off while its BLPOP cannot connect
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return SWEEP_SECONDS   # wake up this often to sweep (RQ's default blocks ~7 minutes)
 
     def execute_job(self, job, queue):
         db.close_databases()
-        return super().execute_job(job, queue)
+        try:
+            return super().execute_job(job, queue)
+        except REDIS_DOWN as exc:   # before the fork or after the horse ended: its record waits for Redis
+            self._wait_for_redis(exc)
+            if self.horse_pid:
+                self.wait_for_horse()
+
+    # RQ quits its work loop on any Redis error outside its BLPOP; each step of the loop (and of
+    # the watch over a running job) that talks to Redis waits for it instead.
+    def check_for_suspension(self, burst: bool) -> None:
+        return self._through_redis_outage(super().check_for_suspension, burst)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        return self._through_redis_outage(super().dequeue_job_and_maintain_ttl, timeout, max_idle_time)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        if pipeline is not None:   # queued on the caller's pipeline: no Redis call here
+            return super().heartbeat(timeout, pipeline=pipeline)
+        return self._through_redis_outage(super().heartbeat, timeout)
+
+    def maintain_heartbeats(self, job) -> None:
+        return self._through_redis_outage(super().maintain_heartbeats, job)
+
+    def set_current_job_working_time(self, seconds, pipeline=None):
+        return self._through_redis_outage(super().set_current_job_working_time, seconds, pipeline)
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return time.monotonic() >= self._next_sweep or super().should_run_maintenance_tasks
+
+    def run_maintenance_tasks(self) -> None:
+        if time.monotonic() >= self._next_sweep:
+            sweep(job_settings())
+            self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        if super().should_run_maintenance_tasks:
+            self._through_redis_outage(super().run_maintenance_tasks)
+
+    def handle_exception(self, job, *exc_info) -> None:
+        """A job that failed for a reason it states (a HandledError, an outage) is one line here:
+        its record says the rest. Anything else is a bug, and RQ logs its traceback."""
+        exc = exc_info[1]
+        if isinstance(exc, HandledError) or _outage(exc) is not None:
+            self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, first_line(exc))
+            return
+        super().handle_exception(job, *exc_info)
+
+    def _through_redis_outage(self, step, *args):
+        while True:
+            try:
+                return step(*args)
+            except REDIS_DOWN as exc:
+                self._wait_for_redis(exc)
+
+    def _wait_for_redis(self, exc: Exception) -> None:
+        """Ask Redis again every REDIS_RETRY_SECONDS until it answers; say so once each way."""
+        self.log.warning("Worker %s: Redis is not answering (%s); waiting for it", self.name, first_line(exc))
+        while True:
+            time.sleep(REDIS_RETRY_SECONDS)
+            try:
+                self.connection.ping()
+                if not self.connection.exists(self.key):   # it came back empty: be listed again
+                    self.register_birth()
+                break
+            except REDIS_DOWN:
+                continue
+        self.log.warning("Worker %s: Redis answers again; carrying on", self.name)
 
 
 def run_worker(*, burst: bool = False, name: str | None = None, max_jobs: int | None = None) -> bool:
-    """Sweep runs of dead workers, then work the queue until stopped (or empty, with burst)."""
-    swept = sweep_dead_workers()
-    if swept["runs"] or swept["jobs"]:
-        log.warning("marked failed after their worker died: runs %s, jobs %s", swept["runs"], swept["jobs"])
+    """Sweep, then work the queue until stopped (or empty, with burst)."""
+    sweep(job_settings())
     connection = get_jobs_redis()
     worker = HandledWorker([get_queue()], connection=connection, name=name, job_class=HandledJob,
                            serializer=SERIALIZER)

@@ -11,7 +11,8 @@ a live table, which also writes the run's row in DATA's ledger, handled/ledger.p
 the old tables are dropped afterwards, blocking no reader).
 
 A failure or cancel before the swap drops the build tables and leaves the live
-tables serving; a killed process leaves them for the next build to drop.
+tables serving; a killed process (or DATA gone, so the DROP cannot reach it) leaves
+them for the sweep (leftovers.py) or the next build to drop.
 
 The build runs in a thread of its own (its slices in a pool), so the calling
 thread stays free to notice Ctrl-C or a job timeout: it is the one loop that
@@ -36,11 +37,13 @@ import psycopg2.extensions
 from handled import ledger
 from handled.context import NO_PROGRESS, Progress
 from handled.db import direct_connection, release_connections
+from handled.db import transaction_on as _transaction
 from handled.settings import DatabaseConfig, Settings
 from handled.transformations.build_control import BuildControl, Stopped, pg_code
 from handled.transformations.build_plan import (INDEX_SQL, LEFTOVER_LOCK_TIMEOUT, PROGRESS_TOTAL, SCHEMA, BuildBusy,
                                                 BuildCancelled, BuildFailed, BuildPlan, LiveIndex, Slice, Statement,
                                                 parse_index, progress_point)
+from handled.transformations.leftovers import drop_abandoned
 from handled.transformations.registry import Companion, Transformation
 
 log = logging.getLogger("handled.transformations")
@@ -48,6 +51,7 @@ log = logging.getLogger("handled.transformations")
 LOCK_TIMEOUT_MS = 40          # the longest a reader queues behind one swap attempt
 SWAP_PATIENCE_SECONDS = 120   # how long to keep retrying the swap before giving up
 DROP_PATIENCE_SECONDS = 5     # how long to try dropping the old table after the swap
+LOCK_PATIENCE_SECONDS = 1.0   # how long a build asks for its lock while a sweep may hold it
 POLL_SECONDS = 0.2            # how often the waiting thread re-cancels a stopping build
 
 
@@ -204,13 +208,22 @@ class _Build:
     # -- prepare -----------------------------------------------------------------------------
 
     def lock(self, conn) -> None:
+        """The build lock; held a moment by a sweep (leftovers.py), it is asked again for a while."""
+        deadline = time.monotonic() + LOCK_PATIENCE_SECONDS
         with conn.cursor() as cur:
-            self.execute(cur, self.plan.lock())
-            if not cur.fetchone()[0]:
-                raise BuildBusy(f"Another process is already building {self.t.qualified_target} for {self.t.id}; "
-                                "wait for it to finish.")
+            while True:
+                self.execute(cur, self.plan.lock())
+                if cur.fetchone()[0]:
+                    return
+                if time.monotonic() >= deadline:
+                    raise BuildBusy(f"Another process is already building {self.t.qualified_target} for "
+                                    f"{self.t.id}; wait for it to finish.")
+                time.sleep(0.05)
 
     def drop_leftovers(self, conn) -> None:
+        """Its own scratch tables a killed build left, then any other transformation's that no build
+        is running (leftovers.py: DATA gone under a build leaves them; a new build is a good moment)."""
+        drop_abandoned(conn, skip=self.t.id)
         for table in self.plan.scratch_tables():
             try:
                 with _transaction(conn) as cur:
@@ -384,23 +397,7 @@ class _Build:
             except psycopg2.Error as exc:
                 if pg_code(exc) == "57014" and attempt < 2:
                     continue
-                log.warning("could not drop the build tables of %s after a failed build (the next build drops "
-                            "them): %s", self.t.id, exc)
+                log.warning("could not drop the build tables of %s after a failed build (the worker's sweep "
+                            "or the next build drops them): %s", self.t.id, exc)
                 return
 
-
-@contextmanager
-def _transaction(conn):
-    """One explicit transaction on an autocommit connection: committed, or rolled back on error."""
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            yield cur
-        conn.commit()
-    except BaseException:
-        if not conn.closed:
-            conn.rollback()
-        raise
-    finally:
-        if not conn.closed:
-            conn.autocommit = True

@@ -16,6 +16,7 @@ from rq.timeouts import JobTimeoutException
 
 from handled import audit, heartbeat, jobs, ledger
 from handled.context import Context
+from handled.db import connection_lost
 from handled.errors import HandledError, first_line
 from handled.jobs.progress import JobCancelled
 from handled.transformations import history
@@ -103,6 +104,9 @@ def _failure_message(t: Transformation, exc: BaseException) -> str:
         return f"{t.id} produced duplicate keys for {t.qualified_target}; {unchanged}"
     if isinstance(exc, JobTimeoutException):
         return f"{t.id} took longer than the job time limit and was stopped; {unchanged}"
+    if not isinstance(exc, HandledError) and connection_lost(exc):   # an outage, not a bug: one line
+        log.warning("transformation %s stopped: a database stopped answering (%s)", t.id, first_line(exc))
+        return f"{t.id} failed: a database stopped answering ({first_line(exc)}); {unchanged}"
     if not isinstance(exc, HandledError):   # a bug: its traceback goes to the log
         log.error("transformation %s failed", t.id, exc_info=exc)
     return f"{t.id} failed: {first_line(exc)}; {unchanged}"

@@ -223,6 +223,9 @@ class PrivatePgBouncer:
                  "pool_mode = transaction", f"default_pool_size = {self.pool_size}", "min_pool_size = 0",
                  "reserve_pool_size = 0", f"max_db_connections = {self.pool_size}", "max_client_conn = 500",
                  "ignore_startup_parameters = extra_float_digits,options",
+                 # after a failed login to the server (PRIMARY restarting) ask again in 1 s, not the
+                 # default 15 s during which every client is refused (docs/DEPLOYMENT_CHECKLIST.md)
+                 "server_login_retry = 1",
                  f"logfile = {self.base / 'pgbouncer.log'}", f"pidfile = {self.base / 'pgbouncer.pid'}"]
         if self.client_tls:
             lines += ["client_tls_sslmode = require", f"client_tls_cert_file = {self.client_tls[0]}",

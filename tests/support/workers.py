@@ -47,10 +47,19 @@ def stop_started_workers() -> None:
             worker.wait(timeout=30)
 
 
-def start_worker(settings, tmp_path, *extra) -> subprocess.Popen:
+def start_worker(settings, tmp_path, *extra, redis_url: str | None = None) -> subprocess.Popen:
+    """``redis_url``: another Redis than the tests' (a private server the test stops)."""
     # run from an empty folder so the repository's .env is not read
     log = open(tmp_path / f"worker-{time.monotonic_ns()}.log", "wb")
-    worker = start_flask("--app", str(ROOT / "app.py"), "jobs", "worker", *extra, env=worker_env(settings),
+    env = worker_env(settings)
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    worker = start_flask("--app", str(ROOT / "app.py"), "jobs", "worker", *extra, env=env,
                          cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     STARTED.append(worker)
     return worker
+
+
+def worker_log(folder) -> str:
+    """Everything the workers ``start_worker`` started in ``folder`` wrote."""
+    return "\n".join(path.read_text() for path in sorted(folder.glob("worker-*.log")))
