@@ -135,3 +135,22 @@ def test_services_take_settings_from_their_context():
     offenders = [path.relative_to(PACKAGE.parent).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
                  if "get_settings(" in path.read_text() and path.relative_to(PACKAGE.parent).as_posix() not in allowed]
     assert offenders == []
+
+
+def test_no_file_holds_an_unresolved_merge():
+    """A merge conflict committed by mistake (its markers left in a file) fails here, with the
+    file and line, before it fails somewhere far from its cause."""
+    import subprocess
+
+    root = PACKAGE.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    markers = ("<" * 7 + " ", ">" * 7 + " ")
+    found = []
+    for name in tracked.splitlines():
+        path = root / name
+        if path.suffix in (".png", ".ico", ".gz", ".xlsx", ".xls") or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if line.startswith(markers):
+                found.append(f"{name}:{number}: {line}")
+    assert found == []

@@ -19,14 +19,10 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-<<<<<<< HEAD
+import redis
 from redis.exceptions import WatchError
 
-=======
-import redis
-
 from handled.errors import first_line
->>>>>>> wt-faults
 from handled.timeutil import utcnow
 
 log = logging.getLogger("handled.jobs")
@@ -82,12 +78,8 @@ class JobProgress:
 
     def __init__(self, job):
         self.job = job
-<<<<<<< HEAD
         self._lock = threading.Lock()   # one report at a time, in the order the threads made them
-=======
-        self._lock = threading.Lock()   # meta is one dict, saved whole
         self._unsaved = False           # the last save failed (said once until one succeeds)
->>>>>>> wt-faults
 
     def __call__(self, phase: str, done: int | None = None, total: int | None = None,
                  message: str | None = None) -> None:
@@ -97,20 +89,16 @@ class JobProgress:
         if self.job is None:    # run outside a worker (synchronously): nobody watches
             return
         with self._lock:
-<<<<<<< HEAD
-            update_meta(self.job, **values)
-=======
-            self.job.meta.update(values)
             try:
-                self.job.save_meta()
+                update_meta(self.job, **values)
             except redis.RedisError as exc:   # Redis away: the work goes on, its page catches up later
+                self.job.meta.update(values)
                 if not self._unsaved:
                     log.warning("job %s: progress not saved while Redis is not answering (%s)", self.job.id,
                                 first_line(exc))
                 self._unsaved = True
             else:
                 self._unsaved = False
->>>>>>> wt-faults
 
 
 _bound: JobProgress | None = None
