@@ -14,12 +14,13 @@ from handled.transformations.build_plan import BuildCancelled, current_together
 from handled.transformations.build_control import BuildControl
 from handled.transformations.build_runner import build_and_swap
 from handled.transformations.registry import GROUND_SERVICES, Companion, get_transformation
-from handled.transformations.service import TransformationFailed, run_transformation
+from handled.transformations.service import run_transformation
+from tests.support.builds import cancel_a_build_waiting_on_a_lock
 from tests.support.databases import connect, superuser_config
 from tests.support.reference_data import (add_usps, build_backends, load_delivery_sources, load_random_delivery_sources,
                                           load_zip_sources)
 from tests.support.waiting import wait_until
-from tests.test_transformations_swap import build_waiting_on_lock, load_more_origins, scratch_tables
+from tests.test_transformations_swap import load_more_origins, scratch_tables
 
 MATRIX = get_transformation("delivery-matrix")
 GROUND_DAYS = MATRIX.companions[0]
@@ -118,31 +119,7 @@ def test_a_cancelled_build_leaves_the_old_matrix_and_ground_days(app, settings):
     build_twice(settings)
     before = matrix_and_companion()
     add_usps("100", "900", pri=2)
-    blocker = connect(settings.data)
-    blocker.autocommit = False
-    watcher = connect(superuser_config(settings.data))   # sees the builder's sessions' queries
-    errors = []
-
-    def run():
-        try:
-            run_transformation(system_context(settings), "delivery-matrix")
-            errors.append("not cancelled")
-        except TransformationFailed as exc:
-            errors.append(str(exc))
-
-    build = threading.Thread(target=run)
-    try:
-        with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE workspace.ups_zones IN ACCESS EXCLUSIVE MODE")
-        build.start()
-        wait_until(lambda: build_waiting_on_lock(watcher), message="the build to wait in its insert phase")
-        with watcher.cursor() as cur:
-            cur.execute("SELECT pg_cancel_backend(%s)", (build_waiting_on_lock(watcher),))
-        build.join(timeout=30)
-    finally:
-        blocker.close()
-        watcher.close()
-        build.join(timeout=30)
+    errors = cancel_a_build_waiting_on_a_lock(settings)
     assert errors and "cancelled" in errors[0], errors
     assert matrix_and_companion() == before and built_together()
     assert scratch_tables() == []

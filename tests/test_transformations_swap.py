@@ -22,6 +22,7 @@ from handled.transformations.service import TransformationFailed, run_transforma
 from handled.transformations.build_plan import BuildBusy, BuildCancelled, BuildFailed
 from handled.transformations.build_control import BuildControl
 from handled.transformations.build_runner import build_and_swap
+from tests.support.builds import build_waiting_on_lock, cancel_a_build_waiting_on_a_lock
 from tests.support.databases import connect, superuser_config
 from tests.support.reference_data import add_usps, add_zip, build_backends, load_delivery_sources, load_zip_sources
 from tests.support.waiting import wait_until
@@ -38,14 +39,6 @@ def scratch_tables() -> list[str]:
         "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class parent ON parent.oid = i.inhparent "
         "WHERE n.nspname = 'reference' AND c.relkind IN ('r', 'p')").fetchall()
     return [name for name, parent in rows if is_scratch(parent or name)]
-
-
-def build_waiting_on_lock(conn) -> int | None:
-    with conn.cursor() as cur:
-        cur.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database() AND query LIKE 'INSERT INTO reference.%%'")
-        row = cur.fetchone()
-    return row[0] if row else None
 
 
 def test_rebuild_replaces_rows_and_models_still_match_catalog(app, settings):
@@ -117,33 +110,7 @@ def test_cancelled_build_leaves_old_rows_serving(app, settings):
     load_delivery_sources()
     old = run_transformation(system_context(settings), "delivery-matrix").rows
     add_usps("100", "900", pri=2)
-    blocker = connect(settings.data)
-    blocker.autocommit = False
-    watcher = connect(superuser_config(settings.data))   # sees the builder's sessions' queries
-    errors = []
-
-    def run():
-        try:
-            outcome = run_transformation(system_context(settings), "delivery-matrix")
-            errors.append(f"not cancelled: the build finished with {outcome.rows} rows")
-        except TransformationFailed as exc:
-            errors.append(str(exc))
-        except Exception as exc:   # reported by the assertion below, not lost in the thread
-            errors.append(f"unexpected: {exc!r}")
-
-    build = threading.Thread(target=run)
-    try:
-        with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE workspace.ups_zones IN ACCESS EXCLUSIVE MODE")
-        build.start()
-        wait_until(lambda: build_waiting_on_lock(watcher), message="the build to wait in its insert phase")
-        with watcher.cursor() as cur:
-            cur.execute("SELECT pg_cancel_backend(%s)", (build_waiting_on_lock(watcher),))
-        build.join(timeout=30)
-    finally:
-        blocker.close()
-        watcher.close()
-        build.join(timeout=30)
+    errors = cancel_a_build_waiting_on_a_lock(settings)
     assert errors and "cancelled" in errors[0] and "left unchanged" in errors[0], errors
     assert matrix_count() == old
     assert scratch_tables() == []
