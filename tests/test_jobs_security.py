@@ -48,6 +48,13 @@ def _redis(app):
         return get_jobs_redis()
 
 
+def queue_marker_job(app, settings, marker) -> str:
+    """Queue, as the CLI operator, the job that writes who ran it into ``marker``; its id."""
+    with app.app_context():
+        return jobs.enqueue("export", touch_marker, str(marker), ctx=system_context(settings),
+                            description="touch a file")
+
+
 def _run_in_process(app, job_id):
     """What the work horse does with one job, in this process (as under `flask jobs worker`)."""
     with app.app_context():
@@ -85,9 +92,7 @@ def test_forged_job_cannot_create_an_admin(app, settings, tmp_path):
 
 def test_a_job_with_a_tampered_argument_is_refused(app, settings, tmp_path, marker_target, caplog):
     meant, tampered = tmp_path / "meant", tmp_path / "tampered"
-    with app.app_context():
-        job_id = jobs.enqueue("export", touch_marker, str(meant), ctx=system_context(settings),
-                              description="touch a file")
+    job_id = queue_marker_job(app, settings, meant)
     r = _redis(app)
     key = f"rq:job:{job_id}"
     func, instance, args, kwargs = json.loads(zlib.decompress(r.hget(key, "data")))   # RQ stores it zlib'ed
@@ -106,9 +111,7 @@ def test_a_job_with_a_tampered_argument_is_refused(app, settings, tmp_path, mark
 def test_a_signed_job_runs_and_keeps_its_cli_operator(app, settings, tmp_path, marker_target):
     """The normal path: a job queued by `flask ...` runs, as the named CLI operator."""
     marker = tmp_path / "ran"
-    with app.app_context():
-        job_id = jobs.enqueue("export", touch_marker, str(marker), ctx=system_context(settings),
-                              description="touch a file")
+    job_id = queue_marker_job(app, settings, marker)
     assert _run_in_process(app, job_id) is None
     assert marker.read_text() == system_context(settings).actor.label
     with app.app_context():
@@ -182,9 +185,7 @@ def test_no_callback_named_in_redis_is_imported(app):
 def test_webhooks_retries_and_repeats_written_into_redis_are_ignored(app, settings, tmp_path, marker_target):
     """Second review: RQ 2 fires a job's webhooks (any URL, any headers) when it ends, and re-queues
     it by its retries_left / repeats_left: all read from the job's Redis record."""
-    with app.app_context():
-        job_id = jobs.enqueue("export", touch_marker, str(tmp_path / "ran"), ctx=system_context(settings),
-                              description="touch a file")
+    job_id = queue_marker_job(app, settings, tmp_path / "ran")
     redis_client = _redis(app)
     redis_client.hset(f"rq:job:{job_id}", mapping={
         "webhooks": json.dumps([{"url": "http://127.0.0.1:9/steal", "job_status": "failed", "method": "POST"}]),
@@ -197,9 +198,7 @@ def test_webhooks_retries_and_repeats_written_into_redis_are_ignored(app, settin
 def test_a_signed_job_put_back_on_the_queue_does_not_run_again(app, settings, tmp_path, marker_target):
     """Second review: a Redis writer could push a finished signed job's id onto the queue again."""
     marker = tmp_path / "ran"
-    with app.app_context():
-        job_id = jobs.enqueue("export", touch_marker, str(marker), ctx=system_context(settings),
-                              description="touch a file")
+    job_id = queue_marker_job(app, settings, marker)
     assert _run_in_process(app, job_id) is None
     marker.unlink()
     refused = _run_in_process(app, job_id)
