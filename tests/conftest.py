@@ -57,6 +57,19 @@ def pytest_collection_modifyitems(config, items):
     config.stash[_LEFT_OUT] = len(left_out)
 
 
+def pytest_sessionfinish(session):
+    """In an xdist worker: hand the count of left-out runs to the controller (it collects nothing)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["left_out"] = session.config.stash.get(_LEFT_OUT, 0)
+
+
+def pytest_testnodedown(node, error):
+    """In the xdist controller: every worker collected the same tests, so any one's count is the run's."""
+    left_out = getattr(node, "workeroutput", {}).get("left_out")
+    if left_out is not None:
+        node.config.stash[_LEFT_OUT] = max(left_out, node.config.stash.get(_LEFT_OUT, 0))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say how many tests ran in each database mode, so both modes show in CI output."""
     counts = {mode: {"passed": 0, "failed": 0} for mode in MODES}
