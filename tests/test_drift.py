@@ -1,4 +1,9 @@
-"""Models and migrated SQL must agree: tables, columns, types, nullability, keys, ON DELETE."""
+"""Models and migrated SQL must agree: tables, columns, types, nullability, keys, ON DELETE.
+
+Each test compares the session's databases (migrated from empty once per mode, tests/fixtures/
+databases.py) after a sabotage made in a transaction that is rolled back: DDL is transactional in
+PostgreSQL, so no test needs databases of its own to break.
+"""
 
 import pytest
 
@@ -9,21 +14,25 @@ from handled.schema.catalog import compare_models
 
 
 def migrate_and_compare(settings, sabotage_primary=None, sabotage_data=None):
+    """What compare_models finds on each side of the migrated databases after the sabotage
+    (run as the owner, rolled back with the comparison's transaction)."""
     problems = []
     for target in migrations.resolve_targets(settings):
-        migrations.migrate(target)
         models = PRIMARY_MODELS if target.name == "primary" else DATA_MODELS
         sabotage = sabotage_primary if target.name == "primary" else sabotage_data
-        with direct_connection(target.config, "test") as conn:
-            if sabotage:
-                with conn.cursor() as cur:
-                    cur.execute(sabotage)
-            problems += compare_models(conn, models, SCHEMAS[target.name])
+        with direct_connection(target.config, "test", autocommit=False) as conn:
+            try:
+                if sabotage:
+                    with conn.cursor() as cur:
+                        cur.execute(sabotage)
+                problems += compare_models(conn, models, SCHEMAS[target.name])
+            finally:
+                conn.rollback()
     return problems
 
 
-def test_models_match_the_migrated_catalog(scratch):
-    assert migrate_and_compare(scratch) == []
+def test_models_match_the_migrated_catalog(settings):
+    assert migrate_and_compare(settings) == []
 
 
 @pytest.mark.parametrize("sabotage,expected", [
@@ -47,8 +56,8 @@ def test_models_match_the_migrated_catalog(scratch):
      "table customer.stray exists in the database but no model declares it"),
 ])
 @pytest.mark.one_mode   # PRIMARY's schemas are the same in both modes; data-side drift runs in both
-def test_drift_in_primary_is_reported(scratch, sabotage, expected):
-    assert expected in migrate_and_compare(scratch, sabotage_primary=sabotage)
+def test_drift_in_primary_is_reported(settings, sabotage, expected):
+    assert expected in migrate_and_compare(settings, sabotage_primary=sabotage)
 
 
 @pytest.mark.parametrize("sabotage,expected", [
@@ -61,13 +70,13 @@ def test_drift_in_primary_is_reported(scratch, sabotage, expected):
     ("ALTER TABLE workspace.us_zips ALTER COLUMN population TYPE bigint",
      "workspace.us_zips.population is bigint in the database but integer in the model"),
 ])
-def test_drift_in_data_is_reported(scratch, sabotage, expected):
-    problems = migrate_and_compare(scratch, sabotage_data=sabotage)
+def test_drift_in_data_is_reported(settings, sabotage, expected):
+    problems = migrate_and_compare(settings, sabotage_data=sabotage)
     assert any(expected in p for p in problems), problems
 
 
-def test_scratch_build_tables_are_not_drift(scratch):
-    assert migrate_and_compare(scratch, sabotage_data="CREATE TABLE reference._build_delivery_matrix (x int)") == []
+def test_scratch_build_tables_are_not_drift(settings):
+    assert migrate_and_compare(settings, sabotage_data="CREATE TABLE reference._build_delivery_matrix (x int)") == []
 
 
 # Partitions are part of their parent whatever they are named (live slices are
@@ -89,10 +98,10 @@ SCRATCH_PARENT_WITH_PLAIN_NAMED_PARTITIONS = """
 
 @pytest.mark.parametrize("sabotage", [REPARTITION_DELIVERY_MATRIX, SCRATCH_PARENT_WITH_PLAIN_NAMED_PARTITIONS],
                          ids=["live-partitions", "scratch-parent"])
-def test_partitions_are_part_of_their_parent_whatever_their_names(scratch, sabotage):
-    assert migrate_and_compare(scratch, sabotage_data=sabotage) == []
+def test_partitions_are_part_of_their_parent_whatever_their_names(settings, sabotage):
+    assert migrate_and_compare(settings, sabotage_data=sabotage) == []
 
 
-def test_a_table_named_with_an_underscore_is_not_scratch_for_that_alone(scratch):
-    problems = migrate_and_compare(scratch, sabotage_data="CREATE TABLE reference._stray (x int)")
+def test_a_table_named_with_an_underscore_is_not_scratch_for_that_alone(settings):
+    problems = migrate_and_compare(settings, sabotage_data="CREATE TABLE reference._stray (x int)")
     assert problems == ["table reference._stray exists in the database but no model declares it"]
