@@ -5,6 +5,7 @@ Every database a test creates starts with PREFIX, and only such databases are ev
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import psycopg2
@@ -138,17 +139,38 @@ class Databases:
 
 # --- the reset after every test -------------------------------------------------------------
 # One round trip per database: a DO block drops what a killed or failed build left (data side,
-# handled.schema.names), TRUNCATEs in one statement every table of the side's schemas that holds a row
-# (an empty table has nothing to empty, and TRUNCATE of a table costs new files whether or not
+# handled.schema.names), TRUNCATEs in one statement every table of the side's schemas that holds a
+# row (an empty table has nothing to empty, and TRUNCATE of a table costs new files whether or not
 # it had rows), restarts every sequence a table owns that has been used since its last restart
-# (what RESTART IDENTITY did), then the seed migrations run in the same query string.
+# (what RESTART IDENTITY did), and replays the seed migrations.
+#
+# Only what the test touched: the seeded tables (roles, permissions, carriers, services) are left
+# as they are when each still has the fingerprint it had after the last full reset (its rows and
+# its sequences' positions); then neither they nor their sequences are touched and the seeds are
+# not replayed. Any difference, or a seeded table referencing a table being emptied, and the
+# whole side is reset and seeded again, and the fingerprints taken anew.
+
+FINGERPRINT_SQL = r"""
+SELECT md5(coalesce((SELECT string_agg(t::text, chr(10) ORDER BY t::text) FROM {table} t), ''))
+    || ':' || coalesce((SELECT string_agg(coalesce(s.last_value::text, '-'), ',' ORDER BY s.sequencename)
+                        FROM pg_depend d
+                        JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
+                        JOIN pg_namespace n ON n.oid = c.relnamespace
+                        JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
+                        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                          AND d.refobjid = '{table}'::regclass AND d.deptype IN ('a', 'i')), '')
+"""
 
 RESET_SQL = r"""
 DO $reset$
 DECLARE
     item record;
     holds_rows boolean;
+    fingerprint text;
     written text[] := '{}';
+    seeded text[] := '{}';
+    expected jsonb := %(expected)s::jsonb;          -- NULL until a full reset of this side took them
+    seeds_as_left boolean := %(expected)s::jsonb IS NOT NULL;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);   -- no wait for the disk: only a reset is at stake
     PERFORM set_config('session_replication_role', 'replica', true);   -- audit_log's trigger stays out of it
@@ -163,10 +185,25 @@ BEGIN
                 WHERE schemaname = ANY(%(schemas)s)
     LOOP
         EXECUTE 'SELECT EXISTS (SELECT FROM ' || item.name || ')' INTO holds_rows;
-        IF holds_rows THEN
+        IF coalesce(expected ? item.name, false) THEN
+            seeded := seeded || item.name;
+            IF seeds_as_left THEN
+                EXECUTE replace(%(fingerprint)s, '{table}', item.name) INTO fingerprint;
+                seeds_as_left := fingerprint = expected ->> item.name;
+            END IF;
+        ELSIF holds_rows THEN
             written := written || item.name;
         END IF;
     END LOOP;
+    IF seeds_as_left AND (cardinality(seeded) <> (SELECT count(*) FROM jsonb_object_keys(expected))
+                          OR EXISTS (SELECT FROM pg_constraint
+                                     WHERE contype = 'f' AND conrelid::regclass::text = ANY(seeded)
+                                       AND confrelid::regclass::text = ANY(written))) THEN
+        seeds_as_left := false;   -- a seeded table gone, or one TRUNCATE ... CASCADE would empty
+    END IF;
+    IF NOT seeds_as_left THEN
+        written := written || seeded;
+    END IF;
     IF cardinality(written) > 0 THEN
         EXECUTE 'TRUNCATE ' || array_to_string(written, ', ') || ' CASCADE';
     END IF;
@@ -177,41 +214,68 @@ BEGIN
                 JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                 AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
                 WHERE s.schemaname = ANY(%(schemas)s) AND s.last_value IS NOT NULL
+                  AND NOT (seeds_as_left AND d.refobjid::regclass::text = ANY(seeded))
     LOOP
         PERFORM setval(item.name, item.start_value, false);
     END LOOP;
+    IF NOT seeds_as_left THEN
+        EXECUTE %(seeds)s;
+    END IF;
 END
 $reset$;
 """
 
+SEEDED_TABLES_SQL = """
+SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%(schemas)s)
+"""
 
-def _reset_statement(side: str) -> tuple[str, dict]:
-    seeds = "\n".join(seed.read_text() for seed in SEED_FILES if seed.parent.name == side)
+# (host, port, database, side) -> {seeded table: fingerprint after the last full reset}
+_seed_fingerprints: dict[tuple, dict[str, str]] = {}
+
+
+SEEDS = {side: "\n".join(seed.read_text() for seed in SEED_FILES if seed.parent.name == side)
+         for side in ("primary", "data")}
+
+
+def _reset_statement(side: str, expected: dict | None) -> tuple[str, dict]:
     params = {"drop_leftovers": side == "data", "schemas": list(SCHEMAS[side]),
-              "scratch": list(SCRATCH_LIKE_PATTERNS)}
-    return RESET_SQL + seeds.replace("%", "%%"), params
+              "scratch": list(SCRATCH_LIKE_PATTERNS), "fingerprint": FINGERPRINT_SQL, "seeds": SEEDS[side],
+              "expected": json.dumps(expected) if expected is not None else None}
+    return RESET_SQL, params
+
+
+def _take_fingerprints(cur, side: str) -> dict[str, str]:
+    """The fingerprint of every table of ``side`` that holds rows right after a full reset: the seeded ones."""
+    cur.execute(SEEDED_TABLES_SQL, {"schemas": list(SCHEMAS[side])})
+    prints = {}
+    for (table,) in cur.fetchall():
+        cur.execute(f"SELECT EXISTS (SELECT FROM {table})")
+        if cur.fetchone()[0]:
+            cur.execute(FINGERPRINT_SQL.replace("{table}", table))
+            prints[table] = cur.fetchone()[0]
+    return prints
 
 
 def reset_tables(settings) -> None:
-    """Empty every table of the four schemas and replay the seed migrations.
+    """Empty every table of the four schemas that the test wrote and put the seeds back.
 
     One query string per database (both sides at once in single mode), on a new connection
     closed at once: a kept one would show in the tests that count the connections to their
-    database."""
+    database. After a full reset of a side, its seeded tables' fingerprints are taken (a second
+    round trip, once per full reset)."""
     batches: dict[tuple, tuple] = {}
     for side, config in (("primary", settings.primary), ("data", settings.data)):
-        statement, params = _reset_statement(side)
-        key = (config.host, config.port, config.dbname)
-        if key in batches:   # single mode: one database holds both sides
-            earlier_config, earlier_statements = batches[key]
-            batches[key] = (earlier_config, earlier_statements + [(statement, params)])
-        else:
-            batches[key] = (config, [(statement, params)])
-    for config, statements in batches.values():
+        db_key = (config.host, config.port, config.dbname)
+        batches.setdefault(db_key, (config, []))[1].append(side)
+    for db_key, (config, sides) in batches.items():
         conn = connect(superuser_config(config))   # TRUNCATE, and past the audit log's append-only trigger
         try:
             with conn.cursor() as cur:
+                statements = [_reset_statement(side, _seed_fingerprints.get((*db_key, side))) for side in sides]
                 cur.execute(b"".join(cur.mogrify(statement, params) for statement, params in statements))
+                for side in sides:
+                    if (*db_key, side) not in _seed_fingerprints:
+                        _seed_fingerprints[(*db_key, side)] = _take_fingerprints(cur, side)
         finally:
             conn.close()
 
