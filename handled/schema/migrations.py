@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -108,7 +109,19 @@ def open_backend(target: Target):
 
 
 def load_migrations(target: Target):
-    return read_migrations(str(target.directory))
+    """The target's migrations, read (and their SQL split into statements by yoyo) once per state
+    of the directory: a process that migrates, checks and reports many times parses them once."""
+    directory = target.directory
+    state = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.iterdir()))
+    return _read_migrations(str(directory), state)
+
+
+@lru_cache(maxsize=16)
+def _read_migrations(directory: str, state: tuple):
+    migrations = read_migrations(directory)
+    for migration in migrations:
+        migration.load()
+    return migrations
 
 
 def applied_ids(conn, target: Target) -> dict[str, object]:
