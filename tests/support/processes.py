@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.environment import WORKER
+
 FLASK = str(Path(sys.executable).with_name("flask"))  # the flask command of the venv running the tests
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on. Under pytest-xdist each test process picks from a
+    range of its own (below Linux's ephemeral ports), so two processes starting servers at
+    the same moment never get the same port."""
+    if not WORKER:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    first = 20000 + 1500 * int(WORKER.removeprefix("gw"))
+    for port in random.sample(range(first, first + 1500), 1500):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {first}-{first + 1499} for test process {WORKER}")
 
 
 def run_flask(*args: str, env: dict, cwd, timeout: float = 120) -> subprocess.CompletedProcess:
