@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SERVER = os.environ.get("HANDLED_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
-REDIS = os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/13")
+REDIS = os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/6")
 DESTINATIONS = 918
 ORIGINS = ("100", "606", "900")     # the facilities' origins; the page reads one at a time
 

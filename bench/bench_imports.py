@@ -50,7 +50,7 @@ TWINS = {  # twin table -> (integration, key) for the ZIP5-keyed kinds
 
 def bench_env(workdir: Path) -> dict:
     return {**os.environ, "PRIMARY_DATABASE_URL": f"{PG_SERVER}/{DATABASE}", "SPLIT_DB_MODE": "false",
-            "REDIS_URL": os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/14"),
+            "REDIS_URL": os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/5"),
             "SECRET_KEY": "bench-secret-key-0123456789abcdef",
             "IMPORT_ARCHIVE_DIR": str(workdir / "archive"), "IMPORT_MAX_BYTES": str(8 << 30)}
 

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SERVER = os.environ.get("HANDLED_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
-REDIS = os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/12")
+REDIS = os.environ.get("HANDLED_BENCH_REDIS", "redis://127.0.0.1:6379/7")
 
 
 def env_for(dbname: str, parallelism: int | None = None) -> dict:

@@ -63,6 +63,7 @@ def pytest_sessionfinish(session):
         session.config.workeroutput["left_out"] = session.config.stash.get(_LEFT_OUT, 0)
 
 
+@pytest.hookimpl(optionalhook=True)   # an xdist hook: `-p no:xdist` runs without the plugin
 def pytest_testnodedown(node, error):
     """In the xdist controller: every worker collected the same tests, so any one's count is the run's."""
     left_out = getattr(node, "workeroutput", {}).get("left_out")

@@ -357,7 +357,7 @@ def test_cancelling_a_sliced_build_stops_every_slice(app, settings):
     def waiting_slices() -> int:
         with watcher.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'INSERT INTO reference.%%'")
+                        "AND datname = current_database() AND query LIKE 'INSERT INTO reference.%%'")
             return cur.fetchone()[0]
 
     def run():

@@ -12,6 +12,7 @@ yoyo needs session state (its search_path, our advisory lock).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -109,10 +110,12 @@ def open_backend(target: Target):
 
 
 def load_migrations(target: Target):
-    """The target's migrations, read (and their SQL split into statements by yoyo) once per state
-    of the directory: a process that migrates, checks and reports many times parses them once."""
+    """The target's migrations, read (and their SQL split into statements by yoyo) once per content
+    of the directory (names and sha256 of its files: reading is cheap, parsing is not), so a process
+    that migrates, checks and reports many times parses them once."""
     directory = target.directory
-    state = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.iterdir()))
+    state = tuple(sorted((p.name, hashlib.sha256(p.read_bytes()).hexdigest())
+                         for p in directory.iterdir() if p.is_file()))
     return _read_migrations(str(directory), state)
 
 

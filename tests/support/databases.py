@@ -145,13 +145,13 @@ class Databases:
 # (what RESTART IDENTITY did), and replays the seed migrations.
 #
 # Only what the test touched: the seeded tables (roles, permissions, carriers, services) are left
-# as they are when each still has the fingerprint it had after the last full reset (its rows and
-# its sequences' positions); then neither they nor their sequences are touched and the seeds are
-# not replayed. Any difference, or a seeded table referencing a table being emptied, and the
-# whole side is reset and seeded again, and the fingerprints taken anew.
+# as they are when, after the other tables were emptied (a TRUNCATE ... CASCADE reaches whatever
+# references them), each still has the fingerprint it had after a full reset: its rows where they
+# lie (ctid, so even an edit undone shows) and its sequences' positions. Any difference and the
+# seeded tables are emptied, their sequences restarted and the seeds replayed.
 
 FINGERPRINT_SQL = r"""
-SELECT md5(coalesce((SELECT string_agg(t::text, chr(10) ORDER BY t::text) FROM {table} t), ''))
+SELECT md5(coalesce((SELECT string_agg(t.ctid::text || t::text, chr(10) ORDER BY t.ctid) FROM {table} t), ''))
     || ':' || coalesce((SELECT string_agg(coalesce(s.last_value::text, '-'), ',' ORDER BY s.sequencename)
                         FROM pg_depend d
                         JOIN pg_class c ON c.oid = d.objid AND c.relkind = 'S'
@@ -167,6 +167,7 @@ DECLARE
     item record;
     holds_rows boolean;
     fingerprint text;
+    seeded_table text;
     written text[] := '{}';
     seeded text[] := '{}';
     expected jsonb := %(expected)s::jsonb;          -- NULL until a full reset of this side took them
@@ -181,32 +182,48 @@ BEGIN
             EXECUTE 'DROP TABLE IF EXISTS ' || item.name;
         END LOOP;
     END IF;
+    -- 1. every table that holds a row, but the seeded ones: emptied
     FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
                 WHERE schemaname = ANY(%(schemas)s)
     LOOP
-        EXECUTE 'SELECT EXISTS (SELECT FROM ' || item.name || ')' INTO holds_rows;
         IF coalesce(expected ? item.name, false) THEN
             seeded := seeded || item.name;
-            IF seeds_as_left THEN
-                EXECUTE replace(%(fingerprint)s, '{table}', item.name) INTO fingerprint;
-                seeds_as_left := fingerprint = expected ->> item.name;
+        ELSE
+            EXECUTE 'SELECT EXISTS (SELECT FROM ' || item.name || ')' INTO holds_rows;
+            IF holds_rows THEN
+                written := written || item.name;
             END IF;
-        ELSIF holds_rows THEN
-            written := written || item.name;
         END IF;
     END LOOP;
-    IF seeds_as_left AND (cardinality(seeded) <> (SELECT count(*) FROM jsonb_object_keys(expected))
-                          OR EXISTS (SELECT FROM pg_constraint
-                                     WHERE contype = 'f' AND conrelid::regclass::text = ANY(seeded)
-                                       AND confrelid::regclass::text = ANY(written))) THEN
-        seeds_as_left := false;   -- a seeded table gone, or one TRUNCATE ... CASCADE would empty
-    END IF;
-    IF NOT seeds_as_left THEN
-        written := written || seeded;
-    END IF;
     IF cardinality(written) > 0 THEN
         EXECUTE 'TRUNCATE ' || array_to_string(written, ', ') || ' CASCADE';
     END IF;
+    -- 2. the seeded tables, as they are now: each as the last full reset left it, or all seeded again
+    IF seeds_as_left AND cardinality(seeded) <> (SELECT count(*) FROM jsonb_object_keys(expected)) THEN
+        seeds_as_left := false;   -- a seeded table is gone
+    END IF;
+    FOREACH seeded_table IN ARRAY CASE WHEN seeds_as_left THEN seeded ELSE '{}'::text[] END LOOP
+        EXECUTE replace(%(fingerprint)s, '{table}', seeded_table) INTO fingerprint;
+        IF fingerprint IS DISTINCT FROM expected ->> seeded_table THEN
+            seeds_as_left := false;
+            EXIT;
+        END IF;
+    END LOOP;
+    IF NOT seeds_as_left THEN
+        written := '{}';
+        FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
+                    WHERE schemaname = ANY(%(schemas)s)
+        LOOP
+            EXECUTE 'SELECT EXISTS (SELECT FROM ' || item.name || ')' INTO holds_rows;
+            IF holds_rows THEN
+                written := written || item.name;
+            END IF;
+        END LOOP;
+        IF cardinality(written) > 0 THEN
+            EXECUTE 'TRUNCATE ' || array_to_string(written, ', ') || ' CASCADE';
+        END IF;
+    END IF;
+    -- 3. sequences used since their last restart start over (the seeded tables' only when reseeded)
     FOR item IN SELECT format('%%I.%%I', s.schemaname, s.sequencename) AS name, s.start_value
                 FROM pg_sequences s
                 JOIN pg_class c ON c.relname = s.sequencename
@@ -229,7 +246,9 @@ SEEDED_TABLES_SQL = """
 SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%(schemas)s)
 """
 
-# (host, port, database, side) -> {seeded table: fingerprint after the last full reset}
+# (host, port, database, side) -> {seeded table: fingerprint after a full reset}. Taken once per test
+# process, after its first reset of that database (always a full one): a full reset leaves the same
+# state every time, so the fingerprints stay true for the session.
 _seed_fingerprints: dict[tuple, dict[str, str]] = {}
 
 
@@ -261,8 +280,8 @@ def reset_tables(settings) -> None:
 
     One query string per database (both sides at once in single mode), on a new connection
     closed at once: a kept one would show in the tests that count the connections to their
-    database. After a full reset of a side, its seeded tables' fingerprints are taken (a second
-    round trip, once per full reset)."""
+    database. After the first (full) reset of a side, its seeded tables' fingerprints are taken
+    (a second round trip, once per test process)."""
     batches: dict[tuple, tuple] = {}
     for side, config in (("primary", settings.primary), ("data", settings.data)):
         db_key = (config.host, config.port, config.dbname)

@@ -6,6 +6,7 @@
   PYTEST_XDIST_WORKER        set by pytest-xdist in each worker (gw0, gw1, ...): the worker's databases
                              are PREFIX_gw<n>... and its Redis database is the one below HANDLED_TEST_REDIS's
                              by n (15, 14, 13 ... by default), so workers never see each other's rows or keys
+                             (the benchmarks in bench/ default to databases 5-7, the app to 0 and 1)
   HANDLED_TEST_VIA_PGBOUNCER 1: every test's PRIMARY goes through a real PgBouncer (see fixtures/databases.py)
   HANDLED_TEST_AXE           npm's axe-core (axe.min.js) that scripts/test installs in var/tools/axe
 """
