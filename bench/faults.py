@@ -27,7 +27,8 @@ the full run repeats the list until its time budget says stop):
   worker-kill-rebuild the job worker SIGKILLed mid-build
   gunicorn-kill-upload   both workers of instance A SIGKILLed while an upload is being sent
   gunicorn-kill-download both workers of instance A SIGKILLed while an export streams
-  disk-full-upload   the uploads/archive tmpfs filled up, then a (background-sized) upload
+  disk-full-upload   the uploads/archive tmpfs filled up, then a small (inline) upload and a
+                     large (queued) one
 
 Figures per fault (rows) - see docs/FAULTS.md for what each means:
 
@@ -35,6 +36,7 @@ Figures per fault (rows) - see docs/FAULTS.md for what each means:
                               answering"); any other 5xx (must be 0); connection errors
   tb       "Traceback" lines written to the gunicorn and worker logs (must be 0)
   revoked  requests of a disabled user's session answered 200 after the disable returned (0)
+  rev.checks  how many such requests were made (so "revoked 0" is not "never looked")
   imports  workspace tables not equal to their file (the same file's calm import) (0)
   refs     reference tables whose count+checksum differ from the calm build (0)
   scratch  _build_/_old_ tables still in DATA 20 s after healing, while no build runs (0)
@@ -42,15 +44,18 @@ Figures per fault (rows) - see docs/FAULTS.md for what each means:
   noreason failed runs without a message (0)
   short    export downloads that ended cleanly but short (0)
   wexit    the job worker exited by itself (0)
+  cut      downloads that ended in an error (expected under the stream faults; not a must-be-0)
   rec A/B  seconds from healing to the first good answer per instance (goal < 5)
 
 Usage (as root for the tmpfs; the run stops everything it started, also on Ctrl-C):
 
-  .venv/bin/python bench/faults.py [--quick] [--single] [--minutes 8.5] [--json FILE]
+  .venv/bin/python bench/faults.py [--quick] [--single] [--minutes 8.5] [--only NAME,...]
+      [--hold S] [--pause S] [--settle S] [--origins N] [--json FILE] [--keep]
 
-The full run ends by itself within --minutes and a minute (a watchdog interrupts it past that).
-Exit status 0 when every must-be-0 figure is 0, 1 otherwise, 2 when the world could not start,
-130 when interrupted.
+Holds: 2 s in --quick, 4 s otherwise (a gunicorn kill is held 1 s); --quick caps --minutes
+at 6. The full run ends by itself within --minutes and a minute (a watchdog interrupts it
+past that). Exit status 0 when every must-be-0 figure is 0 and every recovery is under 5 s,
+1 otherwise, 2 when the world could not start or --only names no fault, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -975,6 +980,7 @@ print(json.dumps(out))
                  "gunicorn-kill-upload": lambda: self.f_gunicorn_kill("upload"),
                  "gunicorn-kill-download": lambda: self.f_gunicorn_kill("download"),
                  "disk-full-upload": self.f_disk_full}
+        assert tuple(every) == FAULT_NAMES, "FAULT_NAMES lists the faults in their order"
         return {name: f for name, f in every.items() if not self.args.only or name in self.args.only}
 
     # --- the run
@@ -1115,6 +1121,11 @@ print(json.dumps(out))
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+FAULT_NAMES = ("redis-empty", "redis-kept", "primary-restart", "pgbouncer-restart", "primary-pause",
+               "data-stop-import", "data-stop-rebuild", "data-stop-export", "worker-kill-import",
+               "worker-kill-rebuild", "gunicorn-kill-upload", "gunicorn-kill-download", "disk-full-upload")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="each fault once (< 2 minutes)")
@@ -1129,6 +1140,9 @@ def main() -> int:
                         help="comma-separated fault names to inject (default: every fault)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
+    unknown = sorted(set(args.only or []) - set(FAULT_NAMES))
+    if unknown:
+        parser.error(f"--only names no such fault: {', '.join(unknown)} (the faults: {', '.join(FAULT_NAMES)})")
     if args.hold is None:
         args.hold = 2.0 if args.quick else 4.0
     if args.settle is None:

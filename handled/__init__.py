@@ -58,13 +58,18 @@ class RedactingFormatter(logging.Formatter):
         return redact_url(super().format(record))
 
 
+def log_handler() -> logging.Handler:
+    """Where handled's log lines go (stderr), one format for all: time, level, logger, message."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
 def configure_logging(settings: Settings) -> None:
     """Warnings and errors by default; every statement when LOG_DB_QUERIES=true."""
     logger = logging.getLogger("handled")
     if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+        logger.addHandler(log_handler())
         logger.propagate = False
     logging.getLogger("handled.db").setLevel(logging.INFO if settings.log_db_queries else logging.WARNING)
     logger.setLevel(logging.INFO)

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import datetime
 import io
+import logging
 import os
 import subprocess
 import zipfile
@@ -165,6 +166,15 @@ def test_an_upload_over_the_size_limit_is_refused(app, importer, files):
     assert ImportRun.select().count() == 0 and table_rows("us_zips") == []
 
 
+class Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 def test_large_upload_with_redis_down_is_refused_cleanly(settings, tmp_path, files):
     from tests.support.accounts import make_user, sign_in_client
     from tests.support.servers import PrivateRedis
@@ -178,10 +188,19 @@ def test_large_upload_with_redis_down_is_refused_cleanly(settings, tmp_path, fil
         application.config.update(TESTING=True)
         client = sign_in_client(application, make_user(application, ["run_imports"]))
         private.stop()
-        response = upload(client, "us-zips", [write_uszips(files / "uszips.csv", [uszip_row("00501")])])
+        logged = Recorder()
+        logging.getLogger("handled").addHandler(logged)
+        try:
+            response = upload(client, "us-zips", [write_uszips(files / "uszips.csv", [uszip_row("00501")])])
+        finally:
+            logging.getLogger("handled").removeHandler(logged)
         assert response.status_code == 302
         page = client.get(response.headers["Location"]).get_data(as_text=True)
         assert "The job queue (Redis) is not answering" in page
+        # one line for the operator, no traceback (docs/OPS_RUNBOOK.md "Faults under load")
+        lines = [r.getMessage() for r in logged.records if "import" in r.getMessage()]
+        assert [line.split(" (")[0] for line in lines] == ["could not queue an import of us-zips: the job queue"]
+        assert all(r.exc_info is None for r in logged.records)
         with application.app_context():
             assert ImportRun.select().count() == 0 and table_rows("us_zips") == []
         assert not any((tmp_path / "uploads").iterdir())

@@ -126,6 +126,8 @@ def test_a_worker_waits_for_redis_and_carries_on(data, settings, tmp_path):
         cache.init_redis(settings)
     log = worker_log(tmp_path)
     assert "Redis is not answering" in log and "Redis answers again" in log and "Traceback" not in log, log
+    # in handled's format, with their level, so the runbook's grep for WARNING finds them
+    assert " WARNING rq.worker: Worker " in log and ": Redis is not answering" in log, log
 
 
 @pytest.mark.one_mode    # Redis and the worker's order of steps; no database crossing

@@ -20,6 +20,7 @@ from werkzeug.utils import secure_filename
 
 from handled import jobs
 from handled.context import Context
+from handled.errors import first_line
 from handled.integrations.service import ImportOutcome, ImportRequestError, import_paths
 from handled.settings import Settings
 from handled.wording import how_many
@@ -70,9 +71,10 @@ def submit_import(ctx: Context, integration_id: str, folder: Path, paths: list[P
                                   names, partial, force, ctx=ctx,
                                   description=_description(integration_id, names),
                                   result_url=result_url)
-        except RedisError:
+        except RedisError as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            log.warning("could not queue an import of %s", integration_id, exc_info=True)
+            log.warning("could not queue an import of %s: the job queue (Redis) is not answering (%s)",
+                        integration_id, first_line(exc))
             raise ImportRequestError("The job queue (Redis) is not answering, so this large upload was not "
                                      "imported; try again in a minute, or use flask integrations import.") from None
         return Submission(job_id=job_id)

@@ -29,7 +29,7 @@ from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import import_attribute
 
-from handled import db, heartbeat, runs
+from handled import db, heartbeat, log_handler, runs
 from handled.cache import get_jobs_redis
 from handled.context import job_context, job_settings
 from handled.errors import HandledError, first_line, redact_url
@@ -355,4 +355,8 @@ def run_worker(*, burst: bool = False, name: str | None = None, max_jobs: int | 
                            serializer=SERIALIZER)
     connection.connection_pool.disconnect()  # RQ raised the socket timeout; reconnect with it
     db.close_databases()
+    rq_log = logging.getLogger("rq.worker")   # RQ's own lines in handled's format (with their level), not RQ's
+    if not rq_log.handlers:
+        rq_log.addHandler(log_handler())
+        rq_log.propagate = False
     return worker.work(burst=burst, max_jobs=max_jobs, logging_level="INFO")
