@@ -29,8 +29,14 @@ ONE_MODE_HELP = ("one_mode: what the test proves does not depend on the database
 _LEFT_OUT = pytest.StashKey[int]()
 
 
+RUNS_LONG_HELP = ("runs_long(seconds): takes tens of seconds; started before every other test, the longest "
+                  "first, so that the test processes (pytest-xdist) finish together instead of one ending on "
+                  "it alone")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", ONE_MODE_HELP)
+    config.addinivalue_line("markers", RUNS_LONG_HELP)
     config.addinivalue_line("markers", "flow(name): the test exercises the flow a docs section of that name "
                                        "describes (tests/test_ops_docs.py checks the docs against the marks)")
 
@@ -43,8 +49,14 @@ def _mode_of(item) -> str | None:
         (value for value in callspec.params.values() if value in MODES), None)
 
 
+def _longest_first(item) -> float:
+    marker = item.get_closest_marker("runs_long")
+    return -marker.args[0] if marker else 0.0
+
+
 def pytest_collection_modifyitems(config, items):
-    """Leave out the split-mode run of every test marked ``one_mode`` (reported as deselected)."""
+    """Leave out the split-mode run of every test marked ``one_mode`` (reported as deselected), and
+    put the tests marked ``runs_long`` first."""
     kept, left_out = [], []
     for item in items:
         if item.get_closest_marker("one_mode") and _mode_of(item) == "split":
@@ -53,7 +65,7 @@ def pytest_collection_modifyitems(config, items):
             kept.append(item)
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-        items[:] = kept
+    items[:] = sorted(kept, key=_longest_first)   # stable: the rest stays as collected
     config.stash[_LEFT_OUT] = len(left_out)
 
 

@@ -157,6 +157,7 @@ def _expected_current(path: str) -> list[str]:
     return []
 
 
+@pytest.mark.runs_long(15)   # walks every page
 def test_axe_finds_nothing_serious_on_any_page_an_admin_reaches(site, browser, settings, tmp_path, artifacts_dir):
     app, base = site
     admin = make_user(app, role="admin", email="chief@example.test", name=LONG_NAME)
@@ -307,6 +308,7 @@ def _sideways(page, width: int) -> list[str]:
     }""", width)
 
 
+@pytest.mark.runs_long(8)   # walks every page
 def test_no_page_an_admin_reaches_scrolls_sideways_at_phone_width(site, browser, settings, tmp_path, artifacts_dir):
     """At 375 px every page fits the screen: wide tables scroll inside a box of their own, so the
     page never scrolls sideways and every button outside such a box is on screen."""

@@ -31,6 +31,7 @@ MUST_BE_ZERO = ("5xx", "tb", "revoked", "imports", "refs", "scratch", "stuck", "
 
 
 @pytest.mark.flow("Faults under load")
+@pytest.mark.runs_long(65)
 def test_quick_fault_run_loses_nothing_and_recovers(tmp_path):
     out = tmp_path / "faults.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "faults.py"), "--quick", "--json", str(out)],
