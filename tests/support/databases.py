@@ -209,19 +209,8 @@ BEGIN
             EXIT;
         END IF;
     END LOOP;
-    IF NOT seeds_as_left THEN
-        written := '{}';
-        FOR item IN SELECT format('%%I.%%I', schemaname, tablename) AS name FROM pg_tables
-                    WHERE schemaname = ANY(%(schemas)s)
-        LOOP
-            EXECUTE 'SELECT EXISTS (SELECT FROM ' || item.name || ')' INTO holds_rows;
-            IF holds_rows THEN
-                written := written || item.name;
-            END IF;
-        END LOOP;
-        IF cardinality(written) > 0 THEN
-            EXECUTE 'TRUNCATE ' || array_to_string(written, ', ') || ' CASCADE';
-        END IF;
+    IF NOT seeds_as_left AND cardinality(seeded) > 0 THEN   -- every other table is empty by now
+        EXECUTE 'TRUNCATE ' || array_to_string(seeded, ', ') || ' CASCADE';
     END IF;
     -- 3. sequences used since their last restart start over (the seeded tables' only when reseeded)
     FOR item IN SELECT format('%%I.%%I', s.schemaname, s.sequencename) AS name, s.start_value
