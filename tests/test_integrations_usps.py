@@ -86,3 +86,20 @@ def test_wrong_files_are_refused(imp_app, files, label, write, message, imp_ctx)
 def test_wrong_name_is_refused(imp_app, files, imp_ctx, seeded):
     assert_refused(imp_ctx, "usps-3d-base", write_usps(files / "3D_Base_Service_Standard_Directory.csv", good_rows()),
                    "usps_3d_base_service", message="expected 3D_Base_Service_Standard_Directory_MMDDYYYY.csv")
+
+
+@pytest.mark.parametrize("digits", ["13452025", "02302025", "00012025", "01150000"])
+@pytest.mark.one_mode   # refused before anything is written: the same in both modes
+def test_a_name_whose_date_is_no_date_is_refused(imp_app, files, imp_ctx, seeded, digits):
+    """The name is how the file says which directory it is: digits that are no MMDDYYYY date
+    (month 13, 30 February, day 0, year 0) are a wrong file, refused before a row is read,
+    and the table (replace mode: every row) stays as it was."""
+    path = write_usps(files / f"3D_Base_Service_Standard_Directory_{digits}.csv", good_rows()[:1])
+    assert_refused(imp_ctx, "usps-3d-base", path, "usps_3d_base_service",
+                   message=f"{digits} in its name is not a real date")
+
+
+def test_a_browser_copy_of_a_name_whose_date_is_no_date_is_refused(imp_app, files, imp_ctx, seeded):
+    path = write_usps(files / "3D_Base_Service_Standard_Directory_13452025 (1).csv", good_rows()[:1])
+    assert_refused(imp_ctx, "usps-3d-base", path, "usps_3d_base_service",
+                   message="13452025 in its name is not a real date")

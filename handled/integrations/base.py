@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable, Iterable
 
 from handled.errors import HandledError
@@ -100,6 +101,9 @@ class Integration:
     # first data record names another value is refused as misnamed.
     name_cells: tuple[tuple[int, str], ...] = ()
     extensions: tuple[str, ...] = field(default=(".csv",))
+    # strptime format of the name's ``date`` group (e.g. the USPS directory's MMDDYYYY): a name
+    # whose digits are no calendar date is refused, whatever its rows hold.
+    name_date: str | None = None
 
     def __post_init__(self):
         assert self.mode in MODES, self.mode
@@ -117,7 +121,15 @@ class Integration:
         if not match:
             raise FileRefused(
                 f"{file_name!r} is not a {self.name} file name; expected {self.file_hint}.")
-        return match.groupdict()
+        context = match.groupdict()
+        if self.name_date:
+            try:
+                datetime.strptime(context["date"], self.name_date)
+            except ValueError:
+                raise FileRefused(
+                    f"{file_name!r}: {context['date']} in its name is not a real date, so it is not a "
+                    f"{self.name} file name; expected {self.file_hint} with the directory's date.") from None
+        return context
 
 
 # ---- fast-path fragments: narrower than the validators below, never wider

@@ -53,10 +53,9 @@ def judge_name(integration: Integration, name: str) -> JudgedName:
         return JudgedName(name, name, integration.match_name(name))
     except FileRefused as refusal:
         original = browser_original(name)
-        match = integration.name_pattern.fullmatch(original) if original else None
-        if match is None:
+        if not original or not integration.name_pattern.fullmatch(original):
             raise
-        return JudgedName(name, original, match.groupdict(), refusal)
+        return JudgedName(name, original, integration.match_name(original), refusal)
 
 
 def header_refusal(judged: JudgedName, wrong) -> FileRefused:

@@ -24,6 +24,7 @@ INTEGRATION = Integration(
     description="USPS days from every origin ZIP3 to every destination ZIP3, eight services.",
     file_hint="3D_Base_Service_Standard_Directory_MMDDYYYY.csv",
     name_pattern=re.compile(r"3D_Base_Service_Standard_Directory_(?P<date>\d{8})\.csv", re.IGNORECASE),
+    name_date="%m%d%Y",
     format="csv",
     header=HEADER,
     target="usps_3d_base_service",
