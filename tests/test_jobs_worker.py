@@ -164,6 +164,30 @@ def test_a_job_says_how_it_ended_before_its_heartbeat_stops(data, app, settings,
     assert jobs.job_status(job_id)["status"] == ended
 
 
+@pytest.mark.one_mode    # Redis and the order of reads; no database crossing
+def test_a_job_that_ended_while_its_status_was_read_is_not_a_dead_workers(data, app, settings):
+    """A page reads the job (RQ says "started"), then its runner's heartbeat: in between the work
+    horse ended the job and exited, so the runner is gone. That is a finished job, not a dead
+    worker's: the job is read again once the runner is found gone (a CI run saw "failed" here
+    for a job RQ had logged as "Successfully completed")."""
+    from handled.jobs.progress import update_meta
+    from handled.jobs.queue import _status, fetch_job
+    from rq.job import JobStatus
+
+    job_id = jobs.enqueue("transformation", "handled.transformations.service.transformation_job",
+                          ["zip3-reference"], ctx=queued_by(settings), description="Run zip3-reference")
+    gone = f"{__import__('socket').gethostname()}:999999999"   # this host, no such process
+    fetch_job(job_id).set_status(JobStatus.STARTED)
+    update_meta(fetch_job(job_id), runner=gone)
+    read_first = fetch_job(job_id)                     # what the page read: started
+    fetch_job(job_id).set_status(JobStatus.FINISHED)   # the horse ends the job, then exits
+
+    assert _status(read_first)["status"] == "finished"
+
+    fetch_job(job_id).set_status(JobStatus.STARTED)    # a horse that died without ending it
+    assert _status(fetch_job(job_id))["status"] == "failed"
+
+
 @pytest.mark.one_mode    # who writes which field of the meta in Redis; no database crossing
 def test_a_cancel_and_the_work_horse_keep_each_others_fields_of_the_meta(data, settings, tmp_path):
     """The job's meta is written by two processes: the work horse (its progress, how it ended)

@@ -16,6 +16,7 @@ its state is RQ's status read together with the outcome the job recorded
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timezone
 
@@ -186,7 +187,9 @@ def job_status(job_id: str) -> dict:
     return _status(fetch_job(job_id))
 
 
-def _status(job: Job) -> dict:
+def _status(job: Job, runner_gone: bool = False) -> dict:
+    """``runner_gone``: ``job`` was read again after its runner was found gone; still "started"
+    now, it failed with its worker."""
     meta = job.get_meta() if job.id else {}
     rq_status = job.get_status(refresh=False)
     rq_status = rq_status.value if isinstance(rq_status, JobStatus) else str(rq_status)
@@ -197,8 +200,14 @@ def _status(job: Job) -> dict:
     if meta.get("outcome") in ENDED:     # what the job's work came to, said by the job itself
         state = meta["outcome"]
     # dead: its runner stopped beating (a job RQ just started has not named its runner yet: not dead)
-    if state == "started" and meta.get("runner") and heartbeat.runner_alive(meta["runner"]) is False:
+    if state == "started" and runner_gone:
         state, message = "failed", DEAD_WORKER_MESSAGE.format(runner=meta.get("runner"))
+    elif state == "started" and meta.get("runner") and heartbeat.runner_alive(meta["runner"]) is False:
+        # The status above was read before the liveness: a work horse that ended the job and exited
+        # in between left "started" behind in what we read. Read the job again, now that it is gone.
+        with contextlib.suppress(NoSuchJobError):   # removed meanwhile: what was read stands
+            job.refresh()
+        return _status(job, runner_gone=True)
     if state == "failed" and not message:
         message = _rq_failure_line(job)
     done, total = meta.get("done"), meta.get("total")
