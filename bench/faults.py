@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import http.client
 import json
 import os
@@ -102,6 +103,16 @@ STUCK_AFTER = 60.0
 RECOVERY_LIMIT = 10.0  # "never": no good answer within this many seconds of healing
 SCRATCH_GRACE = 20.0   # a scratch table still there this long after healing (nothing building) is left behind
 FINISH_RESERVE = 170.0  # seconds of the budget kept for the last fault and the end of the run
+# Each fault, in the order a round injects them: the Bench method that injects it, and its argument.
+FAULTS = {"redis-empty": ("f_redis", False), "redis-kept": ("f_redis", True),
+          "primary-restart": ("f_primary_restart",), "pgbouncer-restart": ("f_pgbouncer_restart",),
+          "primary-pause": ("f_primary_pause",),
+          "data-stop-import": ("f_data_stop", "import"), "data-stop-rebuild": ("f_data_stop", "rebuild"),
+          "data-stop-export": ("f_data_stop", "export"),
+          "worker-kill-import": ("f_worker_kill", "import"), "worker-kill-rebuild": ("f_worker_kill", "rebuild"),
+          "gunicorn-kill-upload": ("f_gunicorn_kill", "upload"),
+          "gunicorn-kill-download": ("f_gunicorn_kill", "download"),
+          "disk-full-upload": ("f_disk_full",)}
 WATCHDOG_EXTRA = 50.0   # past the budget by this much, the run is interrupted (then cleans up): the hard stop
 PERMISSIONS = ["run_imports", "run_transformations", "download_exports", "view_customers", "view_system"]
 
@@ -969,19 +980,8 @@ print(json.dumps(out))
         return w
 
     def faults(self) -> dict:
-        every = {"redis-empty": lambda: self.f_redis(False), "redis-kept": lambda: self.f_redis(True),
-                 "primary-restart": self.f_primary_restart, "pgbouncer-restart": self.f_pgbouncer_restart,
-                 "primary-pause": self.f_primary_pause,
-                 "data-stop-import": lambda: self.f_data_stop("import"),
-                 "data-stop-rebuild": lambda: self.f_data_stop("rebuild"),
-                 "data-stop-export": lambda: self.f_data_stop("export"),
-                 "worker-kill-import": lambda: self.f_worker_kill("import"),
-                 "worker-kill-rebuild": lambda: self.f_worker_kill("rebuild"),
-                 "gunicorn-kill-upload": lambda: self.f_gunicorn_kill("upload"),
-                 "gunicorn-kill-download": lambda: self.f_gunicorn_kill("download"),
-                 "disk-full-upload": self.f_disk_full}
-        assert tuple(every) == FAULT_NAMES, "FAULT_NAMES lists the faults in their order"
-        return {name: f for name, f in every.items() if not self.args.only or name in self.args.only}
+        chosen = [name for name in FAULTS if not self.args.only or name in self.args.only]
+        return {name: functools.partial(getattr(self, FAULTS[name][0]), *FAULTS[name][1:]) for name in chosen}
 
     # --- the run
     def run(self) -> int:
@@ -1121,11 +1121,6 @@ print(json.dumps(out))
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-FAULT_NAMES = ("redis-empty", "redis-kept", "primary-restart", "pgbouncer-restart", "primary-pause",
-               "data-stop-import", "data-stop-rebuild", "data-stop-export", "worker-kill-import",
-               "worker-kill-rebuild", "gunicorn-kill-upload", "gunicorn-kill-download", "disk-full-upload")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="each fault once (< 2 minutes)")
@@ -1140,9 +1135,9 @@ def main() -> int:
                         help="comma-separated fault names to inject (default: every fault)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
-    unknown = sorted(set(args.only or []) - set(FAULT_NAMES))
+    unknown = sorted(set(args.only or []) - set(FAULTS))
     if unknown:
-        parser.error(f"--only names no such fault: {', '.join(unknown)} (the faults: {', '.join(FAULT_NAMES)})")
+        parser.error(f"--only names no such fault: {', '.join(unknown)} (the faults: {', '.join(FAULTS)})")
     if args.hold is None:
         args.hold = 2.0 if args.quick else 4.0
     if args.settle is None:

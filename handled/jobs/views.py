@@ -32,17 +32,12 @@ def _for_page(status: dict, actor) -> dict:
     shown = dict(status)
     shown["can_cancel"] = jobs.may_cancel(actor, status)
     for key in ("enqueued_at", "started_at", "ended_at"):
-        shown[key + "_text"] = readable_time(status[key])
+        shown[key + "_text"] = readable_utc(status[key])   # the page's script shows local time
     shown["elapsed_text"] = readable_seconds(status["elapsed_seconds"])
     shown["files"] = [dict(f, run_url=url_for("integrations.run_page", run_id=f["run_id"])
                            if f.get("run_id") is not None else None)   # an ignored .zip member has no run
                       for f in status["files"]]
     return shown
-
-
-def readable_time(iso: str | None) -> str:
-    """The server's fallback for a <time>: "29 Nov 2026 19:45 UTC" (the page's script shows local time)."""
-    return readable_utc(iso)
 
 
 def readable_seconds(seconds: float | None) -> str:

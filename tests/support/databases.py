@@ -231,7 +231,7 @@ END
 $reset$;
 """
 
-SEEDED_TABLES_SQL = """
+SIDE_TABLES_SQL = """
 SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables WHERE schemaname = ANY(%(schemas)s)
 """
 
@@ -245,16 +245,16 @@ SEEDS = {side: "\n".join(seed.read_text() for seed in SEED_FILES if seed.parent.
          for side in ("primary", "data")}
 
 
-def _reset_statement(side: str, expected: dict | None) -> tuple[str, dict]:
-    params = {"drop_leftovers": side == "data", "schemas": list(SCHEMAS[side]),
-              "scratch": list(SCRATCH_LIKE_PATTERNS), "fingerprint": FINGERPRINT_SQL, "seeds": SEEDS[side],
-              "expected": json.dumps(expected) if expected is not None else None}
-    return RESET_SQL, params
+def _reset_params(side: str, expected: dict | None) -> dict:
+    """RESET_SQL's parameters for ``side``, given its seeded tables' fingerprints (None: not taken yet)."""
+    return {"drop_leftovers": side == "data", "schemas": list(SCHEMAS[side]),
+            "scratch": list(SCRATCH_LIKE_PATTERNS), "fingerprint": FINGERPRINT_SQL, "seeds": SEEDS[side],
+            "expected": json.dumps(expected) if expected is not None else None}
 
 
 def _take_fingerprints(cur, side: str) -> dict[str, str]:
     """The fingerprint of every table of ``side`` that holds rows right after a full reset: the seeded ones."""
-    cur.execute(SEEDED_TABLES_SQL, {"schemas": list(SCHEMAS[side])})
+    cur.execute(SIDE_TABLES_SQL, {"schemas": list(SCHEMAS[side])})
     prints = {}
     for (table,) in cur.fetchall():
         cur.execute(f"SELECT EXISTS (SELECT FROM {table})")
@@ -279,8 +279,8 @@ def reset_tables(settings) -> None:
         conn = connect(superuser_config(config))   # TRUNCATE, and past the audit log's append-only trigger
         try:
             with conn.cursor() as cur:
-                statements = [_reset_statement(side, _seed_fingerprints.get((*db_key, side))) for side in sides]
-                cur.execute(b"".join(cur.mogrify(statement, params) for statement, params in statements))
+                cur.execute(b"".join(cur.mogrify(RESET_SQL, _reset_params(side, _seed_fingerprints.get((*db_key, side))))
+                                     for side in sides))
                 for side in sides:
                     if (*db_key, side) not in _seed_fingerprints:
                         _seed_fingerprints[(*db_key, side)] = _take_fingerprints(cur, side)

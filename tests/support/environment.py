@@ -22,17 +22,14 @@ PG_SERVER = os.environ.get("HANDLED_TEST_PG", "postgresql://postgres@127.0.0.1:5
 PG_HOST = urlsplit(PG_SERVER).hostname or "127.0.0.1"   # where HANDLED_TEST_PG's server listens, for
 PG_PORT = urlsplit(PG_SERVER).port or 5432               # what must point at it directly (a PgBouncer)
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")   # "" when the suite runs in one process
-
-
-def _worker_index() -> int:
-    return int(WORKER.removeprefix("gw")) if WORKER else 0
+WORKER_INDEX = int(WORKER.removeprefix("gw")) if WORKER else 0
 
 
 def _redis_of_this_worker(url: str) -> str:
     """HANDLED_TEST_REDIS for worker 0 (or no xdist); the database n below it for worker n."""
     parts = urlsplit(url)
     base = int(parts.path.strip("/") or 0)
-    index = _worker_index()
+    index = WORKER_INDEX
     if index > base:
         raise RuntimeError(f"HANDLED_TEST_REDIS {url} leaves no Redis database for xdist worker {WORKER}: "
                            f"point it at a database numbered {index} or higher")

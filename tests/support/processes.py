@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.environment import WORKER
+from tests.support.environment import WORKER, WORKER_INDEX
 
 FLASK = str(Path(sys.executable).with_name("flask"))  # the flask command of the venv running the tests
 
@@ -21,7 +21,7 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
-    first = 20000 + 1500 * int(WORKER.removeprefix("gw"))
+    first = 20000 + 1500 * WORKER_INDEX
     for port in random.sample(range(first, first + 1500), 1500):
         with socket.socket() as sock:
             try:
